@@ -1,0 +1,47 @@
+// Command mtlsgate is the sidecar daemon and operator CLI that runs beside each
+// Envoy: it serves trust material over SDS and the bundle endpoint, manages it
+// through the admin API, verifies certificates offline and runs the local gateway.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "version", "--version":
+		fmt.Fprintf(stdout, "mtlsgate %s\n", version)
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "mtlsgate: unknown command %q; run 'mtlsgate help' for the list\n", args[0])
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `mtlsgate — client-certificate authentication for Envoy
+
+Usage: mtlsgate <command> [flags]
+
+Commands:
+  version            print the version
+  help               this text
+
+Every command takes --output json.
+`)
+}
