@@ -236,3 +236,7 @@ func PropertyPath(segments ...string) []byte {
 	}
 	return out
 }
+
+// Error makes a non-OK status usable as a Go error, so callers can test
+// errors.Is(err, abi.StatusNotFound).
+func (s Status) Error() string { return "proxy-wasm status " + s.String() }

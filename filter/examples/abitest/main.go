@@ -1,0 +1,223 @@
+//go:build wasip1
+
+// Command abitest is a proxy-wasm plugin that walks every ABI path mtlsgate's
+// filter relies on, driven by its JSON configuration, so the host's tests can
+// assert each one against a real compiled module:
+//
+//	{"reject": true}                    refuse the configuration
+//	{"localResponsePath": "/deny"}      answer 403 locally for that path
+//	{"panicPath": "/panic"}             panic inside on_request_headers
+//	{"pausePath": "/pause", "cluster": "c"}
+//	                                    pause, call cluster c, resume with its answer
+//	{"cluster": "c", "calloutPath": "/x", "tickMs": 100}
+//	                                    call c on every tick; store the body in shared data
+//
+// Every request gets x-abitest-* headers describing what the filter saw.
+package main
+
+import (
+	"strconv"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/mtlsgate/mtlsgate/filter/proxywasm"
+	"github.com/mtlsgate/mtlsgate/internal/abi"
+)
+
+func main() {}
+
+func init() {
+	proxywasm.SetNewRootContext(func(uint32) proxywasm.RootContext { return &root{} })
+}
+
+const sharedKey = "abitest.callout"
+
+type root struct {
+	proxywasm.DefaultRootContext
+	vmConfig  string
+	cfg       gjson.Result
+	requests  proxywasm.Metric
+	callouts  proxywasm.Metric
+	lastToken uint32
+}
+
+func (r *root) OnVMStart(int) bool {
+	b, err := proxywasm.GetVMConfiguration()
+	if err != nil && err != abi.StatusNotFound {
+		proxywasm.LogErrorf("abitest: vm configuration: %v", err)
+		return false
+	}
+	r.vmConfig = string(b)
+	return true
+}
+
+func (r *root) OnPluginStart(int) bool {
+	b, err := proxywasm.GetPluginConfiguration()
+	if err != nil {
+		proxywasm.LogErrorf("abitest: plugin configuration: %v", err)
+		return false
+	}
+	if !gjson.ValidBytes(b) {
+		proxywasm.LogError("abitest: configuration is not valid JSON")
+		return false
+	}
+	r.cfg = gjson.ParseBytes(b)
+	if r.cfg.Get("reject").Bool() {
+		proxywasm.LogError("abitest: configuration rejected: reject is true")
+		return false
+	}
+	if r.requests, err = proxywasm.DefineMetric(abi.MetricCounter, "abitest.requests"); err != nil {
+		return false
+	}
+	if r.callouts, err = proxywasm.DefineMetric(abi.MetricCounter, "abitest.callouts"); err != nil {
+		return false
+	}
+	if ms := r.cfg.Get("tickMs").Uint(); ms > 0 {
+		if err := proxywasm.SetTickPeriodMilliSeconds(uint32(ms)); err != nil {
+			proxywasm.LogErrorf("abitest: tick: %v", err)
+			return false
+		}
+	}
+	proxywasm.LogInfo("abitest: started; vm configuration " + strconv.Quote(r.vmConfig))
+	return true
+}
+
+func (r *root) OnTick() {
+	cluster := r.cfg.Get("cluster").String()
+	hs := []proxywasm.Header{{Key: ":method", Value: "GET"}, {Key: ":path", Value: r.cfg.Get("calloutPath").String()},
+		{Key: ":authority", Value: cluster}}
+	tok, err := proxywasm.DispatchHTTPCall(cluster, hs, nil, nil, uint32(r.cfg.Get("timeoutMs").Uint()+1000*b2i(!r.cfg.Get("timeoutMs").Exists())),
+		func(numHeaders, bodySize, _ int) {
+			_ = r.callouts.Increment(1)
+			status := "failed"
+			if numHeaders > 0 {
+				status, _ = proxywasm.GetHTTPCallResponseHeader(":status")
+			}
+			body, _ := proxywasm.GetHTTPCallResponseBody(0, bodySize)
+			_, cas, err := proxywasm.GetSharedData(sharedKey)
+			if err != nil && err != abi.StatusNotFound {
+				proxywasm.LogErrorf("abitest: shared data: %v", err)
+			}
+			if err := proxywasm.SetSharedData(sharedKey, []byte(status+" "+string(body)), cas); err != nil {
+				proxywasm.LogErrorf("abitest: set shared data: %v", err)
+			}
+		})
+	if err != nil {
+		proxywasm.LogErrorf("abitest: http call: %v", err)
+		return
+	}
+	r.lastToken = tok
+}
+
+func b2i(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (r *root) NewHTTPContext(uint32) proxywasm.HTTPContext { return &stream{root: r} }
+
+type stream struct {
+	proxywasm.DefaultHTTPContext
+	root *root
+}
+
+func (s *stream) OnHTTPRequestHeaders(numHeaders int, endOfStream bool) proxywasm.Action {
+	_ = s.root.requests.Increment(1)
+	cfg := s.root.cfg
+	hs, err := proxywasm.GetHTTPRequestHeaders()
+	if err != nil {
+		proxywasm.LogErrorf("abitest: headers: %v", err)
+	}
+	path, _ := proxywasm.GetHTTPRequestHeader(":path")
+	set := func(k, v string) { _ = proxywasm.ReplaceHTTPRequestHeader(k, v) }
+	set("x-abitest-count", strconv.Itoa(len(hs))+"/"+strconv.Itoa(numHeaders)+"/"+strconv.FormatBool(endOfStream))
+	for _, p := range [][]string{{"source", "address"}, {"destination", "address"}, {"request", "path"},
+		{"request", "method"}, {"request", "host"}, {"connection", "subject_peer_certificate"}, {"plugin_name"}} {
+		v, err := proxywasm.GetPropertyString(p...)
+		if err != nil {
+			v = "error:" + err.Error()
+		}
+		set("x-abitest-prop-"+joinDash(p), v)
+	}
+	if id, err := proxywasm.GetPropertyUint64("connection", "id"); err == nil {
+		set("x-abitest-prop-connection-id", strconv.FormatUint(id, 10))
+	}
+	if port, err := proxywasm.GetPropertyUint64("source", "port"); err == nil {
+		set("x-abitest-prop-source-port", strconv.FormatUint(port, 10))
+	}
+	if mtls, err := proxywasm.GetPropertyBool("connection", "mtls"); err == nil {
+		set("x-abitest-prop-connection-mtls", strconv.FormatBool(mtls))
+	}
+	if _, err := proxywasm.GetProperty("no", "such", "attribute"); err == abi.StatusNotFound {
+		set("x-abitest-missing-property", "NotFound")
+	}
+	_ = proxywasm.RemoveHTTPRequestHeader("x-remove-me")
+	if _, err := proxywasm.GetHTTPRequestHeader("x-replace-me"); err == nil {
+		set("x-replace-me", "replaced")
+	}
+	_ = proxywasm.AddHTTPRequestHeader("x-added", "one")
+	_ = proxywasm.AddHTTPRequestHeader("x-added", "two")
+	if v, _, err := proxywasm.GetSharedData(sharedKey); err == nil {
+		set("x-abitest-shared", string(v))
+	}
+	if lvl, err := proxywasm.GetLogLevel(); err == nil {
+		set("x-abitest-log-level", lvl.String())
+	}
+	switch path {
+	case cfg.Get("localResponsePath").String():
+		if path == "" {
+			break
+		}
+		err := proxywasm.SendHTTPResponse(403, []proxywasm.Header{{Key: "content-type", Value: "text/plain"},
+			{Key: "x-local", Value: "yes"}}, []byte("denied by abitest\n"), "abitest_denied")
+		if err != nil {
+			proxywasm.LogErrorf("abitest: local response: %v", err)
+		}
+		return proxywasm.ActionPause
+	case cfg.Get("panicPath").String():
+		if path == "" {
+			break
+		}
+		var m map[string]int
+		m["boom"]++ // a nil-map write: a runtime panic, as a real bug would cause
+	case cfg.Get("pausePath").String():
+		if path == "" {
+			break
+		}
+		cluster := cfg.Get("cluster").String()
+		_, err := proxywasm.DispatchHTTPCall(cluster, []proxywasm.Header{{Key: ":method", Value: "GET"},
+			{Key: ":path", Value: "/pause"}, {Key: ":authority", Value: cluster}}, nil, nil, 5000,
+			func(numHeaders, bodySize, _ int) {
+				body, _ := proxywasm.GetHTTPCallResponseBody(0, bodySize)
+				_ = proxywasm.ReplaceHTTPRequestHeader("x-abitest-paused-callout", string(body))
+				_ = proxywasm.ResumeHTTPRequest()
+			})
+		if err != nil {
+			proxywasm.LogErrorf("abitest: pause callout: %v", err)
+			return proxywasm.ActionContinue
+		}
+		return proxywasm.ActionPause
+	}
+	proxywasm.LogDebug("abitest: request " + path)
+	return proxywasm.ActionContinue
+}
+
+func (s *stream) OnHTTPResponseHeaders(int, bool) proxywasm.Action {
+	status, _ := proxywasm.GetHTTPResponseHeader(":status")
+	_ = proxywasm.AddHTTPResponseHeader("x-abitest-response", "seen "+status)
+	_ = proxywasm.RemoveHTTPResponseHeader("x-upstream-secret")
+	return proxywasm.ActionContinue
+}
+
+func joinDash(p []string) string {
+	out := ""
+	for i, s := range p {
+		if i > 0 {
+			out += "-"
+		}
+		out += s
+	}
+	return out
+}

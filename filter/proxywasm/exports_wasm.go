@@ -1,0 +1,220 @@
+//go:build wasip1
+
+package proxywasm
+
+import (
+	"fmt"
+	"runtime/debug"
+
+	"github.com/mtlsgate/mtlsgate/internal/abi"
+)
+
+// The exports the host calls. Each is a small switchboard: find the context,
+// run the plugin's method under recover, translate the result. Envoy calls them
+// from one thread per VM, so the registry needs no locking.
+
+//go:wasmexport proxy_abi_version_0_2_1
+func proxyABIVersion021() {}
+
+//go:wasmexport proxy_on_context_create
+func proxyOnContextCreate(contextID, parentID uint32) {
+	defer recoverTo("proxy_on_context_create", 0)
+	if parentID == 0 {
+		if newRoot == nil {
+			LogCritical("proxywasm: no root context registered; call proxywasm.SetNewRootContext in init")
+			return
+		}
+		roots[contextID] = newRoot(contextID)
+		return
+	}
+	root, ok := roots[parentID]
+	if !ok {
+		LogErrorf("proxywasm: context %d created under unknown root %d", contextID, parentID)
+		return
+	}
+	s := &stream{rootID: parentID}
+	streams[contextID] = s
+	s.ctx = root.NewHTTPContext(contextID)
+}
+
+//go:wasmexport proxy_on_vm_start
+func proxyOnVMStart(rootID, vmConfigSize uint32) (ok uint32) {
+	defer recoverTo("proxy_on_vm_start", 0, func() { ok = 0 })
+	r, found := roots[rootID]
+	if !found {
+		return 0
+	}
+	return b2u(r.OnVMStart(int(vmConfigSize)))
+}
+
+//go:wasmexport proxy_on_configure
+func proxyOnConfigure(rootID, pluginConfigSize uint32) (ok uint32) {
+	defer recoverTo("proxy_on_configure", 0, func() { ok = 0 })
+	r, found := roots[rootID]
+	if !found {
+		return 0
+	}
+	return b2u(r.OnPluginStart(int(pluginConfigSize)))
+}
+
+//go:wasmexport proxy_on_tick
+func proxyOnTick(rootID uint32) {
+	defer recoverTo("proxy_on_tick", 0)
+	if r, ok := roots[rootID]; ok {
+		r.OnTick()
+	}
+}
+
+//go:wasmexport proxy_on_queue_ready
+func proxyOnQueueReady(rootID, queueID uint32) {
+	defer recoverTo("proxy_on_queue_ready", 0)
+	if r, ok := roots[rootID]; ok {
+		r.OnQueueReady(queueID)
+	}
+}
+
+//go:wasmexport proxy_on_http_call_response
+func proxyOnHTTPCallResponse(contextID, token, numHeaders, bodySize, numTrailers uint32) {
+	// The host answers on the context that made the call: the root for calls
+	// made from a tick, the stream for calls made while a request was paused
+	// (proxy-wasm-cpp-host src/context.cc, ContextBase::onHttpCallResponse).
+	defer recoverTo("proxy_on_http_call_response", contextID)
+	cb, ok := httpCalls[token]
+	if !ok {
+		return
+	}
+	delete(httpCalls, token)
+	cb(int(numHeaders), int(bodySize), int(numTrailers))
+}
+
+//go:wasmexport proxy_on_request_headers
+func proxyOnRequestHeaders(contextID, numHeaders, endOfStream uint32) (action uint32) {
+	s := streams[contextID]
+	if s == nil || s.ctx == nil || s.failed {
+		return uint32(ActionContinue)
+	}
+	defer recoverTo("proxy_on_request_headers", contextID, func() { action = uint32(ActionPause) })
+	return uint32(s.ctx.OnHTTPRequestHeaders(int(numHeaders), endOfStream != 0))
+}
+
+//go:wasmexport proxy_on_request_body
+func proxyOnRequestBody(contextID, bodySize, endOfStream uint32) (action uint32) {
+	s := streams[contextID]
+	if s == nil || s.ctx == nil || s.failed {
+		return uint32(ActionContinue)
+	}
+	defer recoverTo("proxy_on_request_body", contextID, func() { action = uint32(ActionPause) })
+	return uint32(s.ctx.OnHTTPRequestBody(int(bodySize), endOfStream != 0))
+}
+
+//go:wasmexport proxy_on_request_trailers
+func proxyOnRequestTrailers(contextID, numTrailers uint32) (action uint32) {
+	s := streams[contextID]
+	if s == nil || s.ctx == nil || s.failed {
+		return uint32(ActionContinue)
+	}
+	defer recoverTo("proxy_on_request_trailers", contextID, func() { action = uint32(ActionPause) })
+	return uint32(s.ctx.OnHTTPRequestTrailers(int(numTrailers)))
+}
+
+//go:wasmexport proxy_on_response_headers
+func proxyOnResponseHeaders(contextID, numHeaders, endOfStream uint32) (action uint32) {
+	s := streams[contextID]
+	if s == nil || s.ctx == nil || s.failed {
+		return uint32(ActionContinue)
+	}
+	defer recoverTo("proxy_on_response_headers", contextID, func() { action = uint32(ActionPause) })
+	return uint32(s.ctx.OnHTTPResponseHeaders(int(numHeaders), endOfStream != 0))
+}
+
+//go:wasmexport proxy_on_response_body
+func proxyOnResponseBody(contextID, bodySize, endOfStream uint32) (action uint32) {
+	s := streams[contextID]
+	if s == nil || s.ctx == nil || s.failed {
+		return uint32(ActionContinue)
+	}
+	defer recoverTo("proxy_on_response_body", contextID, func() { action = uint32(ActionPause) })
+	return uint32(s.ctx.OnHTTPResponseBody(int(bodySize), endOfStream != 0))
+}
+
+//go:wasmexport proxy_on_response_trailers
+func proxyOnResponseTrailers(contextID, numTrailers uint32) (action uint32) {
+	s := streams[contextID]
+	if s == nil || s.ctx == nil || s.failed {
+		return uint32(ActionContinue)
+	}
+	defer recoverTo("proxy_on_response_trailers", contextID, func() { action = uint32(ActionPause) })
+	return uint32(s.ctx.OnHTTPResponseTrailers(int(numTrailers)))
+}
+
+//go:wasmexport proxy_on_log
+func proxyOnLog(contextID uint32) {
+	defer recoverTo("proxy_on_log", 0)
+	if s := streams[contextID]; s != nil && s.ctx != nil {
+		s.ctx.OnHTTPStreamDone()
+	}
+}
+
+//go:wasmexport proxy_on_done
+func proxyOnDone(contextID uint32) (done uint32) {
+	defer recoverTo("proxy_on_done", 0, func() { done = 1 })
+	if r, ok := roots[contextID]; ok {
+		return b2u(r.OnPluginDone())
+	}
+	return 1
+}
+
+//go:wasmexport proxy_on_delete
+func proxyOnDelete(contextID uint32) {
+	delete(streams, contextID)
+	delete(roots, contextID)
+}
+
+// recoverTo turns a panic in plugin code into a logged, contained failure. For
+// an HTTP stream it answers the request 500 so the request fails closed; the
+// optional set functions fix the export's return value.
+func recoverTo(where string, contextID uint32, set ...func()) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	LogCriticalf("%s: recovered panic: %v\n%s", where, p, debug.Stack())
+	if s := streams[contextID]; contextID != 0 && s != nil {
+		s.failed = true
+		panicHandler(contextID, p)
+	}
+	for _, f := range set {
+		f()
+	}
+}
+
+// defaultPanicHandler fails the request closed. A failure to send is only logged:
+// the stream then continues to the host's own error handling, and Envoy's wasm
+// filter with fail_open=false still refuses it.
+func defaultPanicHandler(contextID uint32, p any) {
+	body := []byte(`{"type":"about:blank","title":"Internal Server Error","status":500,` +
+		`"detail":"the authentication filter failed on this request; it has been logged","reason":"INTERNAL_ERROR"}`)
+	err := SendHTTPResponse(500, []Header{{Key: "content-type", Value: "application/problem+json"}}, body, "mtlsgate_internal_error")
+	if err != nil {
+		LogCriticalf("proxywasm: could not send 500 for context %d: %v", contextID, err)
+	}
+}
+
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// LogCriticalf and LogErrorf are the formatted forms, for rare paths only: fmt
+// costs more than the plain calls.
+func LogCriticalf(format string, args ...any) { logf(abi.LogCritical, format, args...) }
+func LogErrorf(format string, args ...any)    { logf(abi.LogError, format, args...) }
+func LogWarnf(format string, args ...any)     { logf(abi.LogWarn, format, args...) }
+func LogInfof(format string, args ...any)     { logf(abi.LogInfo, format, args...) }
+func LogDebugf(format string, args ...any)    { logf(abi.LogDebug, format, args...) }
+
+func logf(level abi.LogLevel, format string, args ...any) {
+	Log(level, fmt.Sprintf(format, args...))
+}
