@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -28,6 +30,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
+	case "serve", "ca-certificate", "crl", "mtls-certificate":
+		return cli.Run(args, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "mtlsgate: unknown command %q; run 'mtlsgate help' for the list\n", args[0])
 	return 2
@@ -39,6 +43,10 @@ func usage(w io.Writer) {
 Usage: mtlsgate <command> [flags]
 
 Commands:
+  serve              run the sidecar: store, SDS, bundle endpoint, admin API
+  ca-certificate     manage client CA certificates (create, list, describe, update, delete)
+  crl                manage CRLs of those CAs (create, list, describe, delete)
+  mtls-certificate   manage outbound client certificates (create, list, describe, enable, disable, delete)
   version            print the version
   help               this text
 

@@ -1,0 +1,511 @@
+// Package admin is the sidecar's management REST API: CA certificates, CRLs
+// and outbound mTLS certificates, plus /healthz, /readyz and /metrics. Every
+// /v1 route needs the bearer token; every change is written to the audit log
+// with the token's id, the action and the ids before and after.
+package admin
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/api"
+	"github.com/mtlsgate/mtlsgate/sidecar/crlrefresh"
+	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
+	"github.com/mtlsgate/mtlsgate/sidecar/pki"
+	"github.com/mtlsgate/mtlsgate/sidecar/problem"
+	"github.com/mtlsgate/mtlsgate/sidecar/sds"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
+)
+
+// MaxBody bounds request bodies; certificates, keys and CRLs uploaded inline
+// fit well within it (large CRLs are better given by URL).
+const MaxBody = 16 << 20
+
+// Config wires the API to the rest of the sidecar.
+type Config struct {
+	Store       *store.Store
+	Tracker     *sds.Tracker
+	Environment string
+	Token       string
+	Log         *slog.Logger
+	Metrics     *metrics.Metrics
+	Ready       func() bool
+	HTTPClient  *http.Client          // for CRL URLs
+	Refresher   *crlrefresh.Refresher // woken when URL CRLs change
+}
+
+type server struct {
+	Config
+	tokenSum [32]byte
+	tokenID  string
+}
+
+// TokenID is the non-secret name of a token in audit lines: the first 8 hex
+// digits of its SHA-256.
+func TokenID(token string) string {
+	s := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(s[:4])
+}
+
+// New returns the admin API handler.
+func New(cfg Config) http.Handler {
+	s := &server{Config: cfg, tokenSum: sha256.Sum256([]byte(cfg.Token)), tokenID: TokenID(cfg.Token)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if s.Ready != nil && !s.Ready() {
+			writeProblem(w, &problem.Error{Status: 503, Code: "not_ready", Title: "Service Unavailable", Detail: "the store is not open yet: retry shortly"})
+			return
+		}
+		writeJSON(w, 200, map[string]string{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
+
+	v1 := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
+		mux.Handle(pattern, s.authed(h))
+	}
+	v1("GET "+api.PathCAs, s.listCAs)
+	v1("POST "+api.PathCAs, s.createCA)
+	v1("GET "+api.PathCAs+"/{id}", s.getCA)
+	v1("PATCH "+api.PathCAs+"/{id}", s.updateCA)
+	v1("DELETE "+api.PathCAs+"/{id}", s.deleteCA)
+	v1("GET "+api.PathCRLs, s.listCRLs)
+	v1("POST "+api.PathCRLs, s.createCRL)
+	v1("GET "+api.PathCRLs+"/{id}", s.getCRL)
+	v1("DELETE "+api.PathCRLs+"/{id}", s.deleteCRL)
+	v1("GET "+api.PathOutbound, s.listOutbound)
+	v1("POST "+api.PathOutbound, s.createOutbound)
+	v1("GET "+api.PathOutbound+"/{id}", s.getOutbound)
+	v1("POST "+api.PathOutbound+"/{id}/disable", s.setEnabled(false))
+	v1("POST "+api.PathOutbound+"/{id}/enable", s.setEnabled(true))
+	v1("DELETE "+api.PathOutbound+"/{id}", s.deleteOutbound)
+	v1("GET "+api.PathSDS, func(w http.ResponseWriter, r *http.Request) error {
+		writeJSON(w, 200, s.Tracker.Subscriptions())
+		return nil
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, problem.NotFound("no_route", "no admin API route %s %s: this mtlsgate serve may be older than the CLI; check `mtlsgate version` on both", r.Method, r.URL.Path))
+	})
+	return s.instrument(mux)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(c int) { w.code = c; w.ResponseWriter.WriteHeader(c) }
+
+func (s *server) instrument(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, code: 200}
+		mux.ServeHTTP(sw, r)
+		_, pattern := mux.Handler(r)
+		s.Metrics.AdminRequests.WithLabelValues(pattern, strconv.Itoa(sw.code)).Inc()
+	})
+}
+
+func (s *server) authed(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		if !ok || subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mtlsgate"`)
+			writeProblem(w, &problem.Error{Status: 401, Code: "unauthorized", Title: "Unauthorized",
+				Detail: "missing or wrong admin token: set MTLSGATE_ADMIN_TOKEN or pass --admin-token-file with the token file of this mtlsgate serve"})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+		if err := h(w, r); err != nil {
+			if p, ok := problem.As(err); ok {
+				writeProblem(w, p)
+				return
+			}
+			s.Log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			writeProblem(w, &problem.Error{Status: 500, Code: "internal", Title: "Internal Server Error",
+				Detail: "the sidecar failed to complete the request (" + err.Error() + "); nothing was changed unless a later list shows it: check the sidecar log"})
+		}
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeProblem(w http.ResponseWriter, p *problem.Error) {
+	w.Header().Set("Content-Type", api.ProblemType)
+	w.WriteHeader(p.Status)
+	doc := struct {
+		Type string `json:"type"`
+		*problem.Error
+	}{Type: "https://mtlsgate.dev/problems/" + p.Code, Error: p}
+	_ = json.NewEncoder(w).Encode(doc)
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return problem.Invalid("too_large", "request body is larger than %d bytes: upload large CRLs by URL (--url)", MaxBody)
+		}
+		return problem.Invalid("bad_json", "request body is not the expected JSON (%v): use the mtlsgate CLI or see the API documentation", err)
+	}
+	return nil
+}
+
+// audit writes one line per management change.
+func (s *server) audit(action string, before, after any, attrs ...any) {
+	s.Metrics.Changes.WithLabelValues(action).Inc()
+	s.Log.Info("audit", append([]any{"audit", true, "actor", "token:" + s.tokenID, "action", action, "before", before, "after", after}, attrs...)...)
+}
+
+type ref struct {
+	ID      string `json:"id"`
+	Name    string `json:"name,omitempty"`
+	Enabled *bool  `json:"enabled,omitempty"`
+}
+
+// ---- CA certificates
+
+func (s *server) caView(ca store.CA, crls []store.CRL, now time.Time) api.CACertificate {
+	v := api.CACertificate{CA: ca}
+	for _, c := range crls {
+		if c.CAID == ca.ID {
+			v.CRL = &api.CRLState{ID: c.ID, Source: source(c), NextUpdate: c.NextUpdate, Stale: c.Stale(now), LastError: c.LastError}
+		}
+	}
+	return v
+}
+
+func source(c store.CRL) string {
+	if c.URL == "" {
+		return "file"
+	}
+	return c.URL
+}
+
+func (s *server) listCAs(w http.ResponseWriter, r *http.Request) error {
+	cas, err := s.Store.ListCAs()
+	if err != nil {
+		return err
+	}
+	crls, err := s.Store.ListCRLs()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	out := make([]api.CACertificate, 0, len(cas))
+	for _, ca := range cas {
+		out = append(out, s.caView(ca, crls, now))
+	}
+	writeJSON(w, 200, out)
+	return nil
+}
+
+func (s *server) getCA(w http.ResponseWriter, r *http.Request) error {
+	ca, err := s.Store.GetCA(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	crls, err := s.Store.ListCRLs()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, s.caView(ca, crls, time.Now()))
+	return nil
+}
+
+func (s *server) createCA(w http.ResponseWriter, r *http.Request) error {
+	var req api.CreateCA
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if err := pki.ValidName(req.Name); err != nil {
+		return err
+	}
+	now := time.Now()
+	c, err := pki.CA([]byte(req.CertPEM), req.AllowIntermediate, now)
+	if err != nil {
+		return err
+	}
+	ca, err := s.Store.CreateCA(store.CA{
+		Name:        req.Name,
+		PEM:         string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})),
+		Subject:     c.Subject.String(),
+		Issuer:      c.Issuer.String(),
+		Fingerprint: pki.Fingerprint(c.Raw),
+		NotBefore:   c.NotBefore.UTC(),
+		NotAfter:    c.NotAfter.UTC(),
+		SelfSigned:  pki.SelfSigned(c),
+	})
+	if err != nil {
+		return err
+	}
+	s.audit("ca-certificate.create", nil, ref{ID: ca.ID, Name: ca.Name}, "fingerprint", ca.Fingerprint)
+	writeJSON(w, 201, api.CACertificate{CA: ca})
+	return nil
+}
+
+func (s *server) updateCA(w http.ResponseWriter, r *http.Request) error {
+	var req api.UpdateCA
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if err := pki.ValidName(req.Name); err != nil {
+		return err
+	}
+	before, after, err := s.Store.RenameCA(r.PathValue("id"), req.Name)
+	if err != nil {
+		return err
+	}
+	s.audit("ca-certificate.update", ref{ID: before.ID, Name: before.Name}, ref{ID: after.ID, Name: after.Name})
+	crls, err := s.Store.ListCRLs()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, s.caView(after, crls, time.Now()))
+	return nil
+}
+
+func (s *server) deleteCA(w http.ResponseWriter, r *http.Request) error {
+	ca, crlIDs, err := s.Store.DeleteCA(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	s.audit("ca-certificate.delete", ref{ID: ca.ID, Name: ca.Name}, nil, "deletedCrlIds", crlIDs)
+	if len(crlIDs) > 0 && s.Refresher != nil {
+		s.Refresher.Wake()
+	}
+	writeJSON(w, 200, api.CACertificate{CA: ca})
+	return nil
+}
+
+// ---- CRLs
+
+func crlView(c store.CRL, now time.Time) api.CRL {
+	return api.CRL{CRL: c, Source: source(c), Stale: c.Stale(now)}
+}
+
+func (s *server) listCRLs(w http.ResponseWriter, r *http.Request) error {
+	crls, err := s.Store.ListCRLs()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	out := make([]api.CRL, 0, len(crls))
+	for _, c := range crls {
+		out = append(out, crlView(c, now))
+	}
+	writeJSON(w, 200, out)
+	return nil
+}
+
+func (s *server) getCRL(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.Store.GetCRL(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, crlView(c, time.Now()))
+	return nil
+}
+
+func (s *server) createCRL(w http.ResponseWriter, r *http.Request) error {
+	var req api.CreateCRL
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.CAID == "" {
+		return problem.Invalid("missing_ca", "--cert-id is required: the ID of the CA certificate that signed this CRL (see `mtlsgate ca-certificate list`)")
+	}
+	if (len(req.CRL) == 0) == (req.URL == "") {
+		return problem.Invalid("crl_source", "give exactly one of --file (a PEM or DER CRL) and --url (where the CA publishes it)")
+	}
+	ca, err := s.Store.GetCA(req.CAID)
+	if err != nil {
+		return err
+	}
+	b, _ := pem.Decode([]byte(ca.PEM))
+	caCert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return fmt.Errorf("parse stored CA %s: %w", ca.ID, err)
+	}
+	data := req.CRL
+	rec := store.CRL{CAID: ca.ID}
+	if req.URL != "" {
+		u, err := url.Parse(req.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return problem.Invalid("bad_url", "--url %q is not an http(s) URL: pass the CRL distribution point, e.g. http://pki.example.com/ca.crl", req.URL)
+		}
+		data, err = crlrefresh.Fetch(r.Context(), s.HTTPClient, req.URL)
+		if err != nil {
+			return problem.Invalid("crl_fetch_failed", "%v: check that the URL is reachable from the sidecar, or download the CRL and pass it with --file", err)
+		}
+		rec.URL = req.URL
+		rec.LastFetchAt = time.Now().UTC()
+	}
+	rl, pemBytes, err := pki.CRL(data, caCert)
+	if err != nil {
+		return err
+	}
+	crlrefresh.Apply(&rec, rl, pemBytes)
+	c, err := s.Store.CreateCRL(rec)
+	if err != nil {
+		return err
+	}
+	if s.Refresher != nil {
+		s.Refresher.Wake()
+	}
+	s.audit("crl.create", nil, ref{ID: c.ID}, "caId", c.CAID, "source", source(c))
+	writeJSON(w, 201, crlView(c, time.Now()))
+	return nil
+}
+
+func (s *server) deleteCRL(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.Store.DeleteCRL(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if s.Refresher != nil {
+		s.Refresher.Wake()
+	}
+	s.audit("crl.delete", ref{ID: c.ID}, nil, "caId", c.CAID)
+	writeJSON(w, 200, crlView(c, time.Now()))
+	return nil
+}
+
+// ---- outbound certificates
+
+func (s *server) outboundView(o store.Outbound) api.MTLSCertificate {
+	subs := s.Tracker.Subscribers(o.Name)
+	if subs == nil {
+		subs = []sds.Subscriber{}
+	}
+	o.KeyPEM = nil
+	return api.MTLSCertificate{Outbound: o, Served: o.Enabled && slices.Contains(o.EnvironmentTypes, s.Environment), Subscribers: subs}
+}
+
+func (s *server) listOutbound(w http.ResponseWriter, r *http.Request) error {
+	list, err := s.Store.ListOutbound(false)
+	if err != nil {
+		return err
+	}
+	out := make([]api.MTLSCertificate, 0, len(list))
+	for _, o := range list {
+		out = append(out, s.outboundView(o))
+	}
+	writeJSON(w, 200, out)
+	return nil
+}
+
+func (s *server) getOutbound(w http.ResponseWriter, r *http.Request) error {
+	o, err := s.Store.GetOutbound(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, s.outboundView(o))
+	return nil
+}
+
+func (s *server) createOutbound(w http.ResponseWriter, r *http.Request) error {
+	var req api.CreateMTLSCertificate
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if err := pki.ValidName(req.Name); err != nil {
+		return err
+	}
+	if len(req.EnvironmentTypes) == 0 {
+		return problem.Invalid("missing_environment_type", "--environment-type is required: repeat it for each of %s the certificate may serve", strings.Join(api.EnvironmentTypes, ", "))
+	}
+	var envs []string
+	for _, e := range req.EnvironmentTypes {
+		if !slices.Contains(api.EnvironmentTypes, e) {
+			return problem.Invalid("bad_environment_type", "--environment-type %q is not one of %s", e, strings.Join(api.EnvironmentTypes, ", "))
+		}
+		if !slices.Contains(envs, e) {
+			envs = append(envs, e)
+		}
+	}
+	leaf, chain, key, err := pki.KeyPair([]byte(req.CertPEM), []byte(req.KeyPEM), time.Now())
+	if err != nil {
+		return err
+	}
+	o, err := s.Store.CreateOutbound(store.Outbound{
+		Name:             req.Name,
+		ChainPEM:         string(chain),
+		Subject:          leaf.Subject.String(),
+		Issuer:           leaf.Issuer.String(),
+		Fingerprint:      pki.Fingerprint(leaf.Raw),
+		NotBefore:        leaf.NotBefore.UTC(),
+		NotAfter:         leaf.NotAfter.UTC(),
+		EnvironmentTypes: envs,
+		KeyPEM:           key,
+	})
+	if err != nil {
+		return err
+	}
+	s.audit("mtls-certificate.create", nil, ref{ID: o.ID, Name: o.Name}, "environmentTypes", envs)
+	writeJSON(w, 201, s.outboundView(o))
+	return nil
+}
+
+func (s *server) setEnabled(enabled bool) func(w http.ResponseWriter, r *http.Request) error {
+	action := "mtls-certificate.disable"
+	if enabled {
+		action = "mtls-certificate.enable"
+	}
+	return func(w http.ResponseWriter, r *http.Request) error {
+		before, after, err := s.Store.SetOutboundEnabled(r.PathValue("id"), enabled)
+		if err != nil {
+			return err
+		}
+		s.audit(action, ref{ID: before.ID, Name: before.Name, Enabled: &before.Enabled}, ref{ID: after.ID, Name: after.Name, Enabled: &after.Enabled})
+		writeJSON(w, 200, s.outboundView(after))
+		return nil
+	}
+}
+
+func (s *server) deleteOutbound(w http.ResponseWriter, r *http.Request) error {
+	o, err := s.Store.DeleteOutbound(r.PathValue("id"), func(o store.Outbound) error {
+		if o.Enabled {
+			return problem.Conflict("enabled", "mTLS certificate %q (%s) is enabled: disable it with `mtlsgate mtls-certificate disable --cert-id %s`, redeploy the Envoys that reference it, then delete it", o.Name, o.ID, o.ID)
+		}
+		if subs := s.Tracker.Subscribers(o.Name); len(subs) > 0 {
+			names := make([]string, 0, len(subs))
+			for _, sub := range subs {
+				names = append(names, fmt.Sprintf("node %q cluster %q", sub.NodeID, sub.Cluster))
+			}
+			p := problem.Conflict("referenced", "mTLS certificate %q (%s) is still referenced over SDS by %s: point those Envoys at the new certificate and redeploy them, then delete it", o.Name, o.ID, strings.Join(names, ", "))
+			p.Subscribers = names
+			return p
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.audit("mtls-certificate.delete", ref{ID: o.ID, Name: o.Name}, nil)
+	writeJSON(w, 200, s.outboundView(o))
+	return nil
+}

@@ -1,0 +1,84 @@
+// Package api defines the admin API's JSON documents, shared by the server
+// (sidecar/admin) and the CLI (sidecar/cli).
+package api
+
+import (
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/sds"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
+)
+
+// Paths of the admin API.
+const (
+	PathCAs       = "/v1/ca-certificates"
+	PathCRLs      = "/v1/crls"
+	PathOutbound  = "/v1/mtls-certificates"
+	PathSDS       = "/v1/sds/subscriptions"
+	TokenHeader   = "Authorization"
+	ProblemType   = "application/problem+json"
+	DefaultServer = "http://127.0.0.1:9911"
+)
+
+// EnvironmentTypes are the environments an outbound certificate may serve.
+var EnvironmentTypes = []string{"development", "preview", "production"}
+
+// CRLState summarises a CA's revocation list in CA documents.
+type CRLState struct {
+	ID         string    `json:"id"`
+	Source     string    `json:"source"` // "file" or the URL
+	NextUpdate time.Time `json:"nextUpdate,omitzero"`
+	Stale      bool      `json:"stale"`
+	LastError  string    `json:"lastError,omitempty"`
+}
+
+// CACertificate is a trust anchor as the API shows it.
+type CACertificate struct {
+	store.CA
+	CRL *CRLState `json:"crl"`
+}
+
+// CRL is a revocation list as the API shows it.
+type CRL struct {
+	store.CRL
+	Source string `json:"source"`
+	Stale  bool   `json:"stale"`
+}
+
+// MTLSCertificate is an outbound certificate as the API shows it: never with
+// key material.
+type MTLSCertificate struct {
+	store.Outbound
+	// Served tells whether this sidecar publishes it over SDS (enabled and
+	// for this sidecar's environment).
+	Served      bool             `json:"served"`
+	Subscribers []sds.Subscriber `json:"subscribers"`
+}
+
+// CreateCA is the body of POST /v1/ca-certificates.
+type CreateCA struct {
+	Name              string `json:"name"`
+	CertPEM           string `json:"certPem"`
+	AllowIntermediate bool   `json:"allowIntermediate,omitempty"`
+}
+
+// UpdateCA is the body of PATCH /v1/ca-certificates/{id}.
+type UpdateCA struct {
+	Name string `json:"name"`
+}
+
+// CreateCRL is the body of POST /v1/crls: exactly one of CRL (PEM or DER
+// bytes) and URL.
+type CreateCRL struct {
+	CAID string `json:"caId"`
+	CRL  []byte `json:"crl,omitempty"`
+	URL  string `json:"url,omitempty"`
+}
+
+// CreateMTLSCertificate is the body of POST /v1/mtls-certificates.
+type CreateMTLSCertificate struct {
+	Name             string   `json:"name"`
+	CertPEM          string   `json:"certPem"`
+	KeyPEM           string   `json:"keyPem"`
+	EnvironmentTypes []string `json:"environmentTypes"`
+}

@@ -1,0 +1,104 @@
+// Package bundlesrv serves the trust bundle the filter polls: GET /v1/bundle,
+// read-only and free of secrets, with the bundle version as a strong ETag so
+// a filter that is up to date gets a body-less 304.
+package bundlesrv
+
+import (
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/internal/bundle"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
+)
+
+type current struct {
+	body    []byte
+	version string
+}
+
+// Server holds the encoded bundle; Update swaps it atomically so readers
+// never wait for a rebuild.
+type Server struct {
+	cur atomic.Pointer[current]
+}
+
+// New returns a server holding an empty bundle until the first Update.
+func New() *Server {
+	s := &Server{}
+	_ = s.Update(nil, nil, nil, 0, time.Now())
+	return s
+}
+
+// Build converts store records into the bundle. A CRL is marked stale when
+// its nextUpdate has passed.
+func Build(cas []store.CA, crls []store.CRL, profiles []byte, profilesVersion int, now time.Time) *bundle.Bundle {
+	bc := make([]bundle.CA, 0, len(cas))
+	for _, c := range cas {
+		bc = append(bc, bundle.CA{ID: c.ID, Name: c.Name, PEM: c.PEM})
+	}
+	bl := make([]bundle.CRL, 0, len(crls))
+	for _, c := range crls {
+		bl = append(bl, bundle.CRL{CAID: c.CAID, PEM: c.PEM, Stale: c.Stale(now)})
+	}
+	return bundle.New(bc, bl, profiles, profilesVersion, now)
+}
+
+// Update replaces the served bundle.
+func (s *Server) Update(cas []store.CA, crls []store.CRL, profiles []byte, profilesVersion int, now time.Time) error {
+	b := Build(cas, crls, profiles, profilesVersion, now)
+	if cur := s.cur.Load(); cur != nil && cur.version == b.Version {
+		// Same trust material: keep the old body so generatedAt (and so the
+		// bytes a client may have cached) does not churn.
+		return nil
+	}
+	body, err := b.Marshal()
+	if err != nil {
+		return err
+	}
+	s.cur.Store(&current{body: body, version: b.Version})
+	return nil
+}
+
+// Version is the version currently served.
+func (s *Server) Version() string { return s.cur.Load().version }
+
+// Handler serves /v1/bundle.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/bundle", s.serveBundle)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"title":"Not Found","status":404,"detail":"the bundle endpoint serves only GET /v1/bundle"}` + "\n"))
+	})
+	return mux
+}
+
+func (s *Server) serveBundle(w http.ResponseWriter, r *http.Request) {
+	cur := s.cur.Load()
+	etag := `"` + cur.version + `"`
+	h := w.Header()
+	h.Set("ETag", etag)
+	// Clients must revalidate every time: a stale trust bundle keeps a
+	// deleted CA trusted.
+	h.Set("Cache-Control", "no-cache")
+	if match(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	_, _ = w.Write(cur.body)
+}
+
+// match implements If-None-Match's list and weak comparison (RFC 9110 13.1.2).
+func match(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,284 @@
+// Package cli implements `mtlsgate serve` and the management commands
+// (ca-certificate, crl, mtls-certificate) that drive a running sidecar
+// through its admin API.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/api"
+	"github.com/mtlsgate/mtlsgate/sidecar/daemon"
+	"github.com/mtlsgate/mtlsgate/sidecar/problem"
+)
+
+// Commands lists the top-level commands this package handles.
+var Commands = []string{"serve", "ca-certificate", "crl", "mtls-certificate"}
+
+// Usage is the help text for the commands of this package, for the
+// top-level usage.
+const Usage = `  serve              run the sidecar: store, SDS, bundle endpoint, admin API
+  ca-certificate     manage client CA certificates (create, list, describe, update, delete)
+  crl                manage CRLs of those CAs (create, list, describe, delete)
+  mtls-certificate   manage outbound client certificates (create, list, describe, enable, disable, delete)
+`
+
+// errUsage marks a command-line mistake (exit 2) already reported.
+var errUsage = errors.New("usage")
+
+// Run executes one command; args[0] is the command name.
+func Run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, "mtlsgate: missing command; run 'mtlsgate help'\n")
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(args[1:], stdout, stderr)
+	case "ca-certificate", "crl", "mtls-certificate":
+		return manage(args[0], args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "mtlsgate: unknown command %q; run 'mtlsgate help'\n", args[0])
+		return 2
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		fmt.Fprintf(stderr, "mtlsgate %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+type outputFlag struct{ json bool }
+
+func (o *outputFlag) String() string {
+	if o.json {
+		return "json"
+	}
+	return "table"
+}
+
+func (o *outputFlag) Set(v string) error {
+	switch v {
+	case "json":
+		o.json = true
+	case "table", "text":
+		o.json = false
+	default:
+		return fmt.Errorf("--output %q: use json or table", v)
+	}
+	return nil
+}
+
+// parse parses flags, reporting mistakes on stderr as one line.
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.Usage()
+			return flag.ErrHelp
+		}
+		fmt.Fprintf(stderr, "mtlsgate %s: %v; run with -h for the flags\n", fs.Name(), err)
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mtlsgate %s: unexpected argument %q; values are given with flags, run with -h for the list\n", fs.Name(), fs.Arg(0))
+		return errUsage
+	}
+	return nil
+}
+
+func serve(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var cfg daemon.Config
+	var out outputFlag
+	fs.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "directory of the store (created 0700)")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", daemon.DefaultAdminListen, "admin API address (host:port or unix:/path)")
+	fs.StringVar(&cfg.SDSListen, "sds-listen", daemon.DefaultSDSListen, "SDS gRPC address (host:port or unix:/path)")
+	fs.StringVar(&cfg.BundleListen, "bundle-listen", daemon.DefaultBundleListen, "trust bundle endpoint address (host:port or unix:/path)")
+	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "bearer token file for the admin API, generated (0600) if absent (default <data-dir>/admin-token)")
+	fs.StringVar(&cfg.EncryptionKeyFile, "encryption-key-file", "", "32-byte key (raw, hex or base64) sealing private keys with AES-256-GCM")
+	fs.StringVar(&cfg.Environment, "environment", daemon.DefaultEnvironment, "environment whose outbound certificates this sidecar serves (development, preview, production)")
+	fs.DurationVar(&cfg.CRLMinInterval, "crl-refresh-min-interval", 30*time.Second, "shortest time between two downloads of a CRL URL (and retry delay)")
+	fs.DurationVar(&cfg.CRLMaxInterval, "crl-refresh-max-interval", time.Hour, "longest time between two downloads of a CRL URL")
+	fs.Var(&out, "output", "ready line format: table or json")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	valid := false
+	for _, e := range api.EnvironmentTypes {
+		valid = valid || e == cfg.Environment
+	}
+	if !valid {
+		return fmt.Errorf("--environment %q is not one of %s", cfg.Environment, strings.Join(api.EnvironmentTypes, ", "))
+	}
+	if cfg.CRLMinInterval <= 0 || cfg.CRLMaxInterval < cfg.CRLMinInterval {
+		return fmt.Errorf("--crl-refresh-min-interval must be positive and at most --crl-refresh-max-interval")
+	}
+	cfg.Log = slog.New(slog.NewJSONHandler(stderr, nil))
+	cfg.Ready = func(a daemon.Addrs) {
+		if out.json {
+			_ = json.NewEncoder(stdout).Encode(a)
+			return
+		}
+		fmt.Fprintf(stdout, "mtlsgate serve: admin http://%s  sds %s  bundle http://%s/v1/bundle  token %s\n", a.Admin, a.SDS, a.Bundle, a.TokenFile)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return daemon.Run(ctx, cfg)
+}
+
+// cmd is one management subcommand.
+type cmd struct {
+	fs   *flag.FlagSet
+	out  outputFlag
+	srv  string
+	tok  string
+	cl   *Client
+	w    io.Writer
+	errw io.Writer
+}
+
+func newCmd(name string, stdout, stderr io.Writer) *cmd {
+	c := &cmd{fs: flag.NewFlagSet(name, flag.ContinueOnError), w: stdout, errw: stderr}
+	c.fs.StringVar(&c.srv, "server", "", "admin API URL of mtlsgate serve (default $MTLSGATE_SERVER or "+api.DefaultServer+")")
+	c.fs.StringVar(&c.tok, "admin-token-file", "", "admin token file (default $MTLSGATE_ADMIN_TOKEN, then ./"+daemon.DefaultDataDir+"/"+daemon.TokenFileName+")")
+	c.fs.Var(&c.out, "output", "table or json")
+	return c
+}
+
+func (c *cmd) json(v any) error {
+	enc := json.NewEncoder(c.w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (c *cmd) table(header string, rows [][]string) {
+	tw := tabwriter.NewWriter(c.w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+func (c *cmd) fields(kv ...string) {
+	tw := tabwriter.NewWriter(c.w, 0, 4, 2, ' ', 0)
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[i], kv[i+1])
+	}
+	tw.Flush()
+}
+
+type verb struct {
+	help  string
+	flags func(c *cmd) func() error
+}
+
+func manage(group string, args []string, stdout, stderr io.Writer) int {
+	verbs := groups[group]
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		w := stderr
+		code := 2
+		if len(args) > 0 {
+			w, code = stdout, 0
+		}
+		fmt.Fprintf(w, "Usage: mtlsgate %s <subcommand> [flags]\n\nSubcommands:\n", group)
+		for _, name := range verbOrder[group] {
+			fmt.Fprintf(w, "  %-9s %s\n", name, verbs[name].help)
+		}
+		return code
+	}
+	v, ok := verbs[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "mtlsgate %s: unknown subcommand %q; one of: %s\n", group, args[0], strings.Join(verbOrder[group], ", "))
+		return 2
+	}
+	c := newCmd(group+" "+args[0], stdout, stderr)
+	run := v.flags(c)
+	if err := parse(c.fs, args[1:], stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cl, err := NewClient(c.srv, c.tok)
+	if err == nil {
+		c.cl = cl
+		err = run()
+	}
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	msg := err.Error()
+	fmt.Fprintf(stderr, "mtlsgate %s %s: %s\n", group, args[0], strings.ReplaceAll(msg, "\n", " "))
+	if c.out.json {
+		p, ok := problem.As(err)
+		if !ok {
+			p = &problem.Error{Code: "error", Detail: msg}
+		}
+		_ = c.json(map[string]any{"error": p})
+	}
+	return 1
+}
+
+// required reports a missing flag as a usage error.
+func (c *cmd) required(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] == "" {
+			fmt.Fprintf(c.errw, "mtlsgate %s: --%s is required; run with -h for the flags\n", c.fs.Name(), pairs[i])
+			return errUsage
+		}
+	}
+	return nil
+}
+
+// readFile reads a file named by a flag with an error that says which flag.
+func readFile(flagName, path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read --%s %s: %w", flagName, path, unwrapPath(err))
+	}
+	return data, nil
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func ts(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,100 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/api"
+	"github.com/mtlsgate/mtlsgate/sidecar/daemon"
+	"github.com/mtlsgate/mtlsgate/sidecar/problem"
+)
+
+// Client talks to a running `mtlsgate serve` admin API. Other tools (the
+// demo, the dev gateway) may use it instead of shelling out to the CLI.
+type Client struct {
+	Server string
+	Token  string
+	HTTP   *http.Client
+}
+
+// NewClient resolves the server URL and token the way the CLI does: flags
+// first, then MTLSGATE_SERVER / MTLSGATE_ADMIN_TOKEN, then the defaults.
+func NewClient(server, tokenFile string) (*Client, error) {
+	if server == "" {
+		server = os.Getenv("MTLSGATE_SERVER")
+	}
+	if server == "" {
+		server = api.DefaultServer
+	}
+	if !strings.Contains(server, "://") {
+		server = "http://" + server
+	}
+	tok := ""
+	if tokenFile != "" {
+		data, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read --admin-token-file: %w; pass the token file written by mtlsgate serve (<data-dir>/%s)", err, daemon.TokenFileName)
+		}
+		tok = strings.TrimSpace(string(data))
+	} else if tok = strings.TrimSpace(os.Getenv("MTLSGATE_ADMIN_TOKEN")); tok == "" {
+		def := filepath.Join(daemon.DefaultDataDir, daemon.TokenFileName)
+		if data, err := os.ReadFile(def); err == nil {
+			tok = strings.TrimSpace(string(data))
+		}
+	}
+	if tok == "" {
+		return nil, fmt.Errorf("no admin token: set MTLSGATE_ADMIN_TOKEN or pass --admin-token-file (mtlsgate serve writes one to <data-dir>/%s)", daemon.TokenFileName)
+	}
+	return &Client{Server: strings.TrimRight(server, "/"), Token: tok, HTTP: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// Do sends a request and decodes the JSON answer into out. A refusal comes
+// back as *problem.Error.
+func (c *Client) Do(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.Server+path, rd)
+	if err != nil {
+		return fmt.Errorf("bad server URL %q: %w; pass --server http://HOST:PORT", c.Server, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach mtlsgate serve at %s (%v): start it with `mtlsgate serve` or point --server / MTLSGATE_SERVER at it", c.Server, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read answer from %s: %w", c.Server, err)
+	}
+	if resp.StatusCode >= 300 {
+		var p problem.Error
+		if json.Unmarshal(data, &p) == nil && p.Detail != "" {
+			return &p
+		}
+		return fmt.Errorf("%s %s: HTTP %s from %s: is --server pointing at mtlsgate serve's admin address?", method, path, resp.Status, c.Server)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode answer from %s: %w", c.Server, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,368 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/api"
+	"github.com/mtlsgate/mtlsgate/sidecar/pki"
+)
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+var verbOrder = map[string][]string{
+	"ca-certificate":   {"create", "list", "describe", "update", "delete"},
+	"crl":              {"create", "list", "describe", "delete"},
+	"mtls-certificate": {"create", "list", "describe", "disable", "enable", "delete"},
+}
+
+var groups = map[string]map[string]verb{
+	"ca-certificate": {
+		"create": {"upload a self-signed root CA (PEM) that client certificates chain to", func(c *cmd) func() error {
+			name := c.fs.String("name", "", "name: a JavaScript identifier (letters, digits, _, $; not starting with a digit)")
+			file := c.fs.String("cert", "", "PEM file of the CA certificate")
+			inter := c.fs.Bool("allow-intermediate", false, "accept an intermediate CA as trust anchor")
+			return func() error {
+				if err := c.required("name", *name, "cert", *file); err != nil {
+					return err
+				}
+				if err := pki.ValidName(*name); err != nil {
+					return err
+				}
+				data, err := readFile("cert", *file)
+				if err != nil {
+					return err
+				}
+				if pki.IsDER(data) {
+					return pki.DERCertificateError(*file)
+				}
+				var ca api.CACertificate
+				if err := c.cl.Do(http.MethodPost, api.PathCAs, api.CreateCA{Name: *name, CertPEM: string(data), AllowIntermediate: *inter}, &ca); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(ca)
+				}
+				fmt.Fprintf(c.w, "Created CA certificate %s: %s\n", ca.Name, ca.ID)
+				c.describeCA(ca)
+				return nil
+			}
+		}},
+		"list": {"list CA certificates", func(c *cmd) func() error {
+			return func() error {
+				var cas []api.CACertificate
+				if err := c.cl.Do(http.MethodGet, api.PathCAs, nil, &cas); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(cas)
+				}
+				rows := make([][]string, 0, len(cas))
+				for _, ca := range cas {
+					rows = append(rows, []string{ca.ID, ca.Name, ca.Subject, ts(ca.NotAfter), crlSummary(ca.CRL)})
+				}
+				c.table("ID\tNAME\tSUBJECT\tNOT AFTER\tCRL", rows)
+				return nil
+			}
+		}},
+		"describe": {"show one CA certificate", func(c *cmd) func() error {
+			id := c.fs.String("cert-id", "", "ID of the CA certificate (mtlsca_...)")
+			return func() error {
+				if err := c.required("cert-id", *id); err != nil {
+					return err
+				}
+				var ca api.CACertificate
+				if err := c.cl.Do(http.MethodGet, api.PathCAs+"/"+url.PathEscape(*id), nil, &ca); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(ca)
+				}
+				c.describeCA(ca)
+				return nil
+			}
+		}},
+		"update": {"rename a CA certificate (the certificate itself cannot change)", func(c *cmd) func() error {
+			id := c.fs.String("cert-id", "", "ID of the CA certificate (mtlsca_...)")
+			name := c.fs.String("name", "", "new name (a JavaScript identifier)")
+			return func() error {
+				if err := c.required("cert-id", *id, "name", *name); err != nil {
+					return err
+				}
+				var ca api.CACertificate
+				if err := c.cl.Do(http.MethodPatch, api.PathCAs+"/"+url.PathEscape(*id), api.UpdateCA{Name: *name}, &ca); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(ca)
+				}
+				fmt.Fprintf(c.w, "Renamed CA certificate %s to %s\n", ca.ID, ca.Name)
+				return nil
+			}
+		}},
+		"delete": {"delete a CA certificate (verification against it stops at once)", func(c *cmd) func() error {
+			id := c.fs.String("cert-id", "", "ID of the CA certificate (mtlsca_...)")
+			return func() error {
+				if err := c.required("cert-id", *id); err != nil {
+					return err
+				}
+				var ca api.CACertificate
+				if err := c.cl.Do(http.MethodDelete, api.PathCAs+"/"+url.PathEscape(*id), nil, &ca); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(ca)
+				}
+				fmt.Fprintf(c.w, "Deleted CA certificate %s (%s)\n", ca.Name, ca.ID)
+				return nil
+			}
+		}},
+	},
+	"crl": {
+		"create": {"attach a CRL to a CA, from a file (PEM or DER) or a URL refreshed before nextUpdate", func(c *cmd) func() error {
+			id := c.fs.String("cert-id", "", "ID of the CA certificate that signed the CRL")
+			file := c.fs.String("file", "", "CRL file, PEM or DER")
+			u := c.fs.String("url", "", "URL the CA publishes the CRL at")
+			return func() error {
+				if err := c.required("cert-id", *id); err != nil {
+					return err
+				}
+				if (*file == "") == (*u == "") {
+					fmt.Fprintf(c.errw, "mtlsgate crl create: give exactly one of --file and --url\n")
+					return errUsage
+				}
+				req := api.CreateCRL{CAID: *id, URL: *u}
+				if *file != "" {
+					data, err := readFile("file", *file)
+					if err != nil {
+						return err
+					}
+					req.CRL = data
+				}
+				var crl api.CRL
+				if err := c.cl.Do(http.MethodPost, api.PathCRLs, req, &crl); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(crl)
+				}
+				fmt.Fprintf(c.w, "Created CRL %s for CA %s\n", crl.ID, crl.CAID)
+				c.describeCRL(crl)
+				return nil
+			}
+		}},
+		"list": {"list CRLs with their freshness", func(c *cmd) func() error {
+			return func() error {
+				var crls []api.CRL
+				if err := c.cl.Do(http.MethodGet, api.PathCRLs, nil, &crls); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(crls)
+				}
+				rows := make([][]string, 0, len(crls))
+				for _, l := range crls {
+					state := "fresh"
+					if l.Stale {
+						state = "STALE"
+					}
+					lastErr := l.LastError
+					if lastErr == "" {
+						lastErr = "-"
+					}
+					rows = append(rows, []string{l.ID, l.CAID, l.Source, l.Number, fmt.Sprint(l.RevokedCount), ts(l.NextUpdate), state, lastErr})
+				}
+				c.table("ID\tCA\tSOURCE\tNUMBER\tREVOKED\tNEXT UPDATE\tSTATE\tLAST ERROR", rows)
+				return nil
+			}
+		}},
+		"describe": {"show one CRL", func(c *cmd) func() error {
+			id := c.fs.String("crl-id", "", "ID of the CRL (mtlscrl_...)")
+			return func() error {
+				if err := c.required("crl-id", *id); err != nil {
+					return err
+				}
+				var crl api.CRL
+				if err := c.cl.Do(http.MethodGet, api.PathCRLs+"/"+url.PathEscape(*id), nil, &crl); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(crl)
+				}
+				c.describeCRL(crl)
+				return nil
+			}
+		}},
+		"delete": {"delete a CRL", func(c *cmd) func() error {
+			id := c.fs.String("crl-id", "", "ID of the CRL (mtlscrl_...)")
+			return func() error {
+				if err := c.required("crl-id", *id); err != nil {
+					return err
+				}
+				var crl api.CRL
+				if err := c.cl.Do(http.MethodDelete, api.PathCRLs+"/"+url.PathEscape(*id), nil, &crl); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(crl)
+				}
+				fmt.Fprintf(c.w, "Deleted CRL %s (CA %s)\n", crl.ID, crl.CAID)
+				return nil
+			}
+		}},
+	},
+	"mtls-certificate": {
+		"create": {"upload a client certificate and key the gateway presents to backends", func(c *cmd) func() error {
+			name := c.fs.String("name", "", "name Envoy's SDS config refers to (a JavaScript identifier)")
+			certFile := c.fs.String("cert", "", "PEM certificate, optionally followed by its chain")
+			keyFile := c.fs.String("key", "", "PEM private key matching the certificate")
+			var envs multiFlag
+			c.fs.Var(&envs, "environment-type", "development, preview or production (repeatable)")
+			return func() error {
+				if err := c.required("name", *name, "cert", *certFile, "key", *keyFile); err != nil {
+					return err
+				}
+				if len(envs) == 0 {
+					fmt.Fprintf(c.errw, "mtlsgate %s: --environment-type is required (repeat it for each of %s)\n", c.fs.Name(), strings.Join(api.EnvironmentTypes, ", "))
+					return errUsage
+				}
+				if err := pki.ValidName(*name); err != nil {
+					return err
+				}
+				certPEM, err := readFile("cert", *certFile)
+				if err != nil {
+					return err
+				}
+				if pki.IsDER(certPEM) {
+					return pki.DERCertificateError(*certFile)
+				}
+				keyPEM, err := readFile("key", *keyFile)
+				if err != nil {
+					return err
+				}
+				var m api.MTLSCertificate
+				if err := c.cl.Do(http.MethodPost, api.PathOutbound, api.CreateMTLSCertificate{Name: *name, CertPEM: string(certPEM), KeyPEM: string(keyPEM), EnvironmentTypes: envs}, &m); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(m)
+				}
+				fmt.Fprintf(c.w, "Created mTLS certificate %s: %s\n", m.Name, m.ID)
+				c.describeOutbound(m)
+				return nil
+			}
+		}},
+		"list": {"list outbound certificates (never key material)", func(c *cmd) func() error {
+			return func() error {
+				var list []api.MTLSCertificate
+				if err := c.cl.Do(http.MethodGet, api.PathOutbound, nil, &list); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(list)
+				}
+				rows := make([][]string, 0, len(list))
+				for _, m := range list {
+					rows = append(rows, []string{m.ID, m.Name, strings.Join(m.EnvironmentTypes, ","), yesNo(m.Enabled), yesNo(m.Served), fmt.Sprint(len(m.Subscribers)), ts(m.NotAfter)})
+				}
+				c.table("ID\tNAME\tENVIRONMENTS\tENABLED\tSERVED\tSUBSCRIBERS\tNOT AFTER", rows)
+				return nil
+			}
+		}},
+		"describe": {"show one outbound certificate and who subscribes to it", outboundIDCmd(http.MethodGet, "")},
+		"disable":  {"stop serving a certificate over SDS", outboundIDCmd(http.MethodPost, "/disable")},
+		"enable":   {"serve a disabled certificate again", outboundIDCmd(http.MethodPost, "/enable")},
+		"delete":   {"delete a disabled certificate no Envoy subscribes to", outboundIDCmd(http.MethodDelete, "")},
+	},
+}
+
+func outboundIDCmd(method, suffix string) func(c *cmd) func() error {
+	return func(c *cmd) func() error {
+		id := c.fs.String("cert-id", "", "ID of the mTLS certificate (mtlscert_...)")
+		return func() error {
+			if err := c.required("cert-id", *id); err != nil {
+				return err
+			}
+			var m api.MTLSCertificate
+			if err := c.cl.Do(method, api.PathOutbound+"/"+url.PathEscape(*id)+suffix, nil, &m); err != nil {
+				return err
+			}
+			if c.out.json {
+				return c.json(m)
+			}
+			switch {
+			case method == http.MethodDelete:
+				fmt.Fprintf(c.w, "Deleted mTLS certificate %s (%s)\n", m.Name, m.ID)
+			case suffix == "/disable":
+				fmt.Fprintf(c.w, "Disabled mTLS certificate %s (%s); redeploy the Envoys that reference it, then delete it\n", m.Name, m.ID)
+			case suffix == "/enable":
+				fmt.Fprintf(c.w, "Enabled mTLS certificate %s (%s)\n", m.Name, m.ID)
+			default:
+				c.describeOutbound(m)
+			}
+			return nil
+		}
+	}
+}
+
+func crlSummary(s *api.CRLState) string {
+	if s == nil {
+		return "none"
+	}
+	state := "fresh"
+	if s.Stale {
+		state = "STALE"
+	}
+	out := fmt.Sprintf("%s (%s, %s)", s.ID, s.Source, state)
+	if s.LastError != "" {
+		out += " last fetch failed"
+	}
+	return out
+}
+
+func (c *cmd) describeCA(ca api.CACertificate) {
+	crl := "none"
+	if ca.CRL != nil {
+		crl = crlSummary(ca.CRL) + ", next update " + ts(ca.CRL.NextUpdate)
+		if ca.CRL.LastError != "" {
+			crl += ", last error: " + ca.CRL.LastError
+		}
+	}
+	c.fields("ID", ca.ID, "Name", ca.Name, "Subject", ca.Subject, "Issuer", ca.Issuer, "Self-signed root", yesNo(ca.SelfSigned),
+		"SHA-256 fingerprint", ca.Fingerprint, "Not before", ts(ca.NotBefore), "Not after", ts(ca.NotAfter),
+		"Created", ts(ca.CreatedAt), "Updated", ts(ca.UpdatedAt), "CRL", crl)
+}
+
+func (c *cmd) describeCRL(l api.CRL) {
+	state := "fresh"
+	if l.Stale {
+		state = "STALE (nextUpdate has passed)"
+	}
+	lastErr := l.LastError
+	if lastErr == "" {
+		lastErr = "-"
+	}
+	c.fields("ID", l.ID, "CA", l.CAID, "Source", l.Source, "Number", l.Number, "Revoked", fmt.Sprint(l.RevokedCount),
+		"This update", ts(l.ThisUpdate), "Next update", ts(l.NextUpdate), "State", state,
+		"Last fetch", ts(l.LastFetchAt), "Last error", lastErr, "Created", ts(l.CreatedAt), "Updated", ts(l.UpdatedAt))
+}
+
+func (c *cmd) describeOutbound(m api.MTLSCertificate) {
+	subs := make([]string, 0, len(m.Subscribers))
+	for _, s := range m.Subscribers {
+		subs = append(subs, fmt.Sprintf("%s/%s", s.NodeID, s.Cluster))
+	}
+	sub := "none"
+	if len(subs) > 0 {
+		sub = strings.Join(subs, ", ")
+	}
+	c.fields("ID", m.ID, "Name", m.Name, "Subject", m.Subject, "Issuer", m.Issuer, "SHA-256 fingerprint", m.Fingerprint,
+		"Not before", ts(m.NotBefore), "Not after", ts(m.NotAfter), "Environment types", strings.Join(m.EnvironmentTypes, ", "),
+		"Enabled", yesNo(m.Enabled), "Served over SDS", yesNo(m.Served), "Subscribers (node/cluster)", sub,
+		"Created", ts(m.CreatedAt), "Updated", ts(m.UpdatedAt))
+}

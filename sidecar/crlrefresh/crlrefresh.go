@@ -1,0 +1,218 @@
+// Package crlrefresh downloads CRLs published at a URL and refreshes them
+// before their nextUpdate. A failed download keeps the last good list (an old
+// list still revokes what it lists; dropping it would un-revoke everything)
+// and records the error where `crl list` shows it.
+package crlrefresh
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
+	"github.com/mtlsgate/mtlsgate/sidecar/pki"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
+)
+
+// MaxCRLBytes bounds a download; real CRLs of large CAs stay well below it.
+const MaxCRLBytes = 32 << 20
+
+// Fetch downloads a CRL.
+func Fetch(ctx context.Context, client *http.Client, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("CRL URL %q: %w", url, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch CRL %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch CRL %s: HTTP %s", url, resp.Status)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxCRLBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("fetch CRL %s: %w", url, err)
+	}
+	if len(data) > MaxCRLBytes {
+		return nil, fmt.Errorf("fetch CRL %s: larger than %d bytes", url, MaxCRLBytes)
+	}
+	return data, nil
+}
+
+// Apply records a parsed list in c.
+func Apply(c *store.CRL, rl *x509.RevocationList, pemBytes []byte) {
+	c.PEM = string(pemBytes)
+	c.Number = ""
+	if rl.Number != nil {
+		c.Number = rl.Number.String()
+	}
+	c.ThisUpdate = rl.ThisUpdate.UTC()
+	c.NextUpdate = rl.NextUpdate.UTC()
+	c.RevokedCount = len(rl.RevokedCertificateEntries)
+}
+
+// Refresher keeps URL CRLs fresh.
+type Refresher struct {
+	Store  *store.Store
+	Client *http.Client
+	Log    *slog.Logger
+	M      *metrics.Metrics
+	// MinInterval is the shortest time between two downloads of one list and
+	// the retry delay after a failure; MaxInterval the longest between two.
+	MinInterval, MaxInterval time.Duration
+	// Republish runs when a list's nextUpdate passes, so the bundle's stale
+	// flags follow the clock and not only changes.
+	Republish func()
+
+	wake chan struct{}
+}
+
+// Wake makes Run re-read the schedule (after a CRL is created or deleted).
+func (r *Refresher) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Init prepares the refresher; call before Run and Wake.
+func (r *Refresher) Init() { r.wake = make(chan struct{}, 1) }
+
+// due is when c should next be downloaded.
+func (r *Refresher) due(c store.CRL) time.Time {
+	if c.LastErrorAt.After(c.LastFetchAt) {
+		return c.LastErrorAt.Add(r.MinInterval)
+	}
+	last := c.LastFetchAt
+	if last.IsZero() {
+		last = c.CreatedAt
+	}
+	if c.NextUpdate.IsZero() {
+		return last.Add(r.MaxInterval)
+	}
+	// Halfway to nextUpdate leaves room for several retries before the list
+	// goes stale.
+	gap := c.NextUpdate.Sub(last) / 2
+	gap = max(gap, r.MinInterval)
+	gap = min(gap, r.MaxInterval)
+	return last.Add(gap)
+}
+
+// Run refreshes until ctx ends.
+func (r *Refresher) Run(ctx context.Context) {
+	staleSeen := map[string]bool{}
+	for {
+		crls, err := r.Store.ListCRLs()
+		if err != nil {
+			r.Log.Error("list CRLs for refresh", "err", err)
+		}
+		now := time.Now()
+		next := now.Add(r.MaxInterval)
+		republish := false
+		for _, c := range crls {
+			if c.Stale(now) != staleSeen[c.ID] {
+				staleSeen[c.ID] = c.Stale(now)
+				republish = true
+			}
+			if !c.NextUpdate.IsZero() && c.NextUpdate.After(now) && c.NextUpdate.Before(next) {
+				next = c.NextUpdate.Add(time.Millisecond)
+			}
+			if c.URL == "" {
+				continue
+			}
+			d := r.due(c)
+			if !d.After(now) {
+				r.refresh(ctx, c)
+				d = now.Add(r.MinInterval)
+			}
+			if d.Before(next) {
+				next = d
+			}
+		}
+		if republish && r.Republish != nil {
+			r.Republish()
+		}
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-r.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (r *Refresher) refresh(ctx context.Context, c store.CRL) {
+	err := r.download(ctx, c)
+	if err == nil {
+		r.M.CRLFetches.WithLabelValues("ok").Inc()
+		return
+	}
+	r.M.CRLFetches.WithLabelValues("error").Inc()
+	r.Log.Warn("CRL refresh failed; keeping the last good list", "crlId", c.ID, "caId", c.CAID, "url", c.URL, "err", err)
+	_, uerr := r.Store.UpdateCRL(c.ID, func(s *store.CRL) error {
+		s.LastError = err.Error()
+		s.LastErrorAt = time.Now().UTC()
+		return nil
+	})
+	if uerr != nil {
+		r.Log.Error("record CRL refresh failure", "crlId", c.ID, "err", uerr)
+	}
+}
+
+func (r *Refresher) download(ctx context.Context, c store.CRL) error {
+	ca, err := r.Store.GetCA(c.CAID)
+	if err != nil {
+		return err
+	}
+	b, _ := pem.Decode([]byte(ca.PEM))
+	if b == nil {
+		return errors.New("stored CA has no PEM block")
+	}
+	caCert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return fmt.Errorf("parse stored CA: %w", err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	data, err := Fetch(fctx, r.Client, c.URL)
+	if err != nil {
+		return err
+	}
+	rl, pemBytes, err := pki.CRL(data, caCert)
+	if err != nil {
+		return err
+	}
+	if old, ok := parseNumber(c.Number); ok && rl.Number != nil && rl.Number.Cmp(old) < 0 {
+		return fmt.Errorf("downloaded CRL number %s is older than the stored %s", rl.Number, c.Number)
+	}
+	_, err = r.Store.UpdateCRL(c.ID, func(s *store.CRL) error {
+		Apply(s, rl, pemBytes)
+		s.LastFetchAt = time.Now().UTC()
+		s.LastError = ""
+		s.LastErrorAt = time.Time{}
+		return nil
+	})
+	if err == nil {
+		r.Log.Info("CRL refreshed", "crlId", c.ID, "number", rl.Number, "nextUpdate", rl.NextUpdate)
+	}
+	return err
+}
+
+func parseNumber(s string) (*big.Int, bool) {
+	if s == "" {
+		return nil, false
+	}
+	return new(big.Int).SetString(s, 10)
+}

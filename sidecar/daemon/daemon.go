@@ -1,0 +1,342 @@
+// Package daemon runs `mtlsgate serve`: it opens the store, keeps the SDS
+// cache and the bundle in step with it, and serves the admin API, SDS and the
+// bundle endpoint until it is told to stop.
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/admin"
+	"github.com/mtlsgate/mtlsgate/sidecar/bundlesrv"
+	"github.com/mtlsgate/mtlsgate/sidecar/crlrefresh"
+	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
+	"github.com/mtlsgate/mtlsgate/sidecar/sds"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
+)
+
+// Defaults. The ports sit clear of Envoy's customary 9901 (admin), 10000 and
+// 15000-15090 (Istio) ranges.
+const (
+	DefaultAdminListen  = "127.0.0.1:9911"
+	DefaultSDSListen    = "127.0.0.1:9912"
+	DefaultBundleListen = "127.0.0.1:9913"
+	DefaultDataDir      = "mtlsgate-data"
+	DefaultEnvironment  = "development"
+	TokenFileName       = "admin-token"
+)
+
+// Config is the serve command's configuration.
+type Config struct {
+	DataDir           string
+	AdminListen       string
+	SDSListen         string
+	BundleListen      string
+	AdminTokenFile    string // default: DataDir/admin-token
+	EncryptionKeyFile string
+	Environment       string
+	CRLMinInterval    time.Duration
+	CRLMaxInterval    time.Duration
+	Log               *slog.Logger
+	// Ready, if set, is called once every listener is up, with their
+	// addresses (useful with port 0).
+	Ready func(Addrs)
+}
+
+// Addrs are the bound addresses.
+type Addrs struct {
+	Admin     string `json:"admin"`
+	SDS       string `json:"sds"`
+	Bundle    string `json:"bundle"`
+	TokenFile string `json:"adminTokenFile"`
+	DataDir   string `json:"dataDir"`
+}
+
+// Listen opens a listener for "host:port" or "unix:/path".
+func Listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		// A socket left by a killed predecessor would make bind fail.
+		if fi, err := os.Stat(path); err == nil && fi.Mode()&fs.ModeSocket != 0 {
+			_ = os.Remove(path)
+		}
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		return l, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w (is another mtlsgate serve running? pick another address)", addr, err)
+	}
+	return l, nil
+}
+
+func addrString(l net.Listener) string {
+	if l.Addr().Network() == "unix" {
+		return "unix:" + l.Addr().String()
+	}
+	return l.Addr().String()
+}
+
+// LoadOrCreateToken reads the admin token, creating a random one (mode 0600)
+// if the file does not exist.
+func LoadOrCreateToken(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return "", fmt.Errorf("generate admin token: %w", err)
+		}
+		tok := hex.EncodeToString(b)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return "", fmt.Errorf("create directory for admin token: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return "", fmt.Errorf("create admin token file %s: %w", path, err)
+		}
+		if _, err := f.WriteString(tok + "\n"); err != nil {
+			f.Close()
+			return "", fmt.Errorf("write admin token file %s: %w", path, err)
+		}
+		if err := f.Close(); err != nil {
+			return "", fmt.Errorf("write admin token file %s: %w", path, err)
+		}
+		return tok, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read admin token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(data))
+	if tok == "" {
+		return "", fmt.Errorf("admin token file %s is empty: delete it to have a token generated, or write a token into it", path)
+	}
+	return tok, nil
+}
+
+// LoadKey reads a 32-byte encryption key given raw, as 64 hex digits or as
+// base64.
+func LoadKey(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read --encryption-key-file: %w", err)
+	}
+	if len(data) == 32 {
+		return data, nil
+	}
+	s := strings.TrimSpace(string(data))
+	if k, err := hex.DecodeString(s); err == nil && len(k) == 32 {
+		return k, nil
+	}
+	if k, err := base64.StdEncoding.DecodeString(s); err == nil && len(k) == 32 {
+		return k, nil
+	}
+	return nil, fmt.Errorf("--encryption-key-file %s does not hold a 32-byte key (raw, 64 hex digits or base64): create one with `openssl rand -hex 32 > %s`", path, path)
+}
+
+// Run serves until ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Log
+	if cfg.AdminTokenFile == "" {
+		cfg.AdminTokenFile = filepath.Join(cfg.DataDir, TokenFileName)
+	}
+	if cfg.Environment == "" {
+		cfg.Environment = DefaultEnvironment
+	}
+	var key []byte
+	if cfg.EncryptionKeyFile != "" {
+		k, err := LoadKey(cfg.EncryptionKeyFile)
+		if err != nil {
+			return err
+		}
+		key = k
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create --data-dir: %w", err)
+	}
+	token, err := LoadOrCreateToken(cfg.AdminTokenFile)
+	if err != nil {
+		return err
+	}
+
+	m := metrics.New()
+	var ready atomic.Bool
+	var apiHandler atomic.Pointer[http.Handler]
+	adminL, err := Listen(cfg.AdminListen)
+	if err != nil {
+		return err
+	}
+	defer adminL.Close()
+	adminSrv := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h := apiHandler.Load(); h != nil {
+				(*h).ServeHTTP(w, r)
+				return
+			}
+			// Until the store is open only liveness answers.
+			if r.URL.Path == "/healthz" {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
+				return
+			}
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"type":"https://mtlsgate.dev/problems/not_ready","title":"Service Unavailable","status":503,"code":"not_ready","detail":"the store is still opening: retry shortly"}`+"\n")
+		}),
+	}
+	go func() { _ = adminSrv.Serve(adminL) }()
+	defer adminSrv.Close()
+
+	st, err := store.Open(cfg.DataDir, store.Options{EncryptionKey: key})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	cache := sds.NewCache(cfg.Environment)
+	tracker := sds.NewTracker()
+	tracker.OnChange = func() { m.SDSStreams.Set(float64(len(tracker.Subscriptions()))) }
+	bundles := bundlesrv.New()
+
+	var pubMu sync.Mutex
+	publish := func() {
+		// One publish at a time, each reading the store afresh, so a slow
+		// publish can never overwrite a newer one with older state.
+		pubMu.Lock()
+		defer pubMu.Unlock()
+		t0 := time.Now()
+		if err := publishState(ctx, st, cache, bundles, m, cfg.Environment); err != nil {
+			log.Error("publish trust material", "err", err)
+			return
+		}
+		m.PublishSeconds.Observe(time.Since(t0).Seconds())
+	}
+	publish()
+	st.SetOnChange(publish)
+
+	refresher := &crlrefresh.Refresher{
+		Store: st, Client: &http.Client{Timeout: 30 * time.Second}, Log: log, M: m,
+		MinInterval: cfg.CRLMinInterval, MaxInterval: cfg.CRLMaxInterval, Republish: publish,
+	}
+	refresher.Init()
+
+	sdsL, err := Listen(cfg.SDSListen)
+	if err != nil {
+		return err
+	}
+	bundleL, err := Listen(cfg.BundleListen)
+	if err != nil {
+		sdsL.Close()
+		return err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	grpcSrv := sds.NewGRPCServer(runCtx, cache, tracker)
+	bundleSrv := &http.Server{Handler: bundles.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- grpcSrv.Serve(sdsL) }()
+	go func() {
+		if err := bundleSrv.Serve(bundleL); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	go refresher.Run(runCtx)
+
+	h := admin.New(admin.Config{
+		Store: st, Tracker: tracker, Environment: cfg.Environment, Token: token, Log: log, Metrics: m,
+		Ready: ready.Load, HTTPClient: refresher.Client, Refresher: refresher,
+	})
+	apiHandler.Store(&h)
+	ready.Store(true)
+	addrs := Addrs{Admin: addrString(adminL), SDS: addrString(sdsL), Bundle: addrString(bundleL), TokenFile: cfg.AdminTokenFile, DataDir: cfg.DataDir}
+	log.Info("mtlsgate serve ready", "admin", addrs.Admin, "sds", addrs.SDS, "bundle", addrs.Bundle,
+		"environment", cfg.Environment, "adminTokenFile", cfg.AdminTokenFile, "adminTokenId", admin.TokenID(token),
+		"keysEncrypted", key != nil)
+	if cfg.Ready != nil {
+		cfg.Ready(addrs)
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case serveErr = <-errc:
+		log.Error("listener failed", "err", serveErr)
+	}
+	ready.Store(false)
+	cancel()
+	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = adminSrv.Shutdown(shutdownCtx)
+	_ = bundleSrv.Shutdown(shutdownCtx)
+	// SDS streams live as long as Envoy; give in-flight responses a moment,
+	// then close the streams (Envoy reconnects to the next instance).
+	stopped := make(chan struct{})
+	go func() { grpcSrv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(time.Second):
+		grpcSrv.Stop()
+	}
+	for _, a := range []string{cfg.SDSListen, cfg.BundleListen, cfg.AdminListen} {
+		if p, ok := strings.CutPrefix(a, "unix:"); ok {
+			_ = os.Remove(p)
+		}
+	}
+	return serveErr
+}
+
+func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundles *bundlesrv.Server, m *metrics.Metrics, env string) error {
+	cas, err := st.ListCAs()
+	if err != nil {
+		return err
+	}
+	crls, err := st.ListCRLs()
+	if err != nil {
+		return err
+	}
+	out, err := st.ListOutbound(true)
+	if err != nil {
+		return err
+	}
+	if err := cache.Update(ctx, sds.State{CAs: cas, CRLs: crls, Outbound: out}); err != nil {
+		return err
+	}
+	now := time.Now()
+	if err := bundles.Update(cas, crls, nil, 0, now); err != nil {
+		return err
+	}
+	m.CACertificates.Set(float64(len(cas)))
+	stale, served := 0, 0
+	for _, c := range crls {
+		if c.Stale(now) {
+			stale++
+		}
+	}
+	for _, o := range out {
+		if o.Enabled && slices.Contains(o.EnvironmentTypes, env) {
+			served++
+		}
+	}
+	m.StaleCRLs.Set(float64(stale))
+	m.MTLSCerts.Set(float64(served))
+	return nil
+}

@@ -1,0 +1,49 @@
+// Package metrics holds the sidecar's Prometheus instruments, registered on
+// a private registry so tests can run several servers in one process.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the sidecar's instruments.
+type Metrics struct {
+	Registry       *prometheus.Registry
+	AdminRequests  *prometheus.CounterVec
+	Changes        *prometheus.CounterVec
+	PublishSeconds prometheus.Histogram
+	CRLFetches     *prometheus.CounterVec
+	CACertificates prometheus.Gauge
+	StaleCRLs      prometheus.Gauge
+	MTLSCerts      prometheus.Gauge
+	SDSStreams     prometheus.Gauge
+}
+
+// New creates and registers the instruments.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		AdminRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mtlsgate_admin_requests_total", Help: "Admin API requests by route pattern and status code.",
+		}, []string{"route", "code"}),
+		Changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mtlsgate_trust_changes_total", Help: "Committed management changes by action.",
+		}, []string{"action"}),
+		PublishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mtlsgate_publish_seconds", Help: "Time to rebuild and publish the SDS snapshot and bundle after a committed change.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8),
+		}),
+		CRLFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mtlsgate_crl_fetches_total", Help: "CRL downloads by result (ok, error).",
+		}, []string{"result"}),
+		CACertificates: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_ca_certificates", Help: "Stored CA certificates."}),
+		StaleCRLs:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_crls_stale", Help: "CRLs whose nextUpdate has passed."}),
+		MTLSCerts:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_mtls_certificates_served", Help: "Outbound certificates published over SDS."}),
+		SDSStreams:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_sds_streams", Help: "Open SDS streams."}),
+	}
+	m.Registry.MustRegister(m.AdminRequests, m.Changes, m.PublishSeconds, m.CRLFetches,
+		m.CACertificates, m.StaleCRLs, m.MTLSCerts, m.SDSStreams,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

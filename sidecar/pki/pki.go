@@ -1,0 +1,236 @@
+// Package pki checks the certificates, keys and revocation lists operators
+// upload, and renders the facts about them that the API reports. Every refusal
+// is a *problem.Error that names the fault and the command that fixes it.
+package pki
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/problem"
+)
+
+// reserved are the ECMAScript reserved words; they are not valid identifiers,
+// and names are used as identifiers in gateway configuration code.
+var reserved = map[string]bool{}
+
+func init() {
+	for _, w := range strings.Fields(`await break case catch class const continue debugger default delete do
+		else enum export extends false finally for function if import in instanceof new null return
+		super switch this throw true try typeof var void while with yield let static implements
+		interface package private protected public`) {
+		reserved[w] = true
+	}
+}
+
+// ValidName checks that name is a JavaScript identifier: letters, digits, _ and
+// $, not starting with a digit, not a reserved word. what names the flag for
+// the message ("--name").
+func ValidName(name string) error {
+	if name == "" {
+		return problem.Invalid("invalid_name", "--name is required: give a JavaScript identifier such as my_ca")
+	}
+	for i, r := range name {
+		ok := r == '_' || r == '$' || unicode.IsLetter(r) || (i > 0 && unicode.IsDigit(r))
+		if !ok {
+			if i == 0 && unicode.IsDigit(r) {
+				return problem.Invalid("invalid_name", "name %q starts with a digit: a name must be a JavaScript identifier (letters, digits, _ and $, not starting with a digit), e.g. ca_%s", name, name)
+			}
+			return problem.Invalid("invalid_name", "name %q contains %q: a name must be a JavaScript identifier (letters, digits, _ and $, not starting with a digit); try %q", name, string(r), suggest(name))
+		}
+	}
+	if reserved[name] {
+		return problem.Invalid("invalid_name", "name %q is a JavaScript reserved word: pick another name, e.g. %s_ca", name, name)
+	}
+	return nil
+}
+
+func suggest(name string) string {
+	var b strings.Builder
+	for i, r := range name {
+		switch {
+		case r == '_' || r == '$' || unicode.IsLetter(r):
+			b.WriteRune(r)
+		case unicode.IsDigit(r):
+			if i == 0 {
+				b.WriteRune('_')
+			}
+			b.WriteRune(r)
+		default:
+			b.WriteRune('_')
+		}
+	}
+	return b.String()
+}
+
+// Fingerprint is the SHA-256 of the DER certificate, uppercase hex pairs joined
+// by colons (the form openssl x509 -fingerprint -sha256 prints).
+func Fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	var b strings.Builder
+	for i, c := range sum {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		fmt.Fprintf(&b, "%02X", c)
+	}
+	return b.String()
+}
+
+// derHint is the conversion command for a DER file.
+func derHint(file string) string {
+	if file == "" {
+		file = "FILE"
+	}
+	return fmt.Sprintf("openssl x509 -inform der -in %s -out %s.pem", file, strings.TrimSuffix(strings.TrimSuffix(file, ".der"), ".cer"))
+}
+
+// IsDER reports whether data is a DER certificate rather than PEM, so the CLI
+// can answer with the conversion command for the file it read.
+func IsDER(data []byte) bool {
+	if bytes.Contains(data, []byte("-----BEGIN")) {
+		return false
+	}
+	_, err := x509.ParseCertificate(data)
+	return err == nil
+}
+
+// DERCertificateError is the answer to a DER upload where PEM is required.
+func DERCertificateError(file string) error {
+	return problem.Invalid("der_not_supported", "%s is DER-encoded; only PEM is accepted: convert it with `%s` and upload the .pem file", nameOr(file, "the certificate"), derHint(file))
+}
+
+func nameOr(file, dflt string) string {
+	if file == "" {
+		return dflt
+	}
+	return file
+}
+
+// certBlocks returns the CERTIFICATE blocks of a PEM file, refusing private
+// keys (a CA upload must never carry one) and non-PEM input.
+func certBlocks(data []byte, what string) ([]*x509.Certificate, error) {
+	if IsDER(data) {
+		return nil, DERCertificateError("")
+	}
+	var certs []*x509.Certificate
+	rest := data
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		switch {
+		case b.Type == "CERTIFICATE":
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil, problem.Invalid("bad_certificate", "%s: certificate %d cannot be parsed (%v): export it again as PEM", what, len(certs)+1, err)
+			}
+			certs = append(certs, c)
+		case strings.Contains(b.Type, "PRIVATE KEY"):
+			return nil, problem.Invalid("private_key_in_certificate", "%s contains a private key: upload only the certificate and keep the key secret", what)
+		}
+	}
+	if len(certs) == 0 {
+		return nil, problem.Invalid("not_pem", "%s holds no PEM certificate (-----BEGIN CERTIFICATE-----): pass a PEM file; a DER file converts with `%s`", what, derHint(""))
+	}
+	return certs, nil
+}
+
+// CA parses and checks an uploaded trust anchor: one PEM certificate, a CA,
+// not expired, and a self-signed root unless allowIntermediate.
+func CA(data []byte, allowIntermediate bool, now time.Time) (*x509.Certificate, error) {
+	certs, err := certBlocks(data, "the CA certificate file")
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) > 1 {
+		return nil, problem.Invalid("multiple_certificates", "the CA certificate file holds %d certificates: upload one CA per create (the self-signed root that anchors your client certificates)", len(certs))
+	}
+	c := certs[0]
+	if !c.BasicConstraintsValid || !c.IsCA {
+		return nil, problem.Invalid("not_a_ca", "%q is not a CA certificate (basicConstraints CA:TRUE is missing): upload the CA that issued your client certificates, not a client certificate", c.Subject.String())
+	}
+	if now.After(c.NotAfter) {
+		return nil, problem.Invalid("expired", "CA %q expired on %s: upload a current CA certificate", c.Subject.String(), c.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if !SelfSigned(c) && !allowIntermediate {
+		return nil, problem.Invalid("not_a_root", "%q is an intermediate CA issued by %q: upload the self-signed root that anchors it (subject equals issuer in `openssl x509 -in FILE -noout -subject -issuer -nameopt RFC2253`), or pass --allow-intermediate to anchor trust at this intermediate", c.Subject.String(), c.Issuer.String())
+	}
+	return c, nil
+}
+
+// SelfSigned reports whether c is its own issuer with a valid self-signature.
+func SelfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
+}
+
+// CRL parses a PEM or DER revocation list and checks that ca signed it. It
+// returns the list and its PEM form (what Envoy and the filter consume).
+func CRL(data []byte, ca *x509.Certificate) (*x509.RevocationList, []byte, error) {
+	der := data
+	if b, _ := pem.Decode(data); b != nil {
+		if b.Type != "X509 CRL" {
+			return nil, nil, problem.Invalid("not_a_crl", "the CRL file holds a %q PEM block, not an X509 CRL: pass the certificate revocation list your CA publishes", b.Type)
+		}
+		der = b.Bytes
+	}
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, nil, problem.Invalid("bad_crl", "the CRL cannot be parsed (%v): pass a PEM (-----BEGIN X509 CRL-----) or DER revocation list", err)
+	}
+	if err := rl.CheckSignatureFrom(ca); err != nil {
+		return nil, nil, problem.Invalid("crl_wrong_issuer", "the CRL issued by %q is not signed by CA %q (%v): pass the CRL this CA publishes, or attach it to the CA that signed it", rl.Issuer.String(), ca.Subject.String(), err)
+	}
+	return rl, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: rl.Raw}), nil
+}
+
+// KeyPair checks an outbound client certificate: PEM leaf (optionally followed
+// by its chain) and the matching private key. It returns the leaf, the chain
+// PEM as Envoy should present it, and the key's PEM block alone.
+func KeyPair(certPEM, keyPEM []byte, now time.Time) (*x509.Certificate, []byte, []byte, error) {
+	certs, err := certBlocks(certPEM, "the --cert file")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var keyBlock *pem.Block
+	rest := keyPEM
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if strings.Contains(b.Type, "PRIVATE KEY") {
+			keyBlock = b
+			break
+		}
+	}
+	if keyBlock == nil {
+		return nil, nil, nil, problem.Invalid("no_private_key", "the --key file holds no PEM private key (-----BEGIN PRIVATE KEY-----): pass the key generated with this certificate")
+	}
+	if keyBlock.Type == "ENCRYPTED PRIVATE KEY" || keyBlock.Headers["Proc-Type"] != "" {
+		return nil, nil, nil, problem.Invalid("encrypted_key", "the --key file is passphrase-protected: decrypt it with `openssl pkey -in KEY -out KEY.plain.pem` and upload that (it is stored encrypted when the sidecar runs with --encryption-key-file)")
+	}
+	var chain []byte
+	for _, c := range certs {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	keyOnly := pem.EncodeToMemory(&pem.Block{Type: keyBlock.Type, Bytes: keyBlock.Bytes})
+	if _, err := tls.X509KeyPair(chain, keyOnly); err != nil {
+		return nil, nil, nil, problem.Invalid("key_mismatch", "the private key does not match the certificate %q (%v): pass the key that was generated with this certificate", certs[0].Subject.String(), err)
+	}
+	leaf := certs[0]
+	if now.After(leaf.NotAfter) {
+		return nil, nil, nil, problem.Invalid("expired", "certificate %q expired on %s: upload a current certificate", leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return leaf, chain, keyOnly, nil
+}

@@ -1,0 +1,182 @@
+// Package sds serves the sidecar's trust material to Envoy over the Secret
+// Discovery Service. The cache side (this file) turns store state into
+// secrets and keeps a go-control-plane snapshot cache in step with the store;
+// server.go is the gRPC transport and subscribers.go records who listens.
+package sds
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
+)
+
+// ClientCASecret is the validation-context secret Envoy's listener uses to
+// verify client certificates.
+const ClientCASecret = "mtlsgate-client-ca"
+
+// State is the store content a snapshot is built from. Outbound entries must
+// carry their keys.
+type State struct {
+	CAs      []store.CA
+	CRLs     []store.CRL
+	Outbound []store.Outbound
+}
+
+// Cache is the SDS view of the store. All Envoys beside one sidecar see the
+// same secrets, so one snapshot serves every node.
+type Cache struct {
+	env string
+	sc  cachev3.SnapshotCache
+
+	mu      sync.Mutex
+	version string
+}
+
+// snapshotKey is the single node key: allNodes maps every node to it.
+const snapshotKey = "mtlsgate"
+
+type allNodes struct{}
+
+func (allNodes) ID(*corev3.Node) string { return snapshotKey }
+
+// NewCache returns a cache that publishes outbound certificates whose
+// environment types include environment.
+func NewCache(environment string) *Cache {
+	return &Cache{env: environment, sc: cachev3.NewSnapshotCache(false, allNodes{}, nil)}
+}
+
+// XDS is the go-control-plane cache the server reads.
+func (c *Cache) XDS() cachev3.Cache { return c.sc }
+
+// Version is the version of the current snapshot.
+func (c *Cache) Version() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.version
+}
+
+// Update publishes st. Watches on the cache are answered before it returns,
+// so subscribed streams have the new secrets queued when the API answers.
+func (c *Cache) Update(ctx context.Context, st State) error {
+	secrets := Secrets(st, c.env)
+	h := sha256.New()
+	res := make([]types.Resource, 0, len(secrets))
+	for _, s := range secrets {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
+		if err != nil {
+			return fmt.Errorf("encode secret %s: %w", s.Name, err)
+		}
+		h.Write(b)
+		res = append(res, s)
+	}
+	version := hex.EncodeToString(h.Sum(nil)[:8])
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if version == c.version {
+		return nil
+	}
+	snap, err := cachev3.NewSnapshot(version, map[resourcev3.Type][]types.Resource{resourcev3.SecretType: res})
+	if err != nil {
+		return fmt.Errorf("build SDS snapshot: %w", err)
+	}
+	if err := c.sc.SetSnapshot(ctx, snapshotKey, snap); err != nil {
+		return fmt.Errorf("publish SDS snapshot: %w", err)
+	}
+	c.version = version
+	return nil
+}
+
+// Secrets builds the SDS resources: the client CA validation context and one
+// tls_certificate per enabled outbound certificate for environment.
+func Secrets(st State, environment string) []*tlsv3.Secret {
+	cas := slices.Clone(st.CAs)
+	sort.Slice(cas, func(i, j int) bool { return cas[i].ID < cas[j].ID })
+	var trusted strings.Builder
+	for _, ca := range cas {
+		trusted.WriteString(ca.PEM)
+	}
+	if trusted.Len() == 0 {
+		// An empty trusted_ca would make Envoy skip verification (fail open)
+		// in deployments that let Envoy verify; an anchor nobody holds the key
+		// to keeps every client out until a CA is uploaded.
+		trusted.WriteString(placeholderAnchor())
+	}
+	vc := &tlsv3.CertificateValidationContext{
+		TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: trusted.String()}},
+	}
+	crls := slices.Clone(st.CRLs)
+	sort.Slice(crls, func(i, j int) bool { return crls[i].ID < crls[j].ID })
+	var crlPEM strings.Builder
+	for _, c := range crls {
+		crlPEM.WriteString(c.PEM)
+	}
+	if crlPEM.Len() > 0 {
+		// Envoy reads every CRL in one concatenated PEM DataSource. With the
+		// default (only_verify_leaf_cert_crl false) OpenSSL then wants a CRL
+		// for every CA in a presented chain; the filter, which verifies by
+		// default, does not have that restriction.
+		vc.Crl = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: crlPEM.String()}}
+	}
+	out := []*tlsv3.Secret{{Name: ClientCASecret, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}}
+	for _, o := range st.Outbound {
+		if !o.Enabled || !slices.Contains(o.EnvironmentTypes, environment) {
+			continue
+		}
+		out = append(out, &tlsv3.Secret{Name: o.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: o.ChainPEM}},
+			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: o.KeyPEM}},
+		}}})
+	}
+	sort.Slice(out[1:], func(i, j int) bool { return out[1+i].Name < out[1+j].Name })
+	return out
+}
+
+var placeholder = sync.OnceValue(func() string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(fmt.Sprintf("generate placeholder anchor key: %v", err))
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "mtlsgate placeholder: no CA certificate uploaded", Organization: []string{"mtlsgate"}},
+		NotBefore:             time.Unix(0, 0),
+		NotAfter:              time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(fmt.Sprintf("sign placeholder anchor: %v", err))
+	}
+	// The key goes out of scope here and is never stored: nothing can chain to it.
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+})
+
+// placeholderAnchor is a CA certificate whose key was discarded at creation.
+func placeholderAnchor() string { return placeholder() }
+
+// IsPlaceholder reports whether a trusted_ca value is the no-CA placeholder.
+func IsPlaceholder(trustedCA string) bool { return trustedCA == placeholderAnchor() }

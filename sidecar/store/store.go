@@ -1,0 +1,687 @@
+// Package store keeps the sidecar's trust material durable: CA certificates,
+// their CRLs and the outbound client certificates with their private keys.
+//
+// It uses bbolt, a pure-Go single-file B+tree whose transactions are fsync'd
+// on commit and which survives a crash mid-write; SQLite would need cgo or a
+// large translated driver for the same guarantees. A write returns only after
+// its commit reached the disk, so anything acknowledged to an API client
+// survives kill -9.
+package store
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/problem"
+)
+
+// SchemaVersion is the layout this build writes. Older stores are migrated on
+// open; newer ones are refused so an old binary never rewrites data it does not
+// understand.
+const SchemaVersion = 1
+
+// FileName is the database file inside the data directory.
+const FileName = "mtlsgate.db"
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketCAs      = []byte("ca_certificates")
+	bucketCRLs     = []byte("crls")
+	bucketOutbound = []byte("mtls_certificates")
+
+	keySchema   = []byte("schema_version")
+	keyKeyCheck = []byte("encryption_key_check")
+)
+
+// keyCheckPlain is sealed with the encryption key at first use; opening it
+// later proves the operator supplied the same key.
+var keyCheckPlain = []byte("mtlsgate store key check v1")
+
+// migrations[n] upgrades a store from schema n to n+1 inside one transaction.
+var migrations = map[int]func(tx *bolt.Tx) error{}
+
+// CA is a stored trust anchor.
+type CA struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	PEM         string    `json:"pem"`
+	Subject     string    `json:"subject"`
+	Issuer      string    `json:"issuer"`
+	Fingerprint string    `json:"sha256Fingerprint"`
+	NotBefore   time.Time `json:"notBefore"`
+	NotAfter    time.Time `json:"notAfter"`
+	SelfSigned  bool      `json:"selfSigned"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// CRL is a revocation list attached to one CA.
+type CRL struct {
+	ID           string    `json:"id"`
+	CAID         string    `json:"caId"`
+	URL          string    `json:"url,omitempty"` // empty for an uploaded file
+	PEM          string    `json:"pem"`
+	Number       string    `json:"number,omitempty"`
+	ThisUpdate   time.Time `json:"thisUpdate"`
+	NextUpdate   time.Time `json:"nextUpdate,omitzero"`
+	RevokedCount int       `json:"revokedCount"`
+	// LastFetchAt/LastError describe the most recent download attempt of a URL
+	// CRL; a failed attempt keeps the last good list.
+	LastFetchAt time.Time `json:"lastFetchAt,omitzero"`
+	LastError   string    `json:"lastError,omitempty"`
+	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// Stale reports whether the list's nextUpdate has passed.
+func (c CRL) Stale(now time.Time) bool { return !c.NextUpdate.IsZero() && now.After(c.NextUpdate) }
+
+// Outbound is a client certificate the gateway presents to backends.
+type Outbound struct {
+	ID               string    `json:"id"`
+	Name             string    `json:"name"`
+	ChainPEM         string    `json:"chainPem"`
+	Subject          string    `json:"subject"`
+	Issuer           string    `json:"issuer"`
+	Fingerprint      string    `json:"sha256Fingerprint"`
+	NotBefore        time.Time `json:"notBefore"`
+	NotAfter         time.Time `json:"notAfter"`
+	EnvironmentTypes []string  `json:"environmentTypes"`
+	Enabled          bool      `json:"enabled"`
+	CreatedAt        time.Time `json:"createdAt"`
+	UpdatedAt        time.Time `json:"updatedAt"`
+	// KeyPEM is the private key in clear; filled only by GetOutboundWithKey
+	// and ListEnabledWithKeys, never persisted as is when a key is configured.
+	KeyPEM []byte `json:"-"`
+}
+
+// outboundRecord is the persisted form of Outbound.
+type outboundRecord struct {
+	Outbound
+	Key          []byte `json:"key"`
+	KeyEncrypted bool   `json:"keyEncrypted"`
+}
+
+// Options configure Open.
+type Options struct {
+	// EncryptionKey, when 32 bytes, seals private keys with AES-256-GCM.
+	EncryptionKey []byte
+	// Now is the clock for timestamps; tests leave it nil.
+	Now func() time.Time
+}
+
+// Store is the durable trust store. It is safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	aead cipher.AEAD
+	now  func() time.Time
+
+	mu       sync.Mutex // orders writes with their change notifications
+	onChange func()
+}
+
+// Open opens (creating if needed) the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
+	}
+	// Private keys live here; tighten a directory someone created loosely.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("restrict data dir %s to 0700: %w", dir, err)
+	}
+	s := &Store{now: opts.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if opts.EncryptionKey != nil {
+		if len(opts.EncryptionKey) != 32 {
+			return nil, fmt.Errorf("encryption key is %d bytes; it must be 32 (e.g. `head -c 32 /dev/urandom > key`)", len(opts.EncryptionKey))
+		}
+		block, err := aes.NewCipher(opts.EncryptionKey)
+		if err != nil {
+			return nil, fmt.Errorf("encryption key: %w", err)
+		}
+		if s.aead, err = cipher.NewGCM(block); err != nil {
+			return nil, fmt.Errorf("encryption key: %w", err)
+		}
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open store %s: the file is locked by another process; stop the other mtlsgate serve using this --data-dir or pick another one", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("restrict store file %s to 0600: %w", path, err)
+	}
+	s.db = db
+	if err := db.Update(s.initialize); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) initialize(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return fmt.Errorf("create meta bucket: %w", err)
+	}
+	version := SchemaVersion
+	if v := meta.Get(keySchema); v != nil {
+		version = int(binary.BigEndian.Uint64(v))
+	}
+	if version > SchemaVersion {
+		return fmt.Errorf("store schema version %d is newer than this build understands (%d): run a newer mtlsgate, or restore a backup taken with this version", version, SchemaVersion)
+	}
+	for _, b := range [][]byte{bucketCAs, bucketCRLs, bucketOutbound} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return fmt.Errorf("create bucket %s: %w", b, err)
+		}
+	}
+	for ; version < SchemaVersion; version++ {
+		if m := migrations[version]; m != nil {
+			if err := m(tx); err != nil {
+				return fmt.Errorf("migrate store schema %d to %d: %w", version, version+1, err)
+			}
+		}
+	}
+	if err := meta.Put(keySchema, binary.BigEndian.AppendUint64(nil, uint64(SchemaVersion))); err != nil {
+		return fmt.Errorf("write schema version: %w", err)
+	}
+	return s.checkKey(tx, meta)
+}
+
+// checkKey makes sure the configured key is the one the store was sealed
+// with, and seals keys stored in clear once a key is first configured.
+func (s *Store) checkKey(tx *bolt.Tx, meta *bolt.Bucket) error {
+	check := meta.Get(keyKeyCheck)
+	switch {
+	case check != nil && s.aead == nil:
+		return errors.New("the store holds encrypted private keys but no encryption key was given: start with --encryption-key-file pointing at the key the store was created with")
+	case check != nil:
+		if _, err := s.open(check, keyKeyCheck); err != nil {
+			return errors.New("the encryption key does not open this store (wrong --encryption-key-file): pass the key the store was created with")
+		}
+		return nil
+	case s.aead == nil:
+		return nil
+	}
+	sealed, err := s.seal(keyCheckPlain, keyKeyCheck)
+	if err != nil {
+		return err
+	}
+	if err := meta.Put(keyKeyCheck, sealed); err != nil {
+		return fmt.Errorf("write key check: %w", err)
+	}
+	b := tx.Bucket(bucketOutbound)
+	return b.ForEach(func(k, v []byte) error {
+		var r outboundRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("decode %s: %w", k, err)
+		}
+		if r.KeyEncrypted {
+			return nil
+		}
+		if r.Key, err = s.seal(r.Key, k); err != nil {
+			return err
+		}
+		r.KeyEncrypted = true
+		return putJSON(b, string(k), r)
+	})
+}
+
+func (s *Store) seal(plain, aad []byte) ([]byte, error) {
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("nonce: %w", err)
+	}
+	return s.aead.Seal(nonce, nonce, plain, aad), nil
+}
+
+func (s *Store) open(sealed, aad []byte) ([]byte, error) {
+	n := s.aead.NonceSize()
+	if len(sealed) < n {
+		return nil, errors.New("sealed value too short")
+	}
+	return s.aead.Open(nil, sealed[:n], sealed[n:], aad)
+}
+
+// Close releases the database file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// SetOnChange registers fn to run after every committed write, in commit
+// order, before the write returns to its caller; so by the time an API call
+// answers, the change has been handed to SDS and the bundle.
+func (s *Store) SetOnChange(fn func()) {
+	s.mu.Lock()
+	s.onChange = fn
+	s.mu.Unlock()
+}
+
+// update runs fn in a write transaction and then the change hook.
+func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.db.Update(fn); err != nil {
+		return err
+	}
+	if s.onChange != nil {
+		s.onChange()
+	}
+	return nil
+}
+
+// NewID returns prefix followed by 20 random hex digits.
+func NewID(prefix string) string {
+	b := make([]byte, 10)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on supported platforms
+	}
+	return prefix + hex.EncodeToString(b)
+}
+
+func putJSON(b *bolt.Bucket, id string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", id, err)
+	}
+	if err := b.Put([]byte(id), data); err != nil {
+		return fmt.Errorf("write %s: %w", id, err)
+	}
+	return nil
+}
+
+func getJSON(b *bolt.Bucket, id string, v any) (bool, error) {
+	data := b.Get([]byte(id))
+	if data == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, fmt.Errorf("decode %s: %w", id, err)
+	}
+	return true, nil
+}
+
+func all[T any](b *bolt.Bucket) ([]T, error) {
+	var out []T
+	err := b.ForEach(func(k, v []byte) error {
+		var t T
+		if err := json.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("decode %s: %w", k, err)
+		}
+		out = append(out, t)
+		return nil
+	})
+	return out, err
+}
+
+// ---- CA certificates
+
+// CreateCA stores ca under a new ID, refusing a duplicate name or an identical
+// certificate already stored.
+func (s *Store) CreateCA(ca CA) (CA, error) {
+	now := s.now().UTC()
+	ca.ID = NewID("mtlsca_")
+	ca.CreatedAt, ca.UpdatedAt = now, now
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCAs)
+		existing, err := all[CA](b)
+		if err != nil {
+			return err
+		}
+		for _, e := range existing {
+			if e.Fingerprint == ca.Fingerprint {
+				p := problem.Conflict("duplicate_certificate", "this certificate is already stored as %s (name %q): use that ID, or delete it first to upload it again", e.ID, e.Name)
+				p.ExistingID = e.ID
+				return p
+			}
+			if e.Name == ca.Name {
+				p := problem.Conflict("duplicate_name", "a CA certificate named %q already exists (%s): pick another --name or rename the existing one with `ca-certificate update`", e.Name, e.ID)
+				p.ExistingID = e.ID
+				return p
+			}
+		}
+		return putJSON(b, ca.ID, ca)
+	})
+	return ca, err
+}
+
+// ListCAs returns every CA, oldest first.
+func (s *Store) ListCAs() ([]CA, error) {
+	var out []CA
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		out, err = all[CA](tx.Bucket(bucketCAs))
+		return err
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, err
+}
+
+func caNotFound(id string) error {
+	return problem.NotFound("ca_not_found", "no CA certificate with ID %q: list them with `mtlsgate ca-certificate list`", id)
+}
+
+// GetCA returns one CA.
+func (s *Store) GetCA(id string) (CA, error) {
+	var ca CA
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok, err := getJSON(tx.Bucket(bucketCAs), id, &ca)
+		if err == nil && !ok {
+			err = caNotFound(id)
+		}
+		return err
+	})
+	return ca, err
+}
+
+// RenameCA changes a CA's name and returns it before and after.
+func (s *Store) RenameCA(id, name string) (before, after CA, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCAs)
+		existing, err := all[CA](b)
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, e := range existing {
+			if e.ID == id {
+				before, found = e, true
+			} else if e.Name == name {
+				return problem.Conflict("duplicate_name", "a CA certificate named %q already exists (%s): pick another --name", name, e.ID)
+			}
+		}
+		if !found {
+			return caNotFound(id)
+		}
+		after = before
+		after.Name = name
+		after.UpdatedAt = s.now().UTC()
+		return putJSON(b, id, after)
+	})
+	return before, after, err
+}
+
+// DeleteCA removes a CA and the CRLs attached to it.
+func (s *Store) DeleteCA(id string) (ca CA, crlIDs []string, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCAs)
+		ok, err := getJSON(b, id, &ca)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return caNotFound(id)
+		}
+		crls := tx.Bucket(bucketCRLs)
+		list, err := all[CRL](crls)
+		if err != nil {
+			return err
+		}
+		for _, c := range list {
+			if c.CAID == id {
+				if err := crls.Delete([]byte(c.ID)); err != nil {
+					return fmt.Errorf("delete CRL %s: %w", c.ID, err)
+				}
+				crlIDs = append(crlIDs, c.ID)
+			}
+		}
+		return b.Delete([]byte(id))
+	})
+	return ca, crlIDs, err
+}
+
+// ---- CRLs
+
+// CreateCRL attaches a revocation list to an existing CA; one per CA.
+func (s *Store) CreateCRL(c CRL) (CRL, error) {
+	now := s.now().UTC()
+	c.ID = NewID("mtlscrl_")
+	c.CreatedAt, c.UpdatedAt = now, now
+	err := s.update(func(tx *bolt.Tx) error {
+		var ca CA
+		ok, err := getJSON(tx.Bucket(bucketCAs), c.CAID, &ca)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return caNotFound(c.CAID)
+		}
+		b := tx.Bucket(bucketCRLs)
+		list, err := all[CRL](b)
+		if err != nil {
+			return err
+		}
+		for _, e := range list {
+			if e.CAID == c.CAID {
+				p := problem.Conflict("crl_exists", "CA %s already has CRL %s: delete it with `mtlsgate crl delete --crl-id %s` and create the new one", c.CAID, e.ID, e.ID)
+				p.ExistingID = e.ID
+				return p
+			}
+		}
+		return putJSON(b, c.ID, c)
+	})
+	return c, err
+}
+
+// ListCRLs returns every CRL, oldest first.
+func (s *Store) ListCRLs() ([]CRL, error) {
+	var out []CRL
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		out, err = all[CRL](tx.Bucket(bucketCRLs))
+		return err
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, err
+}
+
+func crlNotFound(id string) error {
+	return problem.NotFound("crl_not_found", "no CRL with ID %q: list them with `mtlsgate crl list`", id)
+}
+
+// GetCRL returns one CRL.
+func (s *Store) GetCRL(id string) (CRL, error) {
+	var c CRL
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok, err := getJSON(tx.Bucket(bucketCRLs), id, &c)
+		if err == nil && !ok {
+			err = crlNotFound(id)
+		}
+		return err
+	})
+	return c, err
+}
+
+// UpdateCRL applies fn to a stored CRL (the refresher records fetches this way).
+func (s *Store) UpdateCRL(id string, fn func(*CRL) error) (CRL, error) {
+	var c CRL
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCRLs)
+		ok, err := getJSON(b, id, &c)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return crlNotFound(id)
+		}
+		if err := fn(&c); err != nil {
+			return err
+		}
+		c.UpdatedAt = s.now().UTC()
+		return putJSON(b, id, c)
+	})
+	return c, err
+}
+
+// DeleteCRL removes a CRL.
+func (s *Store) DeleteCRL(id string) (CRL, error) {
+	var c CRL
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCRLs)
+		ok, err := getJSON(b, id, &c)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return crlNotFound(id)
+		}
+		return b.Delete([]byte(id))
+	})
+	return c, err
+}
+
+// ---- outbound certificates
+
+func outboundNotFound(id string) error {
+	return problem.NotFound("mtls_certificate_not_found", "no mTLS certificate with ID %q: list them with `mtlsgate mtls-certificate list`", id)
+}
+
+// CreateOutbound stores a client certificate and its key (o.KeyPEM), enabled.
+func (s *Store) CreateOutbound(o Outbound) (Outbound, error) {
+	now := s.now().UTC()
+	o.ID = NewID("mtlscert_")
+	o.CreatedAt, o.UpdatedAt = now, now
+	o.Enabled = true
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbound)
+		existing, err := all[outboundRecord](b)
+		if err != nil {
+			return err
+		}
+		for _, e := range existing {
+			if e.Name == o.Name {
+				p := problem.Conflict("duplicate_name", "an mTLS certificate named %q already exists (%s): pick another --name (rotation uploads the new certificate under a new name)", e.Name, e.ID)
+				p.ExistingID = e.ID
+				return p
+			}
+		}
+		r := outboundRecord{Outbound: o, Key: o.KeyPEM}
+		r.KeyPEM = nil
+		if s.aead != nil {
+			if r.Key, err = s.seal(o.KeyPEM, []byte(o.ID)); err != nil {
+				return err
+			}
+			r.KeyEncrypted = true
+		}
+		return putJSON(b, o.ID, r)
+	})
+	o.KeyPEM = nil
+	return o, err
+}
+
+func (s *Store) decode(r outboundRecord, withKey bool) (Outbound, error) {
+	o := r.Outbound
+	if !withKey {
+		return o, nil
+	}
+	if !r.KeyEncrypted {
+		o.KeyPEM = r.Key
+		return o, nil
+	}
+	if s.aead == nil {
+		return o, fmt.Errorf("private key of %s is encrypted and no encryption key is configured", o.ID)
+	}
+	k, err := s.open(r.Key, []byte(o.ID))
+	if err != nil {
+		return o, fmt.Errorf("decrypt private key of %s: %w", o.ID, err)
+	}
+	o.KeyPEM = k
+	return o, nil
+}
+
+// ListOutbound returns every outbound certificate, oldest first; key material
+// only when withKeys.
+func (s *Store) ListOutbound(withKeys bool) ([]Outbound, error) {
+	var recs []outboundRecord
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		recs, err = all[outboundRecord](tx.Bucket(bucketOutbound))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Outbound, 0, len(recs))
+	for _, r := range recs {
+		o, err := s.decode(r, withKeys)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, nil
+}
+
+// GetOutbound returns one outbound certificate without its key.
+func (s *Store) GetOutbound(id string) (Outbound, error) {
+	var r outboundRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok, err := getJSON(tx.Bucket(bucketOutbound), id, &r)
+		if err == nil && !ok {
+			err = outboundNotFound(id)
+		}
+		return err
+	})
+	return r.Outbound, err
+}
+
+// SetOutboundEnabled enables or disables a certificate and returns it before
+// and after.
+func (s *Store) SetOutboundEnabled(id string, enabled bool) (before, after Outbound, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbound)
+		var r outboundRecord
+		ok, err := getJSON(b, id, &r)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return outboundNotFound(id)
+		}
+		before = r.Outbound
+		r.Enabled = enabled
+		r.UpdatedAt = s.now().UTC()
+		after = r.Outbound
+		return putJSON(b, id, r)
+	})
+	return before, after, err
+}
+
+// DeleteOutbound removes a certificate if guard (run inside the transaction,
+// so nothing enables it in between) allows.
+func (s *Store) DeleteOutbound(id string, guard func(Outbound) error) (Outbound, error) {
+	var r outboundRecord
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbound)
+		ok, err := getJSON(b, id, &r)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return outboundNotFound(id)
+		}
+		if err := guard(r.Outbound); err != nil {
+			return err
+		}
+		return b.Delete([]byte(id))
+	})
+	return r.Outbound, err
+}
