@@ -332,6 +332,7 @@ func TestEnvoyConfigMutationsFail(t *testing.T) {
 		{"wrong module path", "filename: build/mtlsgate.wasm", "filename: build/noop.wasm", "code.local.filename"},
 		{"plugin JSON invalid", `"refreshSeconds": 10`, `"refreshSeconds": 10,`, "not a JSON object"},
 		{"bundle cluster undefined", `"cluster": "mtlsgate_sidecar"`, `"cluster": "mtlsgate_bundle"`, `"mtlsgate_bundle" is not defined`},
+		{"key spelt with the wrong case", `"cluster": "mtlsgate_sidecar"`, `"Cluster": "mtlsgate_sidecar"`, "trustBundle.cluster is missing"},
 		{"bundle refresh missing", `"refreshSeconds": 10`, `"refreshSeconds": 0`, "refreshSeconds"},
 		{"route to undefined policy", `{ "pathPrefix": "/", "policy": "mtls-inbound" }`, `{ "pathPrefix": "/", "policy": "mtls-outbound" }`, `"mtls-outbound" is not defined`},
 		{"policy not in reference shape", `"export": "MTLSAuthInboundPolicy"`, `"exports": "MTLSAuthInboundPolicy"`, "unexpected [exports]"},

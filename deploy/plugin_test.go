@@ -28,14 +28,12 @@ type pluginPolicy struct {
 }
 
 type pluginRoute struct {
-	PathPrefix string `json:"pathPrefix"`
-	Policy     string `json:"policy"`
+	PathPrefix, Policy string
 }
 
 type pluginTrustBundle struct {
-	Cluster        string  `json:"cluster"`
-	Path           string  `json:"path"`
-	RefreshSeconds float64 `json:"refreshSeconds"`
+	Cluster, Path  string
+	RefreshSeconds float64
 }
 
 type pluginConfig struct {
@@ -76,31 +74,42 @@ func checkPluginConfig(raw []byte, clusterDefined func(string) bool) (*pluginCon
 		out.Policies = append(out.Policies, *pol)
 	}
 
+	// routes and trustBundle are read by exact key, like the filter's parser
+	// does; keys this check does not know are left to that parser, so later
+	// additions do not break the deployables' tests.
 	if r, ok := top["routes"]; ok {
-		if err := strictJSON(r, &out.Routes); err != nil {
-			errs = append(errs, fmt.Errorf(`plugin configuration: "routes": %w`, err))
+		var routes []map[string]json.RawMessage
+		if err := strictJSON(r, &routes); err != nil {
+			errs = append(errs, fmt.Errorf(`plugin configuration: "routes" must be an array of objects: %w`, err))
 		}
-		for i, rt := range out.Routes {
+		for i, m := range routes {
+			var rt pluginRoute
+			_ = json.Unmarshal(m["pathPrefix"], &rt.PathPrefix)
+			_ = json.Unmarshal(m["policy"], &rt.Policy)
 			if !strings.HasPrefix(rt.PathPrefix, "/") {
 				errs = append(errs, fmt.Errorf("routes[%d]: pathPrefix %q must start with /", i, rt.PathPrefix))
 			}
 			if !names[rt.Policy] {
 				errs = append(errs, fmt.Errorf("routes[%d]: policy %q is not defined in policies", i, rt.Policy))
 			}
+			out.Routes = append(out.Routes, rt)
 		}
 	}
 
-	if tb, ok := top["trustBundle"]; !ok {
+	var tb map[string]json.RawMessage
+	if raw, ok := top["trustBundle"]; !ok {
 		errs = append(errs, errors.New(`plugin configuration: no "trustBundle"; the filter would have no CAs to verify against`))
+	} else if err := strictJSON(raw, &tb); err != nil {
+		errs = append(errs, fmt.Errorf(`plugin configuration: "trustBundle" must be an object: %w`, err))
 	} else {
-		out.TrustBundle = &pluginTrustBundle{}
-		if err := strictJSON(tb, out.TrustBundle); err != nil {
-			errs = append(errs, fmt.Errorf(`plugin configuration: "trustBundle": %w`, err))
-		}
-		t := out.TrustBundle
+		t := &pluginTrustBundle{}
+		out.TrustBundle = t
+		_ = json.Unmarshal(tb["cluster"], &t.Cluster)
+		_ = json.Unmarshal(tb["path"], &t.Path)
+		_ = json.Unmarshal(tb["refreshSeconds"], &t.RefreshSeconds)
 		switch {
 		case t.Cluster == "":
-			errs = append(errs, errors.New(`trustBundle.cluster is empty; the filter fetches the bundle from the sidecar through it`))
+			errs = append(errs, errors.New(`trustBundle.cluster is missing; the filter fetches the bundle from the sidecar through it`))
 		case !clusterDefined(t.Cluster):
 			errs = append(errs, fmt.Errorf("trustBundle.cluster %q is not defined; proxy_http_call to it would fail on every refresh", t.Cluster))
 		}
@@ -108,7 +117,7 @@ func checkPluginConfig(raw []byte, clusterDefined func(string) bool) (*pluginCon
 			errs = append(errs, fmt.Errorf("trustBundle.path %q must be an absolute path", t.Path))
 		}
 		if t.RefreshSeconds <= 0 {
-			errs = append(errs, fmt.Errorf("trustBundle.refreshSeconds %v must be positive", t.RefreshSeconds))
+			errs = append(errs, fmt.Errorf("trustBundle.refreshSeconds %v must be a positive number", t.RefreshSeconds))
 		}
 	}
 	return out, errs
@@ -202,6 +211,47 @@ func strictJSON(data []byte, v any) error {
 	}
 	if dec.More() {
 		return errors.New("trailing data after the JSON value")
+	}
+	// encoding/json matches field names case-insensitively; Kubernetes and the
+	// filter's parser do not. Every key of the input must survive a round trip
+	// through v under exactly its own spelling.
+	var in, out any
+	if err := json.Unmarshal(data, &in); err != nil {
+		return err
+	}
+	re, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(re, &out); err != nil {
+		return err
+	}
+	return keysKept(in, out, "")
+}
+
+func keysKept(in, out any, path string) error {
+	switch a := in.(type) {
+	case map[string]any:
+		b, _ := out.(map[string]any)
+		for k, v := range a {
+			bv, ok := b[k]
+			if !ok {
+				return fmt.Errorf("unknown field %q", strings.TrimPrefix(path+"."+k, "."))
+			}
+			if err := keysKept(v, bv, path+"."+k); err != nil {
+				return err
+			}
+		}
+	case []any:
+		b, _ := out.([]any)
+		for i, v := range a {
+			if i >= len(b) {
+				return fmt.Errorf("%s[%d] lost in decoding", path, i)
+			}
+			if err := keysKept(v, b[i], fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
