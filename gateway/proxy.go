@@ -1,0 +1,565 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	hosttest "github.com/mtlsgate/mtlsgate/host-test"
+	"github.com/mtlsgate/mtlsgate/internal/abi"
+)
+
+// connState is what the gateway knows about one downstream connection.
+type connState struct {
+	id    uint64
+	conn  net.Conn
+	once  sync.Once
+	hconn *hosttest.Connection
+	peer  PeerInfo
+	props map[string][]byte
+}
+
+type connKey struct{}
+
+func (g *Gateway) connContext(ctx context.Context, c net.Conn) context.Context {
+	// Envoy numbers connections from a process-wide counter; connection.id is
+	// that number.
+	return context.WithValue(ctx, connKey{}, &connState{id: g.connIDs.Add(1), conn: c})
+}
+
+// connection builds the host's view of the connection on its first request:
+// the handshake is complete by then, and every later request (HTTP/2 streams,
+// HTTP/1.1 keep-alive) reuses it, as Envoy caches Ssl::ConnectionInfo.
+func (g *Gateway) connection(r *http.Request) (*hosttest.Connection, *PeerInfo, map[string][]byte) {
+	cs, _ := r.Context().Value(connKey{}).(*connState)
+	if cs == nil {
+		cs = &connState{id: g.connIDs.Add(1)}
+	}
+	cs.once.Do(func() {
+		hc := &hosttest.Connection{ID: cs.id}
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			hc.Source = unmap(ap)
+		}
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			if ap, err := netip.ParseAddrPort(la.String()); err == nil {
+				hc.Destination = unmap(ap)
+			}
+		}
+		var local *x509.Certificate
+		if len(g.cfg.Certificate.Certificate) > 0 {
+			local = g.cfg.Certificate.Leaf
+			if local == nil {
+				local, _ = x509.ParseCertificate(g.cfg.Certificate.Certificate[0])
+			}
+		}
+		if r.TLS != nil {
+			hc.RequestedServerName = r.TLS.ServerName
+			hc.TLS = &hosttest.TLSInfo{Version: tlsVersionName(r.TLS.Version)}
+			if len(r.TLS.PeerCertificates) > 0 {
+				hc.TLS.PeerCertificate = r.TLS.PeerCertificates[0]
+			}
+			cs.peer = newPeerInfo(r.TLS.PeerCertificates, local)
+			cs.props = connectionProps(&cs.peer, local)
+		}
+		cs.hconn = hc
+	})
+	return cs.hconn, &cs.peer, cs.props
+}
+
+// connectionProps supplies the connection.* attributes Envoy derives from
+// Ssl::ConnectionInfo in the forms Envoy uses
+// (source/extensions/filters/common/expr/context.cc, ConnectionWrapper): the
+// subjects in openssl's RFC 2253 form, which pkix.Name.String does not
+// produce, and the local certificate's attributes.
+func connectionProps(peer *PeerInfo, local *x509.Certificate) map[string][]byte {
+	m := map[string][]byte{}
+	if peer.Presented {
+		m["connection.subject_peer_certificate"] = []byte(peer.Subject)
+	}
+	if local != nil {
+		m["connection.subject_local_certificate"] = []byte(peer.LocalSubject)
+		if len(peer.LocalURISANs) > 0 {
+			m["connection.uri_san_local_certificate"] = []byte(peer.LocalURISANs[0])
+		}
+		if len(local.DNSNames) > 0 {
+			m["connection.dns_san_local_certificate"] = []byte(local.DNSNames[0])
+		}
+	}
+	return m
+}
+
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// tlsVersionName is SSL_get_version's spelling, which Envoy reports as
+// connection.tls_version.
+func tlsVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS10:
+		return "TLSv1"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	}
+	return "unknown"
+}
+
+// hopByHop are the connection-specific headers Envoy's codecs drop before a
+// request reaches the filter chain or the upstream (RFC 9110 section 7.6.1).
+var hopByHop = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "te": true,
+	"transfer-encoding": true, "upgrade": true,
+}
+
+func isHopByHop(k string, connTokens map[string]bool) bool {
+	return hopByHop[k] || connTokens[k]
+}
+
+func connectionTokens(h http.Header) map[string]bool {
+	var m map[string]bool
+	for _, v := range h.Values("Connection") {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.ToLower(strings.TrimSpace(t)); t != "" {
+				if m == nil {
+					m = map[string]bool{}
+				}
+				m[t] = true
+			}
+		}
+	}
+	return m
+}
+
+// requestHeaders is the header map Envoy's HTTP connection manager hands the
+// filter chain: pseudo-headers first (as the HTTP/1 codec synthesises them
+// and HTTP/2 carries them), keys lowercased, connection-specific headers
+// removed, x-forwarded-proto and x-request-id set, and x-forwarded-client-cert
+// replaced per SANITIZE_SET.
+func requestHeaders(r *http.Request, peer *PeerInfo) []abi.Header {
+	hs := []abi.Header{
+		{Key: ":authority", Value: r.Host},
+		{Key: ":path", Value: r.RequestURI},
+		{Key: ":method", Value: r.Method},
+		{Key: ":scheme", Value: "https"},
+	}
+	tokens := connectionTokens(r.Header)
+	keys := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	hasRequestID := false
+	for _, k := range keys {
+		lk := strings.ToLower(k)
+		if isHopByHop(lk, tokens) || lk == XFCCHeader || lk == "x-forwarded-proto" || lk == "host" {
+			continue
+		}
+		if lk == "x-request-id" {
+			hasRequestID = true
+		}
+		for _, v := range r.Header[k] {
+			hs = append(hs, abi.Header{Key: lk, Value: v})
+		}
+	}
+	// Envoy with use_remote_address false trusts neither side of
+	// x-forwarded-proto from a TLS listener: it sets it to the listener's
+	// scheme (ConnectionManagerUtility::mutateRequestHeaders).
+	hs = append(hs, abi.Header{Key: "x-forwarded-proto", Value: "https"})
+	if !hasRequestID {
+		hs = append(hs, abi.Header{Key: "x-request-id", Value: uuid4()})
+	}
+	if x := peer.XFCC(); x != "" {
+		hs = append(hs, abi.Header{Key: XFCCHeader, Value: x})
+	}
+	return hs
+}
+
+func uuid4() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// acquire takes a free VM. A request holds it while the filter decides (the
+// request headers phase, where verification runs); later callbacks of the
+// same stream run on that VM without holding it, since a VM serialises its
+// own calls, so a slow upstream does not keep other requests from a worker.
+func (g *Gateway) acquire(ctx context.Context) (*hosttest.VM, error) {
+	select {
+	case vm := <-g.pool:
+		return vm, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (g *Gateway) release(vm *hosttest.VM) { g.pool <- vm }
+
+type accessEntry struct {
+	method, path, proto string
+	status              int
+	reason              string
+	upstreamErr         error
+}
+
+func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ae := &accessEntry{method: r.Method, path: r.URL.RequestURI(), proto: r.Proto}
+	defer func() { g.access(ae, time.Since(start)) }()
+
+	hconn, peer, props := g.connection(r)
+	ctx := r.Context()
+	vm, err := g.acquire(ctx)
+	if err != nil {
+		ae.status = 0
+		ae.reason = "client went away waiting for a worker"
+		return
+	}
+	s, err := vm.NewStream(hconn, props)
+	if err != nil {
+		g.release(vm)
+		ae.status = http.StatusServiceUnavailable
+		ae.reason = "filter unavailable: " + err.Error()
+		http.Error(w, "filter unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.Finish()
+
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	s.RequestHeaders(requestHeaders(r, peer), !hasBody)
+	err = s.Wait(ctx)
+	g.release(vm)
+	if err != nil {
+		ae.reason = "client went away while the filter paused: " + err.Error()
+		return
+	}
+	if l := s.LocalResponse(); l != nil {
+		g.sendLocal(w, s, l, ae)
+		return
+	}
+	fwd := s.RequestHeadersNow()
+	ae.reason, _ = hosttest.Get(fwd, "x-mtls-verification-reason")
+
+	out, err := g.upstreamRequest(ctx, fwd, r, s, hasBody)
+	if err != nil {
+		g.sendLocal(w, s, &hosttest.LocalResponse{Status: http.StatusBadRequest, Body: []byte(err.Error() + "\n"), Details: "invalid_request"}, ae)
+		return
+	}
+	resp, err := g.transport.RoundTrip(out)
+	if err != nil {
+		if l := s.LocalResponse(); l != nil {
+			// The filter answered while the body streamed: Envoy resets the
+			// upstream request and sends the local reply.
+			g.sendLocal(w, s, l, ae)
+			return
+		}
+		ae.upstreamErr = err
+		// Envoy's router answers 503 with this body when it cannot reach
+		// the upstream (Router::Filter::onUpstreamReset).
+		g.sendLocal(w, s, &hosttest.LocalResponse{Status: http.StatusServiceUnavailable,
+			Body: []byte("upstream connect error or disconnect/reset before headers. reset reason: connection failure"), Details: "upstream_reset_before_response_started"}, ae)
+		return
+	}
+	defer resp.Body.Close()
+	g.relayResponse(ctx, w, s, resp, ae)
+}
+
+// upstreamRequest builds the request the router sends: method, path and
+// authority from the filter's final pseudo-headers, the other headers as the
+// filter left them, and the body streamed through proxy_on_request_body.
+func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http.Request, s *hosttest.Stream, hasBody bool) (*http.Request, error) {
+	method, _ := hosttest.Get(fwd, ":method")
+	path, _ := hosttest.Get(fwd, ":path")
+	authority, _ := hosttest.Get(fwd, ":authority")
+	if path == "" || !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	u := *g.cfg.Upstream
+	base := strings.TrimRight(u.Path, "/")
+	rawPath, rawQuery, _ := strings.Cut(path, "?")
+	u.Path, u.RawPath = "", ""
+	target := u.String() + base + rawPath
+	if rawQuery != "" {
+		target += "?" + rawQuery
+	}
+	var body io.Reader = http.NoBody
+	if hasBody {
+		body = &filteredBody{ctx: ctx, src: r.Body, s: s}
+	}
+	out, err := http.NewRequestWithContext(ctx, method, target, body)
+	if err != nil {
+		return nil, fmt.Errorf("build upstream request: %w", err)
+	}
+	out.Host = authority
+	for _, h := range fwd {
+		if strings.HasPrefix(h.Key, ":") || hopByHop[h.Key] || h.Key == "host" {
+			continue
+		}
+		out.Header.Add(h.Key, h.Value)
+	}
+	if hasBody {
+		out.ContentLength = -1
+		if cl, ok := hosttest.Get(fwd, "content-length"); ok {
+			if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n == r.ContentLength {
+				out.ContentLength = n
+			}
+		}
+		out.Header.Del("Content-Length")
+	}
+	return out, nil
+}
+
+// filteredBody streams the request body through proxy_on_request_body: a
+// chunk the filter continues on goes upstream at once; chunks it stops on
+// are held until it continues or the body ends (Envoy buffers them).
+type filteredBody struct {
+	ctx  context.Context
+	src  io.Reader
+	s    *hosttest.Stream
+	held []byte
+	out  []byte
+	eof  bool
+	buf  [32 << 10]byte
+}
+
+var errLocalReply = errors.New("filter sent a local reply")
+
+func (b *filteredBody) Read(p []byte) (int, error) {
+	for len(b.out) == 0 {
+		if b.eof {
+			return 0, io.EOF
+		}
+		n, err := b.src.Read(b.buf[:])
+		end := errors.Is(err, io.EOF)
+		if err != nil && !end {
+			return 0, fmt.Errorf("read request body: %w", err)
+		}
+		if n == 0 && !end {
+			continue
+		}
+		chunk := append([]byte(nil), b.buf[:n]...)
+		a := b.s.RequestBody(chunk, end)
+		if b.s.LocalResponse() != nil {
+			return 0, errLocalReply
+		}
+		b.held = append(b.held, chunk...)
+		if end {
+			b.eof = true
+			if a != abi.ActionContinue {
+				if err := b.s.Wait(b.ctx); err != nil {
+					return 0, err
+				}
+				if b.s.LocalResponse() != nil {
+					return 0, errLocalReply
+				}
+			}
+			b.out, b.held = b.held, nil
+		} else if a == abi.ActionContinue {
+			b.out, b.held = b.held, nil
+		}
+	}
+	n := copy(p, b.out)
+	b.out = b.out[n:]
+	return n, nil
+}
+
+// relayResponse runs the upstream response through the filter's response
+// callbacks and streams it to the client.
+func (g *Gateway) relayResponse(ctx context.Context, w http.ResponseWriter, s *hosttest.Stream, resp *http.Response, ae *accessEntry) {
+	hs := []abi.Header{{Key: ":status", Value: strconv.Itoa(resp.StatusCode)}}
+	tokens := connectionTokens(resp.Header)
+	keys := make([]string, 0, len(resp.Header))
+	for k := range resp.Header {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		lk := strings.ToLower(k)
+		if isHopByHop(lk, tokens) {
+			continue
+		}
+		for _, v := range resp.Header[k] {
+			hs = append(hs, abi.Header{Key: lk, Value: v})
+		}
+	}
+	noBody := resp.ContentLength == 0 || resp.Body == http.NoBody
+	s.ResponseHeaders(hs, noBody)
+	if err := s.Wait(ctx); err != nil {
+		ae.reason = "client went away while the filter paused the response"
+		return
+	}
+	if l := s.LocalResponse(); l != nil {
+		// A local reply from the response path replaces the upstream
+		// response before anything reached the client.
+		ae.status = writeHeaders(w, localReplyHeaders(l), l.Status)
+		ae.reason = localReason(nil, l)
+		_, _ = w.Write(l.Body)
+		return
+	}
+	final := s.ResponseHeadersNow()
+	status := writeHeaders(w, final, resp.StatusCode)
+	ae.status = status
+	if noBody {
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	buf := make([]byte, 32<<10)
+	var held []byte
+	for {
+		n, err := resp.Body.Read(buf)
+		end := errors.Is(err, io.EOF)
+		if err != nil && !end {
+			ae.upstreamErr = fmt.Errorf("read upstream body: %w", err)
+			return
+		}
+		if n == 0 && !end {
+			continue
+		}
+		chunk := append([]byte(nil), buf[:n]...)
+		a := s.ResponseBody(chunk, end)
+		held = append(held, chunk...)
+		if end && a != abi.ActionContinue {
+			if err := s.Wait(ctx); err != nil {
+				return
+			}
+		}
+		if a == abi.ActionContinue || end {
+			if _, err := w.Write(held); err != nil {
+				return
+			}
+			held = held[:0]
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if end {
+			return
+		}
+	}
+}
+
+// sendLocal answers with a local reply. As in Envoy, the reply is encoded
+// through the filter's own response callbacks before it reaches the client
+// (Utility::sendLocalReply goes through the filter manager's encode path).
+func (g *Gateway) sendLocal(w http.ResponseWriter, s *hosttest.Stream, l *hosttest.LocalResponse, ae *accessEntry) {
+	hs := localReplyHeaders(l)
+	s.ResponseHeaders(hs, len(l.Body) == 0)
+	if len(l.Body) > 0 {
+		s.ResponseBody(l.Body, true)
+	}
+	final := s.ResponseHeadersNow()
+	ae.status = writeHeaders(w, final, l.Status)
+	if ae.reason == "" {
+		ae.reason = localReason(final, l)
+	}
+	_, _ = w.Write(l.Body)
+}
+
+// localReason is the decision reason of a local reply: the filter's
+// x-mtls-verification-reason header, else the problem document's reason,
+// else the response details Envoy would log (%RESPONSE_CODE_DETAILS%).
+func localReason(hs []abi.Header, l *hosttest.LocalResponse) string {
+	if v, ok := hosttest.Get(hs, "x-mtls-verification-reason"); ok {
+		return v
+	}
+	var p struct {
+		Reason string `json:"reason"`
+	}
+	if json.Unmarshal(l.Body, &p) == nil && p.Reason != "" {
+		return p.Reason
+	}
+	return l.Details
+}
+
+// localReplyHeaders are the headers Utility::sendLocalReply encodes
+// (source/common/http/utility.cc): :status, the filter's headers, then
+// content-length and a text/plain content-type when there is a body and the
+// filter gave none.
+func localReplyHeaders(l *hosttest.LocalResponse) []abi.Header {
+	hs := []abi.Header{{Key: ":status", Value: strconv.Itoa(l.Status)}}
+	for _, h := range l.Headers {
+		hs = append(hs, abi.Header{Key: strings.ToLower(h.Key), Value: h.Value})
+	}
+	if len(l.Body) > 0 {
+		hs = setHeader(hs, "content-length", strconv.Itoa(len(l.Body)))
+		if _, ok := hosttest.Get(hs, "content-type"); !ok {
+			hs = append(hs, abi.Header{Key: "content-type", Value: "text/plain"})
+		}
+	}
+	return hs
+}
+
+func setHeader(hs []abi.Header, k, v string) []abi.Header {
+	out := hs[:0]
+	for _, h := range hs {
+		if h.Key != k {
+			out = append(out, h)
+		}
+	}
+	return append(out, abi.Header{Key: k, Value: v})
+}
+
+// writeHeaders writes the filter's final response headers and returns the
+// status sent.
+func writeHeaders(w http.ResponseWriter, hs []abi.Header, fallback int) int {
+	status := fallback
+	if v, ok := hosttest.Get(hs, ":status"); ok {
+		if n, err := strconv.Atoi(v); err == nil && n >= 100 && n <= 999 {
+			status = n
+		}
+	}
+	h := w.Header()
+	for _, x := range hs {
+		if strings.HasPrefix(x.Key, ":") || hopByHop[x.Key] {
+			continue
+		}
+		h.Add(x.Key, x.Value)
+	}
+	w.WriteHeader(status)
+	return status
+}
+
+func (g *Gateway) access(ae *accessEntry, d time.Duration) {
+	if g.cfg.AccessLogJSON {
+		rec := map[string]any{"time": time.Now().Format(time.RFC3339Nano), "method": ae.method, "path": ae.path,
+			"protocol": ae.proto, "status": ae.status, "reason": ae.reason, "durationMs": float64(d.Microseconds()) / 1000}
+		if ae.upstreamErr != nil {
+			rec["upstreamError"] = ae.upstreamErr.Error()
+		}
+		b, _ := json.Marshal(rec)
+		g.logMu.Lock()
+		fmt.Fprintln(g.accessw, string(b))
+		g.logMu.Unlock()
+		return
+	}
+	reason := ae.reason
+	if reason == "" {
+		reason = "-"
+	}
+	line := fmt.Sprintf("%s %s %q %s %d reason=%s duration=%s", time.Now().Format(time.RFC3339), ae.method, ae.path, ae.proto, ae.status, reason, d.Round(time.Microsecond))
+	if ae.upstreamErr != nil {
+		line += fmt.Sprintf(" upstream_error=%q", ae.upstreamErr.Error())
+	}
+	g.logMu.Lock()
+	fmt.Fprintln(g.accessw, line)
+	g.logMu.Unlock()
+}
