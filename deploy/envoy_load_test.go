@@ -25,6 +25,9 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/mtlsgate/mtlsgate/sidecar/pki"
+	"github.com/mtlsgate/mtlsgate/sidecar/sds"
 )
 
 // The extension types envoy.yaml uses. Naming them here is what registers them
@@ -43,7 +46,6 @@ var (
 
 // Names fixed by the design's contracts (docs and the sidecar rely on them).
 const (
-	clientCASecret  = "mtlsgate-client-ca"
 	sdsCluster      = "mtlsgate_sds"
 	sidecarCluster  = "mtlsgate_sidecar"
 	wasmModulePath  = "build/mtlsgate.wasm"
@@ -51,9 +53,12 @@ const (
 	envoyConfigFile = "envoy.yaml"
 )
 
-// outboundSecretName is the rule the sidecar applies to outbound certificate
-// names (and so to their SDS secret names): a JavaScript identifier.
-var outboundSecretName = regexp.MustCompile(`^[A-Za-z_$][A-Za-z0-9_$]*$`)
+// The sidecar's own definitions, so a rename on either side fails here rather
+// than as a listener warming forever in production: the client CA secret name,
+// and the rule outbound certificate names (their SDS secret names) follow.
+const clientCASecret = sds.ClientCASecret
+
+func servableSecretName(name string) bool { return pki.ValidName(name) == nil }
 
 // repoRoot is the module root; tests run in deploy/.
 func repoRoot() string { return ".." }
@@ -251,7 +256,7 @@ func checkSecrets(f *envoyFacts) []error {
 			sawCA = true
 		case s.validation:
 			errs = append(errs, fmt.Errorf("%s: validation secret %q: the sidecar serves the client CA list only as %q", s.where, s.name, clientCASecret))
-		case !outboundSecretName.MatchString(s.name):
+		case !servableSecretName(s.name):
 			errs = append(errs, fmt.Errorf("%s: certificate secret %q is not a name the sidecar can serve (outbound certificate names are JavaScript identifiers)", s.where, s.name))
 		}
 	}

@@ -339,9 +339,9 @@ func TestEnvoyConfigMutationsFail(t *testing.T) {
 		{"policy option wrong type", `"allowExpiredCertificates": false`, `"allowExpiredCertificates": "no"`, "allowExpiredCertificates must be a boolean"},
 		{"nobody verifies the chain", `"allowRevokedCertificates": false`, `"allowRevokedCertificates": false, "chainVerification": "envoy"`, "no one would verify"},
 		{"outbound secret not an identifier", "- name: backend_client_cert", "- name: backend-client-cert", "JavaScript identifiers"},
-		{"sds cluster port differs from the serve line", "port_value: 18001 }", "port_value: 18011 }", "documented sidecar listens on 127.0.0.1:18001"},
-		{"bundle port differs from the serve line", "port_value: 18002 }", "port_value: 18012 }", "documented sidecar listens on 127.0.0.1:18002"},
-		{"serve line loses a flag", " --admin-listen 127.0.0.1:18000", "", "explicitly"},
+		{"sds cluster port differs from the serve line", "port_value: 9912 }", "port_value: 9922 }", "documented sidecar listens on 127.0.0.1:9912"},
+		{"bundle port differs from the serve line", "port_value: 9913 }", "port_value: 9923 }", "documented sidecar listens on 127.0.0.1:9913"},
+		{"serve line loses a flag", " --admin-listen 127.0.0.1:9911", "", "explicitly"},
 	}
 	for _, tc := range text {
 		t.Run(tc.name, func(t *testing.T) {
