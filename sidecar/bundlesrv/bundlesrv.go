@@ -16,6 +16,18 @@ import (
 type current struct {
 	body    []byte
 	version string
+	// labels are the CA ids and names: a rename changes the body but not the
+	// version (names never change a verdict), so a revalidating filter keeps
+	// its copy while a fresh fetch sees the new name.
+	labels string
+}
+
+func caLabels(b *bundle.Bundle) string {
+	var sb strings.Builder
+	for _, c := range b.CACertificates {
+		sb.WriteString(c.ID + "=" + c.Name + ";")
+	}
+	return sb.String()
 }
 
 // Server holds the encoded bundle; Update swaps it atomically so readers
@@ -48,7 +60,8 @@ func Build(cas []store.CA, crls []store.CRL, profiles []byte, profilesVersion in
 // Update replaces the served bundle.
 func (s *Server) Update(cas []store.CA, crls []store.CRL, profiles []byte, profilesVersion int, now time.Time) error {
 	b := Build(cas, crls, profiles, profilesVersion, now)
-	if cur := s.cur.Load(); cur != nil && cur.version == b.Version {
+	labels := caLabels(b)
+	if cur := s.cur.Load(); cur != nil && cur.version == b.Version && cur.labels == labels {
 		// Same trust material: keep the old body so generatedAt (and so the
 		// bytes a client may have cached) does not churn.
 		return nil
@@ -57,7 +70,7 @@ func (s *Server) Update(cas []store.CA, crls []store.CRL, profiles []byte, profi
 	if err != nil {
 		return err
 	}
-	s.cur.Store(&current{body: body, version: b.Version})
+	s.cur.Store(&current{body: body, version: b.Version, labels: labels})
 	return nil
 }
 
@@ -68,6 +81,12 @@ func (s *Server) Version() string { return s.cur.Load().version }
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/bundle", s.serveBundle)
+	mux.HandleFunc("/v1/bundle", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "GET, HEAD")
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		_, _ = w.Write([]byte(`{"title":"Method Not Allowed","status":405,"detail":"the bundle endpoint is read-only: use GET; manage trust material through the admin API"}` + "\n"))
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/problem+json")
 		w.WriteHeader(http.StatusNotFound)

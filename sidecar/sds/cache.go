@@ -91,6 +91,12 @@ func (c *Cache) Update(ctx context.Context, st State) error {
 		h.Write(b)
 		res = append(res, s)
 	}
+	// Names are part of the version though no secret carries them, so a
+	// rename is pushed too and every subscriber's version moves with the
+	// store's records.
+	for _, ca := range st.CAs {
+		fmt.Fprintf(h, "\x00ca %s %s", ca.ID, ca.Name)
+	}
 	version := hex.EncodeToString(h.Sum(nil)[:8])
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -160,7 +166,7 @@ var placeholder = sync.OnceValue(func() string {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "mtlsgate placeholder: no CA certificate uploaded", Organization: []string{"mtlsgate"}},
+		Subject:               pkix.Name{CommonName: PlaceholderCommonName, Organization: []string{"mtlsgate"}},
 		NotBefore:             time.Unix(0, 0),
 		NotAfter:              time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC),
 		IsCA:                  true,
@@ -178,5 +184,17 @@ var placeholder = sync.OnceValue(func() string {
 // placeholderAnchor is a CA certificate whose key was discarded at creation.
 func placeholderAnchor() string { return placeholder() }
 
-// IsPlaceholder reports whether a trusted_ca value is the no-CA placeholder.
-func IsPlaceholder(trustedCA string) bool { return trustedCA == placeholderAnchor() }
+// PlaceholderCommonName is the subject CN of the anchor served while no CA
+// certificate is stored. Each process generates its own.
+const PlaceholderCommonName = "mtlsgate placeholder: no CA certificate uploaded"
+
+// IsPlaceholder reports whether a trusted_ca value is a no-CA placeholder
+// (from any sidecar process).
+func IsPlaceholder(trustedCA string) bool {
+	b, rest := pem.Decode([]byte(trustedCA))
+	if b == nil || len(rest) != 0 {
+		return false
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	return err == nil && c.Subject.CommonName == PlaceholderCommonName
+}

@@ -1,0 +1,183 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+	"github.com/mtlsgate/mtlsgate/sidecar/problem"
+)
+
+func key(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+
+func TestEncryptedKeysNeedTheRightKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	leaf := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{})).Leaf
+	keyPEM := leaf.KeyPEM()
+
+	s, err := Open(dir, Options{EncryptionKey: key(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.CreateOutbound(Outbound{Name: "backend", ChainPEM: string(leaf.PEM()), EnvironmentTypes: []string{"development"}, KeyPEM: keyPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	raw, err := os.ReadFile(filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := keyPEM[bytes.IndexByte(keyPEM, '\n')+1 : bytes.IndexByte(keyPEM, '\n')+40]
+	if bytes.Contains(raw, inner) {
+		t.Fatal("private key found in clear in the store file")
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, FileName)); fi.Mode().Perm() != 0o600 {
+		t.Errorf("store file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir mode %v, want 0700", fi.Mode().Perm())
+	}
+
+	if _, err := Open(dir, Options{}); err == nil || !strings.Contains(err.Error(), "--encryption-key-file") {
+		t.Fatalf("open without key: %v, want a refusal naming --encryption-key-file", err)
+	}
+	if _, err := Open(dir, Options{EncryptionKey: key(2)}); err == nil || !strings.Contains(err.Error(), "wrong --encryption-key-file") {
+		t.Fatalf("open with wrong key: %v, want a wrong-key refusal", err)
+	}
+	s, err = Open(dir, Options{EncryptionKey: key(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	list, err := s.ListOutbound(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != o.ID || !bytes.Equal(list[0].KeyPEM, keyPEM) {
+		t.Fatalf("decrypted key does not round-trip: %+v", list)
+	}
+	plain, err := s.ListOutbound(false)
+	if err != nil || plain[0].KeyPEM != nil {
+		t.Fatalf("list without keys returned key material: %v", err)
+	}
+}
+
+func TestPlaintextKeysAreSealedWhenAKeyIsAdded(t *testing.T) {
+	dir := t.TempDir()
+	leaf := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{})).Leaf
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateOutbound(Outbound{Name: "a", KeyPEM: leaf.KeyPEM()}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(dir, Options{EncryptionKey: key(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := Open(dir, Options{}); err == nil {
+		t.Fatal("store sealed on open still opens without a key")
+	}
+	s, err = Open(dir, Options{EncryptionKey: key(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	list, err := s.ListOutbound(true)
+	if err != nil || !bytes.Equal(list[0].KeyPEM, leaf.KeyPEM()) {
+		t.Fatalf("sealed key does not round-trip: %v", err)
+	}
+}
+
+func TestNewerSchemaIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, SchemaVersion+1))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(dir, Options{})
+	if err == nil || !strings.Contains(err.Error(), "newer than this build") {
+		t.Fatalf("open of a newer schema: %v, want a refusal", err)
+	}
+}
+
+func TestMigrationHookRuns(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Pretend the file is one schema older and register a migration from it.
+	db, _ := bolt.Open(filepath.Join(dir, FileName), 0o600, nil)
+	_ = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, SchemaVersion-1))
+	})
+	db.Close()
+	ran := false
+	migrations[SchemaVersion-1] = func(*bolt.Tx) error { ran = true; return nil }
+	defer delete(migrations, SchemaVersion-1)
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !ran {
+		t.Fatal("migration from the previous schema did not run")
+	}
+}
+
+func TestUniqueness(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, err := s.CreateCA(CA{Name: "a", Fingerprint: "F1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.CreateCA(CA{Name: "b", Fingerprint: "F1"})
+	if p, ok := problem.As(err); !ok || p.ExistingID != a.ID || !strings.Contains(p.Detail, a.ID) {
+		t.Fatalf("duplicate certificate: %v, want a conflict naming %s", err, a.ID)
+	}
+	_, err = s.CreateCA(CA{Name: "a", Fingerprint: "F2"})
+	if p, ok := problem.As(err); !ok || p.Code != "duplicate_name" {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	if _, err := s.CreateCRL(CRL{CAID: "mtlsca_nope"}); err == nil {
+		t.Fatal("CRL for an unknown CA accepted")
+	}
+	c, err := s.CreateCRL(CRL{CAID: a.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ids, err := s.DeleteCA(a.ID); err != nil || len(ids) != 1 || ids[0] != c.ID {
+		t.Fatalf("deleting a CA must delete its CRL: %v %v", ids, err)
+	}
+}
