@@ -1,0 +1,685 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/filter/policy/certsrc"
+	"github.com/mtlsgate/mtlsgate/filter/policy/dn"
+	"github.com/mtlsgate/mtlsgate/internal/bundle"
+	"github.com/tidwall/gjson"
+)
+
+// PolicyType, Export and Module are the values a policy object must carry,
+// as in the reference policies.json shape.
+const (
+	PolicyType = "mtls-auth-inbound"
+	Export     = "MTLSAuthInboundPolicy"
+	Module     = "$import(@zuplo/runtime)"
+)
+
+// Source says where a policy reads the client certificate from.
+type Source string
+
+const (
+	SourceXFCC    Source = "xfcc"
+	SourceRFC9440 Source = "rfc9440"
+	SourceHeader  Source = "header"
+)
+
+// Revocation is how CRLs are applied.
+type Revocation string
+
+const (
+	// RevocationStrict: a revoked certificate is refused; a CRL for an issuer
+	// in the chain that is stale (nextUpdate passed, or flagged stale by the
+	// sidecar) makes the verdict REVOCATION_UNKNOWN. The default.
+	RevocationStrict Revocation = "strict"
+	// RevocationBestEffort: revoked is refused, a stale CRL is still used and
+	// the request allowed, with the reason header saying REVOCATION_UNKNOWN.
+	RevocationBestEffort Revocation = "best-effort"
+	// RevocationOff ignores CRLs.
+	RevocationOff Revocation = "off"
+)
+
+// HeaderNames are the names of the headers the filter writes upstream. Every
+// one can be renamed; an empty name (allowed for all but Status) omits it.
+type HeaderNames struct {
+	Subject, Issuer, NotBefore, NotAfter, Fingerprint, Serial string
+	SANURI, SANDNS, UserSub, Status, Reason                   string
+	ClientCert, ClientCertChain                               string
+}
+
+// DefaultHeaderNames are the documented defaults.
+var DefaultHeaderNames = HeaderNames{
+	Subject:         "x-mtls-subject",
+	Issuer:          "x-mtls-issuer",
+	NotBefore:       "x-mtls-not-before",
+	NotAfter:        "x-mtls-not-after",
+	Fingerprint:     "x-mtls-sha256-fingerprint",
+	Serial:          "x-mtls-serial",
+	SANURI:          "x-mtls-san-uri",
+	SANDNS:          "x-mtls-san-dns",
+	UserSub:         "x-user-sub",
+	Status:          "x-mtls-verification-status",
+	Reason:          "x-mtls-verification-reason",
+	ClientCert:      "client-cert",
+	ClientCertChain: "client-cert-chain",
+}
+
+// headerNameKeys maps the option keys of handler.options.headerNames to fields.
+func (h *HeaderNames) fields() []struct {
+	key string
+	ptr *string
+} {
+	return []struct {
+		key string
+		ptr *string
+	}{
+		{"subject", &h.Subject}, {"issuer", &h.Issuer}, {"notBefore", &h.NotBefore},
+		{"notAfter", &h.NotAfter}, {"sha256Fingerprint", &h.Fingerprint}, {"serial", &h.Serial},
+		{"sanUri", &h.SANURI}, {"sanDns", &h.SANDNS}, {"userSub", &h.UserSub},
+		{"verificationStatus", &h.Status}, {"verificationReason", &h.Reason},
+		{"clientCert", &h.ClientCert}, {"clientCertChain", &h.ClientCertChain},
+	}
+}
+
+// Options are a policy's handler.options, with defaults applied.
+type Options struct {
+	AllowUnauthenticatedRequests bool // default false
+	AllowExpiredCertificates     bool // default false: an expired leaf is refused (never an expired CA)
+	AllowRevokedCertificates     bool // default false
+	CertIssuerDN                 *dn.Pattern
+
+	CertificateSource       Source         // default xfcc
+	CertificateHeader       string         // lowercase; required for source header
+	CertificateHeaderFormat certsrc.Format // default url-encoded-pem
+	TrustedSourceCIDRs      []netip.Prefix // required for rfc9440 and header
+	XFCCElementLast         bool           // default true ("last")
+	ChainVerification       string         // "filter" (default) or "envoy"
+	RequireClientAuthUsage  bool           // default true
+	MaxCertificateBytes     int            // default 16384
+	RevocationCheck         Revocation     // default strict
+	RequireCRL              bool           // default false
+	CacheSize               int            // default 1024
+	Headers                 HeaderNames
+}
+
+// DefaultOptions returns the options a policy with empty options gets.
+func DefaultOptions() Options {
+	return Options{
+		CertificateSource:       SourceXFCC,
+		CertificateHeaderFormat: certsrc.URLEncodedPEM,
+		XFCCElementLast:         true,
+		ChainVerification:       "filter",
+		RequireClientAuthUsage:  true,
+		MaxCertificateBytes:     16384,
+		RevocationCheck:         RevocationStrict,
+		CacheSize:               1024,
+		Headers:                 DefaultHeaderNames,
+	}
+}
+
+// Policy is one named policy object.
+type Policy struct {
+	Name    string
+	Options Options
+}
+
+// Route maps requests to a policy. Exactly one of Path (exact) and PathPrefix
+// is set; Methods empty means any method.
+type Route struct {
+	Name       string
+	Path       string
+	PathPrefix string
+	Methods    []string
+	Policy     string
+}
+
+// SidecarSource is where the filter fetches the trust bundle from.
+type SidecarSource struct {
+	Cluster string        // Envoy cluster of the sidecar
+	Path    string        // default /v1/bundle
+	Refresh time.Duration // default 30s
+}
+
+// TrustBundleConfig holds exactly one of Inline and Sidecar (or neither when
+// no policy needs trust material).
+type TrustBundleConfig struct {
+	Inline  *bundle.Bundle
+	Sidecar *SidecarSource
+}
+
+// Config is the parsed plugin configuration.
+type Config struct {
+	Policies    []*Policy
+	Routes      []Route // empty: the single policy applies to every request
+	TrustBundle TrustBundleConfig
+}
+
+// Policy returns the named policy or nil.
+func (c *Config) Policy(name string) *Policy {
+	for _, p := range c.Policies {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// ConfigError names the JSON path of a configuration problem.
+type ConfigError struct {
+	Path string
+	Msg  string
+}
+
+func (e *ConfigError) Error() string { return "plugin configuration " + e.Path + ": " + e.Msg }
+
+func cfgErr(path, format string, args ...any) error {
+	return &ConfigError{Path: path, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ParseConfig parses the plugin configuration JSON. Any key it does not know,
+// any value of the wrong type, fails the whole configuration: a typo must not
+// silently leave a route open.
+func ParseConfig(data []byte) (*Config, error) {
+	if !gjson.ValidBytes(data) {
+		return nil, cfgErr("$", "not valid JSON: check the plugin configuration's value (Envoy passes it as a string)")
+	}
+	root := gjson.ParseBytes(data)
+	if !root.IsObject() {
+		return nil, cfgErr("$", "must be a JSON object with a policies array")
+	}
+	if err := onlyKeys(root, "$", "policies", "routes", "trustBundle"); err != nil {
+		return nil, err
+	}
+	cfg := &Config{}
+	pols := root.Get("policies")
+	if !pols.IsArray() || len(pols.Array()) == 0 {
+		return nil, cfgErr("policies", "required: a non-empty array of mtls-auth-inbound policy objects")
+	}
+	for i, p := range pols.Array() {
+		pol, err := ParsePolicy(p, "policies["+strconv.Itoa(i)+"]")
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Policy(pol.Name) != nil {
+			return nil, cfgErr("policies["+strconv.Itoa(i)+"].name", "policy %q is defined twice: give each policy a unique name", pol.Name)
+		}
+		cfg.Policies = append(cfg.Policies, pol)
+	}
+	if r := root.Get("routes"); r.Exists() {
+		routes, err := parseRoutes(r, cfg)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Routes = routes
+	}
+	if len(cfg.Routes) == 0 && len(cfg.Policies) > 1 {
+		return nil, cfgErr("routes", "%d policies but no routes: add routes that name the policy for each path, or keep a single policy", len(cfg.Policies))
+	}
+	needBundle := false
+	for _, p := range cfg.Policies {
+		if p.Options.ChainVerification == "filter" {
+			needBundle = true
+		}
+	}
+	tb := root.Get("trustBundle")
+	switch {
+	case tb.Exists():
+		t, err := parseTrustBundle(tb)
+		if err != nil {
+			return nil, err
+		}
+		cfg.TrustBundle = t
+	case needBundle:
+		return nil, cfgErr("trustBundle", "required: set {\"cluster\": \"<sidecar cluster>\"} to load it from the mtlsgate sidecar, or {\"caCertificates\": [\"<PEM>\"]} inline")
+	}
+	return cfg, nil
+}
+
+func onlyKeys(obj gjson.Result, path string, allowed ...string) error {
+	var err error
+	seen := make(map[string]bool, 8)
+	obj.ForEach(func(k, _ gjson.Result) bool {
+		if seen[k.String()] {
+			err = cfgErr(join(path, k.String()), "appears twice: keep one (JSON readers disagree on which one wins)")
+			return false
+		}
+		seen[k.String()] = true
+		for _, a := range allowed {
+			if k.String() == a {
+				return true
+			}
+		}
+		err = cfgErr(join(path, k.String()), "unknown key: allowed keys here are %s", strings.Join(allowed, ", "))
+		return false
+	})
+	return err
+}
+
+func join(path, key string) string {
+	if path == "$" || path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func str(obj gjson.Result, path, key string, required bool) (string, error) {
+	v := obj.Get(gjsonKey(key))
+	if !v.Exists() {
+		if required {
+			return "", cfgErr(join(path, key), "required string is missing")
+		}
+		return "", nil
+	}
+	if v.Type != gjson.String {
+		return "", cfgErr(join(path, key), "must be a string, got %s", v.Raw)
+	}
+	return v.String(), nil
+}
+
+// gjsonKey escapes the characters gjson treats as path syntax.
+func gjsonKey(k string) string {
+	if !strings.ContainsAny(k, ".*?|#@\\!=<>%") {
+		return k
+	}
+	var b strings.Builder
+	for _, c := range k {
+		if strings.ContainsRune(".*?|#@\\!=<>%", c) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// ParsePolicy parses one reference-shape policy object; path prefixes error
+// messages (e.g. "policies[0]").
+func ParsePolicy(p gjson.Result, path string) (*Policy, error) {
+	if path == "" {
+		path = "$"
+	}
+	if !p.IsObject() {
+		return nil, cfgErr(path, "must be a policy object {name, policyType, handler}")
+	}
+	if err := onlyKeys(p, path, "name", "policyType", "handler"); err != nil {
+		return nil, err
+	}
+	name, err := str(p, path, "name", true)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		return nil, cfgErr(join(path, "name"), "must not be empty")
+	}
+	pt, err := str(p, path, "policyType", true)
+	if err != nil {
+		return nil, err
+	}
+	if pt != PolicyType {
+		return nil, cfgErr(join(path, "policyType"), "%q is not supported by this filter: use %q", pt, PolicyType)
+	}
+	h := p.Get("handler")
+	hp := join(path, "handler")
+	if !h.IsObject() {
+		return nil, cfgErr(hp, "required object {export, module, options} is missing")
+	}
+	if err := onlyKeys(h, hp, "export", "module", "options"); err != nil {
+		return nil, err
+	}
+	exp, err := str(h, hp, "export", true)
+	if err != nil {
+		return nil, err
+	}
+	if exp != Export {
+		return nil, cfgErr(join(hp, "export"), "%q is not supported: use %q", exp, Export)
+	}
+	mod, err := str(h, hp, "module", true)
+	if err != nil {
+		return nil, err
+	}
+	if mod != Module {
+		return nil, cfgErr(join(hp, "module"), "%q is not supported: use %q", mod, Module)
+	}
+	opts, err := parseOptions(h.Get("options"), join(hp, "options"))
+	if err != nil {
+		return nil, err
+	}
+	return &Policy{Name: name, Options: opts}, nil
+}
+
+var optionKeys = []string{
+	"allowUnauthenticatedRequests", "allowExpiredCertificates", "allowRevokedCertificates",
+	"certIssuerDN", "certificateSource", "certificateHeader", "certificateHeaderFormat",
+	"trustedSourceCIDRs", "xfccElement", "chainVerification", "requireClientAuthUsage",
+	"maxCertificateBytes", "revocationCheck", "requireCRL", "cacheSize", "headerNames",
+}
+
+func parseOptions(o gjson.Result, path string) (Options, error) {
+	opts := DefaultOptions()
+	if !o.Exists() || o.Type == gjson.Null {
+		return opts, nil
+	}
+	if !o.IsObject() {
+		return opts, cfgErr(path, "must be an object")
+	}
+	if err := onlyKeys(o, path, optionKeys...); err != nil {
+		return opts, err
+	}
+	for _, b := range []struct {
+		key string
+		ptr *bool
+	}{
+		{"allowUnauthenticatedRequests", &opts.AllowUnauthenticatedRequests},
+		{"allowExpiredCertificates", &opts.AllowExpiredCertificates},
+		{"allowRevokedCertificates", &opts.AllowRevokedCertificates},
+		{"requireClientAuthUsage", &opts.RequireClientAuthUsage},
+		{"requireCRL", &opts.RequireCRL},
+	} {
+		v := o.Get(b.key)
+		if !v.Exists() {
+			continue
+		}
+		if !v.IsBool() {
+			return opts, cfgErr(join(path, b.key), "must be true or false, got %s", v.Raw)
+		}
+		*b.ptr = v.Bool()
+	}
+	enum := func(key string, allowed ...string) (string, error) {
+		s, err := str(o, path, key, false)
+		if err != nil || s == "" {
+			if err == nil && o.Get(key).Exists() {
+				return "", cfgErr(join(path, key), "must be one of %s", strings.Join(allowed, ", "))
+			}
+			return "", err
+		}
+		for _, a := range allowed {
+			if s == a {
+				return s, nil
+			}
+		}
+		return "", cfgErr(join(path, key), "%q is not one of %s", s, strings.Join(allowed, ", "))
+	}
+	if s, err := enum("certificateSource", "xfcc", "rfc9440", "header"); err != nil {
+		return opts, err
+	} else if s != "" {
+		opts.CertificateSource = Source(s)
+	}
+	if s, err := enum("certificateHeaderFormat", string(certsrc.URLEncodedPEM), string(certsrc.Base64DER), string(certsrc.PEM)); err != nil {
+		return opts, err
+	} else if s != "" {
+		opts.CertificateHeaderFormat = certsrc.Format(s)
+	}
+	if s, err := enum("xfccElement", "last", "first"); err != nil {
+		return opts, err
+	} else if s != "" {
+		opts.XFCCElementLast = s == "last"
+	}
+	if s, err := enum("chainVerification", "filter", "envoy"); err != nil {
+		return opts, err
+	} else if s != "" {
+		opts.ChainVerification = s
+	}
+	if s, err := enum("revocationCheck", "strict", "best-effort", "off"); err != nil {
+		return opts, err
+	} else if s != "" {
+		opts.RevocationCheck = Revocation(s)
+	}
+	if s, err := str(o, path, "certIssuerDN", false); err != nil {
+		return opts, err
+	} else if o.Get("certIssuerDN").Exists() {
+		pat, err := dn.ParsePattern(s)
+		if err != nil {
+			return opts, cfgErr(join(path, "certIssuerDN"), "%v", err)
+		}
+		opts.CertIssuerDN = pat
+	}
+	if s, err := str(o, path, "certificateHeader", false); err != nil {
+		return opts, err
+	} else if s != "" {
+		if !validHeaderName(s) {
+			return opts, cfgErr(join(path, "certificateHeader"), "%q is not a valid header name", s)
+		}
+		opts.CertificateHeader = strings.ToLower(s)
+	}
+	for _, n := range []struct {
+		key      string
+		ptr      *int
+		min, max int
+	}{
+		{"maxCertificateBytes", &opts.MaxCertificateBytes, 256, 1 << 20},
+		{"cacheSize", &opts.CacheSize, 0, 1 << 20},
+	} {
+		v := o.Get(n.key)
+		if !v.Exists() {
+			continue
+		}
+		if v.Type != gjson.Number || v.Float() != float64(v.Int()) || v.Int() < int64(n.min) || v.Int() > int64(n.max) {
+			return opts, cfgErr(join(path, n.key), "must be an integer from %d to %d, got %s", n.min, n.max, v.Raw)
+		}
+		*n.ptr = int(v.Int())
+	}
+	if v := o.Get("trustedSourceCIDRs"); v.Exists() {
+		if !v.IsArray() {
+			return opts, cfgErr(join(path, "trustedSourceCIDRs"), "must be an array of CIDR strings such as \"10.0.0.0/8\"")
+		}
+		for i, c := range v.Array() {
+			p := join(path, "trustedSourceCIDRs") + "[" + strconv.Itoa(i) + "]"
+			if c.Type != gjson.String {
+				return opts, cfgErr(p, "must be a CIDR string, got %s", c.Raw)
+			}
+			pfx, err := parseCIDR(c.String())
+			if err != nil {
+				return opts, cfgErr(p, "%q is not a CIDR or IP address (e.g. 10.0.0.0/8, 2001:db8::/32)", c.String())
+			}
+			opts.TrustedSourceCIDRs = append(opts.TrustedSourceCIDRs, pfx)
+		}
+	}
+	if v := o.Get("headerNames"); v.Exists() {
+		hp := join(path, "headerNames")
+		if !v.IsObject() {
+			return opts, cfgErr(hp, "must be an object mapping header roles to names")
+		}
+		fields := opts.Headers.fields()
+		keys := make([]string, len(fields))
+		for i, f := range fields {
+			keys[i] = f.key
+		}
+		if err := onlyKeys(v, hp, keys...); err != nil {
+			return opts, err
+		}
+		for _, f := range fields {
+			s, err := str(v, hp, f.key, false)
+			if err != nil {
+				return opts, err
+			}
+			if !v.Get(f.key).Exists() {
+				continue
+			}
+			if s == "" && f.key == "verificationStatus" {
+				return opts, cfgErr(join(hp, f.key), "cannot be empty: upstreams rely on the verification status header")
+			}
+			if s != "" && (!validHeaderName(s) || s[0] == ':') {
+				return opts, cfgErr(join(hp, f.key), "%q is not a valid header name", s)
+			}
+			*f.ptr = strings.ToLower(s)
+		}
+		seen := map[string]string{}
+		for _, f := range fields {
+			if *f.ptr == "" {
+				continue
+			}
+			if prev, dup := seen[*f.ptr]; dup {
+				return opts, cfgErr(join(hp, f.key), "%q is already used for %s: give each header its own name", *f.ptr, prev)
+			}
+			seen[*f.ptr] = f.key
+		}
+	}
+	switch opts.CertificateSource {
+	case SourceHeader:
+		if opts.CertificateHeader == "" {
+			return opts, cfgErr(join(path, "certificateHeader"), "required when certificateSource is \"header\": name the header your load balancer writes, e.g. x-amzn-mtls-clientcert")
+		}
+		fallthrough
+	case SourceRFC9440:
+		if len(opts.TrustedSourceCIDRs) == 0 {
+			return opts, cfgErr(join(path, "trustedSourceCIDRs"), "required when certificateSource is %q: list the addresses of the proxies allowed to send the certificate header, otherwise any client could", opts.CertificateSource)
+		}
+	case SourceXFCC:
+		if o.Get("certificateHeader").Exists() || o.Get("trustedSourceCIDRs").Exists() {
+			return opts, cfgErr(path, "certificateHeader and trustedSourceCIDRs apply only to certificateSource \"header\" or \"rfc9440\": set certificateSource or remove them")
+		}
+	}
+	if opts.CertificateSource == SourceHeader {
+		for _, f := range opts.Headers.fields() {
+			if *f.ptr == opts.CertificateHeader {
+				return opts, cfgErr(join(path, "certificateHeader"), "%q is also an output header: choose a different name", opts.CertificateHeader)
+			}
+		}
+	}
+	return opts, nil
+}
+
+func parseCIDR(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, err
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func validHeaderName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c == '-' || c == '_' || c == '.' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func parseRoutes(r gjson.Result, cfg *Config) ([]Route, error) {
+	if !r.IsArray() {
+		return nil, cfgErr("routes", "must be an array of {pathPrefix | path, methods, policy}")
+	}
+	var out []Route
+	for i, item := range r.Array() {
+		p := "routes[" + strconv.Itoa(i) + "]"
+		if !item.IsObject() {
+			return nil, cfgErr(p, "must be an object {pathPrefix | path, methods, policy}")
+		}
+		if err := onlyKeys(item, p, "name", "path", "pathPrefix", "methods", "policy"); err != nil {
+			return nil, err
+		}
+		var rt Route
+		var err error
+		if rt.Name, err = str(item, p, "name", false); err != nil {
+			return nil, err
+		}
+		if rt.Path, err = str(item, p, "path", false); err != nil {
+			return nil, err
+		}
+		if rt.PathPrefix, err = str(item, p, "pathPrefix", false); err != nil {
+			return nil, err
+		}
+		hasPath, hasPrefix := item.Get("path").Exists(), item.Get("pathPrefix").Exists()
+		if hasPath == hasPrefix {
+			return nil, cfgErr(p, "set exactly one of path (exact match) and pathPrefix")
+		}
+		if m := rt.Path + rt.PathPrefix; m == "" || m[0] != '/' {
+			return nil, cfgErr(p, "path and pathPrefix must start with '/'")
+		}
+		if m := item.Get("methods"); m.Exists() {
+			if !m.IsArray() {
+				return nil, cfgErr(p+".methods", "must be an array of HTTP methods such as [\"GET\", \"POST\"]")
+			}
+			for j, v := range m.Array() {
+				if v.Type != gjson.String || v.String() == "" {
+					return nil, cfgErr(p+".methods["+strconv.Itoa(j)+"]", "must be a method name string")
+				}
+				rt.Methods = append(rt.Methods, strings.ToUpper(v.String()))
+			}
+		}
+		if rt.Policy, err = str(item, p, "policy", true); err != nil {
+			return nil, err
+		}
+		if cfg.Policy(rt.Policy) == nil {
+			return nil, cfgErr(p+".policy", "no policy named %q: define it in policies or fix the name", rt.Policy)
+		}
+		if rt.Name == "" {
+			rt.Name = rt.Path + rt.PathPrefix
+		}
+		out = append(out, rt)
+	}
+	return out, nil
+}
+
+func parseTrustBundle(tb gjson.Result) (TrustBundleConfig, error) {
+	if !tb.IsObject() {
+		return TrustBundleConfig{}, cfgErr("trustBundle", "must be an object: {\"cluster\": ...} or {\"caCertificates\": [...]}")
+	}
+	if tb.Get("cluster").Exists() || tb.Get("path").Exists() || tb.Get("refreshSeconds").Exists() {
+		if err := onlyKeys(tb, "trustBundle", "cluster", "path", "refreshSeconds"); err != nil {
+			return TrustBundleConfig{}, cfgErr("trustBundle", "mixes the sidecar source (cluster, path, refreshSeconds) with other keys: use one form")
+		}
+		s := &SidecarSource{Path: "/v1/bundle", Refresh: 30 * time.Second}
+		var err error
+		if s.Cluster, err = str(tb, "trustBundle", "cluster", true); err != nil {
+			return TrustBundleConfig{}, err
+		}
+		if s.Cluster == "" {
+			return TrustBundleConfig{}, cfgErr("trustBundle.cluster", "must name the Envoy cluster of the mtlsgate sidecar")
+		}
+		if p, err := str(tb, "trustBundle", "path", false); err != nil {
+			return TrustBundleConfig{}, err
+		} else if p != "" {
+			if p[0] != '/' {
+				return TrustBundleConfig{}, cfgErr("trustBundle.path", "must start with '/'")
+			}
+			s.Path = p
+		}
+		if v := tb.Get("refreshSeconds"); v.Exists() {
+			if v.Type != gjson.Number || v.Float() != float64(v.Int()) || v.Int() < 1 || v.Int() > 86400 {
+				return TrustBundleConfig{}, cfgErr("trustBundle.refreshSeconds", "must be an integer from 1 to 86400, got %s", v.Raw)
+			}
+			s.Refresh = time.Duration(v.Int()) * time.Second
+		}
+		return TrustBundleConfig{Sidecar: s}, nil
+	}
+	if err := onlyKeys(tb, "trustBundle", "caCertificates", "crls"); err != nil {
+		return TrustBundleConfig{}, err
+	}
+	if !tb.Get("caCertificates").IsArray() || len(tb.Get("caCertificates").Array()) == 0 {
+		return TrustBundleConfig{}, cfgErr("trustBundle.caCertificates", "required: a non-empty array of PEM CA certificates (or use {\"cluster\": ...} to load them from the sidecar)")
+	}
+	b, err := bundle.FromResult(tb)
+	if err != nil {
+		return TrustBundleConfig{}, cfgErr("trustBundle", "%v", err)
+	}
+	if _, err := compileBundle(b); err != nil {
+		return TrustBundleConfig{}, cfgErr("trustBundle", "%v", err)
+	}
+	return TrustBundleConfig{Inline: b}, nil
+}
+
+var errNoAnchors = errors.New("no CA certificates: upload at least one root CA")

@@ -1,0 +1,655 @@
+// Package policy is the mtls-auth-inbound policy engine of the mtlsgate
+// filter: configuration parsing, certificate extraction, chain verification,
+// the verdict cache and the headers and problem responses the filter
+// produces. It is plain Go with no proxy-wasm imports so that it builds
+// natively (tests, benchmarks, `mtlsgate verify`) and for wasip1; the filter's
+// thin ABI glue calls NewEngine, SetBundle and Evaluate.
+package policy
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/filter/policy/certsrc"
+	"github.com/mtlsgate/mtlsgate/filter/policy/dn"
+	"github.com/mtlsgate/mtlsgate/internal/bundle"
+)
+
+// Header is one HTTP header; keys are lowercase as Envoy hands them over.
+type Header struct{ Key, Value string }
+
+// Request is what the glue hands over for one request.
+type Request struct {
+	Method string // :method
+	Path   string // :path, query included
+	// Headers are all request headers, as one proxy_get_header_map_pairs
+	// call returns them.
+	Headers []Header
+	// SourceAddress is Envoy's source.address property, "ip:port".
+	SourceAddress string
+	Now           time.Time
+}
+
+// Action is what the glue does with the request.
+type Action int
+
+const (
+	// Continue: remove RemoveHeaders, set SetHeaders, let the request proceed.
+	Continue Action = iota
+	// Respond: remove RemoveHeaders and send a local response with Status,
+	// ResponseHeaders and Body (proxy_send_local_response).
+	Respond
+)
+
+// LogLevel uses the proxy-wasm log level numbering.
+type LogLevel int
+
+const (
+	LogTrace LogLevel = 0
+	LogDebug LogLevel = 1
+	LogInfo  LogLevel = 2
+	LogWarn  LogLevel = 3
+)
+
+// Decision values, also the suffix of the decision metric.
+const (
+	DecisionAllow                = "allow"
+	DecisionDeny                 = "deny"
+	DecisionAllowUnauthenticated = "allow_unauthenticated"
+	DecisionPassthrough          = "passthrough"
+)
+
+// Result tells the glue what to do. Slices may be shared between results and
+// must not be modified.
+type Result struct {
+	Action Action
+	// Status, ResponseHeaders and Body form the local response (Respond only).
+	Status          int
+	ResponseHeaders []Header
+	Body            []byte
+	// RemoveHeaders lists request headers present on this request that the
+	// filter owns and must remove before anything else, whatever the
+	// decision: spoofed identity headers, and a certificate header from a
+	// source outside trustedSourceCIDRs.
+	RemoveHeaders []string
+	// SetHeaders are request headers to set (replace) before forwarding
+	// (Continue only).
+	SetHeaders []Header
+
+	Decision string // DecisionAllow, DecisionDeny, ...
+	Reason   Reason // empty on a clean success
+	Policy   string // empty on passthrough
+	Route    string
+	// Metrics are counter names to increment by one (flat Envoy stat names).
+	Metrics []string
+	// LogLevel is the level LogLine should be written at: Info for denials
+	// and unauthenticated pass-through, Debug for everything else.
+	LogLevel LogLevel
+	CacheHit bool
+
+	e *entry
+}
+
+// entry is a rendered verdict for one presented chain under one policy; the
+// verdict cache stores these so a hit only copies a struct.
+type entry struct {
+	action          Action
+	status          int
+	body            []byte
+	responseHeaders []Header
+	setHeaders      []Header
+	decision        string
+	reason          Reason
+	detail          string
+	subject, issuer string
+	fingerprint     string
+	metricsHit      []string
+	metricsMiss     []string
+	logLevel        LogLevel
+
+	raw        string
+	untilUnix  int64
+	prev, next *entry
+}
+
+type compiledRoute struct {
+	Route
+	policy *compiledPolicy
+}
+
+type compiledPolicy struct {
+	name        string
+	opts        Options
+	needsBundle bool
+	cache       *verdictCache
+	noCert      *entry // the static verdict for a request without a certificate
+	untrusted   *entry // ...for a request from outside trustedSourceCIDRs
+	// sourceHeaders are the lowercase input header names this policy reads.
+	sourceHeaders []string
+}
+
+// Engine evaluates requests against a parsed configuration. It is safe for
+// concurrent use; in the filter one engine lives per VM.
+type Engine struct {
+	cfg      *Config
+	policies []*compiledPolicy
+	routes   []compiledRoute
+	strip    []string
+	stripSet map[string]bool
+
+	trust atomic.Pointer[trust]
+	gen   atomic.Uint64
+	mu    sync.Mutex // serialises SetBundle
+}
+
+// NewEngine compiles cfg (which must come from ParseConfig). An inline trust
+// bundle is loaded immediately; a sidecar-sourced one arrives via SetBundle.
+func NewEngine(cfg *Config) *Engine {
+	e := &Engine{cfg: cfg, stripSet: map[string]bool{}}
+	byName := map[string]*compiledPolicy{}
+	for _, p := range cfg.Policies {
+		cp := &compiledPolicy{name: p.Name, opts: p.Options, needsBundle: p.Options.ChainVerification == "filter",
+			cache: newVerdictCache(p.Options.CacheSize)}
+		switch p.Options.CertificateSource {
+		case SourceXFCC:
+			cp.sourceHeaders = []string{"x-forwarded-client-cert"}
+		case SourceRFC9440:
+			cp.sourceHeaders = []string{"client-cert", "client-cert-chain"}
+		case SourceHeader:
+			cp.sourceHeaders = []string{p.Options.CertificateHeader}
+		}
+		cp.noCert = cp.render(&outcome{hard: ReasonNoCertificate, detail: "the request carries no client certificate"})
+		cp.untrusted = cp.render(&outcome{hard: ReasonUntrustedSource, detail: "certificate headers are only read from trustedSourceCIDRs"})
+		e.policies = append(e.policies, cp)
+		byName[p.Name] = cp
+		for _, f := range p.Options.Headers.fields() {
+			e.addStrip(*f.ptr)
+		}
+	}
+	for _, f := range DefaultHeaderNames.fields() {
+		e.addStrip(*f.ptr)
+	}
+	for _, r := range cfg.Routes {
+		e.routes = append(e.routes, compiledRoute{Route: r, policy: byName[r.Policy]})
+	}
+	if cfg.TrustBundle.Inline != nil {
+		// ParseConfig compiled it already; an error here cannot happen for
+		// a configuration it accepted, and would leave protected routes at 503.
+		_ = e.SetBundle(cfg.TrustBundle.Inline)
+	}
+	return e
+}
+
+func (e *Engine) addStrip(name string) {
+	if name == "" || e.stripSet[name] {
+		return
+	}
+	e.stripSet[name] = true
+	e.strip = append(e.strip, name)
+}
+
+// StripHeaders returns the exact header names in the filter's output
+// namespace. Every request header with one of these names, or starting with
+// "x-mtls-", is client-supplied and must go; Evaluate reports the ones present
+// in Result.RemoveHeaders.
+func (e *Engine) StripHeaders() []string { return e.strip }
+
+// HasBundle reports whether trust material is loaded.
+func (e *Engine) HasBundle() bool { return e.trust.Load() != nil }
+
+// BundleVersion returns the loaded bundle's version, or "".
+func (e *Engine) BundleVersion() string {
+	if t := e.trust.Load(); t != nil {
+		return t.version
+	}
+	return ""
+}
+
+// NeedsBundle reports whether any policy verifies chains in the filter (and
+// so answers 503 until SetBundle succeeds).
+func (e *Engine) NeedsBundle() bool {
+	for _, p := range e.policies {
+		if p.needsBundle {
+			return true
+		}
+	}
+	return false
+}
+
+// SetBundle compiles b and swaps it in. On error the previous bundle stays
+// in use. A new version drops every cached verdict.
+func (e *Engine) SetBundle(b *bundle.Bundle) error {
+	t, err := compileBundle(b)
+	if err != nil {
+		return errors.New("trust bundle " + versionOf(b) + " rejected, keeping the previous one: " + err.Error())
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if old := e.trust.Load(); old != nil && old.version == t.version && t.version != "" {
+		return nil
+	}
+	e.trust.Store(t)
+	e.gen.Add(1)
+	return nil
+}
+
+func versionOf(b *bundle.Bundle) string {
+	if b == nil {
+		return "(nil)"
+	}
+	return strconv.Quote(b.Version)
+}
+
+func (e *Engine) route(method, path string) (*compiledPolicy, string, bool) {
+	if len(e.routes) == 0 {
+		return e.policies[0], "", true
+	}
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	for i := range e.routes {
+		r := &e.routes[i]
+		if r.Path != "" && path != r.Path {
+			continue
+		}
+		if r.PathPrefix != "" && !strings.HasPrefix(path, r.PathPrefix) {
+			continue
+		}
+		if len(r.Methods) > 0 {
+			ok := false
+			for _, m := range r.Methods {
+				if m == method {
+					ok = true
+					break
+				}
+			}
+			if !ok {
+				continue
+			}
+		}
+		return r.policy, r.Name, true
+	}
+	return nil, "", false
+}
+
+var passthroughMetrics = []string{"mtlsgate.decision.passthrough"}
+
+// Evaluate decides one request. It never panics on request input.
+func (e *Engine) Evaluate(req *Request) *Result {
+	remove := e.toRemove(req.Headers, nil)
+	p, routeName, ok := e.route(req.Method, req.Path)
+	if !ok {
+		return &Result{Action: Continue, Decision: DecisionPassthrough, RemoveHeaders: remove, Metrics: passthroughMetrics, LogLevel: LogDebug}
+	}
+	res := &Result{Policy: p.name, Route: routeName}
+	t := e.trust.Load()
+	if p.needsBundle && t == nil {
+		res.RemoveHeaders = remove
+		res.fill(unavailable(p), false)
+		return res
+	}
+
+	var raw string
+	var chainLines []string // rfc9440 only
+	dup := false
+	switch p.opts.CertificateSource {
+	case SourceXFCC:
+		raw, dup = joinHeader(req.Headers, "x-forwarded-client-cert", ",")
+		dup = false // repeated lines are one comma-joined list
+	case SourceRFC9440, SourceHeader:
+		if !trustedSource(p.opts.TrustedSourceCIDRs, req.SourceAddress) {
+			res.RemoveHeaders = e.toRemove(req.Headers, p.sourceHeaders)
+			res.fill(p.untrusted, false)
+			return res
+		}
+		raw, dup = joinHeader(req.Headers, p.sourceHeaders[0], "\x00")
+		if p.opts.CertificateSource == SourceRFC9440 {
+			for _, h := range req.Headers {
+				if h.Key == "client-cert-chain" {
+					chainLines = append(chainLines, h.Value)
+				}
+			}
+			if raw != "" && len(chainLines) > 0 {
+				raw = raw + "\x01" + strings.Join(chainLines, "\x02")
+			}
+		}
+	}
+	res.RemoveHeaders = remove
+	if strings.TrimSpace(raw) == "" {
+		res.fill(p.noCert, false)
+		return res
+	}
+	gen := e.gen.Load()
+	if ent := p.cache.get(gen, raw, req.Now.Unix()); ent != nil {
+		res.fill(ent, true)
+		return res
+	}
+	var o *outcome
+	if dup {
+		o = (&outcome{}).fail(ReasonMalformedCertificate, "the certificate header "+p.sourceHeaders[0]+" appears more than once")
+	} else {
+		ders, err := p.extract(req.Headers, raw)
+		switch {
+		case errors.Is(err, certsrc.ErrNoCertificate):
+			res.fill(p.noCert, false)
+			return res
+		case err != nil:
+			o = (&outcome{}).fail(ReasonMalformedCertificate, err.Error())
+		default:
+			o = verifyChain(&p.opts, t, ders, req.Now)
+		}
+	}
+	ent := p.render(o)
+	if !o.until.IsZero() {
+		ent.untilUnix = o.until.Unix()
+	}
+	p.cache.put(gen, raw, ent)
+	res.fill(ent, false)
+	return res
+}
+
+// EvaluateChain decides a chain (DER, leaf first) directly under the named
+// policy, bypassing header extraction and the cache. `mtlsgate verify` uses it;
+// the result carries no route and no RemoveHeaders.
+func (e *Engine) EvaluateChain(policyName string, ders [][]byte, now time.Time) (*Result, error) {
+	var p *compiledPolicy
+	for _, cp := range e.policies {
+		if cp.name == policyName || policyName == "" {
+			p = cp
+			break
+		}
+	}
+	if p == nil {
+		return nil, errors.New("no policy named " + strconv.Quote(policyName))
+	}
+	res := &Result{Policy: p.name}
+	t := e.trust.Load()
+	if p.needsBundle && t == nil {
+		res.fill(unavailable(p), false)
+		return res, nil
+	}
+	res.fill(p.render(verifyChain(&p.opts, t, ders, now)), false)
+	return res, nil
+}
+
+func (r *Result) fill(e *entry, hit bool) {
+	r.Action, r.Status, r.Body, r.ResponseHeaders = e.action, e.status, e.body, e.responseHeaders
+	r.SetHeaders, r.Decision, r.Reason, r.LogLevel = e.setHeaders, e.decision, e.reason, e.logLevel
+	r.CacheHit = hit
+	r.Metrics = e.metricsMiss
+	if hit {
+		r.Metrics = e.metricsHit
+	}
+	r.e = e
+}
+
+// extract decodes the certificate chain from the request.
+func (p *compiledPolicy) extract(headers []Header, raw string) ([][]byte, error) {
+	switch p.opts.CertificateSource {
+	case SourceXFCC:
+		el, err := certsrc.SelectXFCC([]string{raw}, p.opts.XFCCElementLast)
+		if err != nil {
+			return nil, err
+		}
+		x, err := certsrc.ParseXFCCElement(el)
+		if err != nil {
+			return nil, err
+		}
+		return certsrc.XFCC(x)
+	case SourceRFC9440:
+		var cert string
+		var chain []string
+		for _, h := range headers {
+			switch h.Key {
+			case "client-cert":
+				cert = h.Value
+			case "client-cert-chain":
+				chain = append(chain, h.Value)
+			}
+		}
+		return certsrc.RFC9440(cert, chain)
+	default:
+		return certsrc.Header(raw, p.opts.CertificateHeaderFormat)
+	}
+}
+
+// joinHeader returns the value of name, joining repeated lines with sep, and
+// whether the header was repeated.
+func joinHeader(headers []Header, name, sep string) (string, bool) {
+	var v string
+	n := 0
+	for _, h := range headers {
+		if h.Key != name {
+			continue
+		}
+		if n == 0 {
+			v = h.Value
+		} else {
+			v = v + sep + h.Value
+		}
+		n++
+	}
+	return v, n > 1
+}
+
+// toRemove lists the headers present that the filter owns, plus extra ones.
+func (e *Engine) toRemove(headers []Header, extra []string) []string {
+	var out []string
+	for _, h := range headers {
+		k := h.Key
+		if !strings.HasPrefix(k, "x-mtls-") && !e.stripSet[k] && !contains(extra, k) {
+			continue
+		}
+		if !contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func trustedSource(cidrs []netip.Prefix, addr string) bool {
+	ap, err := netip.ParseAddrPort(addr)
+	var ip netip.Addr
+	if err == nil {
+		ip = ap.Addr()
+	} else if ip, err = netip.ParseAddr(addr); err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, c := range cidrs {
+		if c.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// unavailable is the verdict while no bundle is loaded. It is not cached.
+func unavailable(p *compiledPolicy) *entry {
+	return p.render(&outcome{hard: ReasonTrustBundleUnavailable, detail: "the filter has not loaded a trust bundle yet"})
+}
+
+// render turns an outcome into the headers, response and metrics of a
+// verdict under this policy.
+func (p *compiledPolicy) render(o *outcome) *entry {
+	h := &p.opts.Headers
+	ent := &entry{detail: o.detail}
+	var meta []Header
+	if o.leaf != nil {
+		meta = metadata(h, o)
+		ent.subject, ent.issuer = headerValue(meta, h.Subject), headerValue(meta, h.Issuer)
+		ent.fingerprint = fingerprint(o.leaf.Raw)
+	}
+	add := func(k, v string) {
+		if k != "" {
+			ent.setHeaders = append(ent.setHeaders, Header{k, v})
+		}
+	}
+	switch {
+	case o.hard == "":
+		ent.action, ent.decision, ent.reason, ent.logLevel = Continue, DecisionAllow, o.soft, LogDebug
+		ent.setHeaders = append(ent.setHeaders, meta...)
+		add(h.UserSub, ent.subject)
+		add(h.Status, "SUCCESS")
+		if o.soft != "" {
+			add(h.Reason, string(o.soft))
+		}
+		add(h.ClientCert, sfBinary(o.leaf.Raw))
+		if len(o.chain) > 1 {
+			var parts []string
+			for _, c := range o.chain[1:] {
+				parts = append(parts, sfBinary(c.Raw))
+			}
+			add(h.ClientCertChain, strings.Join(parts, ", "))
+		}
+	case p.opts.AllowUnauthenticatedRequests:
+		// Unverified metadata is passed on for logging and staged rollouts,
+		// but never the identity (x-user-sub) or the RFC 9440 certificate,
+		// which upstreams treat as authenticated.
+		ent.action, ent.decision, ent.reason, ent.logLevel = Continue, DecisionAllowUnauthenticated, o.hard, LogInfo
+		ent.setHeaders = append(ent.setHeaders, meta...)
+		status := "FAILED"
+		if o.hard == ReasonNoCertificate || o.hard == ReasonUntrustedSource {
+			status = "NONE"
+		}
+		add(h.Status, status)
+		add(h.Reason, string(o.hard))
+	default:
+		ent.action, ent.decision, ent.reason, ent.logLevel = Respond, DecisionDeny, o.hard, LogInfo
+		ent.status = 401
+		if o.hard == ReasonTrustBundleUnavailable {
+			ent.status = 503
+		}
+		ent.body = problemBody(o.hard, ent.status)
+		ent.responseHeaders = []Header{{"content-type", "application/problem+json"}}
+		if h.Reason != "" {
+			ent.responseHeaders = append(ent.responseHeaders, Header{h.Reason, string(o.hard)})
+		}
+	}
+	ent.metricsMiss = metricNames(ent.decision, ent.reason, "mtlsgate.cache.miss")
+	ent.metricsHit = metricNames(ent.decision, ent.reason, "mtlsgate.cache.hit")
+	return ent
+}
+
+func metricNames(decision string, reason Reason, cache string) []string {
+	m := []string{"mtlsgate.decision." + decision}
+	if reason != "" {
+		m = append(m, "mtlsgate.reason."+strings.ToLower(string(reason)))
+	}
+	return append(m, cache)
+}
+
+func headerValue(hs []Header, k string) string {
+	for _, h := range hs {
+		if h.Key == k {
+			return h.Value
+		}
+	}
+	return ""
+}
+
+// metadata renders the certificate description headers.
+func metadata(h *HeaderNames, o *outcome) []Header {
+	c := o.leaf
+	var out []Header
+	add := func(k, v string) {
+		if k != "" && v != "" {
+			out = append(out, Header{k, headerSafe(v)})
+		}
+	}
+	subject, err := dn.Format(c.RawSubject)
+	if err != nil {
+		subject = c.Subject.String()
+	}
+	issuer, err := dn.Format(c.RawIssuer)
+	if err != nil {
+		issuer = c.Issuer.String()
+	}
+	add(h.Subject, subject)
+	add(h.Issuer, issuer)
+	add(h.NotBefore, isoTime(c.NotBefore))
+	add(h.NotAfter, isoTime(c.NotAfter))
+	add(h.Fingerprint, fingerprint(c.Raw))
+	add(h.Serial, serialHex(c))
+	var uris []string
+	for _, u := range c.URIs {
+		uris = append(uris, u.String())
+	}
+	add(h.SANURI, strings.Join(uris, ","))
+	add(h.SANDNS, strings.Join(c.DNSNames, ","))
+	return out
+}
+
+// headerSafe replaces bytes a header value cannot carry. DNs are already
+// escaped; SANs come from the certificate and are not trusted to be clean.
+func headerSafe(v string) string {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c == 0x7f {
+			b := []byte(v)
+			for j := i; j < len(b); j++ {
+				if b[j] < 0x20 || b[j] == 0x7f {
+					b[j] = '?'
+				}
+			}
+			return string(b)
+		}
+	}
+	return v
+}
+
+const hexDigits = "0123456789ABCDEF"
+
+// fingerprint is the SHA-256 of the DER, uppercase hex, colon separated.
+func fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	b := make([]byte, 0, len(sum)*3-1)
+	for i, c := range sum {
+		if i > 0 {
+			b = append(b, ':')
+		}
+		b = append(b, hexDigits[c>>4], hexDigits[c&15])
+	}
+	return string(b)
+}
+
+// serialHex prints the serial as `openssl x509 -serial` does: uppercase hex
+// of the big-endian magnitude, an even number of digits, "-" when negative.
+func serialHex(c *x509.Certificate) string {
+	if c.SerialNumber == nil {
+		return ""
+	}
+	mag := c.SerialNumber.Bytes()
+	if len(mag) == 0 {
+		mag = []byte{0}
+	}
+	b := make([]byte, 0, len(mag)*2+1)
+	if c.SerialNumber.Sign() < 0 {
+		b = append(b, '-')
+	}
+	for _, v := range mag {
+		b = append(b, hexDigits[v>>4], hexDigits[v&15])
+	}
+	return string(b)
+}
+
+// sfBinary renders DER as an RFC 8941 byte sequence, as RFC 9440 specifies.
+func sfBinary(der []byte) string {
+	return ":" + base64.StdEncoding.EncodeToString(der) + ":"
+}

@@ -1,0 +1,368 @@
+package policy
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/internal/bundle"
+)
+
+// trust is a compiled bundle: the anchor pool and a CRL index. It is immutable
+// once built, so requests read it without locks while SetBundle swaps it.
+type trust struct {
+	version string
+	roots   *x509.CertPool
+	anchors []*x509.Certificate
+	// crls indexes revocation lists by the DER of their issuer name.
+	crls map[string][]*crlEntry
+}
+
+type crlEntry struct {
+	list    *x509.RevocationList
+	revoked map[string]struct{} // serial number bytes
+	stale   bool                // flagged by the sidecar
+	// anchorChecked is set when the list's issuer is an anchor and its
+	// signature was verified at load; other lists (signed by intermediates)
+	// are checked against the presented issuer at request time.
+	anchorChecked *x509.Certificate
+}
+
+// compileBundle parses every PEM in b. Errors say which entry is bad, so the
+// operator can fix the sidecar's store.
+func compileBundle(b *bundle.Bundle) (*trust, error) {
+	if b == nil {
+		return nil, errors.New("no trust bundle")
+	}
+	t := &trust{version: b.Version, roots: x509.NewCertPool(), crls: map[string][]*crlEntry{}}
+	for i, ca := range b.CACertificates {
+		rest := []byte(ca.PEM)
+		n := 0
+		for {
+			var blk *pem.Block
+			blk, rest = pem.Decode(rest)
+			if blk == nil {
+				break
+			}
+			where := "caCertificates[" + strconv.Itoa(i) + "]"
+			if blk.Type != "CERTIFICATE" {
+				return nil, errors.New(where + ": PEM block " + strconv.Quote(blk.Type) + " is not a CERTIFICATE")
+			}
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				return nil, errors.New(where + ": " + err.Error())
+			}
+			if !c.IsCA {
+				return nil, errors.New(where + ": " + c.Subject.String() + " is not a CA certificate (basicConstraints CA:FALSE): upload the CA that issued it")
+			}
+			t.roots.AddCert(c)
+			t.anchors = append(t.anchors, c)
+			n++
+		}
+		if n == 0 {
+			return nil, errors.New("caCertificates[" + strconv.Itoa(i) + "]: no PEM CERTIFICATE block: CA certificates must be PEM (-----BEGIN CERTIFICATE-----)")
+		}
+	}
+	if len(t.anchors) == 0 {
+		return nil, errNoAnchors
+	}
+	for i, c := range b.CRLs {
+		where := "crls[" + strconv.Itoa(i) + "]"
+		blk, _ := pem.Decode([]byte(c.PEM))
+		if blk == nil || blk.Type != "X509 CRL" {
+			return nil, errors.New(where + ": not a PEM X509 CRL block")
+		}
+		l, err := x509.ParseRevocationList(blk.Bytes)
+		if err != nil {
+			return nil, errors.New(where + ": " + err.Error())
+		}
+		e := &crlEntry{list: l, stale: c.Stale, revoked: make(map[string]struct{}, len(l.RevokedCertificateEntries))}
+		for _, r := range l.RevokedCertificateEntries {
+			if r.SerialNumber != nil {
+				e.revoked[string(r.SerialNumber.Bytes())+signTag(r.SerialNumber.Sign())] = struct{}{}
+			}
+		}
+		sameName := false
+		for _, a := range t.anchors {
+			if string(a.RawSubject) != string(l.RawIssuer) {
+				continue
+			}
+			sameName = true
+			if l.CheckSignatureFrom(a) == nil {
+				e.anchorChecked = a
+				break
+			}
+		}
+		if sameName && e.anchorChecked == nil {
+			return nil, errors.New(where + ": signature does not verify with the CA certificate of the same name: upload the CRL that CA signed")
+		}
+		t.crls[string(l.RawIssuer)] = append(t.crls[string(l.RawIssuer)], e)
+	}
+	return t, nil
+}
+
+func signTag(s int) string {
+	if s < 0 {
+		return "-"
+	}
+	return ""
+}
+
+// Reason is a machine-readable verification outcome.
+type Reason string
+
+const (
+	ReasonNone                   Reason = ""
+	ReasonNoCertificate          Reason = "NO_CERTIFICATE"
+	ReasonMalformedCertificate   Reason = "MALFORMED_CERTIFICATE"
+	ReasonUntrustedChain         Reason = "UNTRUSTED_CHAIN"
+	ReasonExpired                Reason = "EXPIRED"
+	ReasonNotYetValid            Reason = "NOT_YET_VALID"
+	ReasonRevoked                Reason = "REVOKED"
+	ReasonRevocationUnknown      Reason = "REVOCATION_UNKNOWN"
+	ReasonIssuerDNMismatch       Reason = "ISSUER_DN_MISMATCH"
+	ReasonWrongKeyUsage          Reason = "WRONG_KEY_USAGE"
+	ReasonCertificateTooLarge    Reason = "CERTIFICATE_TOO_LARGE"
+	ReasonUntrustedSource        Reason = "UNTRUSTED_SOURCE"
+	ReasonTrustBundleUnavailable Reason = "TRUST_BUNDLE_UNAVAILABLE"
+)
+
+// outcome is what verification found about one presented chain under one
+// policy's options. It does not depend on the route, so it is what the
+// verdict cache stores (already rendered, see entry).
+type outcome struct {
+	hard   Reason // refusal; empty when the chain is accepted
+	soft   Reason // accepted despite this (allowExpired/allowRevoked/best-effort)
+	detail string // for operators: logs and the problem body
+	leaf   *x509.Certificate
+	chain  []*x509.Certificate // leaf first; the verified chain in filter mode, without the anchor
+	// until is when the outcome stops being true (zero: until the bundle changes).
+	until time.Time
+}
+
+func (o *outcome) fail(r Reason, detail string) *outcome {
+	o.hard, o.detail = r, detail
+	return o
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// verifyChain runs every check a policy asks for on a presented chain (DER,
+// leaf first). t may be nil only for chainVerification "envoy".
+func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome {
+	o := &outcome{}
+	if len(ders) == 0 {
+		return o.fail(ReasonNoCertificate, "the request carries no client certificate")
+	}
+	if len(ders[0]) > opts.MaxCertificateBytes {
+		return o.fail(ReasonCertificateTooLarge, "leaf certificate is "+strconv.Itoa(len(ders[0]))+" bytes DER, above maxCertificateBytes "+strconv.Itoa(opts.MaxCertificateBytes))
+	}
+	certs := make([]*x509.Certificate, 0, len(ders))
+	for i, d := range ders {
+		c, err := x509.ParseCertificate(d)
+		if err != nil {
+			which := "leaf certificate"
+			if i > 0 {
+				which = "chain certificate " + strconv.Itoa(i)
+			}
+			return o.fail(ReasonMalformedCertificate, which+" does not parse: "+err.Error())
+		}
+		certs = append(certs, c)
+	}
+	leaf := certs[0]
+	o.leaf = leaf
+	o.chain = certs
+
+	verifyAt := now
+	if now.Before(leaf.NotBefore) {
+		o.until = leaf.NotBefore
+		return o.fail(ReasonNotYetValid, "certificate is valid from "+isoTime(leaf.NotBefore))
+	}
+	if now.After(leaf.NotAfter) {
+		if !opts.AllowExpiredCertificates {
+			return o.fail(ReasonExpired, "certificate expired at "+isoTime(leaf.NotAfter))
+		}
+		o.soft = ReasonExpired
+		o.detail = "certificate expired at " + isoTime(leaf.NotAfter) + " (accepted: allowExpiredCertificates)"
+		// Check the chain as of the last second the leaf was valid; the CAs
+		// themselves must still be valid now (checked below).
+		verifyAt = leaf.NotAfter.Add(-time.Second)
+	} else {
+		o.until = leaf.NotAfter.Add(time.Second)
+	}
+	if leaf.KeyUsage != 0 && opts.RequireClientAuthUsage && leaf.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageKeyAgreement) == 0 {
+		return o.fail(ReasonWrongKeyUsage, "certificate keyUsage allows neither digitalSignature nor keyAgreement, so it cannot authenticate a TLS client")
+	}
+
+	if opts.ChainVerification == "envoy" {
+		// Envoy verified the chain during the handshake; only the rules Envoy
+		// does not know about apply here.
+		if opts.RequireClientAuthUsage && !hasClientAuth(leaf) {
+			return o.fail(ReasonWrongKeyUsage, "certificate extendedKeyUsage does not include clientAuth")
+		}
+		return checkIssuerDN(opts, o)
+	}
+	if t == nil {
+		return o.fail(ReasonTrustBundleUnavailable, "no trust bundle loaded yet")
+	}
+
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	usages := []x509.ExtKeyUsage{x509.ExtKeyUsageAny}
+	if opts.RequireClientAuthUsage {
+		usages = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: t.roots, Intermediates: inter, CurrentTime: verifyAt, KeyUsages: usages})
+	if err != nil {
+		// A presented CA that has expired explains the failure better than
+		// whatever candidate chain crypto/x509 reports last.
+		for _, c := range certs[1:] {
+			if now.After(c.NotAfter) {
+				o.soft = ""
+				return o.fail(ReasonExpired, "CA certificate "+c.Subject.String()+" expired at "+isoTime(c.NotAfter)+": renew the CA; allowExpiredCertificates covers the client certificate only")
+			}
+		}
+		return classifyVerifyError(o, err, verifyAt)
+	}
+	chain := chains[0]
+	for _, c := range chains[1:] {
+		if len(c) < len(chain) {
+			chain = c
+		}
+	}
+	// The anchor is the last element; everything above the leaf must be
+	// valid now, whatever time the leaf was checked at.
+	for _, c := range chain[1:] {
+		if now.After(c.NotAfter) {
+			o.soft = ""
+			return o.fail(ReasonExpired, "CA certificate "+c.Subject.String()+" expired at "+isoTime(c.NotAfter)+": renew the CA; allowExpiredCertificates covers the client certificate only")
+		}
+		if now.Before(c.NotBefore) {
+			o.soft = ""
+			return o.fail(ReasonNotYetValid, "CA certificate "+c.Subject.String()+" is valid from "+isoTime(c.NotBefore))
+		}
+		o.until = earliest(o.until, c.NotAfter.Add(time.Second))
+	}
+	o.chain = chain[:len(chain)-1]
+	if len(chain) == 1 {
+		o.chain = chain
+	}
+	if opts.RevocationCheck != RevocationOff {
+		if checkRevocation(opts, t, chain, now, o); o.hard != "" {
+			return o
+		}
+	}
+	return checkIssuerDN(opts, o)
+}
+
+func hasClientAuth(c *x509.Certificate) bool {
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return true // no EKU extension: any usage (RFC 5280 4.2.1.12)
+	}
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return false
+}
+
+func checkIssuerDN(opts *Options, o *outcome) *outcome {
+	if opts.CertIssuerDN != nil && !opts.CertIssuerDN.Match(o.leaf.RawIssuer) {
+		return o.fail(ReasonIssuerDNMismatch, "certificate issuer does not match certIssuerDN "+opts.CertIssuerDN.String())
+	}
+	return o
+}
+
+func classifyVerifyError(o *outcome, err error, at time.Time) *outcome {
+	o.soft = ""
+	var inv x509.CertificateInvalidError
+	var ua x509.UnknownAuthorityError
+	switch {
+	case errors.As(err, &inv):
+		switch inv.Reason {
+		case x509.Expired:
+			if inv.Cert != nil && at.Before(inv.Cert.NotBefore) {
+				return o.fail(ReasonNotYetValid, "CA certificate "+inv.Cert.Subject.String()+" is valid from "+isoTime(inv.Cert.NotBefore))
+			}
+			name := ""
+			if inv.Cert != nil {
+				name = inv.Cert.Subject.String() + " "
+			}
+			return o.fail(ReasonExpired, "CA certificate "+name+"in the chain has expired: renew it; allowExpiredCertificates covers the client certificate only")
+		case x509.IncompatibleUsage:
+			return o.fail(ReasonWrongKeyUsage, "certificate or an issuing CA does not allow clientAuth (extendedKeyUsage)")
+		}
+		return o.fail(ReasonUntrustedChain, err.Error())
+	case errors.As(err, &ua):
+		return o.fail(ReasonUntrustedChain, "no chain to a trusted CA: "+err.Error())
+	}
+	return o.fail(ReasonUntrustedChain, err.Error())
+}
+
+// checkRevocation looks up every non-anchor certificate of chain in the CRLs
+// its issuer published. A revoked intermediate is always refused: a
+// compromised CA is not the client's certificate, which is all
+// allowRevokedCertificates is about.
+func checkRevocation(opts *Options, t *trust, chain []*x509.Certificate, now time.Time, o *outcome) {
+	for i := 0; i+1 < len(chain); i++ {
+		c, issuer := chain[i], chain[i+1]
+		what := "certificate"
+		if i > 0 {
+			what = "intermediate CA " + c.Subject.String()
+		}
+		var found *crlEntry
+		for _, e := range t.crls[string(c.RawIssuer)] {
+			if e.anchorChecked == issuer || (e.anchorChecked == nil && e.list.CheckSignatureFrom(issuer) == nil) {
+				if found == nil || e.list.ThisUpdate.After(found.list.ThisUpdate) {
+					found = e
+				}
+			}
+		}
+		unknown := ""
+		switch {
+		case found == nil:
+			if opts.RequireCRL {
+				unknown = "no CRL from " + issuer.Subject.String() + " in the trust bundle (requireCRL)"
+			}
+		default:
+			if _, revoked := found.revoked[string(c.SerialNumber.Bytes())+signTag(c.SerialNumber.Sign())]; revoked {
+				if i == 0 && opts.AllowRevokedCertificates {
+					if o.soft == "" {
+						o.soft = ReasonRevoked
+						o.detail = "certificate is revoked (accepted: allowRevokedCertificates)"
+					}
+					continue
+				}
+				o.fail(ReasonRevoked, what+" is revoked by its issuer's CRL")
+				return
+			}
+			if found.stale || (!found.list.NextUpdate.IsZero() && now.After(found.list.NextUpdate)) {
+				unknown = "CRL of " + issuer.Subject.String() + " is stale (nextUpdate " + isoTime(found.list.NextUpdate) + "): publish a fresh CRL"
+			} else if !found.list.NextUpdate.IsZero() {
+				o.until = earliest(o.until, found.list.NextUpdate.Add(time.Second))
+			}
+		}
+		if unknown != "" {
+			if opts.RevocationCheck == RevocationStrict {
+				o.fail(ReasonRevocationUnknown, unknown)
+				return
+			}
+			if o.soft == "" {
+				o.soft = ReasonRevocationUnknown
+				o.detail = unknown + " (accepted: revocationCheck best-effort)"
+			}
+		}
+	}
+}
+
+func isoTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
