@@ -359,13 +359,15 @@ func (vm *VM) headerMapFor(t abi.MapType, write bool) *headerMap {
 	return nil
 }
 
-func mapTypeOK(v uint64) bool { return v <= uint64(abi.MapHTTPCallResponseTrailers) }
+// i32 arguments arrive in uint64 stack slots whose upper bits are undefined,
+// so every argument is truncated before use.
+func mapTypeOK(v uint64) bool { return u32(v) <= uint32(abi.MapHTTPCallResponseTrailers) }
 
 func hGetHeaderMapPairs(vm *VM, mod api.Module, st []uint64) abi.Status {
 	if !mapTypeOK(st[0]) {
 		return abi.StatusBadArgument
 	}
-	m := vm.headerMapFor(abi.MapType(st[0]), false)
+	m := vm.headerMapFor(abi.MapType(u32(st[0])), false)
 	var data []byte
 	if m != nil && len(m.h) > 0 {
 		data = abi.EncodeHeaders(m.h)
@@ -398,7 +400,7 @@ func hSetHeaderMapPairs(vm *VM, mod api.Module, st []uint64) abi.Status {
 	if !ok {
 		return abi.StatusInvalidMemoryAccess
 	}
-	m := vm.headerMapFor(abi.MapType(st[0]), true)
+	m := vm.headerMapFor(abi.MapType(u32(st[0])), true)
 	if m == nil {
 		return abi.StatusBadArgument
 	}
@@ -415,7 +417,7 @@ func hGetHeaderMapValue(vm *VM, mod api.Module, st []uint64) abi.Status {
 		return abi.StatusInvalidMemoryAccess
 	}
 	s := vm.stream()
-	m := vm.headerMapFor(abi.MapType(st[0]), false)
+	m := vm.headerMapFor(abi.MapType(u32(st[0])), false)
 	if m == nil {
 		if s != nil && s.accessLog {
 			return abi.StatusNotFound
@@ -443,7 +445,7 @@ func hAddHeaderMapValue(vm *VM, mod api.Module, st []uint64) abi.Status {
 	if !ok {
 		return abi.StatusInvalidMemoryAccess
 	}
-	m := vm.headerMapFor(abi.MapType(st[0]), true)
+	m := vm.headerMapFor(abi.MapType(u32(st[0])), true)
 	if m == nil {
 		return abi.StatusBadArgument
 	}
@@ -459,7 +461,7 @@ func hReplaceHeaderMapValue(vm *VM, mod api.Module, st []uint64) abi.Status {
 	if !ok {
 		return abi.StatusInvalidMemoryAccess
 	}
-	m := vm.headerMapFor(abi.MapType(st[0]), true)
+	m := vm.headerMapFor(abi.MapType(u32(st[0])), true)
 	if m == nil {
 		return abi.StatusBadArgument
 	}
@@ -475,7 +477,7 @@ func hRemoveHeaderMapValue(vm *VM, mod api.Module, st []uint64) abi.Status {
 	if !ok {
 		return abi.StatusInvalidMemoryAccess
 	}
-	m := vm.headerMapFor(abi.MapType(st[0]), true)
+	m := vm.headerMapFor(abi.MapType(u32(st[0])), true)
 	if m == nil {
 		return abi.StatusBadArgument
 	}
@@ -487,7 +489,7 @@ func hGetHeaderMapSize(vm *VM, mod api.Module, st []uint64) abi.Status {
 	if !mapTypeOK(st[0]) {
 		return abi.StatusBadArgument
 	}
-	m := vm.headerMapFor(abi.MapType(st[0]), true)
+	m := vm.headerMapFor(abi.MapType(u32(st[0])), true)
 	if m == nil {
 		return abi.StatusBadArgument
 	}
@@ -588,20 +590,20 @@ func (vm *VM) continueStream(t abi.StreamType) abi.Status {
 }
 
 func hContinueStream(vm *VM, _ api.Module, st []uint64) abi.Status {
-	if st[0] > uint64(abi.StreamUpstream) {
+	if u32(st[0]) > uint32(abi.StreamUpstream) {
 		return abi.StatusBadArgument
 	}
-	return vm.continueStream(abi.StreamType(st[0]))
+	return vm.continueStream(abi.StreamType(u32(st[0])))
 }
 
 // hCloseStream mirrors Context::closeStream: the stream is reset; there is no
 // response to the client.
 func hCloseStream(vm *VM, _ api.Module, st []uint64) abi.Status {
-	if st[0] > uint64(abi.StreamUpstream) {
+	if u32(st[0]) > uint32(abi.StreamUpstream) {
 		return abi.StatusBadArgument
 	}
 	s := vm.stream()
-	if s != nil && (abi.StreamType(st[0]) == abi.StreamRequest || abi.StreamType(st[0]) == abi.StreamResponse) && s.local == nil {
+	if s != nil && (abi.StreamType(u32(st[0])) == abi.StreamRequest || abi.StreamType(u32(st[0])) == abi.StreamResponse) && s.local == nil {
 		s.local = &LocalResponse{Status: 0, Details: "wasm_close_stream"}
 		s.localPhase = 2 // a reset: nothing more goes through the filter
 		s.wake()

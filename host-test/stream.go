@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/mtlsgate/mtlsgate/internal/abi"
 )
@@ -191,7 +192,9 @@ func (s *Stream) invoke(name string, args ...uint64) abi.Action {
 		return abi.ActionContinue
 	}
 	a := abi.Action(r)
-	s.callbacks = append(s.callbacks, Callback{name, a})
+	if strings.Contains(name, "_request_") || strings.Contains(name, "_response_") {
+		s.callbacks = append(s.callbacks, Callback{name, a})
+	}
 	return a
 }
 
@@ -520,12 +523,8 @@ func (vm *VM) Do(ctx context.Context, req *Request) (*Result, error) {
 	} else {
 		vm.mu.Lock()
 		l := s.local
-		failed := s.failed
 		vm.mu.Unlock()
 		resp = &Response{Headers: localReplyHeaders(l), Body: l.Body}
-		if failed {
-			resp.Headers = localReplyHeaders(l)
-		}
 	}
 
 	hasBody, hasTrailers = len(resp.Body) > 0, resp.Trailers != nil

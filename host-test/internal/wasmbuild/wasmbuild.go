@@ -100,7 +100,7 @@ func sourceKey(dir, pkg string) (string, error) {
 	if v, err := exec.Command("go", "env", "GOVERSION").Output(); err == nil {
 		h.Write(v)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(string(outb)), "\n") {
+	for _, line := range strings.Split(strings.TrimRight(string(outb), "\n"), "\n") {
 		f := strings.Split(line, "\t")
 		if len(f) != 6 {
 			return "", fmt.Errorf("unexpected go list line %q", line)
