@@ -227,6 +227,7 @@ type sdsClient struct {
 	mu     sync.Mutex
 	nonce  string
 	ver    string
+	names  []string // current state-of-the-world subscription
 }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {
@@ -261,7 +262,7 @@ func newSotW(t *testing.T, addr, nodeID, cluster string, names ...string) *sdsCl
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &sdsClient{t: t, node: &corev3.Node{Id: nodeID, Cluster: cluster}, pushes: make(chan push, 64), sotw: stream}
+	c := &sdsClient{t: t, node: &corev3.Node{Id: nodeID, Cluster: cluster}, pushes: make(chan push, 64), sotw: stream, names: names}
 	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: resourcev3.SecretType, ResourceNames: names}); err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +282,7 @@ func newSotW(t *testing.T, addr, nodeID, cluster string, names ...string) *sdsCl
 			}
 			c.mu.Lock()
 			c.nonce, c.ver = resp.GetNonce(), resp.GetVersionInfo()
-			_ = stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNames: names, VersionInfo: c.ver, ResponseNonce: c.nonce})
+			_ = stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNames: c.names, VersionInfo: c.ver, ResponseNonce: c.nonce})
 			c.mu.Unlock()
 			c.pushes <- p
 		}
@@ -294,6 +295,7 @@ func newSotW(t *testing.T, addr, nodeID, cluster string, names ...string) *sdsCl
 func (c *sdsClient) resubscribe(names ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.names = names
 	if err := c.sotw.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNames: names, VersionInfo: c.ver, ResponseNonce: c.nonce}); err != nil {
 		c.t.Fatal(err)
 	}

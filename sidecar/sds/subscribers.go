@@ -24,6 +24,13 @@ type Subscription struct {
 	Names []string `json:"names"`
 }
 
+// streamKey tells state-of-the-world and delta streams apart: the two
+// go-control-plane servers number their streams independently.
+type streamKey struct {
+	id    int64
+	delta bool
+}
+
 type stream struct {
 	node  *corev3.Node
 	delta bool
@@ -36,13 +43,13 @@ type stream struct {
 // certificate against deletion.
 type Tracker struct {
 	mu      sync.Mutex
-	streams map[int64]*stream
+	streams map[streamKey]*stream
 	// OnChange, if set, runs (outside the lock) after a subscription changes.
 	OnChange func()
 }
 
 // NewTracker returns an empty tracker.
-func NewTracker() *Tracker { return &Tracker{streams: map[int64]*stream{}} }
+func NewTracker() *Tracker { return &Tracker{streams: map[streamKey]*stream{}} }
 
 func (t *Tracker) changed() {
 	if t.OnChange != nil {
@@ -51,10 +58,11 @@ func (t *Tracker) changed() {
 }
 
 func (t *Tracker) get(id int64, delta bool) *stream {
-	s := t.streams[id]
+	k := streamKey{id, delta}
+	s := t.streams[k]
 	if s == nil {
 		s = &stream{delta: delta, names: map[string]bool{}}
-		t.streams[id] = s
+		t.streams[k] = s
 	}
 	return s
 }
@@ -62,8 +70,8 @@ func (t *Tracker) get(id int64, delta bool) *stream {
 // Callbacks wires the tracker into go-control-plane's server.
 func (t *Tracker) Callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
-		StreamClosedFunc:      func(id int64, _ *corev3.Node) { t.close(id) },
-		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { t.close(id) },
+		StreamClosedFunc:      func(id int64, _ *corev3.Node) { t.close(streamKey{id, false}) },
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { t.close(streamKey{id, true}) },
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
 			t.mu.Lock()
 			s := t.get(id, false)
@@ -104,9 +112,9 @@ func (t *Tracker) Callbacks() serverv3.Callbacks {
 	}
 }
 
-func (t *Tracker) close(id int64) {
+func (t *Tracker) close(k streamKey) {
 	t.mu.Lock()
-	delete(t.streams, id)
+	delete(t.streams, k)
 	t.mu.Unlock()
 	t.changed()
 }
@@ -120,13 +128,22 @@ func (t *Tracker) Subscribers(name string) []Subscriber {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []Subscriber
-	for id, s := range t.streams {
+	for k, s := range t.streams {
 		if s.names[name] {
-			out = append(out, s.subscriber(id))
+			out = append(out, s.subscriber(k.id))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].StreamID < out[j].StreamID })
+	sortSubscribers(out)
 	return out
+}
+
+func sortSubscribers(s []Subscriber) {
+	sort.Slice(s, func(i, j int) bool {
+		if s[i].Delta != s[j].Delta {
+			return !s[i].Delta
+		}
+		return s[i].StreamID < s[j].StreamID
+	})
 }
 
 // Subscriptions lists every open stream and what it asks for.
@@ -134,14 +151,19 @@ func (t *Tracker) Subscriptions() []Subscription {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]Subscription, 0, len(t.streams))
-	for id, s := range t.streams {
-		sub := Subscription{Subscriber: s.subscriber(id), Names: []string{}}
+	for k, s := range t.streams {
+		sub := Subscription{Subscriber: s.subscriber(k.id), Names: []string{}}
 		for n := range s.names {
 			sub.Names = append(sub.Names, n)
 		}
 		sort.Strings(sub.Names)
 		out = append(out, sub)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].StreamID < out[j].StreamID })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Delta != out[j].Delta {
+			return !out[i].Delta
+		}
+		return out[i].StreamID < out[j].StreamID
+	})
 	return out
 }

@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+	"github.com/mtlsgate/mtlsgate/sidecar/api"
+)
+
+func outboundFiles(t *testing.T, name string) (cert, key string, c *testpki.Chain) {
+	t.Helper()
+	c = testpki.Must(testpki.NewChain(testpki.P256, 3, testpki.Options{CommonName: name}))
+	// Leaf followed by its intermediate: the chain must be kept.
+	cert = writeFile(t, name+".pem", testpki.PEM(c.Leaf, c.Issuer()))
+	key = writeFile(t, name+".key", c.Leaf.KeyPEM())
+	return cert, key, c
+}
+
+// TestOutboundRotation walks the documented rotation order with real SDS
+// clients (one state-of-the-world, one delta) that switch their subscription
+// the way a redeployed Envoy does.
+func TestOutboundRotation(t *testing.T) {
+	p := startServe(t, t.TempDir())
+
+	oldCert, oldKey, oldChain := outboundFiles(t, "backend-old")
+	var old api.MTLSCertificate
+	p.runJSON(t, &old, "mtls-certificate", "create", "--cert", oldCert, "--key", oldKey, "--name", "backend_v1",
+		"--environment-type", "development", "--environment-type", "production")
+	if !strings.HasPrefix(old.ID, "mtlscert_") || !old.Enabled || !old.Served {
+		t.Fatalf("created %+v", old)
+	}
+
+	sotw := newSotW(t, p.addrs.SDS, "envoy-1", "payments", "backend_v1")
+	delta := newDelta(t, p.addrs.SDS, "envoy-2", "orders", "backend_v1")
+	for _, c := range []*sdsClient{sotw, delta} {
+		got := c.next("initial outbound secret")
+		tc := got.secrets["backend_v1"].GetTlsCertificate()
+		if tc.GetCertificateChain().GetInlineString() != string(testpki.PEM(oldChain.Leaf, oldChain.Issuer())) {
+			t.Fatalf("certificate chain not served as uploaded: %q", tc.GetCertificateChain().GetInlineString())
+		}
+		if string(tc.GetPrivateKey().GetInlineBytes()) != string(oldChain.Leaf.KeyPEM()) {
+			t.Fatal("private key not served")
+		}
+		if _, ok := got.secrets["mtlsgate-client-ca"]; ok {
+			t.Fatal("a client asking for backend_v1 also got the CA secret")
+		}
+	}
+
+	// list and describe never carry key material.
+	for _, args := range [][]string{{"mtls-certificate", "list"}, {"mtls-certificate", "describe", "--cert-id", old.ID}} {
+		for _, out := range []string{"json", "table"} {
+			r := p.run(append(args, "--output", out)...)
+			keyBody := strings.Split(string(oldChain.Leaf.KeyPEM()), "\n")[1]
+			if r.code != 0 || strings.Contains(r.stdout, "PRIVATE") || strings.Contains(r.stdout, keyBody) {
+				t.Fatalf("%v --output %s: exit %d, output:\n%s", args, out, r.code, r.stdout)
+			}
+		}
+	}
+	var desc api.MTLSCertificate
+	p.runJSON(t, &desc, "mtls-certificate", "describe", "--cert-id", old.ID)
+	if len(desc.Subscribers) != 2 {
+		t.Fatalf("describe lists subscribers %+v, want envoy-1 and envoy-2", desc.Subscribers)
+	}
+
+	// Deleting an enabled certificate is refused.
+	r := p.run("mtls-certificate", "delete", "--cert-id", old.ID)
+	if r.code == 0 || !strings.Contains(r.stderr, "is enabled") || !strings.Contains(r.stderr, "mtls-certificate disable --cert-id "+old.ID) {
+		t.Fatalf("delete while enabled: %d %s", r.code, r.stderr)
+	}
+
+	// 1. Upload the new certificate under a new name.
+	newCert, newKey, newChain := outboundFiles(t, "backend-new")
+	var next api.MTLSCertificate
+	p.runJSON(t, &next, "mtls-certificate", "create", "--cert", newCert, "--key", newKey, "--name", "backend_v2", "--environment-type", "development")
+	// Clients that only name backend_v1 are not disturbed by it in delta.
+
+	// 2. Switch the reference: the Envoys now ask for backend_v2 (the sotw one
+	// keeps backend_v1 for now, as an Envoy not yet redeployed would).
+	delta.changeDelta([]string{"backend_v2"}, []string{"backend_v1"})
+	if got := delta.until("backend_v2 after resubscribe", func(p push) bool { return p.secrets["backend_v2"] != nil }); string(got.secrets["backend_v2"].GetTlsCertificate().GetPrivateKey().GetInlineBytes()) != string(newChain.Leaf.KeyPEM()) {
+		t.Fatal("delta client got the wrong key for backend_v2")
+	}
+
+	// 3. Disable the old certificate: it leaves SDS at once.
+	var disabled api.MTLSCertificate
+	p.runJSON(t, &disabled, "mtls-certificate", "disable", "--cert-id", old.ID)
+	if disabled.Enabled || disabled.Served {
+		t.Fatalf("disable answered %+v", disabled)
+	}
+	// Earlier pushes (the snapshot moved when backend_v2 was added) may
+	// still be queued; the disable must produce one without backend_v1.
+	sotw.until("a push without the disabled backend_v1", func(p push) bool { return p.secrets["backend_v1"] == nil })
+
+	// Still referenced by envoy-1: refused, naming the subscriber.
+	r = p.run("mtls-certificate", "delete", "--cert-id", old.ID)
+	if r.code == 0 || !strings.Contains(r.stderr, `node "envoy-1" cluster "payments"`) || strings.Contains(r.stderr, "envoy-2") {
+		t.Fatalf("delete while referenced: %d %s", r.code, r.stderr)
+	}
+
+	// 4. Redeploy: envoy-1 now asks for backend_v2.
+	sotw.resubscribe("backend_v2")
+	if got := sotw.until("backend_v2 for the redeployed envoy", func(p push) bool { return p.secrets["backend_v2"] != nil }); got.secrets["backend_v1"] != nil {
+		t.Fatal("old certificate still in the response")
+	}
+
+	// 5. Delete the old certificate.
+	waitFor(t, "envoy-1's resubscription to be recorded", func() bool {
+		var d api.MTLSCertificate
+		p.runJSON(t, &d, "mtls-certificate", "describe", "--cert-id", old.ID)
+		return len(d.Subscribers) == 0
+	})
+	var deleted api.MTLSCertificate
+	p.runJSON(t, &deleted, "mtls-certificate", "delete", "--cert-id", old.ID)
+	var list []api.MTLSCertificate
+	p.runJSON(t, &list, "mtls-certificate", "list")
+	if len(list) != 1 || list[0].ID != next.ID || len(list[0].Subscribers) != 2 {
+		t.Fatalf("after rotation: %+v", list)
+	}
+
+	logs := p.stderr.String()
+	for _, a := range []string{"mtls-certificate.create", "mtls-certificate.disable", "mtls-certificate.delete"} {
+		if !strings.Contains(logs, `"action":"`+a+`"`) {
+			t.Errorf("no audit line for %s", a)
+		}
+	}
+}
+
+// TestOutboundEnvironmentAndEnable checks that only certificates for the
+// sidecar's environment are served, and that enable brings one back.
+func TestOutboundEnvironmentAndEnable(t *testing.T) {
+	p := startServe(t, t.TempDir(), "--environment", "production")
+	prodCert, prodKey, _ := outboundFiles(t, "prod")
+	devCert, devKey, _ := outboundFiles(t, "dev")
+	var prod, dev api.MTLSCertificate
+	p.runJSON(t, &prod, "mtls-certificate", "create", "--cert", prodCert, "--key", prodKey, "--name", "prod_cert", "--environment-type", "production")
+	p.runJSON(t, &dev, "mtls-certificate", "create", "--cert", devCert, "--key", devKey, "--name", "dev_cert", "--environment-type", "development", "--environment-type", "preview")
+	if !prod.Served || dev.Served {
+		t.Fatalf("served flags: prod %v dev %v", prod.Served, dev.Served)
+	}
+	c := newDelta(t, p.addrs.SDS, "envoy-p", "prod", "prod_cert", "dev_cert")
+	first := c.next("initial")
+	if first.secrets["prod_cert"] == nil || first.secrets["dev_cert"] != nil {
+		t.Fatalf("production sidecar served %v", keys(first.secrets))
+	}
+	p.runJSON(t, &api.MTLSCertificate{}, "mtls-certificate", "disable", "--cert-id", prod.ID)
+	if got := c.next("disable"); !slices.Contains(got.removed, "prod_cert") {
+		t.Fatalf("delta client was not told prod_cert is removed: %+v", got.removed)
+	}
+	p.runJSON(t, &api.MTLSCertificate{}, "mtls-certificate", "enable", "--cert-id", prod.ID)
+	if got := c.next("enable"); got.secrets["prod_cert"] == nil {
+		t.Fatal("re-enabled certificate not pushed")
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
