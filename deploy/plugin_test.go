@@ -268,3 +268,15 @@ func canonicalJSON(data []byte) (string, error) {
 	out, err := json.Marshal(v)
 	return string(out), err
 }
+
+func rawJSON(t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, data []byte) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatalf("invalid JSON %s: %v", data, err)
+	}
+	return v
+}
