@@ -1,0 +1,102 @@
+package policy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+)
+
+func TestParseConfigDefaults(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{}))
+	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("p", `{"allowExpiredCertificates":false,"allowRevokedCertificates":false,"allowUnauthenticatedRequests":false}`) + `],"trustBundle":` + inlineBundle([]*testpki.Cert{root}) + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.Policies[0].Options
+	d := DefaultOptions()
+	if o.CertificateSource != SourceXFCC || !o.XFCCElementLast || o.ChainVerification != "filter" || !o.RequireClientAuthUsage ||
+		o.MaxCertificateBytes != 16384 || o.RevocationCheck != RevocationStrict || o.CacheSize != 1024 || o.Headers != DefaultHeaderNames ||
+		o.AllowUnauthenticatedRequests || o.AllowExpiredCertificates || o.AllowRevokedCertificates || o.CertIssuerDN != nil {
+		t.Fatalf("defaults: %+v", o)
+	}
+	if d.Headers.UserSub != "x-user-sub" || d.Headers.ClientCert != "client-cert" {
+		t.Fatal("default header names changed")
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{}))
+	tb := `,"trustBundle":` + inlineBundle([]*testpki.Cert{root})
+	pol := func(opts string) string { return `{"policies":[` + policyJSON("p", opts) + `]` + tb + `}` }
+	for _, c := range []struct{ json, path string }{
+		{`not json`, "$"},
+		{`[]`, "$"},
+		{`{"policies":[]}`, "policies"},
+		{`{"policies":[` + policyJSON("p", "") + `],"extra":1` + tb + `}`, "extra"},
+		{`{"policies":[{"name":"p","policyType":"jwt-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)"}}]` + tb + `}`, "policies[0].policyType"},
+		{`{"policies":[{"name":"p","policyType":"mtls-auth-inbound","handler":{"export":"Other","module":"$import(@zuplo/runtime)"}}]` + tb + `}`, "policies[0].handler.export"},
+		{`{"policies":[{"name":"p","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"x"}}]` + tb + `}`, "policies[0].handler.module"},
+		{`{"policies":[{"policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)"}}]` + tb + `}`, "policies[0].name"},
+		{pol(`{"allowUnauthenticatedRequests":"false"}`), "policies[0].handler.options.allowUnauthenticatedRequests"},
+		{pol(`{"allowExpiredCertificates":1}`), "policies[0].handler.options.allowExpiredCertificates"},
+		{pol(`{"allowUnauthenticatedRequest":true}`), "policies[0].handler.options.allowUnauthenticatedRequest"},
+		{pol(`{"allowRevokedCertificates":false,"allowRevokedCertificates":true}`), "policies[0].handler.options.allowRevokedCertificates"},
+		{pol(`{"certIssuerDN":"nonsense"}`), "policies[0].handler.options.certIssuerDN"},
+		{pol(`{"certIssuerDN":5}`), "policies[0].handler.options.certIssuerDN"},
+		{pol(`{"certificateSource":"tls"}`), "policies[0].handler.options.certificateSource"},
+		{pol(`{"certificateSource":"header","trustedSourceCIDRs":["10.0.0.0/8"]}`), "policies[0].handler.options.certificateHeader"},
+		{pol(`{"certificateSource":"rfc9440"}`), "policies[0].handler.options.trustedSourceCIDRs"},
+		{pol(`{"certificateSource":"rfc9440","trustedSourceCIDRs":["10.0.0.0/33"]}`), "policies[0].handler.options.trustedSourceCIDRs[0]"},
+		{pol(`{"certificateSource":"rfc9440","trustedSourceCIDRs":"10.0.0.0/8"}`), "policies[0].handler.options.trustedSourceCIDRs"},
+		{pol(`{"trustedSourceCIDRs":["10.0.0.0/8"]}`), "policies[0].handler.options"},
+		{pol(`{"certificateHeaderFormat":"der"}`), "policies[0].handler.options.certificateHeaderFormat"},
+		{pol(`{"xfccElement":"middle"}`), "policies[0].handler.options.xfccElement"},
+		{pol(`{"chainVerification":"none"}`), "policies[0].handler.options.chainVerification"},
+		{pol(`{"revocationCheck":"soft"}`), "policies[0].handler.options.revocationCheck"},
+		{pol(`{"maxCertificateBytes":1.5}`), "policies[0].handler.options.maxCertificateBytes"},
+		{pol(`{"maxCertificateBytes":"16384"}`), "policies[0].handler.options.maxCertificateBytes"},
+		{pol(`{"cacheSize":-1}`), "policies[0].handler.options.cacheSize"},
+		{pol(`{"headerNames":{"subject":"x-mtls-issuer"}}`), "policies[0].handler.options.headerNames.issuer"},
+		{pol(`{"headerNames":{"verificationStatus":""}}`), "policies[0].handler.options.headerNames.verificationStatus"},
+		{pol(`{"headerNames":{"subjekt":"x"}}`), "policies[0].handler.options.headerNames.subjekt"},
+		{pol(`{"headerNames":{"subject":"bad header"}}`), "policies[0].handler.options.headerNames.subject"},
+		{`{"policies":[` + policyJSON("a", "") + `,` + policyJSON("b", "") + `]` + tb + `}`, "routes"},
+		{`{"policies":[` + policyJSON("a", "") + `,` + policyJSON("a", "") + `]` + tb + `}`, "policies[1].name"},
+		{`{"policies":[` + policyJSON("a", "") + `],"routes":[{"pathPrefix":"/x","policy":"b"}]` + tb + `}`, "routes[0].policy"},
+		{`{"policies":[` + policyJSON("a", "") + `],"routes":[{"path":"/x","pathPrefix":"/x","policy":"a"}]` + tb + `}`, "routes[0]"},
+		{`{"policies":[` + policyJSON("a", "") + `],"routes":[{"pathPrefix":"x","policy":"a"}]` + tb + `}`, "routes[0]"},
+		{`{"policies":[` + policyJSON("a", "") + `],"routes":[{"pathPrefix":"/x","policy":"a","method":"GET"}]` + tb + `}`, "routes[0].method"},
+		{`{"policies":[` + policyJSON("a", "") + `]}`, "trustBundle"},
+		{`{"policies":[` + policyJSON("a", "") + `],"trustBundle":{"cluster":""}}`, "trustBundle.cluster"},
+		{`{"policies":[` + policyJSON("a", "") + `],"trustBundle":{"cluster":"s","caCertificates":[]}}`, "trustBundle"},
+		{`{"policies":[` + policyJSON("a", "") + `],"trustBundle":{"cluster":"s","refreshSeconds":0}}`, "trustBundle.refreshSeconds"},
+		{`{"policies":[` + policyJSON("a", "") + `],"trustBundle":{"caCertificates":[]}}`, "trustBundle.caCertificates"},
+		{`{"policies":[` + policyJSON("a", "") + `],"trustBundle":{"caCertificates":["not pem"]}}`, "trustBundle"},
+		{`{"policies":[` + policyJSON("a", "") + `],"trustBundle":{"caCertificates":["` + strings.ReplaceAll(string(must(root.Issue(testpki.Options{})).PEM()), "\n", `\n`) + `"]}}`, "trustBundle"},
+	} {
+		_, err := ParseConfig([]byte(c.json))
+		var ce *ConfigError
+		if !errors.As(err, &ce) {
+			t.Errorf("%s: err = %v, want a ConfigError", c.json, err)
+			continue
+		}
+		if ce.Path != c.path {
+			t.Errorf("%s: error path %q, want %q (%v)", c.json, ce.Path, c.path, err)
+		}
+		if !strings.Contains(err.Error(), c.path) {
+			t.Errorf("message does not name the field: %v", err)
+		}
+	}
+}
+
+func TestEnvoyModeNeedsNoBundle(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("p", `{"chainVerification":"envoy"}`) + `]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := NewEngine(cfg); e.NeedsBundle() || e.HasBundle() {
+		t.Fatal("envoy-mode engine waits for a bundle")
+	}
+}
