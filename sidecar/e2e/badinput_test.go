@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+	"github.com/mtlsgate/mtlsgate/sidecar/api"
+)
+
+// TestBadInputs checks every refusal: non-zero exit, one line on stderr that
+// says what is wrong and what to do, and nothing stored.
+func TestBadInputs(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Good Root", Subject: pkixName("Example", "US")}))
+	inter := testpki.Must(root.Issue(testpki.Options{CA: true, CommonName: "Issuing CA"}))
+	leaf := testpki.Must(inter.Issue(testpki.Options{CommonName: "client"}))
+	expired := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Old Root",
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}))
+	other := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Other Root"}))
+	otherLeaf := testpki.Must(other.Issue(testpki.Options{CommonName: "other client"}))
+
+	rootFile := writeFile(t, "root.pem", root.PEM())
+	derFile := writeFile(t, "root.der", root.DER)
+	var good api.CACertificate
+	p.runJSON(t, &good, "ca-certificate", "create", "--name", "good", "--cert", rootFile)
+
+	wrongCRL := writeFile(t, "other.crl", testpki.Must(other.CRL(testpki.CRLOptions{})))
+	leafCert := writeFile(t, "leaf.pem", leaf.PEM())
+	leafKey := writeFile(t, "leaf.key", leaf.KeyPEM())
+	otherKey := writeFile(t, "other.key", otherLeaf.KeyPEM())
+	withKey := writeFile(t, "withkey.pem", append(root.PEM(), root.KeyPEM()...))
+	garbage := writeFile(t, "garbage.pem", []byte("hello"))
+
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"name starts with digit", []string{"ca-certificate", "create", "--name", "1ca", "--cert", rootFile}, []string{"starts with a digit", "JavaScript identifier"}},
+		{"name with dash", []string{"ca-certificate", "create", "--name", "my-ca", "--cert", rootFile}, []string{`contains "-"`, `"my_ca"`}},
+		{"reserved word", []string{"ca-certificate", "create", "--name", "class", "--cert", rootFile}, []string{"reserved word"}},
+		{"DER certificate", []string{"ca-certificate", "create", "--name", "der_ca", "--cert", derFile}, []string{"DER", "openssl x509 -inform der -in " + derFile + " -out "}},
+		{"not a certificate", []string{"ca-certificate", "create", "--name", "junk", "--cert", garbage}, []string{"no PEM certificate"}},
+		{"private key in CA file", []string{"ca-certificate", "create", "--name", "withkey", "--cert", withKey}, []string{"private key", "only the certificate"}},
+		{"missing file", []string{"ca-certificate", "create", "--name", "nofile", "--cert", "/nonexistent/ca.pem"}, []string{"cannot read --cert", "no such file"}},
+		{"leaf is not a CA", []string{"ca-certificate", "create", "--name", "leaf", "--cert", leafCert}, []string{"not a CA certificate", "basicConstraints"}},
+		{"intermediate", []string{"ca-certificate", "create", "--name", "inter", "--cert", writeFile(t, "inter.pem", inter.PEM())}, []string{"intermediate CA issued by \"CN=Good Root,O=Example,C=US\"", "upload the self-signed root", "--allow-intermediate"}},
+		{"identical certificate", []string{"ca-certificate", "create", "--name", "again", "--cert", rootFile}, []string{"already stored as " + good.ID}},
+		{"duplicate name", []string{"ca-certificate", "create", "--name", "good", "--cert", writeFile(t, "other.pem", other.PEM())}, []string{`named "good" already exists`}},
+		{"expired CA", []string{"ca-certificate", "create", "--name", "old", "--cert", writeFile(t, "old.pem", expired.PEM())}, []string{"expired on"}},
+		{"missing name", []string{"ca-certificate", "create", "--cert", rootFile}, []string{"--name is required"}},
+		{"unknown CA id", []string{"ca-certificate", "describe", "--cert-id", "mtlsca_nope"}, []string{`no CA certificate with ID "mtlsca_nope"`, "ca-certificate list"}},
+		{"rename to bad name", []string{"ca-certificate", "update", "--cert-id", good.ID, "--name", "bad name"}, []string{"JavaScript identifier"}},
+		{"CRL from another CA", []string{"crl", "create", "--cert-id", good.ID, "--file", wrongCRL}, []string{"not signed by CA", "CN=Other Root"}},
+		{"CRL for unknown CA", []string{"crl", "create", "--cert-id", "mtlsca_nope", "--file", wrongCRL}, []string{"no CA certificate with ID"}},
+		{"CRL not a CRL", []string{"crl", "create", "--cert-id", good.ID, "--file", rootFile}, []string{"not an X509 CRL"}},
+		{"CRL both sources", []string{"crl", "create", "--cert-id", good.ID, "--file", wrongCRL, "--url", "http://x"}, []string{"exactly one of --file and --url"}},
+		{"CRL bad URL", []string{"crl", "create", "--cert-id", good.ID, "--url", "ftp://x/y.crl"}, []string{"not an http(s) URL"}},
+		{"CRL unreachable URL", []string{"crl", "create", "--cert-id", good.ID, "--url", "http://127.0.0.1:1/ca.crl"}, []string{"check that the URL is reachable", "--file"}},
+		{"key mismatch", []string{"mtls-certificate", "create", "--cert", leafCert, "--key", otherKey, "--name", "mismatch", "--environment-type", "development"}, []string{"private key does not match"}},
+		{"key is not a key", []string{"mtls-certificate", "create", "--cert", leafCert, "--key", leafCert, "--name", "nokey", "--environment-type", "development"}, []string{"no PEM private key"}},
+		{"bad environment", []string{"mtls-certificate", "create", "--cert", leafCert, "--key", leafKey, "--name", "env", "--environment-type", "staging"}, []string{`"staging" is not one of development, preview, production`}},
+		{"missing environment", []string{"mtls-certificate", "create", "--cert", leafCert, "--key", leafKey, "--name", "env"}, []string{"--environment-type is required"}},
+		{"outbound bad name", []string{"mtls-certificate", "create", "--cert", leafCert, "--key", leafKey, "--name", "my-backend-cert", "--environment-type", "development"}, []string{"JavaScript identifier"}},
+		{"unknown outbound", []string{"mtls-certificate", "disable", "--cert-id", "mtlscert_nope"}, []string{"no mTLS certificate", "mtls-certificate list"}},
+		{"unknown subcommand", []string{"ca-certificate", "frobnicate"}, []string{"unknown subcommand", "create, list"}},
+		{"unknown flag", []string{"ca-certificate", "list", "--bogus"}, []string{"-bogus", "-h"}},
+		{"stray argument", []string{"ca-certificate", "describe", "mtlsca_x"}, []string{"unexpected argument", "flags"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := p.run(c.args...)
+			if r.code == 0 {
+				t.Fatalf("accepted: %s", r.stdout)
+			}
+			line := strings.TrimSpace(r.stderr)
+			if strings.Count(line, "\n") != 0 {
+				t.Errorf("error is not one line:\n%s", r.stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("error %q lacks %q", line, w)
+				}
+			}
+		})
+	}
+	// --output json errors are machine-readable too.
+	r := p.run("ca-certificate", "create", "--name", "again", "--cert", rootFile, "--output", "json")
+	var doc struct{ Error struct{ Code, ExistingID string } }
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || doc.Error.Code != "duplicate_certificate" || doc.Error.ExistingID != good.ID {
+		t.Errorf("json error: %q %v", r.stdout, err)
+	}
+	// Nothing but the good CA was stored; the intermediate is accepted when asked.
+	var list []api.CACertificate
+	p.runJSON(t, &list, "ca-certificate", "list")
+	if len(list) != 1 {
+		t.Fatalf("refused uploads were stored: %d CAs", len(list))
+	}
+	var ic api.CACertificate
+	p.runJSON(t, &ic, "ca-certificate", "create", "--name", "inter", "--cert", writeFile(t, "inter2.pem", inter.PEM()), "--allow-intermediate")
+	if ic.SelfSigned || ic.Issuer != "CN=Good Root,O=Example,C=US" {
+		t.Errorf("intermediate stored as %+v", ic)
+	}
+}
+
+func TestAuthAndHealth(t *testing.T) {
+	dir := t.TempDir()
+	p := startServe(t, dir)
+	fi, err := os.Stat(p.addrs.TokenFile)
+	if err != nil || fi.Mode().Perm() != 0o600 || filepath.Dir(p.addrs.TokenFile) != dir {
+		t.Fatalf("token file %v mode %v", err, fi.Mode())
+	}
+	server := "http://" + p.addrs.Admin
+	// No token, wrong token: one line that says where the token comes from.
+	r := runCLI([]string{"MTLSGATE_SERVER=" + server, "MTLSGATE_ADMIN_TOKEN=wrong"}, "ca-certificate", "list")
+	if r.code == 0 || !strings.Contains(r.stderr, "wrong admin token") || !strings.Contains(r.stderr, "MTLSGATE_ADMIN_TOKEN") {
+		t.Errorf("wrong token: %d %s", r.code, r.stderr)
+	}
+	tok, _ := os.ReadFile(p.addrs.TokenFile)
+	r = runCLI([]string{"MTLSGATE_SERVER=" + server, "MTLSGATE_ADMIN_TOKEN=" + strings.TrimSpace(string(tok))}, "ca-certificate", "list", "--output", "json")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("env token: %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI([]string{"MTLSGATE_ADMIN_TOKEN=x"}, "ca-certificate", "list", "--server", "http://127.0.0.1:1")
+	if r.code == 0 || !strings.Contains(r.stderr, "cannot reach mtlsgate serve") {
+		t.Errorf("unreachable server: %d %s", r.code, r.stderr)
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, api.PathCAs: 401} {
+		resp, err := http.Get(server + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	resp, err := http.Get(server + "/metrics")
+	if err == nil {
+		var b strings.Builder
+		buf := make([]byte, 1<<16)
+		for {
+			n, err := resp.Body.Read(buf)
+			b.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		resp.Body.Close()
+		if !strings.Contains(b.String(), "mtlsgate_admin_requests_total") {
+			t.Error("metrics lack mtlsgate_admin_requests_total")
+		}
+	}
+}
