@@ -162,19 +162,19 @@ func TestHeadersPropertiesAndRewrite(t *testing.T) {
 		t.Errorf("count = %q", got)
 	}
 	want := map[string]string{
-		"x-abitest-prop-source-address":                       "10.1.2.3:5555",
-		"x-abitest-prop-destination-address":                  "[2001:db8::1]:443",
-		"x-abitest-prop-request-path":                         "/things?x=1",
-		"x-abitest-prop-request-method":                       "GET",
-		"x-abitest-prop-request-host":                         "api.example.org",
+		"x-abitest-prop-source-address":                      "10.1.2.3:5555",
+		"x-abitest-prop-destination-address":                 "[2001:db8::1]:443",
+		"x-abitest-prop-request-path":                        "/things?x=1",
+		"x-abitest-prop-request-method":                      "GET",
+		"x-abitest-prop-request-host":                        "api.example.org",
 		"x-abitest-prop-connection-subject_peer_certificate": "CN=client,O=Example",
-		"x-abitest-prop-plugin_name":                          "abitest-plugin",
-		"x-abitest-prop-connection-id":                        "42",
-		"x-abitest-prop-source-port":                          "5555",
-		"x-abitest-prop-connection-mtls":                      "true",
-		"x-abitest-missing-property":                          "NotFound",
-		"x-replace-me":                                        "replaced",
-		"x-abitest-log-level":                                 "debug",
+		"x-abitest-prop-plugin_name":                         "abitest-plugin",
+		"x-abitest-prop-connection-id":                       "42",
+		"x-abitest-prop-source-port":                         "5555",
+		"x-abitest-prop-connection-mtls":                     "true",
+		"x-abitest-missing-property":                         "NotFound",
+		"x-replace-me":                                       "replaced",
+		"x-abitest-log-level":                                "debug",
 	}
 	for k, v := range want {
 		if got := get(t, fw, k); got != v {
