@@ -77,7 +77,8 @@ type serveProc struct {
 	addrs   daemon.Addrs
 	stderr  *syncBuffer
 	dataDir string
-	done    chan error
+	exited  chan struct{} // closed when the process has been reaped
+	exitErr error
 }
 
 // startServe runs `mtlsgate serve` on ephemeral loopback ports.
@@ -99,7 +100,7 @@ func tryServe(t *testing.T, dataDir string, extra ...string) (*serveProc, error)
 	if err != nil {
 		return nil, err
 	}
-	p := &serveProc{t: t, cmd: cmd, stderr: &syncBuffer{}, dataDir: dataDir, done: make(chan error, 1)}
+	p := &serveProc{t: t, cmd: cmd, stderr: &syncBuffer{}, dataDir: dataDir, exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -113,12 +114,12 @@ func tryServe(t *testing.T, dataDir string, extra ...string) (*serveProc, error)
 		close(lines)
 		_, _ = io.Copy(io.Discard, stdout)
 	}()
-	go func() { p.done <- cmd.Wait() }()
+	go func() { p.exitErr = cmd.Wait(); close(p.exited) }()
 	select {
 	case line, ok := <-lines:
 		if !ok {
-			err := <-p.done
-			return nil, fmt.Errorf("serve exited before ready (%v): %s", err, p.stderr.String())
+			<-p.exited
+			return nil, fmt.Errorf("serve exited before ready (%v): %s", p.exitErr, p.stderr.String())
 		}
 		if err := json.Unmarshal([]byte(line), &p.addrs); err != nil {
 			return nil, fmt.Errorf("ready line %q: %v", line, err)
@@ -132,14 +133,16 @@ func tryServe(t *testing.T, dataDir string, extra ...string) (*serveProc, error)
 
 // stop sends SIGTERM and expects a clean exit.
 func (p *serveProc) stop() {
-	if p.cmd.ProcessState != nil {
+	select {
+	case <-p.exited:
 		return
+	default:
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-p.done:
-		if err != nil && !strings.Contains(err.Error(), "killed") {
-			p.t.Errorf("serve exited with %v after SIGTERM: %s", err, p.stderr.String())
+	case <-p.exited:
+		if p.exitErr != nil {
+			p.t.Errorf("serve exited with %v after SIGTERM: %s", p.exitErr, p.stderr.String())
 		}
 	case <-time.After(15 * time.Second):
 		p.t.Errorf("serve did not stop on SIGTERM")
@@ -149,7 +152,7 @@ func (p *serveProc) stop() {
 
 func (p *serveProc) kill9() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
+	<-p.exited
 }
 
 func (p *serveProc) client(t *testing.T) *cli.Client {
