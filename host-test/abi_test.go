@@ -596,3 +596,18 @@ func TestVMConfigurationReachesModule(t *testing.T) {
 		t.Errorf("logs = %v", vm.Logs())
 	}
 }
+
+func TestStdoutStderrGoToLog(t *testing.T) {
+	m := module(t, abitestPkg)
+	p := m.NewPlugin(hosttest.PluginConfig{Configuration: []byte(`{"printPath": "/print"}`)})
+	vm := newVM(t, p)
+	res, err := vm.Do(context.Background(), req("/print"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []hosttest.LogEntry{{Level: abi.LogInfo, Message: "abitest stdout"}, {Level: abi.LogError, Message: "abitest stderr"}} {
+		if !slices.Contains(res.Logs, want) {
+			t.Errorf("log %v missing from %v", want, res.Logs)
+		}
+	}
+}

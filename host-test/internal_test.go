@@ -101,12 +101,14 @@ func TestOutOfRangePointers(t *testing.T) {
 	vm.mod.Memory().Write(namePtr, name)
 	huge := uint64(0xFFFFFFF0)
 	cases := map[string]func() abi.Status{
-		"log":              func() abi.Status { return hLog(vm, vm.mod, []uint64{2, huge, 100}) },
-		"log straddling":   func() abi.Status { return hLog(vm, vm.mod, []uint64{2, far, 100}) },
-		"get_log_level":    func() abi.Status { return hGetLogLevel(vm, vm.mod, []uint64{huge}) },
-		"time":             func() abi.Status { return hGetTime(vm, vm.mod, []uint64{far}) },
-		"property path":    func() abi.Status { return hGetProperty(vm, vm.mod, []uint64{huge, 10, 0, 0}) },
-		"property result":  func() abi.Status { return hGetProperty(vm, vm.mod, []uint64{uint64(namePtr), uint64(len(name)), huge, huge}) },
+		"log":            func() abi.Status { return hLog(vm, vm.mod, []uint64{2, huge, 100}) },
+		"log straddling": func() abi.Status { return hLog(vm, vm.mod, []uint64{2, far, 100}) },
+		"get_log_level":  func() abi.Status { return hGetLogLevel(vm, vm.mod, []uint64{huge}) },
+		"time":           func() abi.Status { return hGetTime(vm, vm.mod, []uint64{far}) },
+		"property path":  func() abi.Status { return hGetProperty(vm, vm.mod, []uint64{huge, 10, 0, 0}) },
+		"property result": func() abi.Status {
+			return hGetProperty(vm, vm.mod, []uint64{uint64(namePtr), uint64(len(name)), huge, huge})
+		},
 		"shared data key":  func() abi.Status { return hSetSharedData(vm, vm.mod, []uint64{huge, 5, 0, 0, 0}) },
 		"local response":   func() abi.Status { return hSendLocalResponse(vm, vm.mod, []uint64{403, 0, 0, huge, 9, 0, 0, 0}) },
 		"http_call":        func() abi.Status { return hHTTPCall(vm, vm.mod, []uint64{huge, 3, 0, 0, 0, 0, 0, 0, 0, 0}) },

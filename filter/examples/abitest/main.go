@@ -9,6 +9,7 @@
 //	{"panicPath": "/panic"}             panic inside on_request_headers
 //	{"pausePath": "/pause", "cluster": "c"}
 //	                                    pause, call cluster c, resume with its answer
+//	{"printPath": "/print"}             write one line each to stdout and stderr
 //	{"cluster": "c", "calloutPath": "/x", "tickMs": 100}
 //	                                    call c on every tick; store the body in shared data
 //
@@ -16,6 +17,7 @@
 package main
 
 import (
+	"os"
 	"strconv"
 
 	"github.com/tidwall/gjson"
@@ -176,6 +178,13 @@ func (s *stream) OnHTTPRequestHeaders(numHeaders int, endOfStream bool) proxywas
 			proxywasm.LogErrorf("abitest: local response: %v", err)
 		}
 		return proxywasm.ActionPause
+	case cfg.Get("printPath").String():
+		if path == "" {
+			break
+		}
+		// Envoy logs the module's stdout at info and stderr at error.
+		os.Stdout.WriteString("abitest stdout\n")
+		os.Stderr.WriteString("abitest stderr\n")
 	case cfg.Get("panicPath").String():
 		if path == "" {
 			break
