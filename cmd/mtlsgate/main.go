@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/mtlsgate/mtlsgate/filter/policy/verifycmd"
 	"github.com/mtlsgate/mtlsgate/sidecar/cli"
 )
 
@@ -32,6 +33,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "serve", "ca-certificate", "crl", "mtls-certificate":
 		return cli.Run(args, stdout, stderr)
+	case "verify":
+		return verifycmd.Run(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "mtlsgate: unknown command %q; run 'mtlsgate help' for the list\n", args[0])
 	return 2
@@ -47,6 +50,7 @@ Commands:
   ca-certificate     manage client CA certificates (create, list, describe, update, delete)
   crl                manage CRLs of those CAs (create, list, describe, delete)
   mtls-certificate   manage outbound client certificates (create, list, describe, enable, disable, delete)
+  verify             check a client certificate offline against CAs, CRLs and a policy
   version            print the version
   help               this text
 
