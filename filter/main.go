@@ -1,0 +1,278 @@
+//go:build wasip1
+
+// Command filter is mtlsgate's proxy-wasm HTTP filter, built to
+// build/mtlsgate.wasm. It is the glue between the ABI layer (filter/proxywasm)
+// and the policy engine (filter/policy): it hands each request's headers to the
+// engine and carries out the verdict, and it keeps the engine's trust bundle
+// current, either from the plugin configuration or from the sidecar.
+package main
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/filter/policy"
+	"github.com/mtlsgate/mtlsgate/filter/proxywasm"
+	"github.com/mtlsgate/mtlsgate/internal/abi"
+	"github.com/mtlsgate/mtlsgate/internal/bundle"
+)
+
+func main() {}
+
+func init() {
+	proxywasm.SetNewRootContext(func(uint32) proxywasm.RootContext {
+		return &root{metrics: map[string]proxywasm.Metric{}}
+	})
+}
+
+// Shared-data keys. Shared data is per plugin VM id across all workers, so one
+// VM's fetch serves every worker and the sidecar sees one poll per period.
+const (
+	sharedBundleKey = "mtlsgate.bundle"
+	sharedLeaseKey  = "mtlsgate.bundle.lease"
+)
+
+const (
+	// While no bundle is loaded, protected routes answer 503; look for one
+	// often. Once loaded, the tick only checks shared data and the lease.
+	tickStarting = 200 * time.Millisecond
+	tickSteady   = time.Second
+	// retryEmpty is how soon a failed first fetch is retried.
+	retryEmpty   = 2 * time.Second
+	fetchTimeout = 5000 // ms
+)
+
+type root struct {
+	proxywasm.DefaultRootContext
+	engine  *policy.Engine
+	source  *policy.SidecarSource
+	metrics map[string]proxywasm.Metric
+	// sharedCAS is the CAS version of the shared bundle this VM last loaded, so
+	// an unchanged bundle is not parsed again on every tick.
+	sharedCAS uint32
+	fetching  bool
+	steady    bool
+}
+
+func (r *root) OnPluginStart(int) bool {
+	data, err := proxywasm.GetPluginConfiguration()
+	if err != nil {
+		proxywasm.LogCriticalf("mtlsgate: cannot read the plugin configuration: %v", err)
+		return false
+	}
+	cfg, err := policy.ParseConfig(data)
+	if err != nil {
+		// Returning false makes Envoy reject this configuration; the previous
+		// one, if any, keeps serving. Never start open.
+		proxywasm.LogCriticalf("mtlsgate: configuration rejected: %v", err)
+		return false
+	}
+	r.engine = policy.NewEngine(cfg)
+	r.source = cfg.TrustBundle.Sidecar
+	if r.source != nil {
+		if err := proxywasm.SetTickPeriodMilliSeconds(uint32(tickStarting / time.Millisecond)); err != nil {
+			proxywasm.LogCriticalf("mtlsgate: cannot start the bundle refresh timer: %v", err)
+			return false
+		}
+	}
+	proxywasm.LogInfof("mtlsgate: started with %d policies, %d routes, bundle %s",
+		len(cfg.Policies), len(cfg.Routes), bundleDesc(r.engine, r.source))
+	return true
+}
+
+func bundleDesc(e *policy.Engine, src *policy.SidecarSource) string {
+	if src != nil {
+		return "from cluster " + strconv.Quote(src.Cluster) + " path " + src.Path
+	}
+	if e.HasBundle() {
+		return "inline version " + e.BundleVersion()
+	}
+	return "none"
+}
+
+func (r *root) count(name string) {
+	m, ok := r.metrics[name]
+	if !ok {
+		var err error
+		if m, err = proxywasm.DefineMetric(abi.MetricCounter, name); err != nil {
+			return
+		}
+		r.metrics[name] = m
+	}
+	_ = m.Increment(1)
+}
+
+func (r *root) OnTick() {
+	r.loadShared()
+	if r.engine.HasBundle() && !r.steady {
+		r.steady = true
+		_ = proxywasm.SetTickPeriodMilliSeconds(uint32(tickSteady / time.Millisecond))
+	}
+	if r.fetching || !r.claimFetch() {
+		return
+	}
+	r.fetch()
+}
+
+// loadShared picks up a bundle another VM (or this one) fetched.
+func (r *root) loadShared() {
+	data, cas, err := proxywasm.GetSharedData(sharedBundleKey)
+	if err != nil || cas == r.sharedCAS || len(data) == 0 {
+		return
+	}
+	r.sharedCAS = cas
+	if err := r.install(data); err != nil {
+		proxywasm.LogErrorf("mtlsgate: shared trust bundle: %v", err)
+	}
+}
+
+func (r *root) install(data []byte) error {
+	b, err := bundle.Parse(data)
+	if err != nil {
+		return err
+	}
+	if b.Version != "" && b.Version == r.engine.BundleVersion() {
+		return nil
+	}
+	if err := r.engine.SetBundle(b); err != nil {
+		return err
+	}
+	proxywasm.LogInfof("mtlsgate: trust bundle %s loaded: %d CAs, %d CRLs", b.Version, len(b.CACertificates), len(b.CRLs))
+	r.count("mtlsgate.bundle.loaded")
+	return nil
+}
+
+// claimFetch takes the fetch lease for this period through shared-data CAS, so
+// across all workers exactly one VM polls the sidecar per refresh period.
+func (r *root) claimFetch() bool {
+	now := time.Now().UnixNano()
+	v, cas, err := proxywasm.GetSharedData(sharedLeaseKey)
+	if err != nil && !errors.Is(err, abi.StatusNotFound) {
+		return false
+	}
+	if len(v) > 0 {
+		if due, perr := strconv.ParseInt(string(v), 10, 64); perr == nil && now < due {
+			return false
+		}
+	}
+	next := r.source.Refresh
+	if !r.engine.HasBundle() {
+		next = min(next, retryEmpty)
+	}
+	return proxywasm.SetSharedData(sharedLeaseKey, []byte(strconv.FormatInt(now+int64(next), 10)), cas) == nil
+}
+
+func (r *root) fetch() {
+	hs := []proxywasm.Header{
+		{Key: ":method", Value: "GET"},
+		{Key: ":path", Value: r.source.Path},
+		{Key: ":authority", Value: r.source.Cluster},
+		{Key: "accept", Value: "application/json"},
+	}
+	if v := r.engine.BundleVersion(); v != "" {
+		hs = append(hs, proxywasm.Header{Key: "if-none-match", Value: strconv.Quote(v)})
+	}
+	_, err := proxywasm.DispatchHTTPCall(r.source.Cluster, hs, nil, nil, fetchTimeout, r.onBundle)
+	if err != nil {
+		r.count("mtlsgate.bundle.fetch_failed")
+		proxywasm.LogWarnf("mtlsgate: cannot call cluster %q for the trust bundle (%v); keeping the last good bundle. Check that the cluster is defined", r.source.Cluster, err)
+		return
+	}
+	r.fetching = true
+}
+
+func (r *root) onBundle(numHeaders, bodySize, _ int) {
+	r.fetching = false
+	status := ""
+	if numHeaders > 0 {
+		status, _ = proxywasm.GetHTTPCallResponseHeader(":status")
+	}
+	switch status {
+	case "304":
+		return
+	case "200":
+		body, err := proxywasm.GetHTTPCallResponseBody(0, bodySize)
+		if err == nil {
+			err = r.install(body)
+		}
+		if err != nil {
+			r.count("mtlsgate.bundle.fetch_failed")
+			proxywasm.LogErrorf("mtlsgate: trust bundle from %s rejected, keeping the last good one: %v", r.source.Cluster, err)
+			return
+		}
+		// Publish to the other VMs. Unconditional: every writer fetched the
+		// same source, and the newest fetch is the one to keep.
+		if err := proxywasm.SetSharedData(sharedBundleKey, body, 0); err != nil {
+			proxywasm.LogWarnf("mtlsgate: cannot share the trust bundle: %v", err)
+		}
+	default:
+		if status == "" {
+			status = "no response (connection failure or timeout)"
+		}
+		r.count("mtlsgate.bundle.fetch_failed")
+		proxywasm.LogWarnf("mtlsgate: trust bundle fetch from cluster %q%s answered %s; keeping the last good bundle", r.source.Cluster, r.source.Path, status)
+	}
+}
+
+func (r *root) NewHTTPContext(uint32) proxywasm.HTTPContext { return &stream{root: r} }
+
+type stream struct {
+	proxywasm.DefaultHTTPContext
+	root *root
+}
+
+func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {
+	r := s.root
+	hs, err := proxywasm.GetHTTPRequestHeaders()
+	if err != nil {
+		// Without the headers nothing can be stripped or verified: fail closed.
+		panic("mtlsgate: cannot read request headers: " + err.Error())
+	}
+	req := policy.Request{Headers: make([]policy.Header, len(hs)), Now: time.Now()}
+	for i, h := range hs {
+		req.Headers[i] = policy.Header{Key: h.Key, Value: h.Value}
+		switch h.Key {
+		case ":method":
+			req.Method = h.Value
+		case ":path":
+			req.Path = h.Value
+		}
+	}
+	req.SourceAddress, _ = proxywasm.GetPropertyString("source", "address")
+	res := r.engine.Evaluate(&req)
+
+	for _, name := range res.RemoveHeaders {
+		if err := proxywasm.RemoveHTTPRequestHeader(name); err != nil {
+			panic("mtlsgate: cannot strip client-supplied header " + name + ": " + err.Error())
+		}
+	}
+	for _, m := range res.Metrics {
+		r.count(m)
+	}
+	switch res.LogLevel {
+	case policy.LogInfo, policy.LogWarn:
+		proxywasm.Log(abi.LogLevel(res.LogLevel), res.LogLine())
+	default:
+		if lvl, err := proxywasm.GetLogLevel(); err == nil && lvl <= abi.LogLevel(res.LogLevel) {
+			proxywasm.Log(abi.LogLevel(res.LogLevel), res.LogLine())
+		}
+	}
+	if res.Action == policy.Respond {
+		out := make([]proxywasm.Header, len(res.ResponseHeaders))
+		for i, h := range res.ResponseHeaders {
+			out[i] = proxywasm.Header{Key: h.Key, Value: h.Value}
+		}
+		details := "mtlsgate_" + string(res.Reason)
+		if err := proxywasm.SendHTTPResponse(uint32(res.Status), out, res.Body, details); err != nil {
+			panic("mtlsgate: cannot send the denial: " + err.Error())
+		}
+		return proxywasm.ActionPause
+	}
+	for _, h := range res.SetHeaders {
+		if err := proxywasm.ReplaceHTTPRequestHeader(h.Key, h.Value); err != nil {
+			panic("mtlsgate: cannot set " + h.Key + ": " + err.Error())
+		}
+	}
+	return proxywasm.ActionContinue
+}
