@@ -1,12 +1,15 @@
 package demo
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 )
@@ -19,6 +22,9 @@ type Echo struct {
 	Host    string              `json:"host"`
 	Proto   string              `json:"proto"`
 	Headers map[string][]string `json:"headers"`
+	// BodyBytes and BodySHA256 describe the request body received.
+	BodyBytes  int    `json:"bodyBytes"`
+	BodySHA256 string `json:"bodySha256,omitempty"`
 	// GatewayCert is the subject of the client certificate the gateway
 	// presented on the upstream connection.
 	GatewayCert string `json:"gatewayClientCertificate,omitempty"`
@@ -35,6 +41,12 @@ func EchoHandler() http.Handler {
 		sort.Strings(keys)
 		for _, k := range keys {
 			e.Headers[http.CanonicalHeaderKey(k)] = r.Header[k]
+		}
+		h := sha256.New()
+		n, _ := io.Copy(h, r.Body)
+		e.BodyBytes = int(n)
+		if n > 0 {
+			e.BodySHA256 = hex.EncodeToString(h.Sum(nil))
 		}
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 			e.GatewayCert = r.TLS.PeerCertificates[0].Subject.String()
