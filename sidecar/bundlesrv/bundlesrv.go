@@ -4,6 +4,7 @@
 package bundlesrv
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -16,16 +17,20 @@ import (
 type current struct {
 	body    []byte
 	version string
-	// labels are the CA ids and names: a rename changes the body but not the
-	// version (names never change a verdict), so a revalidating filter keeps
-	// its copy while a fresh fetch sees the new name.
+	// labels are what the body carries beyond the version: CA ids and names
+	// and CRL stale flags. They change the body but not the version (the
+	// filter checks nextUpdate itself and names never change a verdict), so
+	// a revalidating filter keeps its copy while a fresh fetch sees them.
 	labels string
 }
 
-func caLabels(b *bundle.Bundle) string {
+func bodyLabels(b *bundle.Bundle) string {
 	var sb strings.Builder
 	for _, c := range b.CACertificates {
 		sb.WriteString(c.ID + "=" + c.Name + ";")
+	}
+	for _, c := range b.CRLs {
+		fmt.Fprintf(&sb, "crl %s %t;", c.CAID, c.Stale)
 	}
 	return sb.String()
 }
@@ -60,7 +65,7 @@ func Build(cas []store.CA, crls []store.CRL, profiles []byte, profilesVersion in
 // Update replaces the served bundle.
 func (s *Server) Update(cas []store.CA, crls []store.CRL, profiles []byte, profilesVersion int, now time.Time) error {
 	b := Build(cas, crls, profiles, profilesVersion, now)
-	labels := caLabels(b)
+	labels := bodyLabels(b)
 	if cur := s.cur.Load(); cur != nil && cur.version == b.Version && cur.labels == labels {
 		// Same trust material: keep the old body so generatedAt (and so the
 		// bytes a client may have cached) does not churn.

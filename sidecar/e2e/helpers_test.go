@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -197,6 +198,9 @@ func (p *serveProc) runJSON(t *testing.T, v any, args ...string) {
 	if r.code != 0 {
 		t.Fatalf("mtlsgate %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
 	}
+	// Decode into a zero value: omitempty fields absent from this answer
+	// must not keep values from an earlier one.
+	reflect.ValueOf(v).Elem().SetZero()
 	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
 		t.Fatalf("mtlsgate %s: output %q: %v", strings.Join(args, " "), r.stdout, err)
 	}
