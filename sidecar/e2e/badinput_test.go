@@ -92,7 +92,9 @@ func TestBadInputs(t *testing.T) {
 	}
 	// --output json errors are machine-readable too.
 	r := p.run("ca-certificate", "create", "--name", "again", "--cert", rootFile, "--output", "json")
-	var doc struct{ Error struct{ Code, ExistingID string } }
+	var doc struct {
+		Error struct{ Code, ExistingID string }
+	}
 	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || doc.Error.Code != "duplicate_certificate" || doc.Error.ExistingID != good.ID {
 		t.Errorf("json error: %q %v", r.stdout, err)
 	}

@@ -95,7 +95,10 @@ func TestConcurrentCLIClients(t *testing.T) {
 		same1 := writeFile(t, fmt.Sprintf("s%d.pem", i), testpki.Must(testpki.NewRoot(testpki.Options{})).PEM())
 		dist := writeFile(t, fmt.Sprintf("d%d.pem", i), testpki.Must(testpki.NewRoot(testpki.Options{})).PEM())
 		wg.Add(2)
-		go func() { defer wg.Done(); same[i] = p.run("ca-certificate", "create", "--name", "contested", "--cert", same1) }()
+		go func() {
+			defer wg.Done()
+			same[i] = p.run("ca-certificate", "create", "--name", "contested", "--cert", same1)
+		}()
 		go func() {
 			defer wg.Done()
 			distinct[i] = p.run("ca-certificate", "create", "--name", fmt.Sprintf("ca_%d", i), "--cert", dist)
