@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -161,4 +162,19 @@ func keys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestUnixSocketSDS serves SDS on a unix socket, as a sidecar sharing a pod
+// with Envoy would.
+func TestUnixSocketSDS(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "sds.sock")
+	p := startServe(t, t.TempDir(), "--sds-listen", "unix:"+sock)
+	if p.addrs.SDS != "unix:"+sock {
+		t.Fatalf("SDS bound to %s", p.addrs.SDS)
+	}
+	cert, key, _ := outboundFiles(t, "uds")
+	p.runJSON(t, &api.MTLSCertificate{}, "mtls-certificate", "create", "--cert", cert, "--key", key, "--name", "uds", "--environment-type", "development")
+	if got := newSotW(t, "unix://"+sock, "envoy-uds", "edge", "uds").next("secret over unix socket"); got.secrets["uds"] == nil {
+		t.Fatal("no secret over the unix socket")
+	}
 }
