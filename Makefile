@@ -48,3 +48,13 @@ fuzz:
 
 clean:
 	rm -rf $(BUILD) $(STATE)
+
+# The README's main command: demo PKI, sidecar, upstream and the local gateway
+# running build/mtlsgate.wasm; prints curl commands and runs until Ctrl-C.
+run: build
+	./$(BUILD)/mtlsgate demo --state $(STATE)/demo --wasm $(BUILD)/mtlsgate.wasm
+
+# The same flow, non-interactive: runs every documented request on free
+# ports and fails unless each answers as documented.
+demo: build
+	./$(BUILD)/mtlsgate demo --check --state $(STATE)/demo-check --wasm $(BUILD)/mtlsgate.wasm

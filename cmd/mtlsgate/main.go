@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/mtlsgate/mtlsgate/filter/policy/verifycmd"
+	"github.com/mtlsgate/mtlsgate/gateway/demo"
+	"github.com/mtlsgate/mtlsgate/gateway/devcmd"
 	"github.com/mtlsgate/mtlsgate/sidecar/cli"
 )
 
@@ -35,6 +37,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cli.Run(args, stdout, stderr)
 	case "verify":
 		return verifycmd.Run(args[1:], stdout, stderr)
+	case "dev":
+		return devcmd.Run(args[1:], stdout, stderr)
+	case "demo":
+		return demo.Run(args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "mtlsgate: unknown command %q; run 'mtlsgate help' for the list\n", args[0])
 	return 2
@@ -51,6 +57,8 @@ Commands:
   crl                manage CRLs of those CAs (create, list, describe, delete)
   mtls-certificate   manage outbound client certificates (create, list, describe, enable, disable, delete)
   verify             check a client certificate offline against CAs, CRLs and a policy
+  dev                local gateway: TLS + x-forwarded-client-cert as Envoy, the real .wasm, an upstream
+  demo               demo PKI, sidecar, upstream and gateway in one go (make run; --check for make demo)
   version            print the version
   help               this text
 
