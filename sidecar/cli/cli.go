@@ -23,17 +23,6 @@ import (
 	"github.com/mtlsgate/mtlsgate/sidecar/problem"
 )
 
-// Commands lists the top-level commands this package handles.
-var Commands = []string{"serve", "ca-certificate", "crl", "mtls-certificate"}
-
-// Usage is the help text for the commands of this package, for the
-// top-level usage.
-const Usage = `  serve              run the sidecar: store, SDS, bundle endpoint, admin API
-  ca-certificate     manage client CA certificates (create, list, describe, update, delete)
-  crl                manage CRLs of those CAs (create, list, describe, delete)
-  mtls-certificate   manage outbound client certificates (create, list, describe, enable, disable, delete)
-`
-
 // errUsage marks a command-line mistake (exit 2) already reported.
 var errUsage = errors.New("usage")
 
