@@ -114,8 +114,11 @@ type clientPKI struct {
 
 func newClientPKI(t testing.TB) clientPKI {
 	var p clientPKI
-	p.root = testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "gateway test client root"}))
-	p.inter = testpki.Must(p.root.Issue(testpki.Options{CA: true, CommonName: "gateway test client intermediate"}))
+	// The CAs predate the expired certificate, which then fails only on its
+	// own validity period.
+	caStart := time.Now().AddDate(0, 0, -30)
+	p.root = testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "gateway test client root", NotBefore: caStart}))
+	p.inter = testpki.Must(p.root.Issue(testpki.Options{CA: true, CommonName: "gateway test client intermediate", NotBefore: caStart}))
 	p.good = testpki.Must(p.inter.Issue(testpki.Options{Subject: pkix.Name{CommonName: "good client", Organization: []string{"Acme"}},
 		URIs: []string{"spiffe://acme.test/good"}}))
 	p.expired = testpki.Must(p.inter.Issue(testpki.Options{CommonName: "expired client",

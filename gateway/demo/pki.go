@@ -86,11 +86,14 @@ func (p PKI) generate(now time.Time) error {
 	name := func(cn string) pkix.Name {
 		return pkix.Name{CommonName: cn, Organization: []string{demoOrg}, Country: []string{"US"}}
 	}
-	root, err := testpki.NewRoot(testpki.Options{Subject: name("mtlsgate demo client root CA"), NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(5, 0, 0)})
+	// The client CAs predate the expired certificate, so it was once valid
+	// and fails only on its validity period.
+	caStart := now.AddDate(0, 0, -90)
+	root, err := testpki.NewRoot(testpki.Options{Subject: name("mtlsgate demo client root CA"), NotBefore: caStart, NotAfter: now.AddDate(5, 0, 0)})
 	if err != nil {
 		return fmt.Errorf("demo root CA: %w", err)
 	}
-	inter, err := root.Issue(testpki.Options{CA: true, Subject: name("mtlsgate demo client intermediate CA"), NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(4, 0, 0)})
+	inter, err := root.Issue(testpki.Options{CA: true, Subject: name("mtlsgate demo client intermediate CA"), NotBefore: caStart, NotAfter: now.AddDate(4, 0, 0)})
 	if err != nil {
 		return fmt.Errorf("demo intermediate CA: %w", err)
 	}
