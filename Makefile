@@ -16,10 +16,13 @@ build: wasm cli
 
 # The filter Envoy loads. c-shared gives the module _initialize, which proxy-wasm
 # hosts call before anything else; -s -w drops DWARF to keep the module small.
+# The overlay swaps two standard-library files that would otherwise link WASI
+# calls Envoy does not provide (see filter/wasmbuild).
 wasm:
 	@mkdir -p $(BUILD)
-	$(WASMENV) $(GO) build $(WASMFLAGS) -o $(BUILD)/mtlsgate.wasm ./filter
-	$(WASMENV) $(GO) build $(WASMFLAGS) -o $(BUILD)/noop.wasm ./filter/examples/noop
+	$(GO) run ./filter/wasmbuild/overlay > $(BUILD)/overlay.json
+	$(WASMENV) $(GO) build $(WASMFLAGS) -overlay $(BUILD)/overlay.json -o $(BUILD)/mtlsgate.wasm ./filter
+	$(WASMENV) $(GO) build $(WASMFLAGS) -overlay $(BUILD)/overlay.json -o $(BUILD)/noop.wasm ./filter/examples/noop
 
 cli:
 	@mkdir -p $(BUILD)

@@ -75,17 +75,25 @@ func (DefaultHTTPContext) OnHTTPStreamDone()                      {}
 
 // HTTPCallCallback receives an http callout's response; the headers, body and
 // trailers are readable with GetHTTPCallResponse* during the call only. A
-// response with no headers means the call failed or timed out (Envoy's
-// onHttpCallFailure reports it that way).
+// callout that timed out arrives as Envoy's 504 and one that could not connect
+// as 503, both with headers; a reset arrives with no headers at all.
 type HTTPCallCallback func(numHeaders, bodySize, numTrailers int)
 
 var (
-	newRoot      func(contextID uint32) RootContext
-	roots        = map[uint32]RootContext{}
-	streams      = map[uint32]*stream{}
-	httpCalls    = map[uint32]HTTPCallCallback{}
+	newRoot   func(contextID uint32) RootContext
+	roots     = map[uint32]RootContext{}
+	streams   = map[uint32]*stream{}
+	httpCalls = map[uint32]pendingCall{}
+	// current is the context whose callback is running, so a callout made
+	// while a request is paused can be answered on that request.
+	current      uint32
 	panicHandler = defaultPanicHandler
 )
+
+type pendingCall struct {
+	cb        HTTPCallCallback
+	contextID uint32
+}
 
 type stream struct {
 	ctx    HTTPContext

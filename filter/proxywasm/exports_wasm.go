@@ -44,6 +44,7 @@ func proxyOnVMStart(rootID, vmConfigSize uint32) (ok uint32) {
 	if !found {
 		return 0
 	}
+	current = rootID
 	return b2u(r.OnVMStart(int(vmConfigSize)))
 }
 
@@ -54,6 +55,7 @@ func proxyOnConfigure(rootID, pluginConfigSize uint32) (ok uint32) {
 	if !found {
 		return 0
 	}
+	current = rootID
 	return b2u(r.OnPluginStart(int(pluginConfigSize)))
 }
 
@@ -61,6 +63,7 @@ func proxyOnConfigure(rootID, pluginConfigSize uint32) (ok uint32) {
 func proxyOnTick(rootID uint32) {
 	defer recoverTo("proxy_on_tick", 0)
 	if r, ok := roots[rootID]; ok {
+		current = rootID
 		r.OnTick()
 	}
 }
@@ -69,22 +72,34 @@ func proxyOnTick(rootID uint32) {
 func proxyOnQueueReady(rootID, queueID uint32) {
 	defer recoverTo("proxy_on_queue_ready", 0)
 	if r, ok := roots[rootID]; ok {
+		current = rootID
 		r.OnQueueReady(queueID)
 	}
 }
 
 //go:wasmexport proxy_on_http_call_response
-func proxyOnHTTPCallResponse(contextID, token, numHeaders, bodySize, numTrailers uint32) {
-	// The host answers on the context that made the call: the root for calls
-	// made from a tick, the stream for calls made while a request was paused
-	// (proxy-wasm-cpp-host src/context.cc, ContextBase::onHttpCallResponse).
-	defer recoverTo("proxy_on_http_call_response", contextID)
-	cb, ok := httpCalls[token]
+func proxyOnHTTPCallResponse(rootID, token, numHeaders, bodySize, numTrailers uint32) {
+	// Envoy makes every callout on the root context and answers it there
+	// (proxy-wasm-cpp-host src/exports.cc, http_call uses root_context()). A
+	// callout made by a paused request must act on that request, so switch the
+	// host's effective context back to it first, as the Rust SDK does.
+	call, ok := httpCalls[token]
 	if !ok {
 		return
 	}
 	delete(httpCalls, token)
-	cb(int(numHeaders), int(bodySize), int(numTrailers))
+	ctx := rootID
+	if _, live := streams[call.contextID]; live {
+		ctx = call.contextID
+		proxySetEffectiveContext(ctx)
+	} else if call.contextID != rootID {
+		// The request it was made for is gone (client went away); nothing to
+		// resume.
+		return
+	}
+	current = ctx
+	defer recoverTo("proxy_on_http_call_response", ctx)
+	call.cb(int(numHeaders), int(bodySize), int(numTrailers))
 }
 
 //go:wasmexport proxy_on_request_headers
@@ -93,6 +108,7 @@ func proxyOnRequestHeaders(contextID, numHeaders, endOfStream uint32) (action ui
 	if s == nil || s.ctx == nil || s.failed {
 		return uint32(ActionContinue)
 	}
+	current = contextID
 	defer recoverTo("proxy_on_request_headers", contextID, func() { action = uint32(ActionPause) })
 	return uint32(s.ctx.OnHTTPRequestHeaders(int(numHeaders), endOfStream != 0))
 }
@@ -103,6 +119,7 @@ func proxyOnRequestBody(contextID, bodySize, endOfStream uint32) (action uint32)
 	if s == nil || s.ctx == nil || s.failed {
 		return uint32(ActionContinue)
 	}
+	current = contextID
 	defer recoverTo("proxy_on_request_body", contextID, func() { action = uint32(ActionPause) })
 	return uint32(s.ctx.OnHTTPRequestBody(int(bodySize), endOfStream != 0))
 }
@@ -113,6 +130,7 @@ func proxyOnRequestTrailers(contextID, numTrailers uint32) (action uint32) {
 	if s == nil || s.ctx == nil || s.failed {
 		return uint32(ActionContinue)
 	}
+	current = contextID
 	defer recoverTo("proxy_on_request_trailers", contextID, func() { action = uint32(ActionPause) })
 	return uint32(s.ctx.OnHTTPRequestTrailers(int(numTrailers)))
 }
@@ -123,6 +141,7 @@ func proxyOnResponseHeaders(contextID, numHeaders, endOfStream uint32) (action u
 	if s == nil || s.ctx == nil || s.failed {
 		return uint32(ActionContinue)
 	}
+	current = contextID
 	defer recoverTo("proxy_on_response_headers", contextID, func() { action = uint32(ActionPause) })
 	return uint32(s.ctx.OnHTTPResponseHeaders(int(numHeaders), endOfStream != 0))
 }
@@ -133,6 +152,7 @@ func proxyOnResponseBody(contextID, bodySize, endOfStream uint32) (action uint32
 	if s == nil || s.ctx == nil || s.failed {
 		return uint32(ActionContinue)
 	}
+	current = contextID
 	defer recoverTo("proxy_on_response_body", contextID, func() { action = uint32(ActionPause) })
 	return uint32(s.ctx.OnHTTPResponseBody(int(bodySize), endOfStream != 0))
 }
@@ -143,6 +163,7 @@ func proxyOnResponseTrailers(contextID, numTrailers uint32) (action uint32) {
 	if s == nil || s.ctx == nil || s.failed {
 		return uint32(ActionContinue)
 	}
+	current = contextID
 	defer recoverTo("proxy_on_response_trailers", contextID, func() { action = uint32(ActionPause) })
 	return uint32(s.ctx.OnHTTPResponseTrailers(int(numTrailers)))
 }

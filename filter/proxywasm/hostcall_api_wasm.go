@@ -224,7 +224,7 @@ func DispatchHTTPCall(cluster string, headers []Header, body []byte, trailers []
 	if err := statusErr(st); err != nil {
 		return 0, err
 	}
-	httpCalls[token] = cb
+	httpCalls[token] = pendingCall{cb: cb, contextID: current}
 	return token, nil
 }
 

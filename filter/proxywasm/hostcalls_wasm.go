@@ -87,3 +87,6 @@ func proxyRecordMetric(id uint32, value uint64) uint32
 
 //go:wasmimport env proxy_get_metric
 func proxyGetMetric(id uint32, ret unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_set_effective_context
+func proxySetEffectiveContext(contextID uint32) uint32

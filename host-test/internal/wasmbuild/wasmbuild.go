@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	filterbuild "github.com/mtlsgate/mtlsgate/filter/wasmbuild"
 )
 
 // Flags are the build flags of every filter module in this project.
@@ -64,7 +66,20 @@ func Build(dir, pkg string) (string, error) {
 	tmpName := tmp.Name()
 	tmp.Close()
 	defer os.Remove(tmpName)
-	args := append(append([]string{}, Flags...), "-o", tmpName, pkg)
+	root, err := moduleRoot(dir)
+	if err != nil {
+		return "", err
+	}
+	overlay, err := filterbuild.Overlay(root)
+	if err != nil {
+		return "", err
+	}
+	overlayFile := tmpName + ".overlay.json"
+	if err := os.WriteFile(overlayFile, overlay, 0o644); err != nil {
+		return "", fmt.Errorf("write build overlay: %w", err)
+	}
+	defer os.Remove(overlayFile)
+	args := append(append([]string{}, Flags...), "-overlay", overlayFile, "-o", tmpName, pkg)
 	cmd := exec.Command("go", args...)
 	cmd.Dir = dir
 	cmd.Env = wasmEnv()
@@ -97,6 +112,15 @@ func sourceKey(dir, pkg string) (string, error) {
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n", runtime.Version(), strings.Join(Flags, " "))
+	root, err := moduleRoot(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, f := range filterbuild.Files(root) {
+		if err := hashFile(h, f); err != nil {
+			return "", err
+		}
+	}
 	if v, err := exec.Command("go", "env", "GOVERSION").Output(); err == nil {
 		h.Write(v)
 	}
@@ -132,6 +156,21 @@ func sourceKey(dir, pkg string) (string, error) {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// moduleRoot is the directory of the main module's go.mod as seen from dir.
+func moduleRoot(dir string) (string, error) {
+	cmd := exec.Command("go", "env", "GOMOD")
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("%s is not inside the mtlsgate module", dir)
+	}
+	return filepath.Dir(mod), nil
 }
 
 func hashFile(h io.Writer, name string) error {
