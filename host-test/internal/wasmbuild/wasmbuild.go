@@ -70,16 +70,22 @@ func Build(dir, pkg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	overlay, err := filterbuild.Overlay(root)
-	if err != nil {
-		return "", err
+	args := append([]string{}, Flags...)
+	// Inside the mtlsgate module, build exactly as `make build` does; other
+	// modules (tests of this package) build plain.
+	if _, err := os.Stat(filepath.Join(root, filterbuild.Dir)); err == nil {
+		overlay, err := filterbuild.Overlay(root)
+		if err != nil {
+			return "", err
+		}
+		overlayFile := tmpName + ".overlay.json"
+		if err := os.WriteFile(overlayFile, overlay, 0o644); err != nil {
+			return "", fmt.Errorf("write build overlay: %w", err)
+		}
+		defer os.Remove(overlayFile)
+		args = append(args, "-overlay", overlayFile)
 	}
-	overlayFile := tmpName + ".overlay.json"
-	if err := os.WriteFile(overlayFile, overlay, 0o644); err != nil {
-		return "", fmt.Errorf("write build overlay: %w", err)
-	}
-	defer os.Remove(overlayFile)
-	args := append(append([]string{}, Flags...), "-overlay", overlayFile, "-o", tmpName, pkg)
+	args = append(args, "-o", tmpName, pkg)
 	cmd := exec.Command("go", args...)
 	cmd.Dir = dir
 	cmd.Env = wasmEnv()
@@ -117,7 +123,7 @@ func sourceKey(dir, pkg string) (string, error) {
 		return "", err
 	}
 	for _, f := range filterbuild.Files(root) {
-		if err := hashFile(h, f); err != nil {
+		if err := hashFile(h, f); err != nil && !os.IsNotExist(err) {
 			return "", err
 		}
 	}
