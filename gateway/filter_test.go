@@ -195,12 +195,15 @@ func (e *filterEnv) get(t testing.TB, cert *tls.Certificate, h2 bool, hdr map[st
 	return do(t, client(e.sp, cert, h2), "GET", gwURL(e.g, "/resource"), hdr, nil)
 }
 
-// waitBundle waits until the filter has a trust bundle (it answers 503
-// TRUST_BUNDLE_UNAVAILABLE before the first fetch).
+// waitBundle waits until the filter has a trust bundle: before the first
+// fetch it answers 503 TRUST_BUNDLE_UNAVAILABLE, or lets the request through
+// with that reason when unauthenticated requests are allowed.
 func (e *filterEnv) waitBundle(t testing.TB) {
 	eventually(t, 20*time.Second, "trust bundle loaded", func() (bool, string) {
 		r := e.get(t, nil, false, nil)
-		return r.status != 503, fmt.Sprintf("%d %s", r.status, r.body)
+		reason, _ := r.hdr("x-mtls-verification-reason")
+		return r.status != 503 && reason != "TRUST_BUNDLE_UNAVAILABLE" && !strings.Contains(string(r.body), "TRUST_BUNDLE_UNAVAILABLE"),
+			fmt.Sprintf("%d %s", r.status, r.body)
 	})
 }
 
@@ -298,6 +301,9 @@ func TestFilterUnauthenticatedAllowed(t *testing.T) {
 // and a deleted one untrusted, without restarting the gateway.
 func TestTrustFollowsSidecar(t *testing.T) {
 	e := newFilterEnv(t, false, false)
+	// Some other CA is trusted at first, so the filter has a bundle in which
+	// the client's root is missing.
+	e.sc.addCA("unrelated_root", e.cp.otherRoot)
 	e.waitBundle(t)
 	good := keyPair(t, e.cp.good, e.cp.inter)
 	if r := e.get(t, good, false, nil); r.status != 401 || r.problem(t).Reason != "UNTRUSTED_CHAIN" {
@@ -313,6 +319,10 @@ func TestTrustFollowsSidecar(t *testing.T) {
 		r := e.get(t, good, false, nil)
 		return r.status == 401 && strings.Contains(string(r.body), "UNTRUSTED_CHAIN"), fmt.Sprintf("%d %s", r.status, r.body)
 	})
+	// The other CA's clients were trusted throughout.
+	if r := e.get(t, keyPair(t, e.cp.stranger), false, nil); r.status != 200 {
+		t.Errorf("client of the CA that stayed: %d %s", r.status, r.body)
+	}
 }
 
 // backend is an upstream that requires a client certificate from its CA.
