@@ -42,7 +42,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "mtlsgate")
-	build := exec.Command("go", "build", "-o", binary, "./cmd/mtlsgate")
+	args := []string{"build", "-o", binary}
+	if os.Getenv("MTLSGATE_E2E_RACE") != "" {
+		// Race-check the server process too, not only the test process.
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "./cmd/mtlsgate")...)
 	build.Dir = "../.."
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
