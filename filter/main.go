@@ -69,6 +69,7 @@ func (r *root) OnPluginStart(int) bool {
 		return false
 	}
 	r.engine = policy.NewEngine(cfg)
+	r.engine.SetLimiter(&policy.CASLimiter{Store: sharedCAS{}, OnError: r.limiterFailed})
 	r.source = cfg.TrustBundle.Sidecar
 	if r.source != nil {
 		if err := proxywasm.SetTickPeriodMilliSeconds(uint32(tickStarting / time.Millisecond)); err != nil {
@@ -76,8 +77,8 @@ func (r *root) OnPluginStart(int) bool {
 			return false
 		}
 	}
-	proxywasm.LogInfof("mtlsgate: started with %d policies, %d routes, bundle %s",
-		len(cfg.Policies), len(cfg.Routes), bundleDesc(r.engine, r.source))
+	proxywasm.LogInfof("mtlsgate: started with %d policies, %d routes, bundle %s, profiles %s, configuration %s",
+		len(cfg.Policies), len(cfg.Routes), bundleDesc(r.engine, r.source), r.engine.ProfilesVersion(), cfg.Version)
 	return true
 }
 
@@ -89,6 +90,35 @@ func bundleDesc(e *policy.Engine, src *policy.SidecarSource) string {
 		return "inline version " + e.BundleVersion()
 	}
 	return "none"
+}
+
+// sharedCAS runs the engine's rate limiter on proxy-wasm shared data, which
+// Envoy shares between the VMs of every worker thread: one budget per client
+// for the whole proxy, not per worker. Keys start with "mtlsgate.rl/".
+type sharedCAS struct{}
+
+func (sharedCAS) Get(key string) ([]byte, uint32, bool, error) {
+	v, cas, err := proxywasm.GetSharedData(key)
+	if errors.Is(err, abi.StatusNotFound) {
+		return nil, 0, false, nil
+	}
+	if err != nil {
+		return nil, 0, false, err
+	}
+	return v, cas, true, nil
+}
+
+func (sharedCAS) Set(key string, value []byte, cas uint32) (bool, error) {
+	err := proxywasm.SetSharedData(key, value, cas)
+	if errors.Is(err, abi.StatusCasMismatch) {
+		return true, nil
+	}
+	return false, err
+}
+
+func (r *root) limiterFailed(err error) {
+	r.count("mtlsgate.ratelimit.error")
+	proxywasm.LogWarnf("mtlsgate: rate limiter shared data failed (%v); request allowed", err)
 }
 
 func (r *root) count(name string) {
@@ -138,7 +168,7 @@ func (r *root) install(data []byte) error {
 	if err := r.engine.SetBundle(b); err != nil {
 		return err
 	}
-	proxywasm.LogInfof("mtlsgate: trust bundle %s loaded: %d CAs, %d CRLs", b.Version, len(b.CACertificates), len(b.CRLs))
+	proxywasm.LogInfof("mtlsgate: trust bundle %s loaded: %d CAs, %d CRLs, profiles %s", b.Version, len(b.CACertificates), len(b.CRLs), r.engine.ProfilesVersion())
 	r.count("mtlsgate.bundle.loaded")
 	return nil
 }
@@ -224,6 +254,11 @@ type stream struct {
 
 func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {
 	r := s.root
+	if r.source != nil && !r.engine.HasBundle() {
+		// Another worker may have fetched the bundle since this VM's last
+		// tick; look before answering 503. Only until the first bundle loads.
+		r.loadShared()
+	}
 	hs, err := proxywasm.GetHTTPRequestHeaders()
 	if err != nil {
 		// Without the headers nothing can be stripped or verified: fail closed.
