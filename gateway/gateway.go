@@ -81,7 +81,7 @@ type Gateway struct {
 	plugin    *hosttest.Plugin
 	vms       []*hosttest.VM
 	pool      chan *hosttest.VM
-	transport *http.Transport
+	transport atomic.Pointer[http.Transport]
 	sds       *sdsClient
 	srv       *http.Server
 	ln        net.Listener
@@ -141,28 +141,20 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		go g.drainLogs(bgctx, i, vm)
 	}
 
-	g.transport = &http.Transport{
-		Proxy:                 nil,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 0,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig: &tls.Config{
-			RootCAs:    cfg.UpstreamCAs,
-			ServerName: cfg.UpstreamServerName,
-			MinVersion: tls.VersionTLS12,
-		},
-	}
 	if cfg.SDSAddr != "" {
 		g.sds = newSDSClient(cfg.SDSAddr, cfg.UpstreamMTLSCert, cfg.NodeID, g.logf, func() {
-			// Pooled connections keep the certificate they were opened with;
-			// closing the idle ones makes the next request present the new
-			// one, as Envoy drains connections when a cluster's secret rotates.
-			g.transport.CloseIdleConnections()
+			// Pooled connections keep the certificate they were opened with,
+			// and one busy at the moment of the push would otherwise be
+			// reused indefinitely. A fresh pool makes every later request use
+			// a connection that presents the new certificate; the old pool's
+			// idle connections close now, its busy ones when they go idle.
+			if old := g.transport.Swap(g.newTransport()); old != nil {
+				old.CloseIdleConnections()
+			}
 		})
-		g.transport.TLSClientConfig.GetClientCertificate = g.sds.Certificate
+	}
+	g.transport.Store(g.newTransport())
+	if g.sds != nil {
 		g.bg.Add(1)
 		go func() {
 			defer g.bg.Done()
@@ -187,6 +179,28 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	ok = true
 	return g, nil
+}
+
+// newTransport is the router's connection pool to the upstream.
+func (g *Gateway) newTransport() *http.Transport {
+	t := &http.Transport{
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 64,
+		// Bounds how long a pool replaced by a rotation keeps a connection
+		// that was busy when it was replaced.
+		IdleConnTimeout:     30 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig: &tls.Config{
+			RootCAs:    g.cfg.UpstreamCAs,
+			ServerName: g.cfg.UpstreamServerName,
+			MinVersion: tls.VersionTLS12,
+		},
+	}
+	if g.sds != nil {
+		t.TLSClientConfig.GetClientCertificate = g.sds.Certificate
+	}
+	return t
 }
 
 func (cfg *Config) defaults() error {
@@ -300,8 +314,8 @@ func (g *Gateway) close(ctx context.Context) error {
 	if g.cancel != nil {
 		g.cancel()
 	}
-	if g.transport != nil {
-		g.transport.CloseIdleConnections()
+	if t := g.transport.Load(); t != nil {
+		t.CloseIdleConnections()
 	}
 	var errs []error
 	for _, vm := range g.vms {

@@ -257,14 +257,19 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fwd := s.RequestHeadersNow()
+	// The decision as the filter told the upstream: the reason of a
+	// non-success, else the verification status (SUCCESS).
 	ae.reason, _ = hosttest.Get(fwd, "x-mtls-verification-reason")
+	if ae.reason == "" {
+		ae.reason, _ = hosttest.Get(fwd, "x-mtls-verification-status")
+	}
 
 	out, err := g.upstreamRequest(ctx, fwd, r, s, hasBody)
 	if err != nil {
 		g.sendLocal(w, s, &hosttest.LocalResponse{Status: http.StatusBadRequest, Body: []byte(err.Error() + "\n"), Details: "invalid_request"}, ae)
 		return
 	}
-	resp, err := g.transport.RoundTrip(out)
+	resp, err := g.transport.Load().RoundTrip(out)
 	if err != nil {
 		if l := s.LocalResponse(); l != nil {
 			// The filter answered while the body streamed: Envoy resets the

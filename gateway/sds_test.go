@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -53,10 +54,17 @@ func (s *sdsServer) publish(t testing.TB, name string, c *testpki.Cert) {
 }
 
 // TestOutboundCertificateRotatesOverSDS: a push replaces the certificate the
-// gateway presents upstream, without a restart.
+// gateway presents upstream, without a restart, even when the upstream
+// connection is busy at the moment of the push.
 func TestOutboundCertificateRotatesOverSDS(t *testing.T) {
 	srv := startSDS(t)
-	be := newBackend(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	be := newBackend(t, func(r *http.Request) {
+		if r.URL.Path == "/hold" {
+			close(entered)
+			<-release
+		}
+	})
 	first := testpki.Must(be.ca.Issue(testpki.Options{CommonName: "outbound one"}))
 	second := testpki.Must(be.ca.Issue(testpki.Options{CommonName: "outbound two"}))
 	srv.publish(t, "backend_client_cert", first)
@@ -87,13 +95,22 @@ func TestOutboundCertificateRotatesOverSDS(t *testing.T) {
 		t.Errorf("the SDS server records no subscriber for backend_client_cert")
 	}
 	v1 := g.SDSVersion()
+	held := make(chan reply, 1)
+	go func() { held <- do(t, c, "GET", gwURL(g, "/hold"), nil, nil) }()
+	<-entered
 	srv.publish(t, "backend_client_cert", second)
-	eventually(t, 20*time.Second, "rotated certificate presented", func() (bool, string) {
-		got := presented()
-		return got == "CN=outbound two", got
+	eventually(t, 20*time.Second, "push received", func() (bool, string) {
+		return g.SDSVersion() != v1, g.SDSVersion()
 	})
-	if g.SDSVersion() == v1 {
-		t.Errorf("SDS version still %s after the push", v1)
+	close(release)
+	if r := <-held; r.status != 200 || r.echo.GatewayCert != "CN=outbound one" {
+		t.Errorf("request in flight during the push: %d %q", r.status, r.echo.GatewayCert)
+	}
+	// Every request after the push uses a connection with the new secret.
+	for i := 0; i < 3; i++ {
+		if got := presented(); got != "CN=outbound two" {
+			t.Fatalf("request %d after the push: upstream saw %q, want CN=outbound two", i, got)
+		}
 	}
 }
 
