@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -52,6 +54,9 @@ type HeaderNames struct {
 	Subject, Issuer, NotBefore, NotAfter, Fingerprint, Serial string
 	SANURI, SANDNS, UserSub, Status, Reason                   string
 	ClientCert, ClientCertChain                               string
+	// ClientID and ProfileID carry the identities read from the certificate
+	// (clientIdField, profileIdField) for a verified certificate.
+	ClientID, ProfileID string
 }
 
 // DefaultHeaderNames are the documented defaults.
@@ -69,6 +74,8 @@ var DefaultHeaderNames = HeaderNames{
 	Reason:          "x-mtls-verification-reason",
 	ClientCert:      "client-cert",
 	ClientCertChain: "client-cert-chain",
+	ClientID:        "x-client-id",
+	ProfileID:       "x-profile-id",
 }
 
 // headerNameKeys maps the option keys of handler.options.headerNames to fields.
@@ -85,6 +92,7 @@ func (h *HeaderNames) fields() []struct {
 		{"sanUri", &h.SANURI}, {"sanDns", &h.SANDNS}, {"userSub", &h.UserSub},
 		{"verificationStatus", &h.Status}, {"verificationReason", &h.Reason},
 		{"clientCert", &h.ClientCert}, {"clientCertChain", &h.ClientCertChain},
+		{"clientId", &h.ClientID}, {"profileId", &h.ProfileID},
 	}
 }
 
@@ -107,6 +115,20 @@ type Options struct {
 	RequireCRL              bool           // default false
 	CacheSize               int            // default 1024
 	Headers                 HeaderNames
+
+	ClientIDField      IDField  // default CN
+	ProfileIDField     IDField  // default OU
+	SPIFFETrustDomains []string // spiffeId fields accept only these trust domains (any when empty)
+	// RequestedProfileHeader is the request header in which a client names
+	// the profile it means to use (default x-profile-id); read before the
+	// filter's namespace is stripped.
+	RequestedProfileHeader string
+	// ProfileAuthorization enforces the bound profile's rules on every
+	// verified request ("profileAuthorization": "enforce").
+	ProfileAuthorization bool
+	// DecisionLogAll logs allowed requests at info too ("decisionLog": "all");
+	// by default only denials and unauthenticated pass-through are.
+	DecisionLogAll bool
 }
 
 // DefaultOptions returns the options a policy with empty options gets.
@@ -121,6 +143,9 @@ func DefaultOptions() Options {
 		RevocationCheck:         RevocationStrict,
 		CacheSize:               1024,
 		Headers:                 DefaultHeaderNames,
+		ClientIDField:           IDField{Kind: idKindCN},
+		ProfileIDField:          IDField{Kind: idKindOU},
+		RequestedProfileHeader:  "x-profile-id",
 	}
 }
 
@@ -159,6 +184,13 @@ type Config struct {
 	Policies    []*Policy
 	Routes      []Route // empty: the single policy applies to every request
 	TrustBundle TrustBundleConfig
+	// Profiles is the top-level "profiles" array. A bundle from the sidecar
+	// that carries profiles replaces it.
+	Profiles        []bundle.Profile
+	ProfilesDefined bool
+	// Version identifies the configuration text in decision records: the
+	// first 12 hex digits of its SHA-256.
+	Version string
 }
 
 // Policy returns the named policy or nil.
@@ -194,10 +226,11 @@ func ParseConfig(data []byte) (*Config, error) {
 	if !root.IsObject() {
 		return nil, cfgErr("$", "must be a JSON object with a policies array")
 	}
-	if err := onlyKeys(root, "$", "policies", "routes", "trustBundle"); err != nil {
+	if err := onlyKeys(root, "$", "policies", "routes", "trustBundle", "profiles"); err != nil {
 		return nil, err
 	}
-	cfg := &Config{}
+	sum := sha256.Sum256(data)
+	cfg := &Config{Version: hex.EncodeToString(sum[:6])}
 	pols := root.Get("policies")
 	if !pols.IsArray() || len(pols.Array()) == 0 {
 		return nil, cfgErr("policies", "required: a non-empty array of mtls-auth-inbound policy objects")
@@ -222,6 +255,17 @@ func ParseConfig(data []byte) (*Config, error) {
 	if len(cfg.Routes) == 0 && len(cfg.Policies) > 1 {
 		return nil, cfgErr("routes", "%d policies but no routes: add routes that name the policy for each path, or keep a single policy", len(cfg.Policies))
 	}
+	if pr := root.Get("profiles"); pr.Exists() {
+		list, err := bundle.ParseProfiles(pr, "profiles")
+		if err != nil {
+			var pe *bundle.ProfileError
+			if errors.As(err, &pe) {
+				return nil, cfgErr(pe.Path, "%s", pe.Msg)
+			}
+			return nil, cfgErr("profiles", "%v", err)
+		}
+		cfg.Profiles, cfg.ProfilesDefined = list, true
+	}
 	needBundle := false
 	for _, p := range cfg.Policies {
 		if p.Options.ChainVerification == "filter" {
@@ -238,6 +282,12 @@ func ParseConfig(data []byte) (*Config, error) {
 		cfg.TrustBundle = t
 	case needBundle:
 		return nil, cfgErr("trustBundle", "required: set {\"cluster\": \"<sidecar cluster>\"} to load it from the mtlsgate sidecar, or {\"caCertificates\": [\"<PEM>\"]} inline")
+	}
+	for i, p := range cfg.Policies {
+		if p.Options.ProfileAuthorization && !cfg.ProfilesDefined && cfg.TrustBundle.Sidecar == nil {
+			return nil, cfgErr("policies["+strconv.Itoa(i)+"].handler.options.profileAuthorization",
+				"\"enforce\" needs profiles: add a top-level \"profiles\" array, or load them from the sidecar with trustBundle {\"cluster\": ...} and `mtlsgate profile set`")
+		}
 	}
 	return cfg, nil
 }
@@ -358,6 +408,8 @@ var optionKeys = []string{
 	"certIssuerDN", "certificateSource", "certificateHeader", "certificateHeaderFormat",
 	"trustedSourceCIDRs", "xfccElement", "chainVerification", "requireClientAuthUsage",
 	"maxCertificateBytes", "revocationCheck", "requireCRL", "cacheSize", "headerNames",
+	"clientIdField", "profileIdField", "spiffeTrustDomains", "requestedProfileHeader",
+	"profileAuthorization", "decisionLog",
 }
 
 func parseOptions(o gjson.Result, path string) (Options, error) {
@@ -429,6 +481,56 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 		return opts, err
 	} else if s != "" {
 		opts.RevocationCheck = Revocation(s)
+	}
+	if s, err := enum("profileAuthorization", "off", "enforce"); err != nil {
+		return opts, err
+	} else if s != "" {
+		opts.ProfileAuthorization = s == "enforce"
+	}
+	if s, err := enum("decisionLog", "denials", "all"); err != nil {
+		return opts, err
+	} else if s != "" {
+		opts.DecisionLogAll = s == "all"
+	}
+	for _, f := range []struct {
+		key string
+		ptr *IDField
+	}{{"clientIdField", &opts.ClientIDField}, {"profileIdField", &opts.ProfileIDField}} {
+		s, err := str(o, path, f.key, false)
+		if err != nil {
+			return opts, err
+		}
+		if !o.Get(f.key).Exists() {
+			continue
+		}
+		idf, ok := parseIDField(s)
+		if !ok {
+			return opts, cfgErr(join(path, f.key), "%q is not a certificate field: use %s", s, idFieldHelp)
+		}
+		*f.ptr = idf
+	}
+	if v := o.Get("spiffeTrustDomains"); v.Exists() {
+		p := join(path, "spiffeTrustDomains")
+		if !v.IsArray() {
+			return opts, cfgErr(p, "must be an array of trust domain names such as \"example.org\"")
+		}
+		for i, d := range v.Array() {
+			if d.Type != gjson.String || !validTrustDomain(d.String()) {
+				return opts, cfgErr(p+"["+strconv.Itoa(i)+"]", "%s is not a trust domain: lowercase letters, digits, '.', '-' and '_' only, without spiffe:// (e.g. \"example.org\")", d.Raw)
+			}
+			opts.SPIFFETrustDomains = append(opts.SPIFFETrustDomains, d.String())
+		}
+	}
+	if s, err := str(o, path, "requestedProfileHeader", false); err != nil {
+		return opts, err
+	} else if o.Get("requestedProfileHeader").Exists() {
+		if !validHeaderName(s) {
+			return opts, cfgErr(join(path, "requestedProfileHeader"), "%q is not a valid header name", s)
+		}
+		opts.RequestedProfileHeader = strings.ToLower(s)
+	}
+	if opts.ProfileAuthorization && opts.AllowUnauthenticatedRequests {
+		return opts, cfgErr(join(path, "profileAuthorization"), "cannot be combined with allowUnauthenticatedRequests: a request without a verified certificate has no profile to check; use a separate route for unauthenticated traffic")
 	}
 	if s, err := str(o, path, "certIssuerDN", false); err != nil {
 		return opts, err

@@ -95,7 +95,19 @@ type Result struct {
 	LogLevel LogLevel
 	CacheHit bool
 
-	e *entry
+	// The request and the state in force, for the decision record.
+	Time             time.Time
+	Method           string
+	SourceAddress    string
+	ClientID         string // from clientIdField of a verified certificate
+	ProfileID        string // from profileIdField of a verified certificate
+	RequestedProfile string // what the request named in requestedProfileHeader (clipped)
+	ConfigVersion    string
+	BundleVersion    string
+	ProfilesVersion  string
+
+	e      *entry
+	detail string // overrides the verdict's detail (authorization denials)
 }
 
 // entry is a rendered verdict for one presented chain under one policy; the
@@ -111,9 +123,11 @@ type entry struct {
 	detail          string
 	subject, issuer string
 	fingerprint     string
-	metricsHit      []string
-	metricsMiss     []string
-	logLevel        LogLevel
+	// clientID and profileID are read from a verified leaf only.
+	clientID, profileID string
+	metricsHit          []string
+	metricsMiss         []string
+	logLevel            LogLevel
 
 	raw        string
 	untilUnix  int64
@@ -148,12 +162,22 @@ type Engine struct {
 	trust atomic.Pointer[trust]
 	gen   atomic.Uint64
 	mu    sync.Mutex // serialises SetBundle
+
+	// profiles is the set in force: the sidecar's when its bundle carries
+	// one, else configProfiles.
+	profiles       atomic.Pointer[profileSet]
+	configProfiles *profileSet
+	limiter        Limiter
 }
 
 // NewEngine compiles cfg (which must come from ParseConfig). An inline trust
 // bundle is loaded immediately; a sidecar-sourced one arrives via SetBundle.
 func NewEngine(cfg *Config) *Engine {
-	e := &Engine{cfg: cfg, stripSet: map[string]bool{}}
+	e := &Engine{cfg: cfg, stripSet: map[string]bool{}, limiter: NewMemoryLimiter()}
+	if cfg.ProfilesDefined {
+		e.configProfiles = compileProfiles(cfg.Profiles, ProfilesFromConfig, 0)
+		e.profiles.Store(e.configProfiles)
+	}
 	byName := map[string]*compiledPolicy{}
 	for _, p := range cfg.Policies {
 		cp := &compiledPolicy{name: p.Name, opts: p.Options, needsBundle: p.Options.ChainVerification == "filter",
@@ -173,6 +197,9 @@ func NewEngine(cfg *Config) *Engine {
 		for _, f := range p.Options.Headers.fields() {
 			e.addStrip(*f.ptr)
 		}
+		// The named profile is the client's claim; upstream sees only the
+		// profile the filter bound (headerNames.profileId).
+		e.addStrip(p.Options.RequestedProfileHeader)
 	}
 	for _, f := range DefaultHeaderNames.fields() {
 		e.addStrip(*f.ptr)
@@ -231,12 +258,23 @@ func (e *Engine) SetBundle(b *bundle.Bundle) error {
 	if err != nil {
 		return errors.New("trust bundle " + versionOf(b) + " rejected, keeping the previous one: " + err.Error())
 	}
+	// A profile set the sidecar accepted parses here too (same code); an
+	// error means version skew, and applying the CAs without the bindings
+	// they came with would be a half-applied change.
+	ps, err := profilesFromBundle(b)
+	if err != nil {
+		return errors.New("trust bundle " + versionOf(b) + " rejected, keeping the previous one: " + err.Error())
+	}
+	if ps == nil {
+		ps = e.configProfiles
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if old := e.trust.Load(); old != nil && old.version == t.version && t.version != "" {
 		return nil
 	}
 	e.trust.Store(t)
+	e.profiles.Store(ps)
 	e.gen.Add(1)
 	return nil
 }
@@ -284,17 +322,32 @@ var passthroughMetrics = []string{"mtlsgate.decision.passthrough"}
 
 // Evaluate decides one request. It never panics on request input.
 func (e *Engine) Evaluate(req *Request) *Result {
+	res, p := e.evaluate(req)
+	if p != nil && res.Decision == DecisionAllow && res.e != nil {
+		e.authorize(p, res.e, req, res)
+	}
+	if p != nil && p.opts.DecisionLogAll && res.LogLevel < LogInfo {
+		res.LogLevel = LogInfo
+	}
+	res.Time, res.Method, res.SourceAddress = req.Now, req.Method, req.SourceAddress
+	res.ConfigVersion = e.cfg.Version
+	res.BundleVersion = e.BundleVersion()
+	res.ProfilesVersion = e.profiles.Load().describe()
+	return res
+}
+
+func (e *Engine) evaluate(req *Request) (*Result, *compiledPolicy) {
 	remove := e.toRemove(req.Headers, nil)
 	p, routeName, ok := e.route(req.Method, req.Path)
 	if !ok {
-		return &Result{Action: Continue, Decision: DecisionPassthrough, RemoveHeaders: remove, Metrics: passthroughMetrics, LogLevel: LogDebug}
+		return &Result{Action: Continue, Decision: DecisionPassthrough, RemoveHeaders: remove, Metrics: passthroughMetrics, LogLevel: LogDebug}, nil
 	}
 	res := &Result{Policy: p.name, Route: routeName}
 	t := e.trust.Load()
 	if p.needsBundle && t == nil {
 		res.RemoveHeaders = remove
 		res.fill(unavailable(p), false)
-		return res
+		return res, p
 	}
 
 	var raw string
@@ -308,7 +361,7 @@ func (e *Engine) Evaluate(req *Request) *Result {
 		if !trustedSource(p.opts.TrustedSourceCIDRs, req.SourceAddress) {
 			res.RemoveHeaders = e.toRemove(req.Headers, p.sourceHeaders)
 			res.fill(p.untrusted, false)
-			return res
+			return res, p
 		}
 		raw, dup = joinHeader(req.Headers, p.sourceHeaders[0], "\x00")
 		if p.opts.CertificateSource == SourceRFC9440 {
@@ -325,12 +378,12 @@ func (e *Engine) Evaluate(req *Request) *Result {
 	res.RemoveHeaders = remove
 	if strings.TrimSpace(raw) == "" {
 		res.fill(p.noCert, false)
-		return res
+		return res, p
 	}
 	gen := e.gen.Load()
 	if ent := p.cache.get(gen, raw, req.Now.Unix()); ent != nil {
 		res.fill(ent, true)
-		return res
+		return res, p
 	}
 	var o *outcome
 	if dup {
@@ -340,7 +393,7 @@ func (e *Engine) Evaluate(req *Request) *Result {
 		switch {
 		case errors.Is(err, certsrc.ErrNoCertificate):
 			res.fill(p.noCert, false)
-			return res
+			return res, p
 		case err != nil:
 			o = (&outcome{}).fail(ReasonMalformedCertificate, err.Error())
 		default:
@@ -353,7 +406,7 @@ func (e *Engine) Evaluate(req *Request) *Result {
 	}
 	p.cache.put(gen, raw, ent)
 	res.fill(ent, false)
-	return res
+	return res, p
 }
 
 // EvaluateChain decides a chain (DER, leaf first) directly under the named
@@ -496,6 +549,10 @@ func (p *compiledPolicy) render(o *outcome) *entry {
 		meta = metadata(h, o)
 		ent.subject, ent.issuer = headerValue(meta, h.Subject), headerValue(meta, h.Issuer)
 		ent.fingerprint = fingerprint(o.leaf.Raw)
+		if o.hard == "" {
+			ent.clientID = extractID(p.opts.ClientIDField, o.leaf, p.opts.SPIFFETrustDomains)
+			ent.profileID = extractID(p.opts.ProfileIDField, o.leaf, p.opts.SPIFFETrustDomains)
+		}
 	}
 	add := func(k, v string) {
 		if k != "" {
@@ -510,6 +567,12 @@ func (p *compiledPolicy) render(o *outcome) *entry {
 		add(h.Status, "SUCCESS")
 		if o.soft != "" {
 			add(h.Reason, string(o.soft))
+		}
+		if ent.clientID != "" {
+			add(h.ClientID, ent.clientID)
+		}
+		if ent.profileID != "" {
+			add(h.ProfileID, ent.profileID)
 		}
 		add(h.ClientCert, sfBinary(o.leaf.Raw))
 		if len(o.chain) > 1 {

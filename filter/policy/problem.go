@@ -3,6 +3,7 @@ package policy
 import (
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ProblemBase prefixes the problem type URI of every reason: the type of
@@ -37,6 +38,18 @@ var problems = map[Reason]problemText{
 		"The certificate was not received through a trusted proxy. Connect through the configured load balancer or CDN."},
 	ReasonTrustBundleUnavailable: {"Client certificate verification unavailable",
 		"The gateway has not loaded its trusted CA list yet. Retry shortly; operators: check that the mtlsgate sidecar is reachable."},
+	ReasonProfileMismatch: {"Profile does not match the client certificate",
+		"The profile named in the request is not the profile your client certificate is bound to. Send the profile your certificate carries, or omit the header."},
+	ReasonProfileUnknown: {"Client certificate bound to no known profile",
+		"Your client certificate does not name a profile this gateway knows. Ask the API operator to bind your certificate's profile."},
+	ReasonClientNotAllowed: {"Client not allowed for this profile",
+		"Your client is not among the clients allowed to use the profile your certificate is bound to. Ask the API operator to add it."},
+	ReasonIPNotAllowed: {"Source address not allowed for this profile",
+		"Requests for your profile are accepted only from the networks its operator allowed. Connect from an allowed network."},
+	ReasonMethodNotAllowed: {"Method not allowed for this profile",
+		"Your profile does not allow this HTTP method. The Allow response header lists the methods it does allow."},
+	ReasonRateLimited: {"Rate limit exceeded",
+		"Your client has used its request budget for the current window. Retry after the number of seconds in the Retry-After response header."},
 }
 
 // ProblemType returns the stable problem type URI of a reason.
@@ -86,7 +99,12 @@ func appendJSONString(b []byte, s string) []byte {
 // built on demand, so requests that are not logged do not pay for it.
 func (r *Result) LogLine() string {
 	b := make([]byte, 0, 256)
-	b = append(b, `{"msg":"mtls decision","decision":`...)
+	b = append(b, `{"msg":"mtls decision"`...)
+	if !r.Time.IsZero() {
+		b = append(b, `,"time":`...)
+		b = appendJSONString(b, r.Time.UTC().Format(time.RFC3339Nano))
+	}
+	b = append(b, `,"decision":`...)
 	b = appendJSONString(b, r.Decision)
 	if r.Status != 0 {
 		b = append(b, `,"status":`...)
@@ -103,12 +121,21 @@ func (r *Result) LogLine() string {
 	field("reason", string(r.Reason))
 	field("policy", r.Policy)
 	field("route", r.Route)
+	field("method", clip(r.Method))
+	field("source", r.SourceAddress)
+	field("clientId", r.ClientID)
+	field("profileId", r.ProfileID)
+	field("requestedProfile", r.RequestedProfile)
 	if e := r.e; e != nil {
 		field("subject", e.subject)
 		field("issuer", e.issuer)
 		field("fingerprint", e.fingerprint)
-		field("detail", e.detail)
 	}
+	field("detail", r.Detail())
+	field("configVersion", r.ConfigVersion)
+	field("bundleVersion", r.BundleVersion)
+	field("profilesVersion", r.ProfilesVersion)
+
 	if r.CacheHit {
 		b = append(b, `,"cached":true`...)
 	}
@@ -117,6 +144,9 @@ func (r *Result) LogLine() string {
 
 // Detail is the operator-facing explanation of the verdict (also in LogLine).
 func (r *Result) Detail() string {
+	if r.detail != "" {
+		return r.detail
+	}
 	if r.e == nil {
 		return ""
 	}
