@@ -784,4 +784,3 @@ func parseTrustBundle(tb gjson.Result) (TrustBundleConfig, error) {
 	return TrustBundleConfig{Inline: b}, nil
 }
 
-var errNoAnchors = errors.New("no CA certificates: upload at least one root CA")

@@ -65,9 +65,9 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 			return nil, errors.New("caCertificates[" + strconv.Itoa(i) + "]: no PEM CERTIFICATE block: CA certificates must be PEM (-----BEGIN CERTIFICATE-----)")
 		}
 	}
-	if len(t.anchors) == 0 {
-		return nil, errNoAnchors
-	}
+	// No anchors is a valid state when it comes from the sidecar: the last CA
+	// was deleted, and trust must stop at once rather than the previous bundle
+	// staying in force. Inline configuration requires anchors (ParseConfig).
 	for i, c := range b.CRLs {
 		where := "crls[" + strconv.Itoa(i) + "]"
 		blk, _ := pem.Decode([]byte(c.PEM))
@@ -213,6 +213,9 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 		return o.fail(ReasonTrustBundleUnavailable, "no trust bundle loaded yet")
 	}
 
+	if len(t.anchors) == 0 {
+		return o.fail(ReasonUntrustedChain, "no CA is trusted: upload the root CA that issues client certificates with 'mtlsgate ca-certificate create'")
+	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
