@@ -33,7 +33,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
-	case "serve", "ca-certificate", "crl", "mtls-certificate":
+	case "serve", "ca-certificate", "crl", "mtls-certificate", "profile":
 		return cli.Run(args, stdout, stderr)
 	case "verify":
 		return verifycmd.Run(args[1:], stdout, stderr)
@@ -56,6 +56,7 @@ Commands:
   ca-certificate     manage client CA certificates (create, list, describe, update, delete)
   crl                manage CRLs of those CAs (create, list, describe, delete)
   mtls-certificate   manage outbound client certificates (create, list, describe, enable, disable, delete)
+  profile            manage authorization profiles (set, list, history, rollback)
   verify             check a client certificate offline against CAs, CRLs and a policy
   dev                local gateway: TLS + x-forwarded-client-cert as Envoy, the real .wasm, an upstream
   demo               demo PKI, sidecar, upstream and gateway in one go (make run; --check for make demo)

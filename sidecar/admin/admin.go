@@ -94,6 +94,7 @@ func New(cfg Config) http.Handler {
 	v1("POST "+api.PathOutbound+"/{id}/disable", s.setEnabled(false))
 	v1("POST "+api.PathOutbound+"/{id}/enable", s.setEnabled(true))
 	v1("DELETE "+api.PathOutbound+"/{id}", s.deleteOutbound)
+	s.profileRoutes(v1)
 	v1("GET "+api.PathSDS, func(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, 200, s.Tracker.Subscriptions())
 		return nil

@@ -36,7 +36,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serve(args[1:], stdout, stderr)
-	case "ca-certificate", "crl", "mtls-certificate":
+	case "ca-certificate", "crl", "mtls-certificate", "profile":
 		return manage(args[0], args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "mtlsgate: unknown command %q; run 'mtlsgate help'\n", args[0])

@@ -320,8 +320,18 @@ func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundle
 	if err := cache.Update(ctx, sds.State{CAs: cas, CRLs: crls, Outbound: out}); err != nil {
 		return err
 	}
+	// The active profile set travels in the bundle, so a binding change
+	// reaches every filter with its next fetch, without an Envoy reload.
+	var profiles []byte
+	pv, ok, err := st.ActiveProfiles()
+	if err != nil {
+		return err
+	}
+	if ok {
+		profiles = pv.Profiles
+	}
 	now := time.Now()
-	if err := bundles.Update(cas, crls, nil, 0, now); err != nil {
+	if err := bundles.Update(cas, crls, profiles, pv.Version, now); err != nil {
 		return err
 	}
 	m.CACertificates.Set(float64(len(cas)))

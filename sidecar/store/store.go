@@ -32,7 +32,7 @@ import (
 // SchemaVersion is the layout this build writes. Older stores are migrated on
 // open; newer ones are refused so an old binary never rewrites data it does not
 // understand.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // FileName is the database file inside the data directory.
 const FileName = "mtlsgate.db"
@@ -192,7 +192,7 @@ func (s *Store) initialize(tx *bolt.Tx) error {
 	if version > SchemaVersion {
 		return fmt.Errorf("store schema version %d is newer than this build understands (%d): run a newer mtlsgate, or restore a backup taken with this version", version, SchemaVersion)
 	}
-	for _, b := range [][]byte{bucketCAs, bucketCRLs, bucketOutbound} {
+	for _, b := range [][]byte{bucketCAs, bucketCRLs, bucketOutbound, bucketProfiles} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return fmt.Errorf("create bucket %s: %w", b, err)
 		}
