@@ -69,9 +69,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.bin, "mtlsgate", "", "mtlsgate binary that runs the sidecar and the CLI (default: this program)")
 	fs.StringVar(&o.listen, "listen", "", "gateway address (default 127.0.0.1:8443; --check: a free port)")
 	fs.StringVar(&o.upstreamListen, "upstream-listen", "", "demo upstream address (default 127.0.0.1:9443; --check: a free port)")
-	fs.StringVar(&o.adminListen, "admin-listen", "", "sidecar admin API (default 127.0.0.1:18000; --check: a free port)")
-	fs.StringVar(&o.sdsListen, "sds-listen", "", "sidecar SDS (default 127.0.0.1:18001; --check: a free port)")
-	fs.StringVar(&o.bundleListen, "bundle-listen", "", "sidecar bundle endpoint (default 127.0.0.1:18002; --check: a free port)")
+	fs.StringVar(&o.adminListen, "admin-listen", "", "sidecar admin API (default 127.0.0.1:9911; --check: a free port)")
+	fs.StringVar(&o.sdsListen, "sds-listen", "", "sidecar SDS (default 127.0.0.1:9912; --check: a free port)")
+	fs.StringVar(&o.bundleListen, "bundle-listen", "", "sidecar bundle endpoint (default 127.0.0.1:9913; --check: a free port)")
 	fs.IntVar(&o.refreshSeconds, "refresh-seconds", 5, "how often the filter refreshes its trust bundle from the sidecar")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "how long to wait for the pieces to come up")
 	if err := fs.Parse(args); err != nil {
@@ -104,9 +104,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defaultAddr(&o.listen, "127.0.0.1:8443")
 	defaultAddr(&o.upstreamListen, "127.0.0.1:9443")
-	defaultAddr(&o.adminListen, "127.0.0.1:18000")
-	defaultAddr(&o.sdsListen, "127.0.0.1:18001")
-	defaultAddr(&o.bundleListen, "127.0.0.1:18002")
+	defaultAddr(&o.adminListen, "127.0.0.1:9911")
+	defaultAddr(&o.sdsListen, "127.0.0.1:9912")
+	defaultAddr(&o.bundleListen, "127.0.0.1:9913")
 	if o.bin == "" {
 		exe, err := os.Executable()
 		if err != nil {
