@@ -56,7 +56,7 @@ type Config struct {
 	// UpstreamServerName overrides the SNI and verified name of the upstream.
 	UpstreamServerName string
 	// Clusters maps the cluster names the filter calls (proxy_http_call) to
-	// base URLs, e.g. "mtlsgate_sidecar" -> "http://127.0.0.1:18002".
+	// base URLs, e.g. "mtlsgate_sidecar" -> "http://127.0.0.1:9913".
 	Clusters map[string]string
 
 	// Workers is the number of VMs; default GOMAXPROCS, one per Envoy worker.

@@ -39,7 +39,7 @@ func (c clusterFlag) String() string {
 func (c clusterFlag) Set(s string) error {
 	name, u, ok := strings.Cut(s, "=")
 	if !ok || name == "" || u == "" {
-		return fmt.Errorf("want NAME=URL, e.g. mtlsgate_sidecar=http://127.0.0.1:18002")
+		return fmt.Errorf("want NAME=URL, e.g. mtlsgate_sidecar=http://127.0.0.1:9913")
 	}
 	pu, err := url.Parse(u)
 	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		vmID         = fs.String("vm-id", "mtlsgate", "vm_id")
 		output       = fs.String("output", "text", "access log format: text or json")
 	)
-	fs.Var(clusters, "cluster", "NAME=URL for the filter's http callouts (repeatable), e.g. mtlsgate_sidecar=http://127.0.0.1:18002")
+	fs.Var(clusters, "cluster", "NAME=URL for the filter's http callouts (repeatable), e.g. mtlsgate_sidecar=http://127.0.0.1:9913")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: mtlsgate %s\n\nFlags:\n", Usage)
 		fs.PrintDefaults()
