@@ -216,6 +216,15 @@ func (vm *VM) Err() error {
 	return vm.failed
 }
 
+// MemoryPages is the size of the guest's linear memory in 64 KiB wasm pages.
+// Linear memory never shrinks, so a VM whose page count keeps rising under a
+// steady load is leaking, which is what soak tests watch.
+func (vm *VM) MemoryPages() uint32 {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.mod.Memory().Size() / 65536
+}
+
 // RootContextID is the id of the plugin's root context.
 func (vm *VM) RootContextID() uint32 { return vm.rootID }
 
