@@ -22,7 +22,9 @@ var benchCases = []struct {
 	depth int
 }{{testpki.P256, 2}, {testpki.P256, 3}, {testpki.RSA2048, 2}, {testpki.RSA2048, 3}, {testpki.RSA4096, 2}, {testpki.RSA4096, 3}}
 
-func caseName(k testpki.KeyType, depth int) string { return k.String() + "/depth" + strconv.Itoa(depth) }
+func caseName(k testpki.KeyType, depth int) string {
+	return k.String() + "/depth" + strconv.Itoa(depth)
+}
 
 // Cold benchmarks cycle coldPool distinct leaves through a cache of
 // coldCache entries: every request misses and evicts (as in filter/policy).

@@ -77,7 +77,9 @@ var benchCases = []struct {
 	depth int
 }{{testpki.P256, 2}, {testpki.P256, 3}, {testpki.RSA2048, 2}, {testpki.RSA2048, 3}, {testpki.RSA4096, 2}, {testpki.RSA4096, 3}}
 
-func caseName(k testpki.KeyType, depth int) string { return k.String() + "/depth" + strconv.Itoa(depth) }
+func caseName(k testpki.KeyType, depth int) string {
+	return k.String() + "/depth" + strconv.Itoa(depth)
+}
 
 // BenchmarkHotPath: a client seen before, its verdict cached.
 func BenchmarkHotPath(b *testing.B) {
