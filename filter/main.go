@@ -69,7 +69,7 @@ func (r *root) OnPluginStart(int) bool {
 		return false
 	}
 	r.engine = policy.NewEngine(cfg)
-	r.engine.SetLimiter(&policy.CASLimiter{Store: sharedCAS{}, OnError: r.limiterFailed})
+	r.engine.SetLimiter(&policy.CASLimiter{Store: sharedDataStore{}, OnError: r.limiterFailed})
 	r.source = cfg.TrustBundle.Sidecar
 	if r.source != nil {
 		if err := proxywasm.SetTickPeriodMilliSeconds(uint32(tickStarting / time.Millisecond)); err != nil {
@@ -92,12 +92,12 @@ func bundleDesc(e *policy.Engine, src *policy.SidecarSource) string {
 	return "none"
 }
 
-// sharedCAS runs the engine's rate limiter on proxy-wasm shared data, which
+// sharedDataStore runs the engine's rate limiter on proxy-wasm shared data, which
 // Envoy shares between the VMs of every worker thread: one budget per client
 // for the whole proxy, not per worker. Keys start with "mtlsgate.rl/".
-type sharedCAS struct{}
+type sharedDataStore struct{}
 
-func (sharedCAS) Get(key string) ([]byte, uint32, bool, error) {
+func (sharedDataStore) Get(key string) ([]byte, uint32, bool, error) {
 	v, cas, err := proxywasm.GetSharedData(key)
 	if errors.Is(err, abi.StatusNotFound) {
 		return nil, 0, false, nil
@@ -108,7 +108,7 @@ func (sharedCAS) Get(key string) ([]byte, uint32, bool, error) {
 	return v, cas, true, nil
 }
 
-func (sharedCAS) Set(key string, value []byte, cas uint32) (bool, error) {
+func (sharedDataStore) Set(key string, value []byte, cas uint32) (bool, error) {
 	err := proxywasm.SetSharedData(key, value, cas)
 	if errors.Is(err, abi.StatusCasMismatch) {
 		return true, nil
