@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -42,8 +43,11 @@ func clientCert(t *testing.T) *x509.Certificate {
 	u, _ := url.Parse("spiffe://example.org/client")
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(7),
-		Subject:      pkix.Name{CommonName: "client", Organization: []string{"Example"}},
-		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		// Envoy prints subjects with openssl's RFC 2253 printer: emailAddress by
+		// name (pkix.Name.String prints its OID and hex), escapes as openssl.
+		Subject: pkix.Name{CommonName: "#client, the first", Organization: []string{"Example"},
+			ExtraNames: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}, Value: "ops@example.org"}}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		URIs: []*url.URL{u}, DNSNames: []string{"client.example.org"},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -167,7 +171,7 @@ func TestHeadersPropertiesAndRewrite(t *testing.T) {
 		"x-abitest-prop-request-path":                        "/things?x=1",
 		"x-abitest-prop-request-method":                      "GET",
 		"x-abitest-prop-request-host":                        "api.example.org",
-		"x-abitest-prop-connection-subject_peer_certificate": "CN=client,O=Example",
+		"x-abitest-prop-connection-subject_peer_certificate": `emailAddress=ops@example.org,CN=\#client\, the first,O=Example`,
 		"x-abitest-prop-plugin_name":                         "abitest-plugin",
 		"x-abitest-prop-connection-id":                       "42",
 		"x-abitest-prop-source-port":                         "5555",

@@ -3,10 +3,12 @@ package hosttest
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
 	"strings"
 
+	"github.com/mtlsgate/mtlsgate/filter/policy/dn"
 	"github.com/mtlsgate/mtlsgate/internal/abi"
 )
 
@@ -115,21 +117,17 @@ func connectionProperty(c *Connection, name string) ([]byte, abi.Status) {
 	case "tls_version":
 		return []byte(t.Version), abi.StatusOK
 	case "subject_peer_certificate":
-		if cert == nil {
-			return []byte{}, abi.StatusOK
-		}
-		// Envoy prints the subject in RFC 2253 order, as pkix.Name.String does.
-		return []byte(cert.Subject.String()), abi.StatusOK
+		return subjectOf(cert)
+	case "subject_local_certificate":
+		return subjectOf(t.LocalCertificate)
 	case "uri_san_peer_certificate":
-		if cert == nil || len(cert.URIs) == 0 {
-			return nil, nf
-		}
-		return []byte(cert.URIs[0].String()), abi.StatusOK
+		return firstURI(cert)
+	case "uri_san_local_certificate":
+		return firstURI(t.LocalCertificate)
 	case "dns_san_peer_certificate":
-		if cert == nil || len(cert.DNSNames) == 0 {
-			return nil, nf
-		}
-		return []byte(cert.DNSNames[0]), abi.StatusOK
+		return firstDNS(cert)
+	case "dns_san_local_certificate":
+		return firstDNS(t.LocalCertificate)
 	case "sha256_peer_certificate_digest":
 		if cert == nil {
 			return nil, nf
@@ -138,6 +136,37 @@ func connectionProperty(c *Connection, name string) ([]byte, abi.Status) {
 		return []byte(hex.EncodeToString(sum[:])), abi.StatusOK
 	}
 	return nil, nf
+}
+
+// subjectOf prints a subject as Envoy does: X509_NAME_print_ex with
+// XN_FLAG_RFC2253 (source/common/tls/utility.cc, Utility::getSubjectFromCertificate),
+// the same text as `openssl x509 -subject -nameopt RFC2253`, which pkix.Name's
+// String does not reproduce for escapes, multi-valued RDNs or unknown OIDs.
+func subjectOf(c *x509.Certificate) ([]byte, abi.Status) {
+	if c == nil {
+		return []byte{}, abi.StatusOK
+	}
+	s, err := dn.Format(c.RawSubject)
+	if err != nil {
+		return []byte{}, abi.StatusOK
+	}
+	return []byte(s), abi.StatusOK
+}
+
+// firstURI and firstDNS mirror the attributes' single-string form: the first
+// SAN of that kind (source/extensions/filters/common/expr/context.cc).
+func firstURI(c *x509.Certificate) ([]byte, abi.Status) {
+	if c == nil || len(c.URIs) == 0 {
+		return nil, abi.StatusNotFound
+	}
+	return []byte(c.URIs[0].String()), abi.StatusOK
+}
+
+func firstDNS(c *x509.Certificate) ([]byte, abi.Status) {
+	if c == nil || len(c.DNSNames) == 0 {
+		return nil, abi.StatusNotFound
+	}
+	return []byte(c.DNSNames[0]), abi.StatusOK
 }
 
 // requestProperty reads the request headers the filter can currently see:

@@ -30,6 +30,8 @@ type TLSInfo struct {
 	Version string
 	// PeerCertificate is the client certificate, nil when none was presented.
 	PeerCertificate *x509.Certificate
+	// LocalCertificate is the certificate the proxy presented, if known.
+	LocalCertificate *x509.Certificate
 }
 
 // Request is one downstream request to run through the filter.
