@@ -5,6 +5,7 @@ import (
 	"encoding/asn1"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -442,4 +443,42 @@ func TestAuthzConfigErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProfilesExample loads policies/profiles.json and the sidecar file
+// policies/profiles/profiles.json as shipped: the two define the same set,
+// and the plugin configuration behaves as policies/README.md says.
+func TestProfilesExample(t *testing.T) {
+	p := theAuthzPKI()
+	cfgData, err := os.ReadFile("../../policies/profiles.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig(cfgData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileData, err := os.ReadFile("../../policies/profiles/profiles.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFile, err := bundle.ParseProfileFile(fileData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := json.Marshal(cfg.Profiles)
+	b, _ := json.Marshal(fromFile)
+	if string(a) != string(b) {
+		t.Fatalf("the example files define different profiles:\n%s\n%s", a, b)
+	}
+	e := NewEngine(cfg)
+	if err := e.SetBundle(mustBundle(t, []*testpki.Cert{p.root})); err != nil {
+		t.Fatal(err)
+	}
+	src := "203.0.113.9:1"
+	expect(t, e.Evaluate(authzReq("POST", p.xfcc(p.acme), src)), DecisionAllow, "")
+	expect(t, e.Evaluate(authzReq("GET", p.xfcc(p.acme), src, Header{"x-profile-id", "partner-staging"})), DecisionDeny, ReasonProfileMismatch)
+	expect(t, e.Evaluate(authzReq("GET", p.xfcc(p.other), src)), DecisionDeny, ReasonClientNotAllowed)
+	expect(t, e.Evaluate(authzReq("PUT", p.xfcc(p.acme), src)), DecisionDeny, ReasonMethodNotAllowed)
+	expect(t, e.Evaluate(authzReq("GET", p.xfcc(p.acme), "192.0.2.1:1")), DecisionDeny, ReasonIPNotAllowed)
 }
