@@ -24,16 +24,21 @@ type pki struct {
 
 var shared *pki
 
-func thePKI(t *testing.T) *pki {
+func thePKI(t testing.TB) *pki {
 	t.Helper()
 	if shared != nil {
 		return shared
 	}
 	m := testpki.Must[*testpki.Cert]
 	p := &pki{}
-	p.root = m(testpki.NewRoot(testpki.Options{Key: testpki.RSA2048, Subject: pkix.Name{CommonName: "Example Root CA", Organization: []string{"Example"}, Country: []string{"US"}}}))
-	p.inter = m(p.root.Issue(testpki.Options{Key: testpki.RSA2048, CA: true, Subject: pkix.Name{CommonName: "example-ca", Organization: []string{"Example"}, Country: []string{"US"}}}))
+	// The CAs predate every leaf, as real ones do: an expired leaf accepted by
+	// allowExpiredCertificates is verified at an instant inside its validity.
 	now := time.Now()
+	caFrom := now.Add(-30 * 24 * time.Hour)
+	p.root = m(testpki.NewRoot(testpki.Options{Key: testpki.RSA2048, NotBefore: caFrom, NotAfter: caFrom.Add(10 * 365 * 24 * time.Hour),
+		Subject: pkix.Name{CommonName: "Example Root CA", Organization: []string{"Example"}, Country: []string{"US"}}}))
+	p.inter = m(p.root.Issue(testpki.Options{Key: testpki.RSA2048, CA: true, NotBefore: caFrom, NotAfter: caFrom.Add(5 * 365 * 24 * time.Hour),
+		Subject: pkix.Name{CommonName: "example-ca", Organization: []string{"Example"}, Country: []string{"US"}}}))
 	leaf := func(o testpki.Options) *testpki.Cert {
 		o.Key = testpki.P256
 		return m(p.inter.Issue(o))
