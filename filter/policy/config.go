@@ -783,4 +783,3 @@ func parseTrustBundle(tb gjson.Result) (TrustBundleConfig, error) {
 	}
 	return TrustBundleConfig{Inline: b}, nil
 }
-
