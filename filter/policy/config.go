@@ -654,6 +654,11 @@ func parseCIDR(s string) (netip.Prefix, error) {
 			return p, err
 		}
 		if p.Addr().Is4In6() {
+			// ::ffff:a.b.c.d/N covers IPv4 addresses only from N = 96 up;
+			// a shorter prefix would silently match nothing.
+			if p.Bits() < 96 {
+				return netip.Prefix{}, errors.New("an IPv4-mapped prefix needs at least /96; write the IPv4 form, e.g. 10.0.0.0/8")
+			}
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		return p.Masked(), nil

@@ -31,3 +31,15 @@ func TestEmptyBundleStopsTrust(t *testing.T) {
 		t.Error("an inline trust bundle without CAs was accepted")
 	}
 }
+
+// TestMappedPrefixTooShort: ::ffff:0:0/80 would match no IPv4 peer at all; it
+// is refused with the form to write instead.
+func TestMappedPrefixTooShort(t *testing.T) {
+	if _, err := parseCIDR("::ffff:10.0.0.0/80"); err == nil || !strings.Contains(err.Error(), "10.0.0.0/8") {
+		t.Fatalf("short mapped prefix: err %v", err)
+	}
+	p, err := parseCIDR("::ffff:10.0.0.0/104")
+	if err != nil || p.String() != "10.0.0.0/8" {
+		t.Fatalf("::ffff:10.0.0.0/104 → %v %v, want 10.0.0.0/8", p, err)
+	}
+}
