@@ -89,6 +89,10 @@ type Gateway struct {
 	logw      io.Writer
 	accessw   io.Writer
 	connIDs   atomic.Uint64
+	// conns holds each downstream connection's last reported state, HTTP/2
+	// included (its server reports idle per connection through ConnState,
+	// which http.Server's own idle tracking does not see).
+	conns sync.Map // net.Conn -> http.ConnState
 
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
@@ -174,6 +178,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		Handler:           http.HandlerFunc(g.serveHTTP),
 		TLSConfig:         g.tlsConfig(),
 		ConnContext:       g.connContext,
+		ConnState:         g.trackConn,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          log.New(writerFunc(func(p []byte) (int, error) { g.logf("%s", strings.TrimSpace(string(p))); return len(p), nil }), "", 0),
 	}
@@ -303,11 +308,44 @@ func (g *Gateway) Plugin() *hosttest.Plugin { return g.plugin }
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // then stops the VMs and the SDS stream.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	// http.Server.Shutdown closes idle HTTP/1 connections itself but counts an
+	// HTTP/2 connection as active for its whole life, relying on GOAWAY; a
+	// client that keeps an idle HTTP/2 connection open then holds shutdown
+	// until the deadline. Close connections once they report idle.
+	stop := make(chan struct{})
+	go g.closeIdle(stop)
 	err := g.srv.Shutdown(ctx)
+	close(stop)
 	if cerr := g.close(ctx); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+func (g *Gateway) trackConn(c net.Conn, st http.ConnState) {
+	if st == http.StateClosed || st == http.StateHijacked {
+		g.conns.Delete(c)
+		return
+	}
+	g.conns.Store(c, st)
+}
+
+func (g *Gateway) closeIdle(stop <-chan struct{}) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			g.conns.Range(func(k, v any) bool {
+				if v.(http.ConnState) == http.StateIdle {
+					k.(net.Conn).Close()
+				}
+				return true
+			})
+		}
+	}
 }
 
 func (g *Gateway) close(ctx context.Context) error {
