@@ -647,29 +647,8 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 	return opts, nil
 }
 
-func parseCIDR(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return p, err
-		}
-		if p.Addr().Is4In6() {
-			// ::ffff:a.b.c.d/N covers IPv4 addresses only from N = 96 up;
-			// a shorter prefix would silently match nothing.
-			if p.Bits() < 96 {
-				return netip.Prefix{}, errors.New("an IPv4-mapped prefix needs at least /96; write the IPv4 form, e.g. 10.0.0.0/8")
-			}
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
+// parseCIDR is the one CIDR syntax of the project, shared with profiles.
+func parseCIDR(s string) (netip.Prefix, error) { return bundle.ParseCIDR(s) }
 
 func validHeaderName(s string) bool {
 	if s == "" || len(s) > 128 {

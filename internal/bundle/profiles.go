@@ -288,7 +288,7 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 		}
 		if p.Addr().Is4In6() {
 			if p.Bits() < 96 {
-				return netip.Prefix{}, errors.New("IPv4-mapped prefix shorter than /96")
+				return netip.Prefix{}, errors.New("an IPv4-mapped prefix needs at least /96; write the IPv4 form, e.g. 10.0.0.0/8")
 			}
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}

@@ -321,6 +321,30 @@ func getJSON(b *bolt.Bucket, id string, v any) (bool, error) {
 	return true, nil
 }
 
+// listOldestFirst reads every record of a bucket, ordered by creation time.
+func listOldestFirst[T any](db *bolt.DB, bucket []byte, created func(T) time.Time) ([]T, error) {
+	var out []T
+	err := db.View(func(tx *bolt.Tx) (err error) {
+		out, err = all[T](tx.Bucket(bucket))
+		return err
+	})
+	sort.Slice(out, func(i, j int) bool { return created(out[i]).Before(created(out[j])) })
+	return out, err
+}
+
+// getOne reads one record, or the bucket's not-found problem.
+func getOne[T any](db *bolt.DB, bucket []byte, id string, notFound func(string) error) (T, error) {
+	var v T
+	err := db.View(func(tx *bolt.Tx) error {
+		ok, err := getJSON(tx.Bucket(bucket), id, &v)
+		if err == nil && !ok {
+			err = notFound(id)
+		}
+		return err
+	})
+	return v, err
+}
+
 func all[T any](b *bolt.Bucket) ([]T, error) {
 	var out []T
 	err := b.ForEach(func(k, v []byte) error {
@@ -367,13 +391,7 @@ func (s *Store) CreateCA(ca CA) (CA, error) {
 
 // ListCAs returns every CA, oldest first.
 func (s *Store) ListCAs() ([]CA, error) {
-	var out []CA
-	err := s.db.View(func(tx *bolt.Tx) (err error) {
-		out, err = all[CA](tx.Bucket(bucketCAs))
-		return err
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
-	return out, err
+	return listOldestFirst(s.db, bucketCAs, func(c CA) time.Time { return c.CreatedAt })
 }
 
 func caNotFound(id string) error {
@@ -382,15 +400,7 @@ func caNotFound(id string) error {
 
 // GetCA returns one CA.
 func (s *Store) GetCA(id string) (CA, error) {
-	var ca CA
-	err := s.db.View(func(tx *bolt.Tx) error {
-		ok, err := getJSON(tx.Bucket(bucketCAs), id, &ca)
-		if err == nil && !ok {
-			err = caNotFound(id)
-		}
-		return err
-	})
-	return ca, err
+	return getOne[CA](s.db, bucketCAs, id, caNotFound)
 }
 
 // RenameCA changes a CA's name and returns it before and after.
@@ -484,13 +494,7 @@ func (s *Store) CreateCRL(c CRL) (CRL, error) {
 
 // ListCRLs returns every CRL, oldest first.
 func (s *Store) ListCRLs() ([]CRL, error) {
-	var out []CRL
-	err := s.db.View(func(tx *bolt.Tx) (err error) {
-		out, err = all[CRL](tx.Bucket(bucketCRLs))
-		return err
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
-	return out, err
+	return listOldestFirst(s.db, bucketCRLs, func(c CRL) time.Time { return c.CreatedAt })
 }
 
 func crlNotFound(id string) error {
@@ -499,15 +503,7 @@ func crlNotFound(id string) error {
 
 // GetCRL returns one CRL.
 func (s *Store) GetCRL(id string) (CRL, error) {
-	var c CRL
-	err := s.db.View(func(tx *bolt.Tx) error {
-		ok, err := getJSON(tx.Bucket(bucketCRLs), id, &c)
-		if err == nil && !ok {
-			err = crlNotFound(id)
-		}
-		return err
-	})
-	return c, err
+	return getOne[CRL](s.db, bucketCRLs, id, crlNotFound)
 }
 
 // UpdateCRL applies fn to a stored CRL (the refresher records fetches this way).
