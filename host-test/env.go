@@ -438,22 +438,16 @@ func headerKV(mod api.Module, st []uint64) (string, string, bool) {
 }
 
 func hAddHeaderMapValue(vm *VM, mod api.Module, st []uint64) abi.Status {
-	if !mapTypeOK(st[0]) {
-		return abi.StatusBadArgument
-	}
-	k, v, ok := headerKV(mod, st)
-	if !ok {
-		return abi.StatusInvalidMemoryAccess
-	}
-	m := vm.headerMapFor(abi.MapType(u32(st[0])), true)
-	if m == nil {
-		return abi.StatusBadArgument
-	}
-	m.add(k, v)
-	return abi.StatusOK
+	return writeHeaderKV(vm, mod, st, (*headerMap).add)
 }
 
 func hReplaceHeaderMapValue(vm *VM, mod api.Module, st []uint64) abi.Status {
+	return writeHeaderKV(vm, mod, st, (*headerMap).replace)
+}
+
+// writeHeaderKV is the shared body of the add and replace calls: the same
+// argument checks and status codes, a different edit.
+func writeHeaderKV(vm *VM, mod api.Module, st []uint64, edit func(m *headerMap, k, v string)) abi.Status {
 	if !mapTypeOK(st[0]) {
 		return abi.StatusBadArgument
 	}
@@ -465,7 +459,7 @@ func hReplaceHeaderMapValue(vm *VM, mod api.Module, st []uint64) abi.Status {
 	if m == nil {
 		return abi.StatusBadArgument
 	}
-	m.replace(k, v)
+	edit(m, k, v)
 	return abi.StatusOK
 }
 
