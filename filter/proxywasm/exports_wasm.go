@@ -102,70 +102,58 @@ func proxyOnHTTPCallResponse(rootID, token, numHeaders, bodySize, numTrailers ui
 	call.cb(int(numHeaders), int(bodySize), int(numTrailers))
 }
 
-//go:wasmexport proxy_on_request_headers
-func proxyOnRequestHeaders(contextID, numHeaders, endOfStream uint32) (action uint32) {
+// onStream runs one stream callback: unknown or failed streams continue
+// untouched, a panic answers the request 500 and pauses it.
+func onStream(where string, contextID, a, b uint32, call func(c HTTPContext, a, b uint32) Action) (action uint32) {
 	s := streams[contextID]
 	if s == nil || s.ctx == nil || s.failed {
 		return uint32(ActionContinue)
 	}
 	current = contextID
-	defer recoverTo("proxy_on_request_headers", contextID, func() { action = uint32(ActionPause) })
-	return uint32(s.ctx.OnHTTPRequestHeaders(int(numHeaders), endOfStream != 0))
+	defer recoverTo(where, contextID, func() { action = uint32(ActionPause) })
+	return uint32(call(s.ctx, a, b))
+}
+
+//go:wasmexport proxy_on_request_headers
+func proxyOnRequestHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
+	return onStream("proxy_on_request_headers", contextID, numHeaders, endOfStream, func(c HTTPContext, n, eos uint32) Action {
+		return c.OnHTTPRequestHeaders(int(n), eos != 0)
+	})
 }
 
 //go:wasmexport proxy_on_request_body
-func proxyOnRequestBody(contextID, bodySize, endOfStream uint32) (action uint32) {
-	s := streams[contextID]
-	if s == nil || s.ctx == nil || s.failed {
-		return uint32(ActionContinue)
-	}
-	current = contextID
-	defer recoverTo("proxy_on_request_body", contextID, func() { action = uint32(ActionPause) })
-	return uint32(s.ctx.OnHTTPRequestBody(int(bodySize), endOfStream != 0))
+func proxyOnRequestBody(contextID, bodySize, endOfStream uint32) uint32 {
+	return onStream("proxy_on_request_body", contextID, bodySize, endOfStream, func(c HTTPContext, n, eos uint32) Action {
+		return c.OnHTTPRequestBody(int(n), eos != 0)
+	})
 }
 
 //go:wasmexport proxy_on_request_trailers
-func proxyOnRequestTrailers(contextID, numTrailers uint32) (action uint32) {
-	s := streams[contextID]
-	if s == nil || s.ctx == nil || s.failed {
-		return uint32(ActionContinue)
-	}
-	current = contextID
-	defer recoverTo("proxy_on_request_trailers", contextID, func() { action = uint32(ActionPause) })
-	return uint32(s.ctx.OnHTTPRequestTrailers(int(numTrailers)))
+func proxyOnRequestTrailers(contextID, numTrailers uint32) uint32 {
+	return onStream("proxy_on_request_trailers", contextID, numTrailers, 0, func(c HTTPContext, n, _ uint32) Action {
+		return c.OnHTTPRequestTrailers(int(n))
+	})
 }
 
 //go:wasmexport proxy_on_response_headers
-func proxyOnResponseHeaders(contextID, numHeaders, endOfStream uint32) (action uint32) {
-	s := streams[contextID]
-	if s == nil || s.ctx == nil || s.failed {
-		return uint32(ActionContinue)
-	}
-	current = contextID
-	defer recoverTo("proxy_on_response_headers", contextID, func() { action = uint32(ActionPause) })
-	return uint32(s.ctx.OnHTTPResponseHeaders(int(numHeaders), endOfStream != 0))
+func proxyOnResponseHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
+	return onStream("proxy_on_response_headers", contextID, numHeaders, endOfStream, func(c HTTPContext, n, eos uint32) Action {
+		return c.OnHTTPResponseHeaders(int(n), eos != 0)
+	})
 }
 
 //go:wasmexport proxy_on_response_body
-func proxyOnResponseBody(contextID, bodySize, endOfStream uint32) (action uint32) {
-	s := streams[contextID]
-	if s == nil || s.ctx == nil || s.failed {
-		return uint32(ActionContinue)
-	}
-	current = contextID
-	defer recoverTo("proxy_on_response_body", contextID, func() { action = uint32(ActionPause) })
-	return uint32(s.ctx.OnHTTPResponseBody(int(bodySize), endOfStream != 0))
+func proxyOnResponseBody(contextID, bodySize, endOfStream uint32) uint32 {
+	return onStream("proxy_on_response_body", contextID, bodySize, endOfStream, func(c HTTPContext, n, eos uint32) Action {
+		return c.OnHTTPResponseBody(int(n), eos != 0)
+	})
 }
 
 //go:wasmexport proxy_on_response_trailers
-func proxyOnResponseTrailers(contextID, numTrailers uint32) (action uint32) {
-	s := streams[contextID]
-	if s == nil || s.ctx == nil || s.failed {
-		return uint32(ActionContinue)
-	}
-	current = contextID
-	defer recoverTo("proxy_on_response_trailers", contextID, func() { action = uint32(ActionPause) })
-	return uint32(s.ctx.OnHTTPResponseTrailers(int(numTrailers)))
+func proxyOnResponseTrailers(contextID, numTrailers uint32) uint32 {
+	return onStream("proxy_on_response_trailers", contextID, numTrailers, 0, func(c HTTPContext, n, _ uint32) Action {
+		return c.OnHTTPResponseTrailers(int(n))
+	})
 }
 
 //go:wasmexport proxy_on_log
