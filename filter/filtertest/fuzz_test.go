@@ -1,0 +1,128 @@
+package filtertest
+
+import (
+	"context"
+	"encoding/base64"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	hosttest "github.com/mtlsgate/mtlsgate/host-test"
+	"github.com/mtlsgate/mtlsgate/internal/abi"
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+)
+
+// FuzzFilter drives the compiled filter in the host with arbitrary request
+// headers and an arbitrary source.address property, under each certificate
+// source. A trap would fail every later request on that Envoy worker, so the
+// VM must never trap, and every request must end in a decision: forwarded,
+// or answered locally with a problem. Identity is only ever forwarded with a
+// successful verification. The VMs are reused across inputs, as a worker's
+// VM is across requests, so state one input leaves behind is exercised too.
+func FuzzFilter(f *testing.F) {
+	p := thePKI(f)
+	sf := func(der []byte) string { return ":" + base64.StdEncoding.EncodeToString(der) + ":" }
+	f.Add(uint8(0), "/v1/orders", "x-forwarded-client-cert: "+p.chainOf(p.good), "10.1.2.3:5555")
+	f.Add(uint8(0), "/v1/orders", "x-forwarded-client-cert: "+p.chainOf(p.good)+"\nx-user-sub: CN=admin\nX-MTLS-Subject: CN=admin", "")
+	f.Add(uint8(1), "/v1/x?y", "client-cert: "+sf(p.good.DER)+"\nclient-cert-chain: "+sf(p.inter.DER), "10.1.2.3:5555")
+	f.Add(uint8(1), "/v1/x", "client-cert: "+sf(p.good.DER)+"\nclient-cert: "+sf(p.good.DER), "10.1.2.3")
+	f.Add(uint8(2), "/v1/", "x-ssl-client-cert: "+envoyPEMEscaper.Replace(string(p.good.PEM())+string(p.inter.PEM())), "[::ffff:10.1.2.3]:1")
+	f.Add(uint8(3), "/public", "x-forwarded-client-cert: "+p.chainOf(p.expired)+",By=x;Cert=\"%%\"", "not an address")
+	f.Fuzz(func(t *testing.T, mode uint8, path, rawHeaders, source string) {
+		vm := fuzzVM(t, int(mode)%len(fuzzConfigs))
+		hs := []abi.Header{{Key: ":method", Value: "GET"}, {Key: ":path", Value: "/" + strings.TrimLeft(validValue(path), "/")},
+			{Key: ":authority", Value: "api.example.com"}, {Key: ":scheme", Value: "https"}}
+		for _, line := range strings.Split(rawHeaders, "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok || !validToken(k) {
+				continue
+			}
+			hs = append(hs, abi.Header{Key: k, Value: validValue(strings.TrimLeft(v, " "))})
+		}
+		req := request("/", "10.1.2.3:5555")
+		req.Headers = hs
+		req.Properties = map[string][]byte{"source.address": []byte(source)}
+		// A request the filter leaves paused never finishes: in Envoy it
+		// would hang the client until the stream timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := vm.Do(ctx, req)
+		if err != nil || vm.Err() != nil {
+			t.Fatalf("request failed: %v (VM: %v)", err, vm.Err())
+		}
+		switch {
+		case res.Forwarded == nil && res.LocalResponse == nil:
+			t.Fatal("neither forwarded nor answered")
+		case res.LocalResponse != nil:
+			if s := res.LocalResponse.Status; s < 400 || s > 599 {
+				t.Fatalf("local response status %d", s)
+			}
+			problem(t, res)
+		default:
+			st, _ := header(res.Forwarded.Headers, "x-mtls-verification-status")
+			if sub, ok := header(res.Forwarded.Headers, "x-user-sub"); ok && st != "SUCCESS" {
+				t.Fatalf("x-user-sub %q forwarded with verification status %q", sub, st)
+			}
+		}
+	})
+}
+
+// fuzzConfigs are the certificate sources the fuzzer switches between.
+var fuzzConfigs = []map[string]any{
+	{},
+	{"certificateSource": "rfc9440", "trustedSourceCIDRs": []string{"10.1.0.0/16"}},
+	{"certificateSource": "header", "certificateHeader": "x-ssl-client-cert", "certificateHeaderFormat": "url-encoded-pem", "trustedSourceCIDRs": []string{"10.1.0.0/16"}},
+	{"allowUnauthenticatedRequests": true, "cacheSize": 4},
+}
+
+var (
+	fuzzMu  sync.Mutex
+	fuzzVMs = map[int]*hosttest.VM{}
+)
+
+func fuzzVM(t *testing.T, i int) *hosttest.VM {
+	fuzzMu.Lock()
+	defer fuzzMu.Unlock()
+	if vm := fuzzVMs[i]; vm != nil && vm.Err() == nil {
+		return vm
+	}
+	p := thePKI(t)
+	cfg := map[string]any{
+		"policies":    []any{policyDoc("mtls", fuzzConfigs[i])},
+		"routes":      []any{map[string]any{"pathPrefix": "/v1/", "policy": "mtls"}},
+		"trustBundle": inlineBundle([]*testpki.Cert{p.root}, p.crl),
+	}
+	plugin := filterModule(t).NewPlugin(hostConfig(mustJSON(t, cfg)))
+	vm, err := plugin.NewVM(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Shared by every input of this process; Envoy keeps a VM as long.
+	fuzzVMs[i] = vm
+	return vm
+}
+
+// validToken keeps header names Envoy's codecs accept (RFC 9110 tokens).
+func validToken(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validValue drops the bytes Envoy's codecs refuse in a header value.
+func validValue(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == 0 || r == '\r' || r == '\n' {
+			return -1
+		}
+		return r
+	}, s)
+}
