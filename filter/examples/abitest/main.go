@@ -12,6 +12,9 @@
 //	{"printPath": "/print"}             write one line each to stdout and stderr
 //	{"cluster": "c", "calloutPath": "/x", "tickMs": 100}
 //	                                    call c on every tick; store the body in shared data
+//	{"queue": "q"}                      register queue q; a request to /enqueue/<v> (on
+//	                                    any VM) enqueues v; on_queue_ready appends what it
+//	                                    dequeues to shared data "abitest.queue"
 //
 // Every request gets x-abitest-* headers describing what the filter saw.
 package main
@@ -19,6 +22,7 @@ package main
 import (
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/tidwall/gjson"
 
@@ -41,6 +45,29 @@ type root struct {
 	requests  proxywasm.Metric
 	callouts  proxywasm.Metric
 	lastToken uint32
+	queueID   uint32
+}
+
+const queueKey = "abitest.queue"
+
+func (r *root) OnQueueReady(queueID uint32) {
+	for {
+		v, err := proxywasm.DequeueSharedQueue(queueID)
+		if err != nil {
+			if err != abi.StatusEmpty {
+				proxywasm.LogErrorf("abitest: dequeue: %v", err)
+			}
+			return
+		}
+		old, cas, err := proxywasm.GetSharedData(queueKey)
+		if err != nil && err != abi.StatusNotFound {
+			proxywasm.LogErrorf("abitest: queue shared data: %v", err)
+			return
+		}
+		if err := proxywasm.SetSharedData(queueKey, append(append(old, v...), ' '), cas); err != nil {
+			proxywasm.LogErrorf("abitest: queue shared data: %v", err)
+		}
+	}
 }
 
 func (r *root) OnVMStart(int) bool {
@@ -73,6 +100,12 @@ func (r *root) OnPluginStart(int) bool {
 	}
 	if r.callouts, err = proxywasm.DefineMetric(abi.MetricCounter, "abitest.callouts"); err != nil {
 		return false
+	}
+	if q := r.cfg.Get("queue").String(); q != "" {
+		if r.queueID, err = proxywasm.RegisterSharedQueue(q); err != nil {
+			proxywasm.LogErrorf("abitest: register queue: %v", err)
+			return false
+		}
 	}
 	if ms := r.cfg.Get("tickMs").Uint(); ms > 0 {
 		if err := proxywasm.SetTickPeriodMilliSeconds(uint32(ms)); err != nil {
@@ -167,6 +200,13 @@ func (s *stream) OnHTTPRequestHeaders(numHeaders int, endOfStream bool) proxywas
 	if lvl, err := proxywasm.GetLogLevel(); err == nil {
 		set("x-abitest-log-level", lvl.String())
 	}
+	if q := cfg.Get("queue").String(); q != "" && strings.HasPrefix(path, "/enqueue/") {
+		id, err := proxywasm.ResolveSharedQueue(cfg.Get("vmId").String(), q)
+		if err == nil {
+			err = proxywasm.EnqueueSharedQueue(id, []byte(strings.TrimPrefix(path, "/enqueue/")))
+		}
+		set("x-abitest-enqueue", statusText(err))
+	}
 	switch path {
 	case cfg.Get("localResponsePath").String():
 		if path == "" {
@@ -218,6 +258,13 @@ func (s *stream) OnHTTPResponseHeaders(int, bool) proxywasm.Action {
 	_ = proxywasm.AddHTTPResponseHeader("x-abitest-response", "seen "+status)
 	_ = proxywasm.RemoveHTTPResponseHeader("x-upstream-secret")
 	return proxywasm.ActionContinue
+}
+
+func statusText(err error) string {
+	if err == nil {
+		return "OK"
+	}
+	return err.Error()
 }
 
 func joinDash(p []string) string {

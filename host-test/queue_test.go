@@ -1,0 +1,47 @@
+package hosttest_test
+
+import (
+	"context"
+	"testing"
+
+	hosttest "github.com/mtlsgate/mtlsgate/host-test"
+)
+
+// TestSharedQueueAcrossVMs: a queue is resolved by vm_id and name from any
+// VM; proxy_on_queue_ready goes to the VM that registered it last (Envoy's
+// registerSharedQueue rebinds an existing queue to the newest registrant), which
+// dequeues in order.
+func TestSharedQueueAcrossVMs(t *testing.T) {
+	m := module(t, abitestPkg)
+	p := m.NewPlugin(hosttest.PluginConfig{VMID: "vm-a", Configuration: []byte(`{"queue": "work", "vmId": "vm-a"}`)})
+	other := newVM(t, p)
+	owner := newVM(t, p)
+	for _, v := range []string{"one", "two", "three"} {
+		res, err := other.Do(context.Background(), req("/enqueue/"+v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := get(t, res.Forwarded.Headers, "x-abitest-enqueue"); got != "OK" {
+			t.Fatalf("enqueue %s: %s", v, got)
+		}
+	}
+	if n, err := owner.DeliverPending(); err != nil || n == 0 {
+		t.Fatalf("no queue notification delivered to the owner (n=%d, err=%v)", n, err)
+	}
+	got, _, ok := p.SharedData("abitest.queue")
+	if !ok || string(got) != "one two three " {
+		t.Fatalf("owner dequeued %q, want \"one two three \"", got)
+	}
+	if n, _ := other.DeliverPending(); n != 0 {
+		t.Errorf("the earlier registrant got %d queue notifications", n)
+	}
+	// A queue under a vm_id nobody registered is NotFound.
+	p2 := m.NewPlugin(hosttest.PluginConfig{VMID: "vm-b", Configuration: []byte(`{"queue": "work", "vmId": "nobody"}`)})
+	res, err := newVM(t, p2).Do(context.Background(), req("/enqueue/x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, res.Forwarded.Headers, "x-abitest-enqueue"); got == "OK" {
+		t.Errorf("enqueue to an unregistered vm_id succeeded")
+	}
+}
