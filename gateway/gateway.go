@@ -379,12 +379,7 @@ func (g *Gateway) drainLogs(ctx context.Context, worker int, vm *hosttest.VM) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	flush := func() {
-		logs := vm.Logs()
-		if len(logs) == 0 {
-			return
-		}
-		vm.ClearLogs()
-		for _, l := range logs {
+		for _, l := range vm.TakeLogs() {
 			g.logf("wasm[%d] %s", worker, l)
 		}
 	}

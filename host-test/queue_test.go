@@ -45,3 +45,22 @@ func TestSharedQueueAcrossVMs(t *testing.T) {
 		t.Errorf("enqueue to an unregistered vm_id succeeded")
 	}
 }
+
+// TestTakeLogsDrainsOnce: every line is returned exactly once across calls.
+func TestTakeLogsDrainsOnce(t *testing.T) {
+	p := module(t, abitestPkg).NewPlugin(hosttest.PluginConfig{Configuration: []byte(`{}`)})
+	vm := newVM(t, p)
+	first := vm.TakeLogs()
+	if len(first) == 0 {
+		t.Fatal("plugin start logged nothing")
+	}
+	if again := vm.TakeLogs(); len(again) != 0 {
+		t.Fatalf("lines returned twice: %v", again)
+	}
+	if _, err := vm.Do(context.Background(), req("/x")); err != nil {
+		t.Fatal(err)
+	}
+	if next := vm.TakeLogs(); len(next) == 0 {
+		t.Fatal("the request's lines were not returned")
+	}
+}

@@ -262,6 +262,17 @@ func (vm *VM) logsSince(n int) []LogEntry {
 	return append([]LogEntry(nil), vm.logs[n:]...)
 }
 
+// TakeLogs returns the collected log lines and drops them in one step, for
+// callers that stream a long-running VM's log elsewhere: a line logged
+// between a Logs and a ClearLogs call would otherwise be lost.
+func (vm *VM) TakeLogs() []LogEntry {
+	vm.logMu.Lock()
+	defer vm.logMu.Unlock()
+	out := vm.logs
+	vm.logs = nil
+	return out
+}
+
 // ClearLogs drops the collected log lines.
 func (vm *VM) ClearLogs() {
 	vm.logMu.Lock()
