@@ -1,0 +1,62 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+)
+
+// BenchmarkGateway: the dev gateway end to end on loopback, each op one
+// request from a load generator in the same process (8 connections, 8
+// client certificates, keep-alive). filter is the mtlsgate filter with
+// verdicts cached (every client seen before); noop the no-op filter; nowasm
+// a plain TLS reverse proxy. The target is filter ≥ 85% of noop's req/s.
+func BenchmarkGateway(b *testing.B) {
+	p, err := NewPKI(8)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, setup := range []Setup{WithFilter, WithNoop, NoWasm} {
+		b.Run(string(setup), func(b *testing.B) {
+			st, err := Start(context.Background(), setup, p, nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			var clients []Client
+			for i := range p.Clients {
+				cert := &p.Clients[i]
+				want := p.Leaves[i].Cert.Subject.String()
+				clients = append(clients, Client{Cert: cert, Path: "/api/v1/things", Check: func(r *http.Response, _ []byte) error {
+					if r.StatusCode != 200 {
+						return fmt.Errorf("status %d", r.StatusCode)
+					}
+					if setup == WithFilter && r.Header.Get("x-seen-user-sub") != want {
+						return fmt.Errorf("upstream saw x-user-sub %q, want %q", r.Header.Get("x-seen-user-sub"), want)
+					}
+					return nil
+				}})
+			}
+			o := Options{URL: st.URL, RootCAs: p.ServerRoot, ServerName: "localhost", Clients: clients}
+			// Warm up: handshakes and first verifications out of the timing.
+			o.Requests = 64
+			if _, err := Run(context.Background(), o); err != nil {
+				b.Fatal(err)
+			}
+			o.Requests = int64(b.N)
+			b.ResetTimer()
+			res, err := Run(context.Background(), o)
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res.Failed+res.Wrong > 0 {
+				b.Fatalf("%s; %v", res, res.Errors)
+			}
+			b.ReportMetric(res.PerSecond, "req/s")
+			b.ReportMetric(float64(res.P50.Microseconds()), "p50-µs")
+			b.ReportMetric(float64(res.P99.Microseconds()), "p99-µs")
+		})
+	}
+}
