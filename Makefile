@@ -91,3 +91,12 @@ e2e-envoy: build
 soak-mem: wasm
 	MTLSGATE_SOAK_MEM=1 MTLSGATE_WASM=$(CURDIR)/$(BUILD)/mtlsgate.wasm \
 	  $(GO) test -count=1 -v -timeout 120m -run '^TestMemorySoak$$' ./filter/filtertest/
+
+# The dev gateway with the real filter and a real sidecar for DURATION under
+# mixed traffic (valid, untrusted, expired, no certificate, RFC 9440 header,
+# forged identity headers) while CAs are added, rotated and removed and the
+# sidecar restarts; every response is checked against the trust at that
+# moment. `make test` runs the same for 8 seconds.
+soak: wasm
+	MTLSGATE_SOAK_DURATION=$(DURATION) MTLSGATE_WASM=$(CURDIR)/$(BUILD)/mtlsgate.wasm \
+	  $(GO) test -count=1 -v -timeout 0 -run '^TestSoak$$' ./soak/

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // BenchmarkGateway: the dev gateway end to end on loopback, each op one
@@ -28,7 +29,7 @@ func BenchmarkGateway(b *testing.B) {
 			for i := range p.Clients {
 				cert := &p.Clients[i]
 				want := p.Leaves[i].Cert.Subject.String()
-				clients = append(clients, Client{Cert: cert, Path: "/api/v1/things", Check: func(r *http.Response, _ []byte) error {
+				clients = append(clients, Client{Cert: cert, Path: "/api/v1/things", Check: func(_ time.Time, r *http.Response, _ []byte) error {
 					if r.StatusCode != 200 {
 						return fmt.Errorf("status %d", r.StatusCode)
 					}

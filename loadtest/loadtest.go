@@ -30,9 +30,10 @@ type Client struct {
 	// front proxy, or spoofed identity headers).
 	Header http.Header
 	Path   string
-	// Check, when set, judges each response; a non-nil error counts as a
-	// wrong answer (Result.Wrong) with the first few kept in Result.Errors.
-	Check func(resp *http.Response, body []byte) error
+	// Check, when set, judges each response to a request sent at start; a
+	// non-nil error counts as a wrong answer (Result.Wrong), the first few
+	// kept in Result.Errors.
+	Check func(start time.Time, resp *http.Response, body []byte) error
 }
 
 // Options bound a run: it stops at Duration or after Requests responses,
@@ -141,7 +142,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				local = append(local, time.Since(t0))
 				status[resp.StatusCode]++
 				if c.Check != nil {
-					if err := c.Check(resp, body); err != nil {
+					if err := c.Check(t0, resp, body); err != nil {
 						wrong++
 						if len(errs) < 5 {
 							errs = append(errs, err.Error())
