@@ -91,6 +91,7 @@ func New(cfg Config) http.Handler {
 	v1("GET "+api.PathOutbound, s.listOutbound)
 	v1("POST "+api.PathOutbound, s.createOutbound)
 	v1("GET "+api.PathOutbound+"/{id}", s.getOutbound)
+	v1("PUT "+api.PathOutbound+"/{id}/material", s.replaceOutboundMaterial)
 	v1("POST "+api.PathOutbound+"/{id}/disable", s.setEnabled(false))
 	v1("POST "+api.PathOutbound+"/{id}/enable", s.setEnabled(true))
 	v1("DELETE "+api.PathOutbound+"/{id}", s.deleteOutbound)
@@ -182,9 +183,11 @@ func (s *server) audit(action string, before, after any, attrs ...any) {
 }
 
 type ref struct {
-	ID      string `json:"id"`
-	Name    string `json:"name,omitempty"`
-	Enabled *bool  `json:"enabled,omitempty"`
+	ID          string `json:"id"`
+	Name        string `json:"name,omitempty"`
+	Enabled     *bool  `json:"enabled,omitempty"`
+	Fingerprint string `json:"sha256Fingerprint,omitempty"`
+	NotAfter    string `json:"notAfter,omitempty"`
 }
 
 // ---- CA certificates
@@ -468,6 +471,44 @@ func (s *server) createOutbound(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.audit("mtls-certificate.create", nil, ref{ID: o.ID, Name: o.Name}, "environmentTypes", envs)
 	writeJSON(w, 201, s.outboundView(o))
+	return nil
+}
+
+// replaceOutboundMaterial rotates an outbound certificate in place: the
+// usual SDS pattern, where Envoys keep asking for the same secret name and
+// receive the new pair with the push that follows the commit.
+func (s *server) replaceOutboundMaterial(w http.ResponseWriter, r *http.Request) error {
+	var req api.UpdateMTLSCertificateMaterial
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	// An unknown ID is reported before the files are judged: a typo in
+	// --cert-id is the likelier mistake, and its answer says where to look.
+	if _, err := s.Store.GetOutbound(id); err != nil {
+		return err
+	}
+	leaf, chain, key, err := pki.KeyPair([]byte(req.CertPEM), []byte(req.KeyPEM), time.Now())
+	if err != nil {
+		return err
+	}
+	before, after, err := s.Store.ReplaceOutboundMaterial(id, store.Material{
+		ChainPEM:    string(chain),
+		Subject:     leaf.Subject.String(),
+		Issuer:      leaf.Issuer.String(),
+		Fingerprint: pki.Fingerprint(leaf.Raw),
+		NotBefore:   leaf.NotBefore.UTC(),
+		NotAfter:    leaf.NotAfter.UTC(),
+		KeyPEM:      key,
+	})
+	if err != nil {
+		return err
+	}
+	material := func(o store.Outbound) ref {
+		return ref{ID: o.ID, Name: o.Name, Fingerprint: o.Fingerprint, NotAfter: o.NotAfter.Format(time.RFC3339)}
+	}
+	s.audit("mtls-certificate.update", material(before), material(after))
+	writeJSON(w, 200, s.outboundView(after))
 	return nil
 }
 

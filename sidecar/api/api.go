@@ -82,3 +82,12 @@ type CreateMTLSCertificate struct {
 	KeyPEM           string   `json:"keyPem"`
 	EnvironmentTypes []string `json:"environmentTypes"`
 }
+
+// UpdateMTLSCertificateMaterial is the body of PUT
+// /v1/mtls-certificates/{id}/material: a new certificate (leaf first,
+// optionally followed by its chain) and its private key, replacing the
+// stored pair behind the same name.
+type UpdateMTLSCertificateMaterial struct {
+	CertPEM string `json:"certPem"`
+	KeyPEM  string `json:"keyPem"`
+}

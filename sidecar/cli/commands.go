@@ -18,7 +18,7 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 var verbOrder = map[string][]string{
 	"ca-certificate":   {"create", "list", "describe", "update", "delete"},
 	"crl":              {"create", "list", "describe", "delete"},
-	"mtls-certificate": {"create", "list", "describe", "disable", "enable", "delete"},
+	"mtls-certificate": {"create", "list", "describe", "update", "disable", "enable", "delete"},
 }
 
 var groups = map[string]map[string]verb{
@@ -275,9 +275,46 @@ var groups = map[string]map[string]verb{
 			}
 		}},
 		"describe": {"show one outbound certificate and who subscribes to it", outboundIDCmd(http.MethodGet, "")},
-		"disable":  {"stop serving a certificate over SDS", outboundIDCmd(http.MethodPost, "/disable")},
-		"enable":   {"serve a disabled certificate again", outboundIDCmd(http.MethodPost, "/enable")},
-		"delete":   {"delete a disabled certificate no Envoy subscribes to", outboundIDCmd(http.MethodDelete, "")},
+		"update": {"replace the certificate and key behind the same name; subscribed Envoys get them over SDS", func(c *cmd) func() error {
+			id := c.fs.String("cert-id", "", "ID of the mTLS certificate (mtlscert_...)")
+			certFile := c.fs.String("cert", "", "new PEM certificate, optionally followed by its chain")
+			keyFile := c.fs.String("key", "", "PEM private key matching the new certificate")
+			return func() error {
+				if err := c.required("cert-id", *id, "cert", *certFile, "key", *keyFile); err != nil {
+					return err
+				}
+				certPEM, err := readFile("cert", *certFile)
+				if err != nil {
+					return err
+				}
+				if pki.IsDER(certPEM) {
+					return pki.DERCertificateError(*certFile)
+				}
+				keyPEM, err := readFile("key", *keyFile)
+				if err != nil {
+					return err
+				}
+				var m api.MTLSCertificate
+				if err := c.cl.Do(http.MethodPut, api.PathOutbound+"/"+url.PathEscape(*id)+"/material", api.UpdateMTLSCertificateMaterial{CertPEM: string(certPEM), KeyPEM: string(keyPEM)}, &m); err != nil {
+					return err
+				}
+				if c.out.json {
+					return c.json(m)
+				}
+				next := "it is disabled: `mtlsgate mtls-certificate enable --cert-id " + m.ID + "` serves it"
+				if m.Served {
+					next = "subscribed Envoys receive it over SDS under the same name"
+				} else if m.Enabled {
+					next = "this sidecar's --environment is not among its environment types, so it does not serve it"
+				}
+				fmt.Fprintf(c.w, "Updated mTLS certificate %s (%s); %s\n", m.Name, m.ID, next)
+				c.describeOutbound(m)
+				return nil
+			}
+		}},
+		"disable": {"stop serving a certificate over SDS", outboundIDCmd(http.MethodPost, "/disable")},
+		"enable":  {"serve a disabled certificate again", outboundIDCmd(http.MethodPost, "/enable")},
+		"delete":  {"delete a disabled certificate no Envoy subscribes to", outboundIDCmd(http.MethodDelete, "")},
 	},
 }
 

@@ -145,7 +145,7 @@ func TestEncryptionKeyRequired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(raw), strings.Split(string(chain.Leaf.KeyPEM()), "\n")[1]) {
+	if keyInClear(raw, chain.Leaf.KeyPEM()) {
 		t.Fatal("private key stored in clear")
 	}
 	for _, c := range []struct {

@@ -564,7 +564,7 @@ func (s *Store) CreateOutbound(o Outbound) (Outbound, error) {
 		}
 		for _, e := range existing {
 			if e.Name == o.Name {
-				p := problem.Conflict("duplicate_name", "an mTLS certificate named %q already exists (%s): pick another --name (rotation uploads the new certificate under a new name)", e.Name, e.ID)
+				p := problem.Conflict("duplicate_name", "an mTLS certificate named %q already exists (%s): pick another --name, or replace its certificate and key in place with `mtlsgate mtls-certificate update --cert-id %s`", e.Name, e.ID, e.ID)
 				p.ExistingID = e.ID
 				return p
 			}
@@ -655,6 +655,52 @@ func (s *Store) SetOutboundEnabled(id string, enabled bool) (before, after Outbo
 		before = r.Outbound
 		r.Enabled = enabled
 		r.UpdatedAt = s.now().UTC()
+		after = r.Outbound
+		return putJSON(b, id, r)
+	})
+	return before, after, err
+}
+
+// Material is a replacement certificate and key for an outbound certificate:
+// everything about it that comes from the uploaded files.
+type Material struct {
+	ChainPEM    string
+	Subject     string
+	Issuer      string
+	Fingerprint string
+	NotBefore   time.Time
+	NotAfter    time.Time
+	KeyPEM      []byte
+}
+
+// ReplaceOutboundMaterial swaps the certificate chain and private key of an
+// outbound certificate, keeping its ID, name, environment types and enabled
+// state, so Envoys subscribed to the name get the new pair over SDS without a
+// configuration change. The key is sealed as CreateOutbound seals it.
+func (s *Store) ReplaceOutboundMaterial(id string, m Material) (before, after Outbound, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbound)
+		var r outboundRecord
+		ok, err := getJSON(b, id, &r)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return outboundNotFound(id)
+		}
+		before = r.Outbound
+		r.ChainPEM, r.Subject, r.Issuer, r.Fingerprint = m.ChainPEM, m.Subject, m.Issuer, m.Fingerprint
+		r.NotBefore, r.NotAfter = m.NotBefore, m.NotAfter
+		r.UpdatedAt = s.now().UTC()
+		r.Key, r.KeyEncrypted = m.KeyPEM, false
+		if s.aead != nil {
+			// The record ID is the associated data, as at creation, so a
+			// sealed key cannot be moved to another record.
+			if r.Key, err = s.seal(m.KeyPEM, []byte(id)); err != nil {
+				return fmt.Errorf("seal private key of %s: %w", id, err)
+			}
+			r.KeyEncrypted = true
+		}
 		after = r.Outbound
 		return putJSON(b, id, r)
 	})

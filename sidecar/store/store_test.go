@@ -2,11 +2,13 @@ package store
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -15,6 +17,16 @@ import (
 )
 
 func key(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+
+// keyInClear reports whether the store file holds keyPEM unsealed. Records
+// are JSON, where a []byte is base64, so the clear form to look for is the
+// base64 of the PEM (which starts where the value starts); the PEM text
+// itself is checked too in case the encoding ever changes.
+func keyInClear(raw, keyPEM []byte) bool {
+	nl := bytes.IndexByte(keyPEM, '\n')
+	b64 := base64.StdEncoding.EncodeToString(keyPEM)
+	return bytes.Contains(raw, keyPEM[nl+1:nl+40]) || bytes.Contains(raw, []byte(b64[:60]))
+}
 
 func TestEncryptedKeysNeedTheRightKey(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
@@ -37,8 +49,7 @@ func TestEncryptedKeysNeedTheRightKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inner := keyPEM[bytes.IndexByte(keyPEM, '\n')+1 : bytes.IndexByte(keyPEM, '\n')+40]
-	if bytes.Contains(raw, inner) {
+	if keyInClear(raw, keyPEM) {
 		t.Fatal("private key found in clear in the store file")
 	}
 	if fi, _ := os.Stat(filepath.Join(dir, FileName)); fi.Mode().Perm() != 0o600 {
@@ -179,5 +190,66 @@ func TestUniqueness(t *testing.T) {
 	}
 	if _, ids, err := s.DeleteCA(a.ID); err != nil || len(ids) != 1 || ids[0] != c.ID {
 		t.Fatalf("deleting a CA must delete its CRL: %v %v", ids, err)
+	}
+}
+
+// TestReplaceOutboundMaterial: the new pair is sealed under the record's own
+// ID (it must open after a restart), and nothing but the material and
+// updatedAt changes.
+func TestReplaceOutboundMaterial(t *testing.T) {
+	dir := t.TempDir()
+	clock := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	opts := Options{EncryptionKey: key(3), Now: func() time.Time { return clock }}
+	first := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{CommonName: "first"})).Leaf
+	second := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{CommonName: "second"})).Leaf
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.CreateOutbound(Outbound{Name: "backend", ChainPEM: string(first.PEM()), Fingerprint: "F1", EnvironmentTypes: []string{"preview"}, KeyPEM: first.KeyPEM()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.SetOutboundEnabled(o.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.ReplaceOutboundMaterial("mtlscert_nope", Material{}); err == nil {
+		t.Fatal("replacing an unknown certificate succeeded")
+	} else if p, ok := problem.As(err); !ok || p.Status != 404 {
+		t.Fatalf("unknown ID: %v, want a 404 problem", err)
+	}
+	clock = clock.Add(time.Hour)
+	before, after, err := s.ReplaceOutboundMaterial(o.ID, Material{ChainPEM: string(second.PEM()), Subject: "CN=second", Fingerprint: "F2",
+		NotBefore: second.Cert.NotBefore, NotAfter: second.Cert.NotAfter, KeyPEM: second.KeyPEM()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Fingerprint != "F1" || after.Fingerprint != "F2" || after.Subject != "CN=second" {
+		t.Fatalf("before %q after %q", before.Fingerprint, after.Fingerprint)
+	}
+	if after.ID != o.ID || after.Name != "backend" || after.Enabled || !after.CreatedAt.Equal(o.CreatedAt) ||
+		!after.UpdatedAt.Equal(clock) || len(after.EnvironmentTypes) != 1 || after.EnvironmentTypes[0] != "preview" {
+		t.Fatalf("identity or state changed: %+v", after)
+	}
+	if after.KeyPEM != nil {
+		t.Fatal("key material returned from a replace")
+	}
+	s.Close()
+
+	raw, err := os.ReadFile(filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keyInClear(raw, second.KeyPEM()) {
+		t.Fatal("replacement private key stored in clear")
+	}
+	s, err = Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	list, err := s.ListOutbound(true)
+	if err != nil || len(list) != 1 || !bytes.Equal(list[0].KeyPEM, second.KeyPEM()) || list[0].ChainPEM != string(second.PEM()) {
+		t.Fatalf("replacement does not round-trip: %v", err)
 	}
 }
