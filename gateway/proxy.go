@@ -340,7 +340,6 @@ type filteredBody struct {
 	ctx  context.Context
 	src  io.Reader
 	s    *hosttest.Stream
-	held []byte
 	out  []byte
 	eof  bool
 	buf  [32 << 10]byte
@@ -361,12 +360,10 @@ func (b *filteredBody) Read(p []byte) (int, error) {
 		if n == 0 && !end {
 			continue
 		}
-		chunk := append([]byte(nil), b.buf[:n]...)
-		a := b.s.RequestBody(chunk, end)
+		a := b.s.RequestBody(b.buf[:n], end)
 		if b.s.LocalResponse() != nil {
 			return 0, errLocalReply
 		}
-		b.held = append(b.held, chunk...)
 		if end {
 			b.eof = true
 			if a != abi.ActionContinue {
@@ -377,10 +374,10 @@ func (b *filteredBody) Read(p []byte) (int, error) {
 					return 0, errLocalReply
 				}
 			}
-			b.out, b.held = b.held, nil
-		} else if a == abi.ActionContinue {
-			b.out, b.held = b.held, nil
 		}
+		// What the filter let through, as it left it; chunks it stopped on
+		// stay buffered in the stream until it continues.
+		b.out = b.s.TakeRequestBody()
 	}
 	n := copy(p, b.out)
 	b.out = b.out[n:]
@@ -428,7 +425,6 @@ func (g *Gateway) relayResponse(ctx context.Context, w http.ResponseWriter, s *h
 	}
 	flusher, _ := w.(http.Flusher)
 	buf := make([]byte, 32<<10)
-	var held []byte
 	for {
 		n, err := resp.Body.Read(buf)
 		end := errors.Is(err, io.EOF)
@@ -439,19 +435,16 @@ func (g *Gateway) relayResponse(ctx context.Context, w http.ResponseWriter, s *h
 		if n == 0 && !end {
 			continue
 		}
-		chunk := append([]byte(nil), buf[:n]...)
-		a := s.ResponseBody(chunk, end)
-		held = append(held, chunk...)
+		a := s.ResponseBody(buf[:n], end)
 		if end && a != abi.ActionContinue {
 			if err := s.Wait(ctx); err != nil {
 				return
 			}
 		}
-		if a == abi.ActionContinue || end {
-			if _, err := w.Write(held); err != nil {
+		if out := s.TakeResponseBody(); len(out) > 0 {
+			if _, err := w.Write(out); err != nil {
 				return
 			}
-			held = held[:0]
 			if flusher != nil {
 				flusher.Flush()
 			}

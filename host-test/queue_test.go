@@ -64,3 +64,28 @@ func TestTakeLogsDrainsOnce(t *testing.T) {
 		t.Fatal("the request's lines were not returned")
 	}
 }
+
+// TestBodyPassedOnAfterContinue: once the filter continues on a chunk, Envoy
+// passes it on; the next body callback is told only of new data, and the
+// caller gets exactly the bytes let through.
+func TestBodyPassedOnAfterContinue(t *testing.T) {
+	p := module(t, abitestPkg).NewPlugin(hosttest.PluginConfig{Configuration: []byte(`{}`)})
+	vm := newVM(t, p)
+	s, err := vm.NewStream(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Finish()
+	s.RequestHeaders(req("/upload").Headers, false)
+	var sent []byte
+	for _, chunk := range []string{"aaaa", "bb", "c"} {
+		s.RequestBody([]byte(chunk), chunk == "c")
+		sent = append(sent, s.TakeRequestBody()...)
+	}
+	if string(sent) != "aaaabbc" {
+		t.Errorf("bytes let through %q, want aaaabbc", sent)
+	}
+	if v, _, _ := p.SharedData("abitest.bodysizes"); string(v) != "4 2 1 " {
+		t.Errorf("body sizes seen by the filter %q, want \"4 2 1 \"", v)
+	}
+}

@@ -119,6 +119,10 @@ type Stream struct {
 
 	reqH, reqT, respH, respT *headerMap
 	reqBody, respBody        []byte
+	// reqOut and respOut hold body bytes the filter has let through (a
+	// Continue, or proxy_continue_stream after a stop). Envoy passes those on
+	// and the next body callback sees only newly buffered data.
+	reqOut, respOut []byte
 	// live flags: whether Envoy would currently hand the map or buffer to the
 	// filter (it drops them once a callback continues; see Context::decodeHeaders).
 	reqHLive, reqTLive, respHLive, respTLive bool
@@ -229,6 +233,7 @@ func (s *Stream) RequestBody(chunk []byte, endOfStream bool) abi.Action {
 	s.inReqBodyEOS = false
 	if a == abi.ActionContinue {
 		s.reqBodyLive = false
+		s.releaseRequestBody()
 	} else if endOfStream && !s.stopped() {
 		s.reqPaused = true
 	}
@@ -297,6 +302,7 @@ func (s *Stream) responseBody(chunk []byte, endOfStream bool) abi.Action {
 	s.inRespBodyEOS = false
 	if a == abi.ActionContinue {
 		s.respBodyLive = false
+		s.releaseResponseBody()
 	} else if endOfStream && s.localPhase != 2 {
 		s.respPaused = true
 	}
@@ -377,9 +383,11 @@ func (s *Stream) continueStream(t abi.StreamType) abi.Status {
 	case abi.StreamRequest:
 		s.reqPaused = false
 		s.reqHLive, s.reqBodyLive, s.reqTLive = false, false, false
+		s.releaseRequestBody()
 	case abi.StreamResponse:
 		s.respPaused = false
 		s.respHLive, s.respBodyLive, s.respTLive = false, false, false
+		s.releaseResponseBody()
 	case abi.StreamDownstream:
 		return abi.StatusOK
 	case abi.StreamUpstream:
@@ -389,6 +397,36 @@ func (s *Stream) continueStream(t abi.StreamType) abi.Status {
 	}
 	s.wake()
 	return abi.StatusOK
+}
+
+func (s *Stream) releaseRequestBody() {
+	s.reqOut = append(s.reqOut, s.reqBody...)
+	s.reqBody = nil
+}
+
+func (s *Stream) releaseResponseBody() {
+	s.respOut = append(s.respOut, s.respBody...)
+	s.respBody = nil
+}
+
+// TakeRequestBody returns the request body bytes the filter has let through
+// since the last call (with any changes it made), for a caller that streams
+// them upstream.
+func (s *Stream) TakeRequestBody() []byte {
+	s.vm.mu.Lock()
+	defer s.vm.mu.Unlock()
+	out := s.reqOut
+	s.reqOut = nil
+	return out
+}
+
+// TakeResponseBody is TakeRequestBody for the response.
+func (s *Stream) TakeResponseBody() []byte {
+	s.vm.mu.Lock()
+	defer s.vm.mu.Unlock()
+	out := s.respOut
+	s.respOut = nil
+	return out
 }
 
 // LocalResponse returns the local response the filter sent, if any.
@@ -505,7 +543,7 @@ func (vm *VM) Do(ctx context.Context, req *Request) (*Result, error) {
 	var resp *Response
 	if !s.isStopped() {
 		vm.mu.Lock()
-		fwd := &Forwarded{Headers: s.reqH.clone(), Body: append([]byte(nil), s.reqBody...)}
+		fwd := &Forwarded{Headers: s.reqH.clone(), Body: append(append([]byte(nil), s.reqOut...), s.reqBody...)}
 		if s.reqT != nil {
 			fwd.Trailers = s.reqT.clone()
 		}
@@ -558,7 +596,7 @@ func (vm *VM) Do(ctx context.Context, req *Request) (*Result, error) {
 		res.ResponseBody = s.local.Body
 	} else {
 		res.ResponseHeaders = s.respH.clone()
-		res.ResponseBody = append([]byte(nil), s.respBody...)
+		res.ResponseBody = append(append([]byte(nil), s.respOut...), s.respBody...)
 		if s.respT != nil {
 			res.ResponseTrailers = s.respT.clone()
 		}

@@ -253,6 +253,14 @@ func (s *stream) OnHTTPRequestHeaders(numHeaders int, endOfStream bool) proxywas
 	return proxywasm.ActionContinue
 }
 
+// OnHTTPRequestBody records each callback's buffered size in shared data
+// "abitest.bodysizes", so tests can check what the host hands over.
+func (s *stream) OnHTTPRequestBody(bodySize int, endOfStream bool) proxywasm.Action {
+	old, cas, _ := proxywasm.GetSharedData("abitest.bodysizes")
+	_ = proxywasm.SetSharedData("abitest.bodysizes", append(old, strconv.Itoa(bodySize)+" "...), cas)
+	return proxywasm.ActionContinue
+}
+
 func (s *stream) OnHTTPResponseHeaders(int, bool) proxywasm.Action {
 	status, _ := proxywasm.GetHTTPResponseHeader(":status")
 	_ = proxywasm.AddHTTPResponseHeader("x-abitest-response", "seen "+status)
