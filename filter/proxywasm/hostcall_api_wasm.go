@@ -90,7 +90,7 @@ func getMap(mt abi.MapType) ([]Header, error) {
 	if err := statusErr(proxyGetHeaderMapPairs(uint32(mt), unsafe.Pointer(&addr), unsafe.Pointer(&size))); err != nil {
 		return nil, err
 	}
-	return abi.DecodeHeaders(take(addr, size))
+	return decodeHeaders(take(addr, size))
 }
 
 func setMap(mt abi.MapType, hs []Header) error {
@@ -104,7 +104,7 @@ func getMapValue(mt abi.MapType, key string) (string, error) {
 	if err := statusErr(st); err != nil {
 		return "", err
 	}
-	return string(take(addr, size)), nil
+	return bytesString(take(addr, size)), nil
 }
 
 func addMapValue(mt abi.MapType, key, value string) error {
