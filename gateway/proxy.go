@@ -337,12 +337,12 @@ func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http
 // chunk the filter continues on goes upstream at once; chunks it stops on
 // are held until it continues or the body ends (Envoy buffers them).
 type filteredBody struct {
-	ctx  context.Context
-	src  io.Reader
-	s    *hosttest.Stream
-	out  []byte
-	eof  bool
-	buf  [32 << 10]byte
+	ctx context.Context
+	src io.Reader
+	s   *hosttest.Stream
+	out []byte
+	eof bool
+	buf [32 << 10]byte
 }
 
 var errLocalReply = errors.New("filter sent a local reply")

@@ -55,7 +55,7 @@ Commands:
   serve              run the sidecar: store, SDS, bundle endpoint, admin API
   ca-certificate     manage client CA certificates (create, list, describe, update, delete)
   crl                manage CRLs of those CAs (create, list, describe, delete)
-  mtls-certificate   manage outbound client certificates (create, list, describe, enable, disable, delete)
+  mtls-certificate   manage outbound client certificates (create, list, describe, update, enable, disable, delete)
   profile            manage authorization profiles (set, list, history, rollback)
   verify             check a client certificate offline against CAs, CRLs and a policy
   dev                local gateway: TLS + x-forwarded-client-cert as Envoy, the real .wasm, an upstream
