@@ -200,7 +200,9 @@ func NewPlainProxy(addr string, cert tls.Certificate, upstream *url.URL) (*Plain
 		return nil, err
 	}
 	rp := httputil.NewSingleHostReverseProxy(upstream)
-	rp.ErrorLog = nil
+	// Keep upstream connections like the gateway does; the default of two
+	// idle connections per host would make the baseline pay for dials.
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}
 	srv := &http.Server{Handler: rp, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert},
 		ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}, ReadHeaderTimeout: 10 * time.Second}
 	p := &PlainProxy{ln: ln, srv: srv}
