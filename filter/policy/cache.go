@@ -61,7 +61,7 @@ func (c *verdictCache) get(gen uint64, raw string, nowUnix int64) *entry {
 		return nil
 	}
 	e := c.items[k]
-	if e == nil || e.raw != raw {
+	if e == nil || !sameKey(e.raw, raw) {
 		return nil
 	}
 	if e.untilUnix != 0 && nowUnix >= e.untilUnix {
