@@ -303,8 +303,14 @@ func runSoak(t *testing.T, d time.Duration) {
 	}
 	stats = map[string]map[string]int{}
 
-	// Trust operations, one every period: add, rotate, remove, restart.
+	// Trust operations, one every period: add, rotate, remove, restart. The
+	// short run cycles fast to exercise every operation; a long run spaces
+	// them so most responses fall outside a propagation window and are
+	// checked strictly.
 	period := 2 * time.Second
+	if d >= 30*time.Second {
+		period = 6 * time.Second
+	}
 	ops := []struct {
 		name string
 		do   func()
