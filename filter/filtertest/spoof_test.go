@@ -185,12 +185,10 @@ func TestSpoofingMatrix(t *testing.T) {
 							protected := path == "/v1/orders"
 							channelOK := src.name == "xfcc" || trusted
 							// From an untrusted address the source's own
-							// carrier headers are client-sent too; a
-							// protected route drops them. (Unrouted requests
-							// pass them on: they are inputs, not the
-							// filter's output namespace.)
+							// carrier headers are client-sent too; every
+							// route drops them, protected or not.
 							ownedHere := func(k string) bool {
-								return owned(k) || (protected && !channelOK && contains(src.carriers, strings.ToLower(k)))
+								return owned(k) || (!channelOK && contains(src.carriers, strings.ToLower(k)))
 							}
 							checkSpoof(t, name, res.Forwarded != nil, forwardedHeaders(res), spoofed, ownedHere)
 							wantIdentity := protected && channelOK && cc.verified

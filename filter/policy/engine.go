@@ -340,6 +340,9 @@ func (e *Engine) evaluate(req *Request) (*Result, *compiledPolicy) {
 	remove := e.toRemove(req.Headers, nil)
 	p, routeName, ok := e.route(req.Method, req.Path)
 	if !ok {
+		// Unprotected routes still must not pass on a certificate header from
+		// a peer that is not allowed to send one: an upstream may read it.
+		remove = e.toRemove(req.Headers, e.untrustedInputs(req.SourceAddress))
 		return &Result{Action: Continue, Decision: DecisionPassthrough, RemoveHeaders: remove, Metrics: passthroughMetrics, LogLevel: LogDebug}, nil
 	}
 	res := &Result{Policy: p.name, Route: routeName}
@@ -504,6 +507,19 @@ func (e *Engine) toRemove(headers []Header, extra []string) []string {
 		if !contains(out, k) {
 			out = append(out, k)
 		}
+	}
+	return out
+}
+
+// untrustedInputs lists the certificate input headers of every header- or
+// RFC 9440-sourced policy that this source address may not send.
+func (e *Engine) untrustedInputs(source string) []string {
+	var out []string
+	for _, p := range e.policies {
+		if p.opts.CertificateSource == SourceXFCC || trustedSource(p.opts.TrustedSourceCIDRs, source) {
+			continue
+		}
+		out = append(out, p.sourceHeaders...)
 	}
 	return out
 }
