@@ -70,23 +70,7 @@ var groups = map[string]map[string]verb{
 				return nil
 			}
 		}},
-		"describe": {"show one CA certificate", func(c *cmd) func() error {
-			id := c.fs.String("cert-id", "", "ID of the CA certificate (mtlsca_...)")
-			return func() error {
-				if err := c.required("cert-id", *id); err != nil {
-					return err
-				}
-				var ca api.CACertificate
-				if err := c.cl.Do(http.MethodGet, api.PathCAs+"/"+url.PathEscape(*id), nil, &ca); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(ca)
-				}
-				c.describeCA(ca)
-				return nil
-			}
-		}},
+		"describe": {"show one CA certificate", byID(caID, http.MethodGet, "", func(c *cmd, ca api.CACertificate) { c.describeCA(ca) })},
 		"update": {"rename a CA certificate (the certificate itself cannot change)", func(c *cmd) func() error {
 			id := c.fs.String("cert-id", "", "ID of the CA certificate (mtlsca_...)")
 			name := c.fs.String("name", "", "new name (a JavaScript identifier)")
@@ -105,23 +89,9 @@ var groups = map[string]map[string]verb{
 				return nil
 			}
 		}},
-		"delete": {"delete a CA certificate (verification against it stops at once)", func(c *cmd) func() error {
-			id := c.fs.String("cert-id", "", "ID of the CA certificate (mtlsca_...)")
-			return func() error {
-				if err := c.required("cert-id", *id); err != nil {
-					return err
-				}
-				var ca api.CACertificate
-				if err := c.cl.Do(http.MethodDelete, api.PathCAs+"/"+url.PathEscape(*id), nil, &ca); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(ca)
-				}
-				fmt.Fprintf(c.w, "Deleted CA certificate %s (%s)\n", ca.Name, ca.ID)
-				return nil
-			}
-		}},
+		"delete": {"delete a CA certificate (verification against it stops at once)", byID(caID, http.MethodDelete, "", func(c *cmd, ca api.CACertificate) {
+			fmt.Fprintf(c.w, "Deleted CA certificate %s (%s)\n", ca.Name, ca.ID)
+		})},
 	},
 	"crl": {
 		"create": {"attach a CRL to a CA, from a file (PEM or DER) or a URL refreshed before nextUpdate", func(c *cmd) func() error {
@@ -181,40 +151,10 @@ var groups = map[string]map[string]verb{
 				return nil
 			}
 		}},
-		"describe": {"show one CRL", func(c *cmd) func() error {
-			id := c.fs.String("crl-id", "", "ID of the CRL (mtlscrl_...)")
-			return func() error {
-				if err := c.required("crl-id", *id); err != nil {
-					return err
-				}
-				var crl api.CRL
-				if err := c.cl.Do(http.MethodGet, api.PathCRLs+"/"+url.PathEscape(*id), nil, &crl); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(crl)
-				}
-				c.describeCRL(crl)
-				return nil
-			}
-		}},
-		"delete": {"delete a CRL", func(c *cmd) func() error {
-			id := c.fs.String("crl-id", "", "ID of the CRL (mtlscrl_...)")
-			return func() error {
-				if err := c.required("crl-id", *id); err != nil {
-					return err
-				}
-				var crl api.CRL
-				if err := c.cl.Do(http.MethodDelete, api.PathCRLs+"/"+url.PathEscape(*id), nil, &crl); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(crl)
-				}
-				fmt.Fprintf(c.w, "Deleted CRL %s (CA %s)\n", crl.ID, crl.CAID)
-				return nil
-			}
-		}},
+		"describe": {"show one CRL", byID(crlID, http.MethodGet, "", func(c *cmd, crl api.CRL) { c.describeCRL(crl) })},
+		"delete": {"delete a CRL", byID(crlID, http.MethodDelete, "", func(c *cmd, crl api.CRL) {
+			fmt.Fprintf(c.w, "Deleted CRL %s (CA %s)\n", crl.ID, crl.CAID)
+		})},
 	},
 	"mtls-certificate": {
 		"create": {"upload a client certificate and key the gateway presents to backends", func(c *cmd) func() error {
@@ -274,7 +214,7 @@ var groups = map[string]map[string]verb{
 				return nil
 			}
 		}},
-		"describe": {"show one outbound certificate and who subscribes to it", outboundIDCmd(http.MethodGet, "")},
+		"describe": {"show one outbound certificate and who subscribes to it", byID(outboundID, http.MethodGet, "", func(c *cmd, m api.MTLSCertificate) { c.describeOutbound(m) })},
 		"update": {"replace the certificate and key behind the same name; subscribed Envoys get them over SDS", func(c *cmd) func() error {
 			id := c.fs.String("cert-id", "", "ID of the mTLS certificate (mtlscert_...)")
 			certFile := c.fs.String("cert", "", "new PEM certificate, optionally followed by its chain")
@@ -312,36 +252,44 @@ var groups = map[string]map[string]verb{
 				return nil
 			}
 		}},
-		"disable": {"stop serving a certificate over SDS", outboundIDCmd(http.MethodPost, "/disable")},
-		"enable":  {"serve a disabled certificate again", outboundIDCmd(http.MethodPost, "/enable")},
-		"delete":  {"delete a disabled certificate no Envoy subscribes to", outboundIDCmd(http.MethodDelete, "")},
+		"disable": {"stop serving a certificate over SDS", byID(outboundID, http.MethodPost, "/disable", func(c *cmd, m api.MTLSCertificate) {
+			fmt.Fprintf(c.w, "Disabled mTLS certificate %s (%s); redeploy the Envoys that reference it, then delete it\n", m.Name, m.ID)
+		})},
+		"enable": {"serve a disabled certificate again", byID(outboundID, http.MethodPost, "/enable", func(c *cmd, m api.MTLSCertificate) {
+			fmt.Fprintf(c.w, "Enabled mTLS certificate %s (%s)\n", m.Name, m.ID)
+		})},
+		"delete": {"delete a disabled certificate no Envoy subscribes to", byID(outboundID, http.MethodDelete, "", func(c *cmd, m api.MTLSCertificate) {
+			fmt.Fprintf(c.w, "Deleted mTLS certificate %s (%s)\n", m.Name, m.ID)
+		})},
 	},
 }
 
-func outboundIDCmd(method, suffix string) func(c *cmd) func() error {
+// idFlag names the flag that selects one object and the API collection it is in.
+type idFlag struct{ flag, usage, path string }
+
+var (
+	caID       = idFlag{"cert-id", "ID of the CA certificate (mtlsca_...)", api.PathCAs}
+	crlID      = idFlag{"crl-id", "ID of the CRL (mtlscrl_...)", api.PathCRLs}
+	outboundID = idFlag{"cert-id", "ID of the mTLS certificate (mtlscert_...)", api.PathOutbound}
+)
+
+// byID is every command that acts on one object by ID: require the flag, call
+// the API, print the object as JSON or as text.
+func byID[T any](id idFlag, method, suffix string, text func(c *cmd, v T)) func(c *cmd) func() error {
 	return func(c *cmd) func() error {
-		id := c.fs.String("cert-id", "", "ID of the mTLS certificate (mtlscert_...)")
+		val := c.fs.String(id.flag, "", id.usage)
 		return func() error {
-			if err := c.required("cert-id", *id); err != nil {
+			if err := c.required(id.flag, *val); err != nil {
 				return err
 			}
-			var m api.MTLSCertificate
-			if err := c.cl.Do(method, api.PathOutbound+"/"+url.PathEscape(*id)+suffix, nil, &m); err != nil {
+			var v T
+			if err := c.cl.Do(method, id.path+"/"+url.PathEscape(*val)+suffix, nil, &v); err != nil {
 				return err
 			}
 			if c.out.json {
-				return c.json(m)
+				return c.json(v)
 			}
-			switch {
-			case method == http.MethodDelete:
-				fmt.Fprintf(c.w, "Deleted mTLS certificate %s (%s)\n", m.Name, m.ID)
-			case suffix == "/disable":
-				fmt.Fprintf(c.w, "Disabled mTLS certificate %s (%s); redeploy the Envoys that reference it, then delete it\n", m.Name, m.ID)
-			case suffix == "/enable":
-				fmt.Fprintf(c.w, "Enabled mTLS certificate %s (%s)\n", m.Name, m.ID)
-			default:
-				c.describeOutbound(m)
-			}
+			text(c, v)
 			return nil
 		}
 	}
