@@ -256,8 +256,8 @@ func (s *server) createCA(w http.ResponseWriter, r *http.Request) error {
 	ca, err := s.Store.CreateCA(store.CA{
 		Name:        req.Name,
 		PEM:         string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})),
-		Subject:     c.Subject.String(),
-		Issuer:      c.Issuer.String(),
+		Subject:     pki.DN(c.RawSubject),
+		Issuer:      pki.DN(c.RawIssuer),
 		Fingerprint: pki.Fingerprint(c.Raw),
 		NotBefore:   c.NotBefore.UTC(),
 		NotAfter:    c.NotAfter.UTC(),
@@ -458,8 +458,8 @@ func (s *server) createOutbound(w http.ResponseWriter, r *http.Request) error {
 	o, err := s.Store.CreateOutbound(store.Outbound{
 		Name:             req.Name,
 		ChainPEM:         string(chain),
-		Subject:          leaf.Subject.String(),
-		Issuer:           leaf.Issuer.String(),
+		Subject:          pki.DN(leaf.RawSubject),
+		Issuer:           pki.DN(leaf.RawIssuer),
 		Fingerprint:      pki.Fingerprint(leaf.Raw),
 		NotBefore:        leaf.NotBefore.UTC(),
 		NotAfter:         leaf.NotAfter.UTC(),
@@ -494,8 +494,8 @@ func (s *server) replaceOutboundMaterial(w http.ResponseWriter, r *http.Request)
 	}
 	before, after, err := s.Store.ReplaceOutboundMaterial(id, store.Material{
 		ChainPEM:    string(chain),
-		Subject:     leaf.Subject.String(),
-		Issuer:      leaf.Issuer.String(),
+		Subject:     pki.DN(leaf.RawSubject),
+		Issuer:      pki.DN(leaf.RawIssuer),
 		Fingerprint: pki.Fingerprint(leaf.Raw),
 		NotBefore:   leaf.NotBefore.UTC(),
 		NotAfter:    leaf.NotAfter.UTC(),

@@ -4,6 +4,8 @@
 package pki
 
 import (
+	"github.com/mtlsgate/mtlsgate/filter/policy/dn"
+
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
@@ -157,13 +159,13 @@ func CA(data []byte, allowIntermediate bool, now time.Time) (*x509.Certificate, 
 	}
 	c := certs[0]
 	if !c.BasicConstraintsValid || !c.IsCA {
-		return nil, problem.Invalid("not_a_ca", "%q is not a CA certificate (basicConstraints CA:TRUE is missing): upload the CA that issued your client certificates, not a client certificate", c.Subject.String())
+		return nil, problem.Invalid("not_a_ca", "%q is not a CA certificate (basicConstraints CA:TRUE is missing): upload the CA that issued your client certificates, not a client certificate", DN(c.RawSubject))
 	}
 	if now.After(c.NotAfter) {
-		return nil, problem.Invalid("expired", "CA %q expired on %s: upload a current CA certificate", c.Subject.String(), c.NotAfter.UTC().Format(time.RFC3339))
+		return nil, problem.Invalid("expired", "CA %q expired on %s: upload a current CA certificate", DN(c.RawSubject), c.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if !SelfSigned(c) && !allowIntermediate {
-		return nil, problem.Invalid("not_a_root", "%q is an intermediate CA issued by %q: upload the self-signed root that anchors it (subject equals issuer in `openssl x509 -in FILE -noout -subject -issuer -nameopt RFC2253`), or pass --allow-intermediate to anchor trust at this intermediate", c.Subject.String(), c.Issuer.String())
+		return nil, problem.Invalid("not_a_root", "%q is an intermediate CA issued by %q: upload the self-signed root that anchors it (subject equals issuer in `openssl x509 -in FILE -noout -subject -issuer -nameopt RFC2253`), or pass --allow-intermediate to anchor trust at this intermediate", DN(c.RawSubject), DN(c.RawIssuer))
 	}
 	return c, nil
 }
@@ -188,7 +190,7 @@ func CRL(data []byte, ca *x509.Certificate) (*x509.RevocationList, []byte, error
 		return nil, nil, problem.Invalid("bad_crl", "the CRL cannot be parsed (%v): pass a PEM (-----BEGIN X509 CRL-----) or DER revocation list", err)
 	}
 	if err := rl.CheckSignatureFrom(ca); err != nil {
-		return nil, nil, problem.Invalid("crl_wrong_issuer", "the CRL issued by %q is not signed by CA %q (%v): pass the CRL this CA publishes, or attach it to the CA that signed it", rl.Issuer.String(), ca.Subject.String(), err)
+		return nil, nil, problem.Invalid("crl_wrong_issuer", "the CRL issued by %q is not signed by CA %q (%v): pass the CRL this CA publishes, or attach it to the CA that signed it", DN(rl.RawIssuer), DN(ca.RawSubject), err)
 	}
 	return rl, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: rl.Raw}), nil
 }
@@ -233,4 +235,15 @@ func KeyPair(certPEM, keyPEM []byte, now time.Time) (*x509.Certificate, []byte, 
 		return nil, nil, nil, problem.Invalid("expired", "certificate %q expired on %s: upload a current certificate", leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return leaf, chain, keyOnly, nil
+}
+
+// DN prints a distinguished name exactly as `openssl x509 -noout -subject
+// -nameopt RFC2253` does (and so as the filter's x-mtls-* headers and
+// certIssuerDN do), so what the CLI shows can be pasted into a policy.
+func DN(raw []byte) string {
+	s, err := dn.Format(raw)
+	if err != nil {
+		return "(unparseable name)"
+	}
+	return s
 }
