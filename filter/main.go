@@ -53,7 +53,12 @@ type root struct {
 	sharedCAS uint32
 	fetching  bool
 	steady    bool
+	// headers is the request's header list handed to the engine, reused:
+	// one request is evaluated at a time per VM.
+	headers []policy.Header
 }
+
+var sourceAddress = abi.PropertyPath("source", "address")
 
 func (r *root) OnPluginStart(int) bool {
 	data, err := proxywasm.GetPluginConfiguration()
@@ -259,14 +264,19 @@ func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {
 		// tick; look before answering 503. Only until the first bundle loads.
 		r.loadShared()
 	}
-	hs, err := proxywasm.GetHTTPRequestHeaders()
+	// The headers and the address share buffers the next request reuses
+	// (allocating them was most of a cached request's cost). Nothing here
+	// keeps them past this callback, and the engine copies what its cache
+	// keeps.
+	hs, err := proxywasm.ReadHTTPRequestHeaders()
 	if err != nil {
 		// Without the headers nothing can be stripped or verified: fail closed.
 		panic("mtlsgate: cannot read request headers: " + err.Error())
 	}
-	req := policy.Request{Headers: make([]policy.Header, len(hs)), Now: time.Now()}
-	for i, h := range hs {
-		req.Headers[i] = policy.Header{Key: h.Key, Value: h.Value}
+	req := policy.Request{Now: time.Now()}
+	r.headers = r.headers[:0]
+	for _, h := range hs {
+		r.headers = append(r.headers, policy.Header(h))
 		switch h.Key {
 		case ":method":
 			req.Method = h.Value
@@ -274,7 +284,8 @@ func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {
 			req.Path = h.Value
 		}
 	}
-	req.SourceAddress, _ = proxywasm.GetPropertyString("source", "address")
+	req.Headers = r.headers
+	req.SourceAddress, _ = proxywasm.ReadPropertyString(sourceAddress)
 	res := r.engine.Evaluate(&req)
 
 	for _, name := range res.RemoveHeaders {

@@ -1,6 +1,9 @@
 package policy
 
-import "sync"
+import (
+	"strings"
+	"sync"
+)
 
 // verdictCache is a bounded LRU of rendered verdicts keyed on the raw
 // certificate header value. Keys are a cheap sampled 64-bit hash: hashing a
@@ -80,7 +83,10 @@ func (c *verdictCache) put(gen uint64, raw string, e *entry) {
 		return
 	}
 	k := sampleKey(raw)
-	e.raw = raw
+	// A copy: raw may share a buffer the caller reuses for the next request
+	// (the filter's header map), and a changed key would turn the full
+	// comparison of a hit into a comparison against the wrong bytes.
+	e.raw = strings.Clone(raw)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gen != gen {

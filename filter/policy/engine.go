@@ -404,6 +404,9 @@ func (e *Engine) evaluate(req *Request) (*Result, *compiledPolicy) {
 		}
 	}
 	ent := p.render(o)
+	// The detail may quote the request's own bytes, which can share a buffer
+	// the caller reuses; the cached verdict must not change under it.
+	ent.detail = strings.Clone(ent.detail)
 	if !o.until.IsZero() {
 		ent.untilUnix = o.until.Unix()
 	}

@@ -93,6 +93,46 @@ func getMap(mt abi.MapType) ([]Header, error) {
 	return decodeHeaders(take(addr, size))
 }
 
+var (
+	reqHeaderBuf  scratch
+	reqHeaderList []Header
+	propertyBuf   scratch
+)
+
+// ReadHTTPRequestHeaders is GetHTTPRequestHeaders without allocating: the
+// slice and every key and value share buffers that the next
+// ReadHTTPRequestHeaders call overwrites. Use it where nothing read is kept
+// past the callback (or is copied first); it exists because the request
+// header map is the largest thing a filter reads on every request.
+func ReadHTTPRequestHeaders() ([]Header, error) {
+	var addr, size uint32
+	st := reqHeaderBuf.call(func() uint32 {
+		return proxyGetHeaderMapPairs(uint32(abi.MapRequestHeaders), unsafe.Pointer(&addr), unsafe.Pointer(&size))
+	})
+	if err := statusErr(st); err != nil {
+		return nil, err
+	}
+	hs, err := decodeHeadersInto(reqHeaderList[:0], reqHeaderBuf.take(addr, size))
+	if cap(hs) > cap(reqHeaderList) {
+		reqHeaderList = hs
+	}
+	return hs, err
+}
+
+// ReadPropertyString is GetPropertyString for a path already built with
+// abi.PropertyPath, without allocating: the string shares a buffer that the
+// next ReadPropertyString call overwrites, so copy it to keep it.
+func ReadPropertyString(path []byte) (string, error) {
+	var addr, size uint32
+	st := propertyBuf.call(func() uint32 {
+		return proxyGetProperty(bytesPtr(path), uint32(len(path)), unsafe.Pointer(&addr), unsafe.Pointer(&size))
+	})
+	if err := statusErr(st); err != nil {
+		return "", err
+	}
+	return bytesString(propertyBuf.take(addr, size)), nil
+}
+
 func setMap(mt abi.MapType, hs []Header) error {
 	b := abi.EncodeHeaders(hs)
 	return statusErr(proxySetHeaderMapPairs(uint32(mt), bytesPtr(b), uint32(len(b))))
