@@ -157,7 +157,11 @@ type Engine struct {
 	policies []*compiledPolicy
 	routes   []compiledRoute
 	strip    []string
-	stripSet map[string]bool
+	// stripLens has bit n set when a name in strip is n bytes long (n < 64;
+	// bit 63 stands for every longer name). Most request headers are not
+	// ours, and a length test rejects them without hashing: string-keyed map
+	// lookups hash byte by byte in Go wasm and cost a µs each.
+	stripLens uint64
 
 	trust atomic.Pointer[trust]
 	gen   atomic.Uint64
@@ -173,7 +177,7 @@ type Engine struct {
 // NewEngine compiles cfg (which must come from ParseConfig). An inline trust
 // bundle is loaded immediately; a sidecar-sourced one arrives via SetBundle.
 func NewEngine(cfg *Config) *Engine {
-	e := &Engine{cfg: cfg, stripSet: map[string]bool{}, limiter: NewMemoryLimiter()}
+	e := &Engine{cfg: cfg, limiter: NewMemoryLimiter()}
 	if cfg.ProfilesDefined {
 		e.configProfiles = compileProfiles(cfg.Profiles, ProfilesFromConfig, 0)
 		e.profiles.Store(e.configProfiles)
@@ -216,11 +220,18 @@ func NewEngine(cfg *Config) *Engine {
 }
 
 func (e *Engine) addStrip(name string) {
-	if name == "" || e.stripSet[name] {
+	if name == "" || contains(e.strip, name) {
 		return
 	}
-	e.stripSet[name] = true
 	e.strip = append(e.strip, name)
+	e.stripLens |= lenBit(name)
+}
+
+func lenBit(s string) uint64 { return 1 << min(len(s), 63) }
+
+// isStripped reports whether name is one of e.strip.
+func (e *Engine) isStripped(name string) bool {
+	return e.stripLens&lenBit(name) != 0 && contains(e.strip, name)
 }
 
 // StripHeaders returns the exact header names in the filter's output
@@ -504,7 +515,7 @@ func (e *Engine) toRemove(headers []Header, extra []string) []string {
 	var out []string
 	for _, h := range headers {
 		k := h.Key
-		if !strings.HasPrefix(k, "x-mtls-") && !e.stripSet[k] && !contains(extra, k) {
+		if !strings.HasPrefix(k, "x-mtls-") && !e.isStripped(k) && !contains(extra, k) {
 			continue
 		}
 		if !contains(out, k) {
