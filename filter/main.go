@@ -56,6 +56,8 @@ type root struct {
 	// headers is the request's header list handed to the engine, reused:
 	// one request is evaluated at a time per VM.
 	headers []policy.Header
+	// recent holds the first metrics defined, for count's fast path.
+	recent []namedMetric
 }
 
 var sourceAddress = abi.PropertyPath("source", "address")
@@ -127,6 +129,15 @@ func (r *root) limiterFailed(err error) {
 }
 
 func (r *root) count(name string) {
+	// A short scan first: every request counts two or three names out of a
+	// few dozen, and a string-keyed map lookup hashes byte by byte in Go
+	// wasm. Names are compared in full; the map stays the complete record.
+	for i := range r.recent {
+		if r.recent[i].name == name {
+			_ = r.recent[i].m.Increment(1)
+			return
+		}
+	}
 	m, ok := r.metrics[name]
 	if !ok {
 		var err error
@@ -135,7 +146,19 @@ func (r *root) count(name string) {
 		}
 		r.metrics[name] = m
 	}
+	if len(r.recent) < maxRecentMetrics {
+		r.recent = append(r.recent, namedMetric{name, m})
+	}
 	_ = m.Increment(1)
+}
+
+// maxRecentMetrics bounds root.recent: decisions times reasons times hit or
+// miss stays well under it in practice, and the scan stays short.
+const maxRecentMetrics = 32
+
+type namedMetric struct {
+	name string
+	m    proxywasm.Metric
 }
 
 func (r *root) OnTick() {
