@@ -1,0 +1,126 @@
+package filtertest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+
+	hosttest "github.com/mtlsgate/mtlsgate/host-test"
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+)
+
+// TestGuestProfile times every guest function of the compiled filter on the
+// hot-path request, with wazero's function listener: self and inclusive
+// time per request, and calls per request. It is a tool, not a test: it
+// runs only when GUESTPROF_WASM names an unstripped build (names come from
+// the name section), e.g.
+//
+//	go run ./filter/wasmbuild/overlay > /tmp/overlay.json
+//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath \
+//	  -overlay /tmp/overlay.json -o /tmp/prof.wasm ./filter
+//	GUESTPROF_WASM=/tmp/prof.wasm go test -run TestGuestProfile -v ./filter/filtertest
+//
+// The listener's own cost (a clock read on each call and return) inflates
+// every number two to three times, most for functions called often; compare
+// runs with each other, not with the benchmark.
+type gprof struct {
+	stack []gframe
+	self  map[string]time.Duration
+	incl  map[string]time.Duration
+	calls map[string]int
+	on    bool
+}
+
+type gframe struct {
+	name  string
+	start time.Time
+	child time.Duration
+}
+
+func (p *gprof) NewFunctionListener(def api.FunctionDefinition) experimental.FunctionListener {
+	return gl{p, def.DebugName()}
+}
+
+type gl struct {
+	p    *gprof
+	name string
+}
+
+func (l gl) Before(_ context.Context, _ api.Module, _ api.FunctionDefinition, _ []uint64, _ experimental.StackIterator) {
+	l.p.stack = append(l.p.stack, gframe{name: l.name, start: time.Now()})
+}
+
+func (l gl) After(_ context.Context, _ api.Module, _ api.FunctionDefinition, _ []uint64) {
+	p := l.p
+	f := p.stack[len(p.stack)-1]
+	p.stack = p.stack[:len(p.stack)-1]
+	d := time.Since(f.start)
+	if len(p.stack) > 0 {
+		p.stack[len(p.stack)-1].child += d
+	}
+	if p.on {
+		p.self[f.name] += d - f.child
+		p.incl[f.name] += d
+		p.calls[f.name]++
+	}
+}
+
+func (l gl) Abort(ctx context.Context, m api.Module, def api.FunctionDefinition, _ error) {
+	l.After(ctx, m, def, nil)
+}
+
+func TestGuestProfile(t *testing.T) {
+	path := os.Getenv("GUESTPROF_WASM")
+	if path == "" {
+		t.Skip("GUESTPROF_WASM not set")
+	}
+	p := &gprof{self: map[string]time.Duration{}, incl: map[string]time.Duration{}, calls: map[string]int{}}
+	ctx := experimental.WithFunctionListenerFactory(context.Background(), p)
+	m, err := hosttest.CompileFile(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := newLeafPool(t, testpki.P256, 3, 1)
+	plugin := m.NewPlugin(hosttest.PluginConfig{Name: "mtlsgate", RootID: "mtlsgate", VMID: "mtlsgate",
+		Configuration: mustJSON(t, filterConfig(nil, pool.ch.Root)), LogLevel: 2})
+	vm := newVM(t, plugin)
+	req := benchRequest(pool.xfcc[0])
+	for i := 0; i < 200; i++ {
+		if _, err := vm.Do(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 2000
+	p.on = true
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if _, err := vm.Do(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	el := time.Since(start)
+	p.on = false
+	dump := func(title string, m map[string]time.Duration) {
+		type kv struct {
+			k string
+			v time.Duration
+		}
+		var l []kv
+		for k, v := range m {
+			l = append(l, kv{k, v})
+		}
+		sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v })
+		fmt.Printf("== %s (per request, total %v/req)\n", title, el/n)
+		for _, e := range l[:min(60, len(l))] {
+			fmt.Printf("%10.2fµs %8.1f calls  %s\n", float64(e.v.Nanoseconds())/n/1000, float64(p.calls[e.k])/n, e.k)
+		}
+	}
+	dump("self", p.self)
+	dump("inclusive", p.incl)
+}
