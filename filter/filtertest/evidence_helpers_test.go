@@ -7,11 +7,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	hosttest "github.com/mtlsgate/mtlsgate/host-test"
 	"github.com/mtlsgate/mtlsgate/internal/abi"
-	"github.com/mtlsgate/mtlsgate/internal/bundle"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
@@ -137,31 +135,12 @@ func filterConfig(options map[string]any, cas ...*testpki.Cert) map[string]any {
 	return map[string]any{"policies": []any{policyDoc("mtls", options)}, "trustBundle": inlineBundle(cas)}
 }
 
-// bundleDocs returns two /v1/bundle documents of n CAs each that differ in
-// one CA, so alternating them makes every refresh a real change.
-var (
-	caMu   sync.Mutex
-	caPool []*testpki.Cert
-)
-
+// bundleDocs fails the benchmark instead of returning testpki.BundleDocs' error.
 func bundleDocs(tb testing.TB, n int) [2][]byte {
 	tb.Helper()
-	caMu.Lock()
-	defer caMu.Unlock()
-	for len(caPool) < n+1 {
-		caPool = append(caPool, testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "bench CA " + strconv.Itoa(len(caPool))})))
+	docs, err := testpki.BundleDocs(n)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	var out [2][]byte
-	for j := range out {
-		var cas []bundle.CA
-		for _, c := range caPool[j : j+n] {
-			cas = append(cas, bundle.CA{ID: c.Cert.SerialNumber.String(), Name: c.Cert.Subject.CommonName, PEM: string(c.PEM())})
-		}
-		doc, err := bundle.New(cas, nil, nil, 0, time.Now()).Marshal()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out[j] = doc
-	}
-	return out
+	return docs
 }

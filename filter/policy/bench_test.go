@@ -156,32 +156,14 @@ func BenchmarkBundleRefresh(b *testing.B) {
 	}
 }
 
-var (
-	caMu   sync.Mutex
-	caPool []*testpki.Cert
-)
-
-// bundleDocs returns two /v1/bundle documents of n CAs each that differ in
-// one CA (P-256 roots: the parse cost per CA barely depends on the key type).
+// bundleDocs fails the benchmark instead of returning testpki.BundleDocs' error.
 func bundleDocs(tb testing.TB, n int) [2][]byte {
-	caMu.Lock()
-	defer caMu.Unlock()
-	for len(caPool) < n+1 {
-		caPool = append(caPool, testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "bench CA " + strconv.Itoa(len(caPool))})))
+	tb.Helper()
+	docs, err := testpki.BundleDocs(n)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	var out [2][]byte
-	for j := range out {
-		var cas []bundle.CA
-		for _, c := range caPool[j : j+n] {
-			cas = append(cas, bundle.CA{ID: c.Cert.SerialNumber.String(), Name: c.Cert.Subject.CommonName, PEM: string(c.PEM())})
-		}
-		doc, err := bundle.New(cas, nil, nil, 0, time.Now()).Marshal()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out[j] = doc
-	}
-	return out
+	return docs
 }
 
 func BenchmarkSampleKey(b *testing.B) {
