@@ -338,8 +338,11 @@ func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {
 		}
 		return proxywasm.ActionPause
 	}
+	// Every name in SetHeaders is in the stripped namespace and any copy the
+	// client sent was removed above, so adding is replacing: Envoy appends
+	// (addCopy) instead of scanning the map for entries to drop (setCopy).
 	for _, h := range res.SetHeaders {
-		if err := proxywasm.ReplaceHTTPRequestHeader(h.Key, h.Value); err != nil {
+		if err := proxywasm.AddHTTPRequestHeader(h.Key, h.Value); err != nil {
 			panic("mtlsgate: cannot set " + h.Key + ": " + err.Error())
 		}
 	}
