@@ -18,7 +18,11 @@ func proxyABIVersion021() {}
 
 //go:wasmexport proxy_on_context_create
 func proxyOnContextCreate(contextID, parentID uint32) {
-	defer recoverTo("proxy_on_context_create", 0)
+	defer func() {
+		if p := recover(); p != nil {
+			contain("proxy_on_context_create", 0, p)
+		}
+	}()
 	if parentID == 0 {
 		if newRoot == nil {
 			LogCritical("proxywasm: no root context registered; call proxywasm.SetNewRootContext in init")
@@ -39,7 +43,12 @@ func proxyOnContextCreate(contextID, parentID uint32) {
 
 //go:wasmexport proxy_on_vm_start
 func proxyOnVMStart(rootID, vmConfigSize uint32) (ok uint32) {
-	defer recoverTo("proxy_on_vm_start", 0, func() { ok = 0 })
+	defer func() {
+		if p := recover(); p != nil {
+			contain("proxy_on_vm_start", 0, p)
+			ok = 0
+		}
+	}()
 	r, found := roots[rootID]
 	if !found {
 		return 0
@@ -50,7 +59,12 @@ func proxyOnVMStart(rootID, vmConfigSize uint32) (ok uint32) {
 
 //go:wasmexport proxy_on_configure
 func proxyOnConfigure(rootID, pluginConfigSize uint32) (ok uint32) {
-	defer recoverTo("proxy_on_configure", 0, func() { ok = 0 })
+	defer func() {
+		if p := recover(); p != nil {
+			contain("proxy_on_configure", 0, p)
+			ok = 0
+		}
+	}()
 	r, found := roots[rootID]
 	if !found {
 		return 0
@@ -61,7 +75,11 @@ func proxyOnConfigure(rootID, pluginConfigSize uint32) (ok uint32) {
 
 //go:wasmexport proxy_on_tick
 func proxyOnTick(rootID uint32) {
-	defer recoverTo("proxy_on_tick", 0)
+	defer func() {
+		if p := recover(); p != nil {
+			contain("proxy_on_tick", 0, p)
+		}
+	}()
 	if r, ok := roots[rootID]; ok {
 		current = rootID
 		r.OnTick()
@@ -70,7 +88,11 @@ func proxyOnTick(rootID uint32) {
 
 //go:wasmexport proxy_on_queue_ready
 func proxyOnQueueReady(rootID, queueID uint32) {
-	defer recoverTo("proxy_on_queue_ready", 0)
+	defer func() {
+		if p := recover(); p != nil {
+			contain("proxy_on_queue_ready", 0, p)
+		}
+	}()
 	if r, ok := roots[rootID]; ok {
 		current = rootID
 		r.OnQueueReady(queueID)
@@ -98,7 +120,11 @@ func proxyOnHTTPCallResponse(rootID, token, numHeaders, bodySize, numTrailers ui
 		return
 	}
 	current = ctx
-	defer recoverTo("proxy_on_http_call_response", ctx)
+	defer func() {
+		if p := recover(); p != nil {
+			contain("proxy_on_http_call_response", ctx, p)
+		}
+	}()
 	call.cb(int(numHeaders), int(bodySize), int(numTrailers))
 }
 
@@ -110,7 +136,12 @@ func onStream(where string, contextID, a, b uint32, call func(c HTTPContext, a, 
 		return uint32(ActionContinue)
 	}
 	current = contextID
-	defer recoverTo(where, contextID, func() { action = uint32(ActionPause) })
+	defer func() {
+		if p := recover(); p != nil {
+			contain(where, contextID, p)
+			action = uint32(ActionPause)
+		}
+	}()
 	return uint32(call(s.ctx, a, b))
 }
 
@@ -158,7 +189,11 @@ func proxyOnResponseTrailers(contextID, numTrailers uint32) uint32 {
 
 //go:wasmexport proxy_on_log
 func proxyOnLog(contextID uint32) {
-	defer recoverTo("proxy_on_log", 0)
+	defer func() {
+		if p := recover(); p != nil {
+			contain("proxy_on_log", 0, p)
+		}
+	}()
 	if s := streams[contextID]; s != nil && s.ctx != nil {
 		s.ctx.OnHTTPStreamDone()
 	}
@@ -166,7 +201,12 @@ func proxyOnLog(contextID uint32) {
 
 //go:wasmexport proxy_on_done
 func proxyOnDone(contextID uint32) (done uint32) {
-	defer recoverTo("proxy_on_done", 0, func() { done = 1 })
+	defer func() {
+		if p := recover(); p != nil {
+			contain("proxy_on_done", 0, p)
+			done = 1
+		}
+	}()
 	if r, ok := roots[contextID]; ok {
 		return b2u(r.OnPluginDone())
 	}
@@ -184,21 +224,16 @@ func proxyOnDelete(contextID uint32) {
 	delete(roots, contextID)
 }
 
-// recoverTo turns a panic in plugin code into a logged, contained failure. For
-// an HTTP stream it answers the request 500 so the request fails closed; the
-// optional set functions fix the export's return value.
-func recoverTo(where string, contextID uint32, set ...func()) {
-	p := recover()
-	if p == nil {
-		return
-	}
+// contain turns a panic recovered in an export into a logged, contained
+// failure. For an HTTP stream it answers the request 500 so the request fails
+// closed. Each export recovers in its own deferred literal (recover only works
+// there) and fixes its own return value; a shared helper taking closures would
+// allocate on every call of the hot path.
+func contain(where string, contextID uint32, p any) {
 	LogCriticalf("%s: recovered panic: %v\n%s", where, p, debug.Stack())
 	if s := streams[contextID]; contextID != 0 && s != nil {
 		s.failed = true
 		panicHandler(contextID, p)
-	}
-	for _, f := range set {
-		f()
 	}
 }
 
