@@ -41,33 +41,21 @@ var groups = map[string]map[string]verb{
 				if pki.IsDER(data) {
 					return pki.DERCertificateError(*file)
 				}
-				var ca api.CACertificate
-				if err := c.cl.Do(http.MethodPost, api.PathCAs, api.CreateCA{Name: *name, CertPEM: string(data), AllowIntermediate: *inter}, &ca); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(ca)
-				}
-				fmt.Fprintf(c.w, "Created CA certificate %s: %s\n", ca.Name, ca.ID)
-				c.describeCA(ca)
-				return nil
+				return send(c, http.MethodPost, api.PathCAs, api.CreateCA{Name: *name, CertPEM: string(data), AllowIntermediate: *inter}, func(ca api.CACertificate) {
+					fmt.Fprintf(c.w, "Created CA certificate %s: %s\n", ca.Name, ca.ID)
+					c.describeCA(ca)
+				})
 			}
 		}},
 		"list": {"list CA certificates", func(c *cmd) func() error {
 			return func() error {
-				var cas []api.CACertificate
-				if err := c.cl.Do(http.MethodGet, api.PathCAs, nil, &cas); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(cas)
-				}
-				rows := make([][]string, 0, len(cas))
-				for _, ca := range cas {
-					rows = append(rows, []string{ca.ID, ca.Name, ca.Subject, ts(ca.NotAfter), crlSummary(ca.CRL)})
-				}
-				c.table("ID\tNAME\tSUBJECT\tNOT AFTER\tCRL", rows)
-				return nil
+				return send(c, http.MethodGet, api.PathCAs, nil, func(cas []api.CACertificate) {
+					rows := make([][]string, 0, len(cas))
+					for _, ca := range cas {
+						rows = append(rows, []string{ca.ID, ca.Name, ca.Subject, ts(ca.NotAfter), crlSummary(ca.CRL)})
+					}
+					c.table("ID\tNAME\tSUBJECT\tNOT AFTER\tCRL", rows)
+				})
 			}
 		}},
 		"describe": {"show one CA certificate", byID(caID, http.MethodGet, "", func(c *cmd, ca api.CACertificate) { c.describeCA(ca) })},
@@ -78,15 +66,9 @@ var groups = map[string]map[string]verb{
 				if err := c.required("cert-id", *id, "name", *name); err != nil {
 					return err
 				}
-				var ca api.CACertificate
-				if err := c.cl.Do(http.MethodPatch, api.PathCAs+"/"+url.PathEscape(*id), api.UpdateCA{Name: *name}, &ca); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(ca)
-				}
-				fmt.Fprintf(c.w, "Renamed CA certificate %s to %s\n", ca.ID, ca.Name)
-				return nil
+				return send(c, http.MethodPatch, api.PathCAs+"/"+url.PathEscape(*id), api.UpdateCA{Name: *name}, func(ca api.CACertificate) {
+					fmt.Fprintf(c.w, "Renamed CA certificate %s to %s\n", ca.ID, ca.Name)
+				})
 			}
 		}},
 		"delete": {"delete a CA certificate (verification against it stops at once)", byID(caID, http.MethodDelete, "", func(c *cmd, ca api.CACertificate) {
@@ -114,41 +96,29 @@ var groups = map[string]map[string]verb{
 					}
 					req.CRL = data
 				}
-				var crl api.CRL
-				if err := c.cl.Do(http.MethodPost, api.PathCRLs, req, &crl); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(crl)
-				}
-				fmt.Fprintf(c.w, "Created CRL %s for CA %s\n", crl.ID, crl.CAID)
-				c.describeCRL(crl)
-				return nil
+				return send(c, http.MethodPost, api.PathCRLs, req, func(crl api.CRL) {
+					fmt.Fprintf(c.w, "Created CRL %s for CA %s\n", crl.ID, crl.CAID)
+					c.describeCRL(crl)
+				})
 			}
 		}},
 		"list": {"list CRLs with their freshness", func(c *cmd) func() error {
 			return func() error {
-				var crls []api.CRL
-				if err := c.cl.Do(http.MethodGet, api.PathCRLs, nil, &crls); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(crls)
-				}
-				rows := make([][]string, 0, len(crls))
-				for _, l := range crls {
-					state := "fresh"
-					if l.Stale {
-						state = "STALE"
+				return send(c, http.MethodGet, api.PathCRLs, nil, func(crls []api.CRL) {
+					rows := make([][]string, 0, len(crls))
+					for _, l := range crls {
+						state := "fresh"
+						if l.Stale {
+							state = "STALE"
+						}
+						lastErr := l.LastError
+						if lastErr == "" {
+							lastErr = "-"
+						}
+						rows = append(rows, []string{l.ID, l.CAID, l.Source, l.Number, fmt.Sprint(l.RevokedCount), ts(l.NextUpdate), state, lastErr})
 					}
-					lastErr := l.LastError
-					if lastErr == "" {
-						lastErr = "-"
-					}
-					rows = append(rows, []string{l.ID, l.CAID, l.Source, l.Number, fmt.Sprint(l.RevokedCount), ts(l.NextUpdate), state, lastErr})
-				}
-				c.table("ID\tCA\tSOURCE\tNUMBER\tREVOKED\tNEXT UPDATE\tSTATE\tLAST ERROR", rows)
-				return nil
+					c.table("ID\tCA\tSOURCE\tNUMBER\tREVOKED\tNEXT UPDATE\tSTATE\tLAST ERROR", rows)
+				})
 			}
 		}},
 		"describe": {"show one CRL", byID(crlID, http.MethodGet, "", func(c *cmd, crl api.CRL) { c.describeCRL(crl) })},
@@ -185,33 +155,21 @@ var groups = map[string]map[string]verb{
 				if err != nil {
 					return err
 				}
-				var m api.MTLSCertificate
-				if err := c.cl.Do(http.MethodPost, api.PathOutbound, api.CreateMTLSCertificate{Name: *name, CertPEM: string(certPEM), KeyPEM: string(keyPEM), EnvironmentTypes: envs}, &m); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(m)
-				}
-				fmt.Fprintf(c.w, "Created mTLS certificate %s: %s\n", m.Name, m.ID)
-				c.describeOutbound(m)
-				return nil
+				return send(c, http.MethodPost, api.PathOutbound, api.CreateMTLSCertificate{Name: *name, CertPEM: string(certPEM), KeyPEM: string(keyPEM), EnvironmentTypes: envs}, func(m api.MTLSCertificate) {
+					fmt.Fprintf(c.w, "Created mTLS certificate %s: %s\n", m.Name, m.ID)
+					c.describeOutbound(m)
+				})
 			}
 		}},
 		"list": {"list outbound certificates (never key material)", func(c *cmd) func() error {
 			return func() error {
-				var list []api.MTLSCertificate
-				if err := c.cl.Do(http.MethodGet, api.PathOutbound, nil, &list); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(list)
-				}
-				rows := make([][]string, 0, len(list))
-				for _, m := range list {
-					rows = append(rows, []string{m.ID, m.Name, strings.Join(m.EnvironmentTypes, ","), yesNo(m.Enabled), yesNo(m.Served), fmt.Sprint(len(m.Subscribers)), ts(m.NotAfter)})
-				}
-				c.table("ID\tNAME\tENVIRONMENTS\tENABLED\tSERVED\tSUBSCRIBERS\tNOT AFTER", rows)
-				return nil
+				return send(c, http.MethodGet, api.PathOutbound, nil, func(list []api.MTLSCertificate) {
+					rows := make([][]string, 0, len(list))
+					for _, m := range list {
+						rows = append(rows, []string{m.ID, m.Name, strings.Join(m.EnvironmentTypes, ","), yesNo(m.Enabled), yesNo(m.Served), fmt.Sprint(len(m.Subscribers)), ts(m.NotAfter)})
+					}
+					c.table("ID\tNAME\tENVIRONMENTS\tENABLED\tSERVED\tSUBSCRIBERS\tNOT AFTER", rows)
+				})
 			}
 		}},
 		"describe": {"show one outbound certificate and who subscribes to it", byID(outboundID, http.MethodGet, "", func(c *cmd, m api.MTLSCertificate) { c.describeOutbound(m) })},
@@ -234,22 +192,16 @@ var groups = map[string]map[string]verb{
 				if err != nil {
 					return err
 				}
-				var m api.MTLSCertificate
-				if err := c.cl.Do(http.MethodPut, api.PathOutbound+"/"+url.PathEscape(*id)+"/material", api.UpdateMTLSCertificateMaterial{CertPEM: string(certPEM), KeyPEM: string(keyPEM)}, &m); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(m)
-				}
-				next := "it is disabled: `mtlsgate mtls-certificate enable --cert-id " + m.ID + "` serves it"
-				if m.Served {
-					next = "subscribed Envoys receive it over SDS under the same name"
-				} else if m.Enabled {
-					next = "this sidecar's --environment is not among its environment types, so it does not serve it"
-				}
-				fmt.Fprintf(c.w, "Updated mTLS certificate %s (%s); %s\n", m.Name, m.ID, next)
-				c.describeOutbound(m)
-				return nil
+				return send(c, http.MethodPut, api.PathOutbound+"/"+url.PathEscape(*id)+"/material", api.UpdateMTLSCertificateMaterial{CertPEM: string(certPEM), KeyPEM: string(keyPEM)}, func(m api.MTLSCertificate) {
+					next := "it is disabled: `mtlsgate mtls-certificate enable --cert-id " + m.ID + "` serves it"
+					if m.Served {
+						next = "subscribed Envoys receive it over SDS under the same name"
+					} else if m.Enabled {
+						next = "this sidecar's --environment is not among its environment types, so it does not serve it"
+					}
+					fmt.Fprintf(c.w, "Updated mTLS certificate %s (%s); %s\n", m.Name, m.ID, next)
+					c.describeOutbound(m)
+				})
 			}
 		}},
 		"disable": {"stop serving a certificate over SDS", byID(outboundID, http.MethodPost, "/disable", func(c *cmd, m api.MTLSCertificate) {
@@ -282,15 +234,7 @@ func byID[T any](id idFlag, method, suffix string, text func(c *cmd, v T)) func(
 			if err := c.required(id.flag, *val); err != nil {
 				return err
 			}
-			var v T
-			if err := c.cl.Do(method, id.path+"/"+url.PathEscape(*val)+suffix, nil, &v); err != nil {
-				return err
-			}
-			if c.out.json {
-				return c.json(v)
-			}
-			text(c, v)
-			return nil
+			return send(c, method, id.path+"/"+url.PathEscape(*val)+suffix, nil, func(v T) { text(c, v) })
 		}
 	}
 }
@@ -350,4 +294,18 @@ func (c *cmd) describeOutbound(m api.MTLSCertificate) {
 		"Not before", ts(m.NotBefore), "Not after", ts(m.NotAfter), "Environment types", strings.Join(m.EnvironmentTypes, ", "),
 		"Enabled", yesNo(m.Enabled), "Served over SDS", yesNo(m.Served), "Subscribers (node/cluster)", sub,
 		"Created", ts(m.CreatedAt), "Updated", ts(m.UpdatedAt))
+}
+
+// send is the shape of every command: one admin API call, then the answer as
+// JSON (--output json) or as text.
+func send[T any](c *cmd, method, path string, body any, text func(v T)) error {
+	var v T
+	if err := c.cl.Do(method, path, body, &v); err != nil {
+		return err
+	}
+	if c.out.json {
+		return c.json(v)
+	}
+	text(v)
+	return nil
 }

@@ -78,27 +78,21 @@ func init() {
 		}},
 		"history": {"list every version of the profile set, oldest first", func(c *cmd) func() error {
 			return func() error {
-				var list []api.ProfileSet
-				if err := c.cl.Do(http.MethodGet, api.PathProfileHistory, nil, &list); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(list)
-				}
-				rows := make([][]string, 0, len(list))
-				for _, v := range list {
-					action := v.Action
-					if v.RollbackOf > 0 {
-						action += " to " + strconv.Itoa(v.RollbackOf)
+				return send(c, http.MethodGet, api.PathProfileHistory, nil, func(list []api.ProfileSet) {
+					rows := make([][]string, 0, len(list))
+					for _, v := range list {
+						action := v.Action
+						if v.RollbackOf > 0 {
+							action += " to " + strconv.Itoa(v.RollbackOf)
+						}
+						active := ""
+						if v.Active {
+							active = "*"
+						}
+						rows = append(rows, []string{strconv.Itoa(v.Version) + active, ts(v.CreatedAt), action, strconv.Itoa(countProfiles(v.Profiles)), v.SHA256[:12], v.Actor})
 					}
-					active := ""
-					if v.Active {
-						active = "*"
-					}
-					rows = append(rows, []string{strconv.Itoa(v.Version) + active, ts(v.CreatedAt), action, strconv.Itoa(countProfiles(v.Profiles)), v.SHA256[:12], v.Actor})
-				}
-				c.table("VERSION\tCREATED\tACTION\tPROFILES\tSHA256\tACTOR", rows)
-				return nil
+					c.table("VERSION\tCREATED\tACTION\tPROFILES\tSHA256\tACTOR", rows)
+				})
 			}
 		}},
 		"rollback": {"make an earlier version's profile set active again (as a new version)", func(c *cmd) func() error {
@@ -108,15 +102,9 @@ func init() {
 					fmt.Fprintf(c.errw, "mtlsgate %s: --to-version is required: a version number from `mtlsgate profile history`\n", c.fs.Name())
 					return errUsage
 				}
-				var res api.SetProfilesResult
-				if err := c.cl.Do(http.MethodPost, api.PathProfileRollback, api.RollbackProfiles{ToVersion: *to}, &res); err != nil {
-					return err
-				}
-				if c.out.json {
-					return c.json(res)
-				}
-				fmt.Fprintf(c.w, "Profile set version %d is active: the content of version %d (%d profiles)\n", res.Version, res.RollbackOf, countProfiles(res.Profiles))
-				return nil
+				return send(c, http.MethodPost, api.PathProfileRollback, api.RollbackProfiles{ToVersion: *to}, func(res api.SetProfilesResult) {
+					fmt.Fprintf(c.w, "Profile set version %d is active: the content of version %d (%d profiles)\n", res.Version, res.RollbackOf, countProfiles(res.Profiles))
+				})
 			}
 		}},
 	}
