@@ -92,13 +92,8 @@ func newLeafPool(tb testing.TB, k testpki.KeyType, depth, n int) *leafPool {
 		return p
 	}
 	ch := testpki.Must(testpki.NewChain(k, depth, testpki.Options{CommonName: "bench client", DNSNames: []string{"bench.example"}}))
-	p := &leafPool{ch: ch}
-	for i := 0; i < n; i++ {
-		leaf := ch.Leaf
-		if i > 0 {
-			leaf = testpki.Must(ch.Issuer().Issue(testpki.Options{Signer: ch.Leaf.Key, CommonName: "bench client " + strconv.Itoa(i), DNSNames: []string{"bench.example"}}))
-		}
-		p.leaves = append(p.leaves, leaf)
+	p := &leafPool{ch: ch, leaves: testpki.Must(ch.SiblingLeaves(n))}
+	for _, leaf := range p.leaves {
 		p.xfcc = append(p.xfcc, envoyXFCC(leaf, presented(ch, leaf)))
 	}
 	pools[key] = p

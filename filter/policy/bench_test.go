@@ -47,15 +47,8 @@ func benchChain(b *testing.B, k testpki.KeyType, depth int) *benchPKI {
 		return p
 	}
 	ch := testpki.Must(testpki.NewChain(k, depth, testpki.Options{CommonName: "bench client", DNSNames: []string{"bench.example"}}))
-	p := &benchPKI{ch: ch}
-	for i := 0; i < coldPool; i++ {
-		leaf := ch.Leaf
-		if i > 0 {
-			// Reusing the key keeps RSA-4096 pools fast to build; the
-			// certificates (serial, subject, signature) all differ.
-			leaf = testpki.Must(ch.Issuer().Issue(testpki.Options{Signer: ch.Leaf.Key, CommonName: "bench client " + strconv.Itoa(i), DNSNames: []string{"bench.example"}}))
-		}
-		p.leaves = append(p.leaves, leaf)
+	p := &benchPKI{ch: ch, leaves: testpki.Must(ch.SiblingLeaves(coldPool))}
+	for _, leaf := range p.leaves {
 		p.xfcc = append(p.xfcc, xfccFor(leaf, presented(ch, leaf)))
 	}
 	benchPKIs[key] = p

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -369,3 +370,20 @@ func (ch *Chain) Presented() []byte {
 
 // Issuer returns the certificate that signed the leaf.
 func (ch *Chain) Issuer() *Cert { return ch.Leaf.Issuer }
+
+// SiblingLeaves returns n distinct client certificates from the chain's
+// issuer, the chain's own leaf first. They share the leaf's key: that keeps
+// RSA-4096 pools fast to build, while serial, subject and signature all
+// differ, which is what a verifier and a verdict cache see.
+func (ch *Chain) SiblingLeaves(n int) ([]*Cert, error) {
+	out := []*Cert{ch.Leaf}
+	for i := 1; i < n; i++ {
+		l, err := ch.Issuer().Issue(Options{Signer: ch.Leaf.Key, CommonName: ch.Leaf.Cert.Subject.CommonName + " " + strconv.Itoa(i),
+			DNSNames: ch.Leaf.Cert.DNSNames})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
