@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,7 +35,10 @@ type gprof struct {
 	self  map[string]time.Duration
 	incl  map[string]time.Duration
 	calls map[string]int
-	on    bool
+	// allocs counts heap allocations by the guest function that asked for
+	// them (the nearest caller outside the runtime's allocator).
+	allocs map[string]int
+	on     bool
 }
 
 type gframe struct {
@@ -53,7 +57,16 @@ type gl struct {
 }
 
 func (l gl) Before(_ context.Context, _ api.Module, _ api.FunctionDefinition, _ []uint64, _ experimental.StackIterator) {
-	l.p.stack = append(l.p.stack, gframe{name: l.name, start: time.Now()})
+	p := l.p
+	if p.on && l.name == ".runtime.mallocgc" {
+		for i := len(p.stack) - 1; i >= 0; i-- {
+			if n := p.stack[i].name; !strings.HasPrefix(n, ".runtime.") {
+				p.allocs[n]++
+				break
+			}
+		}
+	}
+	p.stack = append(p.stack, gframe{name: l.name, start: time.Now()})
 }
 
 func (l gl) After(_ context.Context, _ api.Module, _ api.FunctionDefinition, _ []uint64) {
@@ -80,7 +93,7 @@ func TestGuestProfile(t *testing.T) {
 	if path == "" {
 		t.Skip("GUESTPROF_WASM not set")
 	}
-	p := &gprof{self: map[string]time.Duration{}, incl: map[string]time.Duration{}, calls: map[string]int{}}
+	p := &gprof{self: map[string]time.Duration{}, incl: map[string]time.Duration{}, calls: map[string]int{}, allocs: map[string]int{}}
 	ctx := experimental.WithFunctionListenerFactory(context.Background(), p)
 	m, err := hosttest.CompileFile(ctx, path)
 	if err != nil {
@@ -123,4 +136,13 @@ func TestGuestProfile(t *testing.T) {
 	}
 	dump("self", p.self)
 	dump("inclusive", p.incl)
+	fmt.Printf("== heap allocations per request, by the function asking\n")
+	sites := make([]string, 0, len(p.allocs))
+	for k := range p.allocs {
+		sites = append(sites, k)
+	}
+	sort.Slice(sites, func(i, j int) bool { return p.allocs[sites[i]] > p.allocs[sites[j]] })
+	for _, k := range sites {
+		fmt.Printf("%8.2f  %s\n", float64(p.allocs[k])/n, k)
+	}
 }

@@ -333,7 +333,18 @@ var passthroughMetrics = []string{"mtlsgate.decision.passthrough"}
 
 // Evaluate decides one request. It never panics on request input.
 func (e *Engine) Evaluate(req *Request) *Result {
-	res, p := e.evaluate(req)
+	res := new(Result)
+	e.EvaluateInto(req, res)
+	return res
+}
+
+// EvaluateInto is Evaluate writing into res, whatever res held before: a
+// caller that evaluates one request at a time reuses one Result instead of
+// allocating one per request (a measurable cost in Go wasm). The previous
+// contents are gone; slices in the new result may share the engine's own
+// memory and must not be modified.
+func (e *Engine) EvaluateInto(req *Request, res *Result) {
+	p := e.evaluate(req, res)
 	if p != nil && res.Decision == DecisionAllow && res.e != nil {
 		e.authorize(p, res.e, req, res)
 	}
@@ -344,24 +355,24 @@ func (e *Engine) Evaluate(req *Request) *Result {
 	res.ConfigVersion = e.cfg.Version
 	res.BundleVersion = e.BundleVersion()
 	res.ProfilesVersion = e.profiles.Load().describe()
-	return res
 }
 
-func (e *Engine) evaluate(req *Request) (*Result, *compiledPolicy) {
+func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	remove := e.toRemove(req.Headers, nil)
 	p, routeName, ok := e.route(req.Method, req.Path)
 	if !ok {
 		// Unprotected routes still must not pass on a certificate header from
 		// a peer that is not allowed to send one: an upstream may read it.
 		remove = e.toRemove(req.Headers, e.untrustedInputs(req.SourceAddress))
-		return &Result{Action: Continue, Decision: DecisionPassthrough, RemoveHeaders: remove, Metrics: passthroughMetrics, LogLevel: LogDebug}, nil
+		*res = Result{Action: Continue, Decision: DecisionPassthrough, RemoveHeaders: remove, Metrics: passthroughMetrics, LogLevel: LogDebug}
+		return nil
 	}
-	res := &Result{Policy: p.name, Route: routeName}
+	*res = Result{Policy: p.name, Route: routeName}
 	t := e.trust.Load()
 	if p.needsBundle && t == nil {
 		res.RemoveHeaders = remove
 		res.fill(unavailable(p), false)
-		return res, p
+		return p
 	}
 
 	var raw string
@@ -375,7 +386,7 @@ func (e *Engine) evaluate(req *Request) (*Result, *compiledPolicy) {
 		if !trustedSource(p.opts.TrustedSourceCIDRs, req.SourceAddress) {
 			res.RemoveHeaders = e.toRemove(req.Headers, p.sourceHeaders)
 			res.fill(p.untrusted, false)
-			return res, p
+			return p
 		}
 		raw, dup = joinHeader(req.Headers, p.sourceHeaders[0], "\x00")
 		if p.opts.CertificateSource == SourceRFC9440 {
@@ -392,12 +403,12 @@ func (e *Engine) evaluate(req *Request) (*Result, *compiledPolicy) {
 	res.RemoveHeaders = remove
 	if strings.TrimSpace(raw) == "" {
 		res.fill(p.noCert, false)
-		return res, p
+		return p
 	}
 	gen := e.gen.Load()
 	if ent := p.cache.get(gen, raw, req.Now.Unix()); ent != nil {
 		res.fill(ent, true)
-		return res, p
+		return p
 	}
 	var o *outcome
 	if dup {
@@ -407,7 +418,7 @@ func (e *Engine) evaluate(req *Request) (*Result, *compiledPolicy) {
 		switch {
 		case errors.Is(err, certsrc.ErrNoCertificate):
 			res.fill(p.noCert, false)
-			return res, p
+			return p
 		case err != nil:
 			o = (&outcome{}).fail(ReasonMalformedCertificate, err.Error())
 		default:
@@ -423,7 +434,7 @@ func (e *Engine) evaluate(req *Request) (*Result, *compiledPolicy) {
 	}
 	p.cache.put(gen, raw, ent)
 	res.fill(ent, false)
-	return res, p
+	return p
 }
 
 // EvaluateChain decides a chain (DER, leaf first) directly under the named

@@ -103,6 +103,26 @@ type stream struct {
 	failed bool
 }
 
+// Stream records are recycled: a request creates and deletes one, and an
+// allocation per request is a measurable share of the hot path in Go wasm.
+// The list holds at most what was live at once, so it is bounded by the
+// host's concurrency on this worker.
+var freeStreams []*stream
+
+func newStream() *stream {
+	if n := len(freeStreams); n > 0 {
+		s := freeStreams[n-1]
+		freeStreams = freeStreams[:n-1]
+		return s
+	}
+	return new(stream)
+}
+
+func freeStream(s *stream) {
+	*s = stream{}
+	freeStreams = append(freeStreams, s)
+}
+
 // SetNewRootContext registers the plugin. Call it from init: a c-shared module's
 // _initialize runs package initializers, never main.
 func SetNewRootContext(f func(contextID uint32) RootContext) { newRoot = f }

@@ -36,7 +36,8 @@ func proxyOnContextCreate(contextID, parentID uint32) {
 		LogErrorf("proxywasm: context %d created under unknown root %d", contextID, parentID)
 		return
 	}
-	s := &stream{rootID: parentID}
+	s := newStream()
+	s.rootID = parentID
 	streams[contextID] = s
 	s.ctx = root.NewHTTPContext(contextID)
 }
@@ -217,8 +218,9 @@ func proxyOnDone(contextID uint32) (done uint32) {
 func proxyOnDelete(contextID uint32) {
 	// Nearly every delete is a stream's; skip the second map operation then
 	// (each costs about a µs in Go wasm).
-	if _, ok := streams[contextID]; ok {
+	if s, ok := streams[contextID]; ok {
 		delete(streams, contextID)
+		freeStream(s)
 		return
 	}
 	delete(roots, contextID)

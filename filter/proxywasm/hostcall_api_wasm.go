@@ -4,6 +4,7 @@ package proxywasm
 
 import (
 	"encoding/binary"
+	"time"
 	"unsafe"
 
 	"github.com/mtlsgate/mtlsgate/internal/abi"
@@ -27,11 +28,26 @@ func LogCritical(msg string) { Log(abi.LogCritical, msg) }
 // GetLogLevel returns the host's current log level, so costly debug lines can be
 // skipped before they are built.
 func GetLogLevel() (abi.LogLevel, error) {
-	var lvl uint32
-	if err := statusErr(proxyGetLogLevel(unsafe.Pointer(&lvl))); err != nil {
+	r := pushRet()
+	st := proxyGetLogLevel(unsafe.Pointer(&r.a))
+	lvl := r.a
+	popRet(r)
+	if err := statusErr(st); err != nil {
 		return 0, err
 	}
 	return abi.LogLevel(lvl), nil
+}
+
+// GetCurrentTime is the host's wall clock (Envoy's dispatcher time).
+func GetCurrentTime() (time.Time, error) {
+	r := pushRet()
+	st := proxyGetCurrentTimeNanoseconds(unsafe.Pointer(&r.v))
+	ns := r.v
+	popRet(r)
+	if err := statusErr(st); err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(0, int64(ns)), nil
 }
 
 // SetTickPeriodMilliSeconds asks for OnTick every period; 0 stops the timer.
@@ -40,8 +56,10 @@ func SetTickPeriodMilliSeconds(period uint32) error {
 }
 
 func getBuffer(bt abi.BufferType, start, maxSize int) ([]byte, error) {
-	var addr, size uint32
-	st := proxyGetBufferBytes(uint32(bt), uint32(start), uint32(maxSize), unsafe.Pointer(&addr), unsafe.Pointer(&size))
+	r := pushRet()
+	st := proxyGetBufferBytes(uint32(bt), uint32(start), uint32(maxSize), unsafe.Pointer(&r.a), unsafe.Pointer(&r.b))
+	addr, size := r.a, r.b
+	popRet(r)
 	if err := statusErr(st); err != nil {
 		return nil, err
 	}
@@ -86,8 +104,11 @@ func ReplaceHTTPResponseBody(body []byte) error {
 }
 
 func getMap(mt abi.MapType) ([]Header, error) {
-	var addr, size uint32
-	if err := statusErr(proxyGetHeaderMapPairs(uint32(mt), unsafe.Pointer(&addr), unsafe.Pointer(&size))); err != nil {
+	r := pushRet()
+	st := proxyGetHeaderMapPairs(uint32(mt), unsafe.Pointer(&r.a), unsafe.Pointer(&r.b))
+	addr, size := r.a, r.b
+	popRet(r)
+	if err := statusErr(st); err != nil {
 		return nil, err
 	}
 	return decodeHeaders(take(addr, size))
@@ -105,10 +126,12 @@ var (
 // past the callback (or is copied first); it exists because the request
 // header map is the largest thing a filter reads on every request.
 func ReadHTTPRequestHeaders() ([]Header, error) {
-	var addr, size uint32
+	r := pushRet()
 	st := reqHeaderBuf.call(func() uint32 {
-		return proxyGetHeaderMapPairs(uint32(abi.MapRequestHeaders), unsafe.Pointer(&addr), unsafe.Pointer(&size))
+		return proxyGetHeaderMapPairs(uint32(abi.MapRequestHeaders), unsafe.Pointer(&r.a), unsafe.Pointer(&r.b))
 	})
+	addr, size := r.a, r.b
+	popRet(r)
 	if err := statusErr(st); err != nil {
 		return nil, err
 	}
@@ -123,10 +146,12 @@ func ReadHTTPRequestHeaders() ([]Header, error) {
 // abi.PropertyPath, without allocating: the string shares a buffer that the
 // next ReadPropertyString call overwrites, so copy it to keep it.
 func ReadPropertyString(path []byte) (string, error) {
-	var addr, size uint32
+	r := pushRet()
 	st := propertyBuf.call(func() uint32 {
-		return proxyGetProperty(bytesPtr(path), uint32(len(path)), unsafe.Pointer(&addr), unsafe.Pointer(&size))
+		return proxyGetProperty(bytesPtr(path), uint32(len(path)), unsafe.Pointer(&r.a), unsafe.Pointer(&r.b))
 	})
+	addr, size := r.a, r.b
+	popRet(r)
 	if err := statusErr(st); err != nil {
 		return "", err
 	}
@@ -139,8 +164,10 @@ func setMap(mt abi.MapType, hs []Header) error {
 }
 
 func getMapValue(mt abi.MapType, key string) (string, error) {
-	var addr, size uint32
-	st := proxyGetHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key)), unsafe.Pointer(&addr), unsafe.Pointer(&size))
+	r := pushRet()
+	st := proxyGetHeaderMapValue(uint32(mt), strPtr(key), uint32(len(key)), unsafe.Pointer(&r.a), unsafe.Pointer(&r.b))
+	addr, size := r.a, r.b
+	popRet(r)
 	if err := statusErr(st); err != nil {
 		return "", err
 	}
@@ -194,8 +221,10 @@ func GetHTTPCallResponseTrailers() ([]Header, error) { return getMap(abi.MapHTTP
 // "address"). Missing attributes are abi.StatusNotFound.
 func GetProperty(path ...string) ([]byte, error) {
 	p := abi.PropertyPath(path...)
-	var addr, size uint32
-	st := proxyGetProperty(bytesPtr(p), uint32(len(p)), unsafe.Pointer(&addr), unsafe.Pointer(&size))
+	r := pushRet()
+	st := proxyGetProperty(bytesPtr(p), uint32(len(p)), unsafe.Pointer(&r.a), unsafe.Pointer(&r.b))
+	addr, size := r.a, r.b
+	popRet(r)
 	if err := statusErr(st); err != nil {
 		return nil, err
 	}
@@ -258,9 +287,11 @@ func ResumeHTTPResponse() error { return statusErr(proxyContinueStream(uint32(ab
 func DispatchHTTPCall(cluster string, headers []Header, body []byte, trailers []Header, timeoutMs uint32, cb HTTPCallCallback) (uint32, error) {
 	hb := abi.EncodeHeaders(headers)
 	tb := abi.EncodeHeaders(trailers)
-	var token uint32
+	r := pushRet()
 	st := proxyHTTPCall(strPtr(cluster), uint32(len(cluster)), bytesPtr(hb), uint32(len(hb)),
-		bytesPtr(body), uint32(len(body)), bytesPtr(tb), uint32(len(tb)), timeoutMs, unsafe.Pointer(&token))
+		bytesPtr(body), uint32(len(body)), bytesPtr(tb), uint32(len(tb)), timeoutMs, unsafe.Pointer(&r.a))
+	token := r.a
+	popRet(r)
 	if err := statusErr(st); err != nil {
 		return 0, err
 	}
@@ -271,8 +302,10 @@ func DispatchHTTPCall(cluster string, headers []Header, body []byte, trailers []
 // GetSharedData reads a key shared by every VM of this plugin on the host, with
 // its CAS version.
 func GetSharedData(key string) ([]byte, uint32, error) {
-	var addr, size, cas uint32
-	st := proxyGetSharedData(strPtr(key), uint32(len(key)), unsafe.Pointer(&addr), unsafe.Pointer(&size), unsafe.Pointer(&cas))
+	r := pushRet()
+	st := proxyGetSharedData(strPtr(key), uint32(len(key)), unsafe.Pointer(&r.a), unsafe.Pointer(&r.b), unsafe.Pointer(&r.c))
+	addr, size, cas := r.a, r.b, r.c
+	popRet(r)
 	if err := statusErr(st); err != nil {
 		return nil, 0, err
 	}
@@ -287,15 +320,19 @@ func SetSharedData(key string, value []byte, cas uint32) error {
 
 // RegisterSharedQueue creates (or finds) a queue owned by this VM's root context.
 func RegisterSharedQueue(name string) (uint32, error) {
-	var id uint32
-	err := statusErr(proxyRegisterSharedQueue(strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
+	r := pushRet()
+	err := statusErr(proxyRegisterSharedQueue(strPtr(name), uint32(len(name)), unsafe.Pointer(&r.a)))
+	id := r.a
+	popRet(r)
 	return id, err
 }
 
 // ResolveSharedQueue finds a queue registered by vmID.
 func ResolveSharedQueue(vmID, name string) (uint32, error) {
-	var id uint32
-	err := statusErr(proxyResolveSharedQueue(strPtr(vmID), uint32(len(vmID)), strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
+	r := pushRet()
+	err := statusErr(proxyResolveSharedQueue(strPtr(vmID), uint32(len(vmID)), strPtr(name), uint32(len(name)), unsafe.Pointer(&r.a)))
+	id := r.a
+	popRet(r)
 	return id, err
 }
 
@@ -306,8 +343,11 @@ func EnqueueSharedQueue(id uint32, value []byte) error {
 
 // DequeueSharedQueue pops the oldest value; an empty queue is abi.StatusEmpty.
 func DequeueSharedQueue(id uint32) ([]byte, error) {
-	var addr, size uint32
-	if err := statusErr(proxyDequeueSharedQueue(id, unsafe.Pointer(&addr), unsafe.Pointer(&size))); err != nil {
+	r := pushRet()
+	st := proxyDequeueSharedQueue(id, unsafe.Pointer(&r.a), unsafe.Pointer(&r.b))
+	addr, size := r.a, r.b
+	popRet(r)
+	if err := statusErr(st); err != nil {
 		return nil, err
 	}
 	return take(addr, size), nil
@@ -319,8 +359,10 @@ type Metric uint32
 
 // DefineMetric defines (or finds) a metric by name.
 func DefineMetric(t abi.MetricType, name string) (Metric, error) {
-	var id uint32
-	err := statusErr(proxyDefineMetric(uint32(t), strPtr(name), uint32(len(name)), unsafe.Pointer(&id)))
+	r := pushRet()
+	err := statusErr(proxyDefineMetric(uint32(t), strPtr(name), uint32(len(name)), unsafe.Pointer(&r.a)))
+	id := r.a
+	popRet(r)
 	return Metric(id), err
 }
 
@@ -334,7 +376,9 @@ func (m Metric) Record(value uint64) error { return statusErr(proxyRecordMetric(
 
 // Value reads the metric's current value.
 func (m Metric) Value() (uint64, error) {
-	var v uint64
-	err := statusErr(proxyGetMetric(uint32(m), unsafe.Pointer(&v)))
+	r := pushRet()
+	err := statusErr(proxyGetMetric(uint32(m), unsafe.Pointer(&r.v)))
+	v := r.v
+	popRet(r)
 	return v, err
 }

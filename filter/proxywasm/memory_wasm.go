@@ -137,6 +137,37 @@ func bytesString(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
+// Host calls hand results back through pointers. A local whose address goes to
+// a wasmimport escapes to the heap, and in Go wasm that allocation costs more
+// than the call itself; results land in package-level slots instead. A host
+// call can re-enter the guest before it returns (Envoy may run a callback
+// inline), so the slots nest as a stack; past its depth, ordinary memory.
+type retSlot struct {
+	a, b, c uint32
+	v       uint64
+}
+
+var (
+	retSlots [8]retSlot
+	retTop   int
+)
+
+func pushRet() *retSlot {
+	if retTop == len(retSlots) {
+		return new(retSlot)
+	}
+	r := &retSlots[retTop]
+	retTop++
+	*r = retSlot{}
+	return r
+}
+
+func popRet(r *retSlot) {
+	if retTop > 0 && r == &retSlots[retTop-1] {
+		retTop--
+	}
+}
+
 func strPtr(s string) unsafe.Pointer {
 	if s == "" {
 		return nil
