@@ -368,11 +368,23 @@ func hGetHeaderMapPairs(vm *VM, mod api.Module, st []uint64) abi.Status {
 		return abi.StatusBadArgument
 	}
 	m := vm.headerMapFor(abi.MapType(u32(st[0])), false)
-	var data []byte
-	if m != nil && len(m.h) > 0 {
-		data = abi.EncodeHeaders(m.h)
+	if m == nil || len(m.h) == 0 {
+		return vm.copyOut(mod, nil, u32(st[1]), u32(st[2]))
 	}
-	return vm.copyOut(mod, data, u32(st[1]), u32(st[2]))
+	// Serialized straight into the guest's buffer, as Envoy's exports.cc
+	// does, rather than through a host-side copy.
+	size := uint32(abi.EncodedHeadersSize(m.h))
+	ptr, ok := vm.alloc(mod, size)
+	if !ok {
+		return abi.StatusInvalidMemoryAccess
+	}
+	buf, _ := mod.Memory().Read(ptr, size)
+	abi.PutHeaders(buf, m.h)
+	mem := mod.Memory()
+	if !mem.WriteUint32Le(u32(st[1]), ptr) || !mem.WriteUint32Le(u32(st[2]), size) {
+		return abi.StatusInvalidMemoryAccess
+	}
+	return abi.StatusOK
 }
 
 // decodePairs is exports.cc toPairs: a buffer too short for its declared
@@ -431,10 +443,10 @@ func hGetHeaderMapValue(vm *VM, mod api.Module, st []uint64) abi.Status {
 	return vm.copyOut(mod, []byte(v), u32(st[3]), u32(st[4]))
 }
 
-func headerKV(mod api.Module, st []uint64) (string, string, bool) {
-	k, ok1 := readGuestString(mod, u32(st[1]), u32(st[2]))
+func headerKV(vm *VM, mod api.Module, st []uint64) (string, string, bool) {
+	kb, ok1 := readGuest(mod, u32(st[1]), u32(st[2]))
 	v, ok2 := readGuestString(mod, u32(st[3]), u32(st[4]))
-	return k, v, ok1 && ok2
+	return vm.internKey(kb), v, ok1 && ok2
 }
 
 func hAddHeaderMapValue(vm *VM, mod api.Module, st []uint64) abi.Status {
@@ -451,7 +463,7 @@ func writeHeaderKV(vm *VM, mod api.Module, st []uint64, edit func(m *headerMap, 
 	if !mapTypeOK(st[0]) {
 		return abi.StatusBadArgument
 	}
-	k, v, ok := headerKV(mod, st)
+	k, v, ok := headerKV(vm, mod, st)
 	if !ok {
 		return abi.StatusInvalidMemoryAccess
 	}

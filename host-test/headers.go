@@ -15,7 +15,8 @@ type headerMap struct {
 }
 
 func newHeaderMap(hs []abi.Header) *headerMap {
-	m := &headerMap{h: make([]abi.Header, 0, len(hs)+4)}
+	// Room for what a filter typically adds (mtlsgate writes a dozen).
+	m := &headerMap{h: make([]abi.Header, 0, len(hs)+16)}
 	for _, x := range hs {
 		m.add(x.Key, x.Value)
 	}

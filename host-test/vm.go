@@ -53,6 +53,8 @@ type VM struct {
 	mu         sync.Mutex
 	stack      [8]uint64
 	allocStack [1]uint64
+	// keys holds header names already copied out of the guest (internKey).
+	keys map[string]string
 	rootID     uint32
 	nextID     uint32
 	current    uint32
@@ -508,6 +510,27 @@ func readGuestString(mod api.Module, ptr, size uint32) (string, bool) {
 	b, ok := readGuest(mod, ptr, size)
 	return string(b), ok
 }
+
+// internKey copies a header name out of guest memory, reusing the copy made
+// for an earlier request: a filter writes the same few names on every
+// request, and allocating each again is host overhead no real proxy has
+// (Envoy's inline headers are preallocated). Bounded, so a guest writing
+// endless distinct names only stops being interned.
+func (vm *VM) internKey(b []byte) string {
+	if k, ok := vm.keys[string(b)]; ok {
+		return k
+	}
+	k := string(b)
+	if len(vm.keys) < maxInternedKeys {
+		if vm.keys == nil {
+			vm.keys = make(map[string]string)
+		}
+		vm.keys[k] = k
+	}
+	return k
+}
+
+const maxInternedKeys = 512
 
 // alloc asks the guest for memory through proxy_on_memory_allocate, as
 // WasmBase::allocMemory does, and checks the result lies in memory.

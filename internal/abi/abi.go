@@ -140,11 +140,23 @@ type Header struct {
 // count, then a u32 key size and u32 value size per pair, then each key and value
 // followed by a NUL byte. All integers little-endian.
 func EncodeHeaders(hs []Header) []byte {
+	out := make([]byte, EncodedHeadersSize(hs))
+	PutHeaders(out, hs)
+	return out
+}
+
+// EncodedHeadersSize is the length of hs serialized.
+func EncodedHeadersSize(hs []Header) int {
 	size := 4 + 8*len(hs)
 	for _, h := range hs {
 		size += len(h.Key) + len(h.Value) + 2
 	}
-	out := make([]byte, size)
+	return size
+}
+
+// PutHeaders serializes hs into out, which must be EncodedHeadersSize(hs)
+// long: a host can write straight into guest memory.
+func PutHeaders(out []byte, hs []Header) {
 	binary.LittleEndian.PutUint32(out, uint32(len(hs)))
 	p := 4
 	for _, h := range hs {
@@ -160,7 +172,6 @@ func EncodeHeaders(hs []Header) []byte {
 		out[p] = 0
 		p++
 	}
-	return out
 }
 
 // ErrBadHeaderMap reports a serialized header map that is truncated or whose
