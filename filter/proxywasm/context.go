@@ -82,7 +82,7 @@ type HTTPCallCallback func(numHeaders, bodySize, numTrailers int)
 var (
 	newRoot   func(contextID uint32) RootContext
 	roots     = map[uint32]RootContext{}
-	streams   = map[uint32]*stream{}
+	streams   ctxTable[stream]
 	httpCalls = map[uint32]pendingCall{}
 	// current is the context whose callback is running, so a callout made
 	// while a request is paused can be answered on that request.

@@ -38,7 +38,7 @@ func proxyOnContextCreate(contextID, parentID uint32) {
 	}
 	s := newStream()
 	s.rootID = parentID
-	streams[contextID] = s
+	streams.put(contextID, s)
 	s.ctx = root.NewHTTPContext(contextID)
 }
 
@@ -112,7 +112,7 @@ func proxyOnHTTPCallResponse(rootID, token, numHeaders, bodySize, numTrailers ui
 	}
 	delete(httpCalls, token)
 	ctx := rootID
-	if _, live := streams[call.contextID]; live {
+	if streams.get(call.contextID) != nil {
 		ctx = call.contextID
 		proxySetEffectiveContext(ctx)
 	} else if call.contextID != rootID {
@@ -132,7 +132,7 @@ func proxyOnHTTPCallResponse(rootID, token, numHeaders, bodySize, numTrailers ui
 // onStream runs one stream callback: unknown or failed streams continue
 // untouched, a panic answers the request 500 and pauses it.
 func onStream(where string, contextID, a, b uint32, call func(c HTTPContext, a, b uint32) Action) (action uint32) {
-	s := streams[contextID]
+	s := streams.get(contextID)
 	if s == nil || s.ctx == nil || s.failed {
 		return uint32(ActionContinue)
 	}
@@ -195,7 +195,7 @@ func proxyOnLog(contextID uint32) {
 			contain("proxy_on_log", 0, p)
 		}
 	}()
-	if s := streams[contextID]; s != nil && s.ctx != nil {
+	if s := streams.get(contextID); s != nil && s.ctx != nil {
 		s.ctx.OnHTTPStreamDone()
 	}
 }
@@ -208,6 +208,11 @@ func proxyOnDone(contextID uint32) (done uint32) {
 			done = 1
 		}
 	}()
+	// Streams are done at once; only a root has anything to finish, and
+	// looking streams up first spares the map lookup on every request.
+	if streams.get(contextID) != nil {
+		return 1
+	}
 	if r, ok := roots[contextID]; ok {
 		return b2u(r.OnPluginDone())
 	}
@@ -216,10 +221,9 @@ func proxyOnDone(contextID uint32) (done uint32) {
 
 //go:wasmexport proxy_on_delete
 func proxyOnDelete(contextID uint32) {
-	// Nearly every delete is a stream's; skip the second map operation then
-	// (each costs about a µs in Go wasm).
-	if s, ok := streams[contextID]; ok {
-		delete(streams, contextID)
+	// Nearly every delete is a stream's; the roots map is only consulted
+	// when it is not (a map operation costs about a µs in Go wasm).
+	if s := streams.del(contextID); s != nil {
 		freeStream(s)
 		return
 	}
@@ -233,7 +237,7 @@ func proxyOnDelete(contextID uint32) {
 // allocate on every call of the hot path.
 func contain(where string, contextID uint32, p any) {
 	LogCriticalf("%s: recovered panic: %v\n%s", where, p, debug.Stack())
-	if s := streams[contextID]; contextID != 0 && s != nil {
+	if s := streams.get(contextID); contextID != 0 && s != nil {
 		s.failed = true
 		panicHandler(contextID, p)
 	}
