@@ -11,6 +11,7 @@ import (
 	"errors"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/mtlsgate/mtlsgate/filter/policy"
 	"github.com/mtlsgate/mtlsgate/filter/proxywasm"
@@ -136,7 +137,9 @@ func (r *root) count(name string) {
 	// few dozen, and a string-keyed map lookup hashes byte by byte in Go
 	// wasm. Names are compared in full; the map stays the complete record.
 	for i := range r.recent {
-		if r.recent[i].name == name {
+		// Names come from the engine's static tables, so the same string
+		// header recurs: comparing pointers first skips the byte loop.
+		if n := r.recent[i].name; len(n) == len(name) && (unsafe.StringData(n) == unsafe.StringData(name) || n == name) {
 			_ = r.recent[i].m.Increment(1)
 			return
 		}

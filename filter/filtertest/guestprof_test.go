@@ -35,8 +35,9 @@ type gprof struct {
 	self  map[string]time.Duration
 	incl  map[string]time.Duration
 	calls map[string]int
-	// allocs counts heap allocations by the guest function that asked for
-	// them (the nearest caller outside the runtime's allocator).
+	// allocs counts heap allocations (mallocgc) and byte-wise comparisons
+	// (memequal, a loop over single bytes in Go wasm) by the guest function
+	// that asked for them, the nearest caller outside the runtime.
 	allocs map[string]int
 	on     bool
 }
@@ -58,10 +59,10 @@ type gl struct {
 
 func (l gl) Before(_ context.Context, _ api.Module, _ api.FunctionDefinition, _ []uint64, _ experimental.StackIterator) {
 	p := l.p
-	if p.on && l.name == ".runtime.mallocgc" {
+	if p.on && (l.name == ".runtime.mallocgc" || l.name == ".runtime.memequal") {
 		for i := len(p.stack) - 1; i >= 0; i-- {
 			if n := p.stack[i].name; !strings.HasPrefix(n, ".runtime.") {
-				p.allocs[n]++
+				p.allocs[strings.TrimPrefix(l.name, ".runtime.")+" from "+n]++
 				break
 			}
 		}
@@ -136,7 +137,7 @@ func TestGuestProfile(t *testing.T) {
 	}
 	dump("self", p.self)
 	dump("inclusive", p.incl)
-	fmt.Printf("== heap allocations per request, by the function asking\n")
+	fmt.Printf("== heap allocations and string comparisons per request, by the function asking\n")
 	sites := make([]string, 0, len(p.allocs))
 	for k := range p.allocs {
 		sites = append(sites, k)

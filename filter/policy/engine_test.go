@@ -537,3 +537,11 @@ func TestEvaluateChain(t *testing.T) {
 		t.Fatal("unknown policy accepted")
 	}
 }
+
+func TestInMTLSNamespace(t *testing.T) {
+	for _, k := range []string{"", "x", "x-mtls", "x-mtls-", "x-mtls-subject", "x-mtlsa", "y-mtls-a", "x-mtl-s", "x-user-sub", "X-MTLS-A"} {
+		if got, want := inMTLSNamespace(k), strings.HasPrefix(k, "x-mtls-"); got != want {
+			t.Errorf("inMTLSNamespace(%q) = %v, want %v", k, got, want)
+		}
+	}
+}
