@@ -279,6 +279,14 @@ func (r *root) onBundle(numHeaders, bodySize, _ int) {
 	}
 }
 
+// SourceAddress reads Envoy's source.address for the request being handled;
+// the engine asks only when a decision or a log line needs it. The string
+// shares a buffer the next read reuses.
+func (r *root) SourceAddress() string {
+	addr, _ := proxywasm.ReadPropertyString(sourceAddress)
+	return addr
+}
+
 // NewHTTPContext hands every request the root's one stream value: it holds
 // no per-request state (the request lives in OnHTTPRequestHeaders alone), and
 // an allocation per request is a measurable share of the hot path in Go wasm.
@@ -328,7 +336,7 @@ func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {
 		}
 	}
 	req.Headers = r.headers
-	req.SourceAddress, _ = proxywasm.ReadPropertyString(sourceAddress)
+	req.Source = r
 	res := &r.result
 	r.engine.EvaluateInto(&req, res)
 

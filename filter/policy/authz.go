@@ -213,8 +213,8 @@ func (e *Engine) authorize(p *compiledPolicy, ent *entry, req *Request, res *Res
 		e.deny(p, res, ReasonClientNotAllowed, 403, "client "+strconv.Quote(ent.clientID)+" is not bound to profile "+strconv.Quote(prof.ID), nil)
 		return
 	}
-	if len(prof.Prefixes) > 0 && !trustedSource(prof.Prefixes, req.SourceAddress) {
-		e.deny(p, res, ReasonIPNotAllowed, 403, "source "+strconv.Quote(req.SourceAddress)+" is outside the sourceCIDRs of profile "+strconv.Quote(prof.ID), nil)
+	if len(prof.Prefixes) > 0 && !trustedSource(prof.Prefixes, req.source()) {
+		e.deny(p, res, ReasonIPNotAllowed, 403, "source "+strconv.Quote(req.source())+" is outside the sourceCIDRs of profile "+strconv.Quote(prof.ID), nil)
 		return
 	}
 	if !prof.allowsMethod(req.Method) {

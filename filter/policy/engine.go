@@ -33,9 +33,29 @@ type Request struct {
 	// Headers are all request headers, as one proxy_get_header_map_pairs
 	// call returns them.
 	Headers []Header
-	// SourceAddress is Envoy's source.address property, "ip:port".
+	// SourceAddress is Envoy's source.address property, "ip:port". When it
+	// is empty and Source is set, the engine asks Source the first time a
+	// decision depends on the address.
 	SourceAddress string
+	Source        AddressSource
 	Now           time.Time
+}
+
+// AddressSource supplies the source address on demand. A cached verdict on
+// an XFCC route never depends on it, and reading it from the host is a host
+// call plus a call back into the guest for the buffer; the filter reads it
+// only for the requests that need it.
+type AddressSource interface {
+	SourceAddress() string
+}
+
+// source returns the source address, fetching it once from req.Source.
+func (req *Request) source() string {
+	if req.SourceAddress == "" && req.Source != nil {
+		req.SourceAddress = req.Source.SourceAddress()
+		req.Source = nil
+	}
+	return req.SourceAddress
 }
 
 // Action is what the glue does with the request.
@@ -106,6 +126,9 @@ type Result struct {
 	BundleVersion    string
 	ProfilesVersion  string
 
+	// src supplies SourceAddress when the decision did not need it and the
+	// result is logged after all (LogLine).
+	src    AddressSource
 	e      *entry
 	detail string // overrides the verdict's detail (authorization denials)
 }
@@ -351,7 +374,7 @@ func (e *Engine) EvaluateInto(req *Request, res *Result) {
 	if p != nil && p.opts.DecisionLogAll && res.LogLevel < LogInfo {
 		res.LogLevel = LogInfo
 	}
-	res.Time, res.Method, res.SourceAddress = req.Now, req.Method, req.SourceAddress
+	res.Time, res.Method, res.SourceAddress, res.src = req.Now, req.Method, req.SourceAddress, req.Source
 	res.ConfigVersion = e.cfg.Version
 	res.BundleVersion = e.BundleVersion()
 	res.ProfilesVersion = e.profiles.Load().describe()
@@ -363,7 +386,7 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	if !ok {
 		// Unprotected routes still must not pass on a certificate header from
 		// a peer that is not allowed to send one: an upstream may read it.
-		remove = e.toRemove(req.Headers, e.untrustedInputs(req.SourceAddress))
+		remove = e.toRemove(req.Headers, e.untrustedInputs(req.source()))
 		*res = Result{Action: Continue, Decision: DecisionPassthrough, RemoveHeaders: remove, Metrics: passthroughMetrics, LogLevel: LogDebug}
 		return nil
 	}
@@ -383,7 +406,7 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 		raw, dup = joinHeader(req.Headers, "x-forwarded-client-cert", ",")
 		dup = false // repeated lines are one comma-joined list
 	case SourceRFC9440, SourceHeader:
-		if !trustedSource(p.opts.TrustedSourceCIDRs, req.SourceAddress) {
+		if !trustedSource(p.opts.TrustedSourceCIDRs, req.source()) {
 			res.RemoveHeaders = e.toRemove(req.Headers, p.sourceHeaders)
 			res.fill(p.untrusted, false)
 			return p

@@ -545,3 +545,62 @@ func TestInMTLSNamespace(t *testing.T) {
 		}
 	}
 }
+
+// countingSource is an AddressSource that records how often it was asked.
+type countingSource struct {
+	addr  string
+	asked int
+}
+
+func (c *countingSource) SourceAddress() string { c.asked++; return c.addr }
+
+// TestSourceAddressOnDemand: the address is read only when a decision or a
+// log line needs it, at most once per request, and then decides exactly as
+// an address handed over up front.
+func TestSourceAddressOnDemand(t *testing.T) {
+	ch := must(testpki.NewChain(testpki.P256, 3, testpki.Options{}))
+	cas := []*testpki.Cert{ch.Root}
+	lazy := func(r *Request, addr string) (*Request, *countingSource) {
+		src := &countingSource{addr: addr}
+		r.SourceAddress, r.Source = "", src
+		return r, src
+	}
+
+	t.Run("xfcc verdict does not need it", func(t *testing.T) {
+		e := newEngine(t, "", cas)
+		for i := 0; i < 2; i++ { // a miss, then a cached hit
+			req, src := lazy(xfccReq(chainXFCC(ch), now), "203.0.113.9:51000")
+			r := e.Evaluate(req)
+			if r.Decision != DecisionAllow || src.asked != 0 {
+				t.Fatalf("request %d: %s, source read %d times", i, r.Decision, src.asked)
+			}
+			// A log line still carries it, read then.
+			if !strings.Contains(r.LogLine(), `"source":"203.0.113.9:51000"`) || src.asked != 1 {
+				t.Fatalf("log line %s after %d reads", r.LogLine(), src.asked)
+			}
+			r.LogLine()
+			if src.asked != 1 {
+				t.Fatalf("source read %d times for two log lines", src.asked)
+			}
+		}
+	})
+
+	t.Run("header source asks once and decides by it", func(t *testing.T) {
+		e := newEngine(t, `{"certificateSource":"header","certificateHeader":"x-cert","trustedSourceCIDRs":["10.0.0.0/8"]}`, cas)
+		cert := Header{"x-cert", envoyURLEncode(string(ch.Leaf.PEM()) + string(ch.Presented()))}
+		for _, c := range []struct {
+			addr   string
+			reason Reason
+		}{{"10.1.2.3:443", ""}, {"198.51.100.7:443", ReasonUntrustedSource}} {
+			req, src := lazy(&Request{Method: "GET", Path: "/", Headers: []Header{cert}, Now: now}, c.addr)
+			r := e.Evaluate(req)
+			if r.Reason != c.reason || src.asked != 1 {
+				t.Fatalf("%s: reason %q (want %q), source read %d times", c.addr, r.Reason, c.reason, src.asked)
+			}
+			r.LogLine()
+			if src.asked != 1 {
+				t.Fatalf("%s: source read again for the log line", c.addr)
+			}
+		}
+	})
+}

@@ -98,6 +98,9 @@ func appendJSONString(b []byte, s string) []byte {
 // LogLine renders the decision as one JSON object for the proxy log. It is
 // built on demand, so requests that are not logged do not pay for it.
 func (r *Result) LogLine() string {
+	if r.SourceAddress == "" && r.src != nil {
+		r.SourceAddress, r.src = r.src.SourceAddress(), nil
+	}
 	b := make([]byte, 0, 256)
 	b = append(b, `{"msg":"mtls decision"`...)
 	if !r.Time.IsZero() {
