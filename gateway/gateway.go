@@ -41,6 +41,8 @@ type Config struct {
 	// each defaults to "mtlsgate" as in envoy.yaml.
 	PluginName, RootID, VMID string
 	// LogLevel is the filter log level (Envoy's --component-log-level wasm:...).
+	// The zero value is trace, which logs every decision; `mtlsgate dev`
+	// passes info, Envoy's default.
 	LogLevel abi.LogLevel
 
 	// Listen is the TLS listener address; Listener, when set, is used instead.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mtlsgate/mtlsgate/gateway"
 	hosttest "github.com/mtlsgate/mtlsgate/host-test"
+	"github.com/mtlsgate/mtlsgate/internal/abi"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
@@ -141,8 +142,11 @@ func Start(ctx context.Context, setup Setup, p *PKI, pluginConfig []byte, cluste
 		up.Close()
 		return nil, err
 	}
+	// Info, as `mtlsgate dev` and Envoy run by default: at the zero level
+	// (trace) the filter formats and logs every decision, which measures the
+	// logging, not the filter.
 	g, err := gateway.New(ctx, gateway.Config{WasmPath: path, PluginConfig: cfg, Listen: "127.0.0.1:0",
-		Certificate: p.Server, Upstream: u, Clusters: clusters})
+		Certificate: p.Server, Upstream: u, Clusters: clusters, LogLevel: abi.LogInfo})
 	if err != nil {
 		up.Close()
 		return nil, fmt.Errorf("gateway: %w", err)
