@@ -54,7 +54,7 @@ type VM struct {
 	stack      [8]uint64
 	allocStack [1]uint64
 	// keys holds header names already copied out of the guest (internKey).
-	keys map[string]string
+	keys       map[string]string
 	rootID     uint32
 	nextID     uint32
 	current    uint32
