@@ -225,6 +225,12 @@ func BuildWasm(pkg string) (string, error) {
 	return wasmbuild.Build(".", pkg)
 }
 
+// BuildWasmNamed is BuildWasm keeping the module's name section, so a
+// function listener sees guest function names.
+func BuildWasmNamed(pkg string) (string, error) {
+	return wasmbuild.BuildNamed(".", pkg)
+}
+
 // exported function names the host calls.
 var guestExports = []string{
 	"proxy_on_memory_allocate", "proxy_on_context_create", "proxy_on_vm_start", "proxy_on_configure",

@@ -28,26 +28,27 @@ func LogCritical(msg string) { Log(abi.LogCritical, msg) }
 // GetLogLevel returns the host's current log level, so costly debug lines can be
 // skipped before they are built.
 func GetLogLevel() (abi.LogLevel, error) {
-	r := pushRet()
-	st := proxyGetLogLevel(unsafe.Pointer(&r.a))
-	lvl := r.a
-	popRet(r)
-	if err := statusErr(st); err != nil {
-		return 0, err
-	}
-	return abi.LogLevel(lvl), nil
+	v, err := oneResult(proxyGetLogLevel)
+	return abi.LogLevel(uint32(v)), err
 }
 
 // GetCurrentTime is the host's wall clock (Envoy's dispatcher time).
 func GetCurrentTime() (time.Time, error) {
-	r := pushRet()
-	st := proxyGetCurrentTimeNanoseconds(unsafe.Pointer(&r.v))
-	ns := r.v
-	popRet(r)
-	if err := statusErr(st); err != nil {
+	ns, err := oneResult(proxyGetCurrentTimeNanoseconds)
+	if err != nil {
 		return time.Time{}, err
 	}
 	return time.Unix(0, int64(ns)), nil
+}
+
+// oneResult runs a host call whose only argument is where it writes its
+// result (a 32-bit result lands in the low half: wasm is little-endian).
+func oneResult(call func(ret unsafe.Pointer) uint32) (uint64, error) {
+	r := pushRet()
+	st := call(unsafe.Pointer(&r.v))
+	v := r.v
+	popRet(r)
+	return v, statusErr(st)
 }
 
 // SetTickPeriodMilliSeconds asks for OnTick every period; 0 stops the timer.

@@ -21,6 +21,10 @@ import (
 // Flags are the build flags of every filter module in this project.
 var Flags = []string{"build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s -w"}
 
+// NamedFlags build the same module with its name section kept, for tools
+// that report guest functions by name (profiles, allocation checks).
+var NamedFlags = []string{"build", "-buildmode=c-shared", "-trimpath"}
+
 // CacheDir is where built modules are kept: $MTLSGATE_WASM_CACHE, else the
 // user cache directory.
 func CacheDir() (string, error) {
@@ -40,8 +44,13 @@ func wasmEnv() []string {
 
 // Build compiles pkg (an import path, or a directory relative to dir) run from
 // dir, and returns the path of the cached .wasm.
-func Build(dir, pkg string) (string, error) {
-	key, err := sourceKey(dir, pkg)
+func Build(dir, pkg string) (string, error) { return build(dir, pkg, Flags, "") }
+
+// BuildNamed is Build with NamedFlags.
+func BuildNamed(dir, pkg string) (string, error) { return build(dir, pkg, NamedFlags, "-named") }
+
+func build(dir, pkg string, flags []string, suffix string) (string, error) {
+	key, err := sourceKey(dir, pkg, flags)
 	if err != nil {
 		return "", err
 	}
@@ -53,7 +62,7 @@ func Build(dir, pkg string) (string, error) {
 		return "", fmt.Errorf("create wasm cache: %w", err)
 	}
 	name := strings.NewReplacer("/", "_", ".", "_").Replace(strings.TrimLeft(pkg, "./"))
-	out := filepath.Join(cache, name+"-"+key[:24]+".wasm")
+	out := filepath.Join(cache, name+suffix+"-"+key[:24]+".wasm")
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
@@ -70,7 +79,7 @@ func Build(dir, pkg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	args := append([]string{}, Flags...)
+	args := append([]string{}, flags...)
 	// Inside the mtlsgate module, build exactly as `make build` does; other
 	// modules (tests of this package) build plain.
 	if _, err := os.Stat(filepath.Join(root, filterbuild.Dir)); err == nil {
@@ -104,7 +113,7 @@ func Build(dir, pkg string) (string, error) {
 // go.mod/go.sum, and the content of every Go and embedded file of every
 // package pkg depends on that is not in the standard library or the
 // read-only module cache (those are pinned by go.sum and the version).
-func sourceKey(dir, pkg string) (string, error) {
+func sourceKey(dir, pkg string, flags []string) (string, error) {
 	cmd := exec.Command("go", "list", "-deps",
 		"-f", "{{.ImportPath}}\t{{.Standard}}\t{{.Dir}}\t{{if .Module}}{{.Module.Path}}@{{.Module.Version}} {{.Module.GoMod}}{{end}}\t{{join .GoFiles \",\"}}\t{{join .EmbedFiles \",\"}}",
 		pkg)
@@ -117,7 +126,7 @@ func sourceKey(dir, pkg string) (string, error) {
 		return "", fmt.Errorf("go list %s: %w\n%s", pkg, err, stderr.String())
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n", runtime.Version(), strings.Join(Flags, " "))
+	fmt.Fprintf(h, "%s\n%s\n", runtime.Version(), strings.Join(flags, " "))
 	root, err := moduleRoot(dir)
 	if err != nil {
 		return "", err
