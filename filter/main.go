@@ -59,6 +59,7 @@ type root struct {
 	headers []policy.Header
 	// recent holds the first metrics defined, for count's fast path.
 	recent []namedMetric
+	// stream is the one value NewHTTPContext hands every request.
 	stream *stream
 	// result is the verdict of the request being handled, reused likewise.
 	result policy.Result
