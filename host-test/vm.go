@@ -12,6 +12,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/mtlsgate/mtlsgate/host-test/internal/shared"
 	"github.com/mtlsgate/mtlsgate/internal/abi"
@@ -134,7 +135,7 @@ func (p *Plugin) NewVM(ctx context.Context) (*VM, error) {
 		WithSysWalltime().
 		WithSysNanotime().
 		WithRandSource(rand.Reader)
-	mod, err := p.mod.rt.InstantiateModule(vm.ctx, p.mod.compiled, cfg)
+	mod, err := p.mod.rt.InstantiateModule(experimental.WithMemoryAllocator(vm.ctx, memoryAllocator), p.mod.compiled, cfg)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("%w: instantiate (_initialize): %v%s", ErrPluginStart, err, vm.logTail())
