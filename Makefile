@@ -8,7 +8,7 @@ FUZZTIME ?= 30s
 DURATION ?= 60s
 STATE    ?= .state
 
-.PHONY: all build wasm cli test lint bench clean run demo e2e-envoy fuzz fuzz-short soak soak-mem
+.PHONY: all build wasm cli test lint bench bench-gateway clean run demo e2e-envoy fuzz fuzz-short soak soak-mem
 
 all: build
 
@@ -49,6 +49,16 @@ bench: build
 	@{ MTLSGATE_WASM=$(CURDIR)/$(BUILD)/mtlsgate.wasm $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem \
 	  -count $(BENCHCOUNT) -benchtime $(BENCHTIME) -timeout 120m ./... 2>&1; echo $$? > $(BUILD)/bench.rc; } \
 	  | tee $(BUILD)/bench.txt; exit $$(cat $(BUILD)/bench.rc)
+
+# The gateway's filter/no-op throughput ratio, measured in alternating pairs
+# so the machine's drift between runs cancels out (a -count loop runs all the
+# filter runs first, then all the no-op runs).
+GATEWAYPAIRS    ?= 5
+GATEWAYREQUESTS ?= 30000
+bench-gateway: build
+	@for i in $$(seq $(GATEWAYPAIRS)); do \
+	  $(GO) test -run '^$$' -bench 'Gateway/(filter|noop)' -benchtime $(GATEWAYREQUESTS)x -count 1 ./loadtest || exit 1; \
+	done
 
 # Every Fuzz target for FUZZTIME each. New interesting inputs are minimized for
 # at most FUZZMINTIME (the default minute reads as a stall); a failing input
