@@ -386,7 +386,7 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	if !ok {
 		// Unprotected routes still must not pass on a certificate header from
 		// a peer that is not allowed to send one: an upstream may read it.
-		remove = e.toRemove(req.Headers, e.untrustedInputs(req.source()))
+		remove = e.toRemove(req.Headers, e.untrustedInputs(req))
 		*res = Result{Action: Continue, Decision: DecisionPassthrough, RemoveHeaders: remove, Metrics: passthroughMetrics, LogLevel: LogDebug}
 		return nil
 	}
@@ -569,10 +569,11 @@ func inMTLSNamespace(k string) bool {
 
 // untrustedInputs lists the certificate input headers of every header- or
 // RFC 9440-sourced policy that this source address may not send.
-func (e *Engine) untrustedInputs(source string) []string {
+func (e *Engine) untrustedInputs(req *Request) []string {
 	var out []string
 	for _, p := range e.policies {
-		if p.opts.CertificateSource == SourceXFCC || trustedSource(p.opts.TrustedSourceCIDRs, source) {
+		// XFCC first: an XFCC-only configuration never needs the address.
+		if p.opts.CertificateSource == SourceXFCC || trustedSource(p.opts.TrustedSourceCIDRs, req.source()) {
 			continue
 		}
 		out = append(out, p.sourceHeaders...)

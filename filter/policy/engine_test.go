@@ -585,6 +585,19 @@ func TestSourceAddressOnDemand(t *testing.T) {
 		}
 	})
 
+	t.Run("unprotected route of an xfcc-only config does not need it", func(t *testing.T) {
+		cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("p", "") + `],"routes":[{"pathPrefix":"/api","policy":"p"}],"trustBundle":` + inlineBundle(cas) + `}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := NewEngine(cfg)
+		req, src := lazy(&Request{Method: "GET", Path: "/health", Headers: []Header{{"x-user-sub", "forged"}}, Now: now}, "203.0.113.9:51000")
+		r := e.Evaluate(req)
+		if r.Decision != DecisionPassthrough || !contains(r.RemoveHeaders, "x-user-sub") || src.asked != 0 {
+			t.Fatalf("%s, removes %v, source read %d times", r.Decision, r.RemoveHeaders, src.asked)
+		}
+	})
+
 	t.Run("header source asks once and decides by it", func(t *testing.T) {
 		e := newEngine(t, `{"certificateSource":"header","certificateHeader":"x-cert","trustedSourceCIDRs":["10.0.0.0/8"]}`, cas)
 		cert := Header{"x-cert", envoyURLEncode(string(ch.Leaf.PEM()) + string(ch.Presented()))}
