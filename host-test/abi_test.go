@@ -615,3 +615,33 @@ func TestStdoutStderrGoToLog(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamAfterVMClose: callbacks of a stream that outlives its VM (a
+// gateway shutting down mid-response) fail that stream instead of running
+// guest code whose linear memory is already unmapped.
+func TestStreamAfterVMClose(t *testing.T) {
+	p := module(t, abitestPkg).NewPlugin(hosttest.PluginConfig{Configuration: []byte(`{}`)})
+	vm, err := p.NewVM(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := req("/ok")
+	s, err := vm.NewStream(r.Conn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := s.RequestHeaders(r.Headers, true); a != abi.ActionContinue {
+		t.Fatalf("request headers: %v", a)
+	}
+	if err := vm.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.ResponseHeaders([]abi.Header{{Key: ":status", Value: "200"}}, true)
+	s.Finish()
+	if l := s.LocalResponse(); l == nil || l.Status != 503 {
+		t.Fatalf("stream after close: local response %+v, want Envoy's 503", l)
+	}
+	if _, err := vm.NewStream(nil, nil); err == nil {
+		t.Fatal("a closed VM accepted a new stream")
+	}
+}

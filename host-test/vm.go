@@ -192,6 +192,11 @@ func (vm *VM) call(name string, args ...uint64) (uint64, bool, error) {
 	if vm.failed != nil {
 		return 0, false, vm.failed
 	}
+	if vm.closed {
+		// Envoy never calls into a VM it has torn down; here the linear
+		// memory is unmapped by then, so running guest code would fault.
+		return 0, false, errVMClosed
+	}
 	f := vm.fns[name]
 	if f == nil {
 		return 0, false, nil
@@ -497,6 +502,8 @@ func (vm *VM) closeLocked() error {
 	}
 	return vm.mod.Close(context.Background())
 }
+
+var errVMClosed = errors.New("vm closed")
 
 // memory helpers -------------------------------------------------------------
 
