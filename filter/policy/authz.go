@@ -31,16 +31,15 @@ type profileSet struct {
 	source  string // ProfilesFromConfig or ProfilesFromSidecar
 	version int    // the sidecar's profilesVersion; 0 for config
 	byID    map[string]*compiledProfile
+	// desc is describe's answer, built once: every request records it.
+	desc string
 }
 
 func (s *profileSet) describe() string {
 	if s == nil {
 		return "none"
 	}
-	if s.source == ProfilesFromSidecar {
-		return "sidecar:" + strconv.Itoa(s.version)
-	}
-	return s.source
+	return s.desc
 }
 
 type compiledProfile struct {
@@ -57,7 +56,10 @@ type compiledProfile struct {
 }
 
 func compileProfiles(list []bundle.Profile, source string, version int) *profileSet {
-	s := &profileSet{source: source, version: version, byID: make(map[string]*compiledProfile, len(list))}
+	s := &profileSet{source: source, version: version, byID: make(map[string]*compiledProfile, len(list)), desc: source}
+	if source == ProfilesFromSidecar {
+		s.desc = "sidecar:" + strconv.Itoa(version)
+	}
 	for _, p := range list {
 		cp := &compiledProfile{Profile: p, exact: map[string]struct{}{}}
 		for _, c := range p.Clients {
