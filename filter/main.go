@@ -54,9 +54,6 @@ type root struct {
 	sharedCAS uint32
 	fetching  bool
 	steady    bool
-	// headers is the request's header list handed to the engine, reused:
-	// one request is evaluated at a time per VM.
-	headers []policy.Header
 	// recent holds the first metrics defined, for count's fast path.
 	recent []namedMetric
 	// stream is the one value NewHTTPContext hands every request.
@@ -66,6 +63,11 @@ type root struct {
 }
 
 var sourceAddress = abi.PropertyPath("source", "address")
+
+// The request's header list goes to the engine without a copy (see
+// OnHTTPRequestHeaders); this conversion stops compiling if the two header
+// types ever stop sharing their underlying type, and so their layout.
+var _ = policy.Header(proxywasm.Header{})
 
 func (r *root) OnPluginStart(int) bool {
 	data, err := proxywasm.GetPluginConfiguration()
@@ -325,10 +327,11 @@ func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {
 	if err != nil {
 		now = time.Now()
 	}
-	req := policy.Request{Now: now}
-	r.headers = r.headers[:0]
+	// policy.Header and proxywasm.Header have the same underlying type
+	// (struct{ Key, Value string }), so the list is the engine's as it is:
+	// no copy per request.
+	req := policy.Request{Now: now, Headers: unsafe.Slice((*policy.Header)(unsafe.Pointer(unsafe.SliceData(hs))), len(hs))}
 	for _, h := range hs {
-		r.headers = append(r.headers, policy.Header(h))
 		switch h.Key {
 		case ":method":
 			req.Method = h.Value
@@ -336,7 +339,6 @@ func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {
 			req.Path = h.Value
 		}
 	}
-	req.Headers = r.headers
 	req.Source = r
 	res := &r.result
 	r.engine.EvaluateInto(&req, res)
