@@ -373,18 +373,7 @@ func hGetHeaderMapPairs(vm *VM, mod api.Module, st []uint64) abi.Status {
 	}
 	// Serialized straight into the guest's buffer, as Envoy's exports.cc
 	// does, rather than through a host-side copy.
-	size := uint32(abi.EncodedHeadersSize(m.h))
-	ptr, ok := vm.alloc(mod, size)
-	if !ok {
-		return abi.StatusInvalidMemoryAccess
-	}
-	buf, _ := mod.Memory().Read(ptr, size)
-	abi.PutHeaders(buf, m.h)
-	mem := mod.Memory()
-	if !mem.WriteUint32Le(u32(st[1]), ptr) || !mem.WriteUint32Le(u32(st[2]), size) {
-		return abi.StatusInvalidMemoryAccess
-	}
-	return abi.StatusOK
+	return vm.fillOut(mod, uint32(abi.EncodedHeadersSize(m.h)), func(dst []byte) { abi.PutHeaders(dst, m.h) }, u32(st[1]), u32(st[2]))
 }
 
 // decodePairs is exports.cc toPairs: a buffer too short for its declared

@@ -561,17 +561,24 @@ func (vm *VM) alloc(mod api.Module, size uint32) (uint32, bool) {
 // copyOut is WasmBase::copyToPointerSize: empty data writes pointer 0 and size
 // 0 without allocating; otherwise the data goes into guest-allocated memory.
 func (vm *VM) copyOut(mod api.Module, data []byte, ptrPtr, sizePtr uint32) abi.Status {
+	return vm.fillOut(mod, uint32(len(data)), func(dst []byte) { copy(dst, data) }, ptrPtr, sizePtr)
+}
+
+// fillOut is copyOut for data written straight into the guest's buffer by
+// fill, as Envoy serializes header maps in place.
+func (vm *VM) fillOut(mod api.Module, size uint32, fill func(dst []byte), ptrPtr, sizePtr uint32) abi.Status {
 	var ptr uint32
-	if len(data) > 0 {
-		p, ok := vm.alloc(mod, uint32(len(data)))
+	if size > 0 {
+		p, ok := vm.alloc(mod, size)
 		if !ok {
 			return abi.StatusInvalidMemoryAccess
 		}
-		mod.Memory().Write(p, data)
+		dst, _ := mod.Memory().Read(p, size) // alloc checked the range
+		fill(dst)
 		ptr = p
 	}
 	mem := mod.Memory()
-	if !mem.WriteUint32Le(ptrPtr, ptr) || !mem.WriteUint32Le(sizePtr, uint32(len(data))) {
+	if !mem.WriteUint32Le(ptrPtr, ptr) || !mem.WriteUint32Le(sizePtr, size) {
 		return abi.StatusInvalidMemoryAccess
 	}
 	return abi.StatusOK
