@@ -191,7 +191,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 // newTransport is the router's connection pool to the upstream.
 func (g *Gateway) newTransport() *http.Transport {
 	t := &http.Transport{
-		ForceAttemptHTTP2:   true,
+		ForceAttemptHTTP2: true,
+		// A proxy passes accept-encoding and bodies through as they are; the
+		// transport would otherwise ask for gzip itself and inflate the reply.
+		DisableCompression:  true,
 		MaxIdleConnsPerHost: 64,
 		// Bounds how long a pool replaced by a rotation keeps a connection
 		// that was busy when it was replaced.

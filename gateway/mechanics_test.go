@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -10,12 +11,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -385,5 +388,78 @@ func TestWorkersArePooled(t *testing.T) {
 	m, ok := g.Plugin().Metric("abitest.requests")
 	if !ok || m.Value != 40 {
 		t.Errorf("abitest.requests metric %+v, want 40 across both VMs", m)
+	}
+}
+
+// rawUpstream records the header lines of each request exactly as they
+// arrived on the wire.
+func rawUpstream(t *testing.T) (string, <-chan []string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan []string, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			br := bufio.NewReader(c)
+			var lines []string
+			for {
+				l, err := br.ReadString('\n')
+				l = strings.TrimRight(l, "\r\n")
+				if err != nil || l == "" {
+					break
+				}
+				lines = append(lines, l)
+			}
+			got <- lines
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+			c.Close()
+		}
+	}()
+	return "http://" + ln.Addr().String(), got
+}
+
+// Envoy's HTTP/1 codec writes header names lowercase and adds no
+// user-agent or accept-encoding of its own; an upstream that is strict about
+// either sees the same from mtlsgate dev.
+func TestUpstreamHeaderNamesAsEnvoySendsThem(t *testing.T) {
+	u, got := rawUpstream(t)
+	sp := newServerPKI(t)
+	g, _ := startGateway(t, gateway.Config{Wasm: wasm(t, abitestPkg), PluginConfig: []byte(`{}`), Workers: 1,
+		Certificate: sp.cert, Upstream: mustURL(t, u)})
+	req, err := http.NewRequest("GET", gwURL(g, "/case"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header["X-Mixed-Case"] = []string{"v"}
+	req.Header["User-Agent"] = nil // the client sends none
+	c := client(sp, nil, false)
+	c.Transport.(*http.Transport).DisableCompression = true // and no accept-encoding
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	lines := <-got
+	var names []string
+	for _, l := range lines[1:] {
+		name, _, _ := strings.Cut(l, ":")
+		names = append(names, name)
+		// Go's transport writes Host itself, in that spelling.
+		if name != "Host" && name != strings.ToLower(name) {
+			t.Errorf("upstream got header name %q, want it lowercase", name)
+		}
+		if strings.EqualFold(name, "user-agent") || strings.EqualFold(name, "accept-encoding") {
+			t.Errorf("upstream got %q; the client sent none and Envoy adds none", l)
+		}
+	}
+	if !slices.Contains(names, "x-mixed-case") || !slices.Contains(names, "x-abitest-count") {
+		t.Errorf("upstream header names %q lack x-mixed-case or the filter's x-abitest-count", names)
 	}
 }

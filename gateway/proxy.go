@@ -319,7 +319,18 @@ func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http
 		if strings.HasPrefix(h.Key, ":") || hopByHop[h.Key] || h.Key == "host" {
 			continue
 		}
-		out.Header.Add(h.Key, h.Value)
+		// Envoy's HTTP/1 codec sends header names lowercase, and so do we:
+		// http.Transport writes map keys verbatim. The few it handles itself
+		// go in canonical form, or it would add its own beside ours.
+		k := h.Key
+		if c, ok := transportKeys[k]; ok {
+			k = c
+		}
+		out.Header[k] = append(out.Header[k], h.Value)
+	}
+	if _, ok := out.Header["User-Agent"]; !ok {
+		// Envoy adds no user-agent; without this the transport would.
+		out.Header["User-Agent"] = nil
 	}
 	if hasBody {
 		out.ContentLength = -1
@@ -331,6 +342,13 @@ func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http
 		out.Header.Del("Content-Length")
 	}
 	return out, nil
+}
+
+// transportKeys are the request headers http.Transport looks up by their
+// canonical name (to write them itself or to act on them).
+var transportKeys = map[string]string{
+	"user-agent": "User-Agent", "content-length": "Content-Length", "expect": "Expect",
+	"trailer": "Trailer", "transfer-encoding": "Transfer-Encoding",
 }
 
 // filteredBody streams the request body through proxy_on_request_body: a
