@@ -315,6 +315,11 @@ func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http
 		return nil, fmt.Errorf("build upstream request: %w", err)
 	}
 	out.Host = authority
+	// One map sized for the request and one array behind every single-valued
+	// entry, as net/textproto reads headers: the filter's identity headers
+	// would otherwise cost an allocation each.
+	out.Header = make(http.Header, len(fwd))
+	vals := make([]string, 0, len(fwd))
 	for _, h := range fwd {
 		if strings.HasPrefix(h.Key, ":") || hopByHop[h.Key] || h.Key == "host" {
 			continue
@@ -326,7 +331,12 @@ func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http
 		if c, ok := transportKeys[k]; ok {
 			k = c
 		}
-		out.Header[k] = append(out.Header[k], h.Value)
+		if prev, ok := out.Header[k]; ok {
+			out.Header[k] = append(prev[:len(prev):len(prev)], h.Value)
+			continue
+		}
+		vals = append(vals, h.Value)
+		out.Header[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	if _, ok := out.Header["User-Agent"]; !ok {
 		// Envoy adds no user-agent; without this the transport would.
@@ -442,7 +452,9 @@ func (g *Gateway) relayResponse(ctx context.Context, w http.ResponseWriter, s *h
 		return
 	}
 	flusher, _ := w.(http.Flusher)
-	buf := make([]byte, 32<<10)
+	bp := bodyBufs.Get().(*[32 << 10]byte)
+	defer bodyBufs.Put(bp)
+	buf := bp[:]
 	for {
 		n, err := resp.Body.Read(buf)
 		end := errors.Is(err, io.EOF)
@@ -472,6 +484,10 @@ func (g *Gateway) relayResponse(ctx context.Context, w http.ResponseWriter, s *h
 		}
 	}
 }
+
+// bodyBufs recycles response-body buffers: a fresh 32 KB per response was
+// the gateway's largest allocation.
+var bodyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
 // sendLocal answers with a local reply. As in Envoy, the reply is encoded
 // through the filter's own response callbacks before it reaches the client
