@@ -56,9 +56,7 @@ bench: build
 GATEWAYPAIRS    ?= 5
 GATEWAYREQUESTS ?= 30000
 bench-gateway: build
-	@for i in $$(seq $(GATEWAYPAIRS)); do \
-	  $(GO) test -run '^$$' -bench 'Gateway/(filter|noop)' -benchtime $(GATEWAYREQUESTS)x -count 1 ./loadtest || exit 1; \
-	done
+	GO=$(GO) bash scripts/bench-gateway.sh $(GATEWAYPAIRS) $(GATEWAYREQUESTS) $(BUILD)/bench-gateway.txt
 
 # Every Fuzz target for FUZZTIME each. New interesting inputs are minimized for
 # at most FUZZMINTIME (the default minute reads as a stall); a failing input
