@@ -60,6 +60,30 @@ type root struct {
 	stream *stream
 	// result is the verdict of the request being handled, reused likewise.
 	result policy.Result
+	// logLevel is the host's log level as read at logLevelAt (unix ns).
+	logLevel   abi.LogLevel
+	logLevelAt int64
+}
+
+// logLevelTTL is how long a log level read from the host is used. Most
+// decisions log at debug, and asking the host on every request was one host
+// call per request to learn that debug is off; a level changed on Envoy's
+// admin endpoint is followed within this time.
+const logLevelTTL = time.Second
+
+// logs reports whether the host logs at level l at time now, as of the last
+// logLevelTTL.
+func (r *root) logs(l abi.LogLevel, now time.Time) bool {
+	t := now.UnixNano()
+	if r.logLevelAt == 0 || t-r.logLevelAt >= int64(logLevelTTL) || t < r.logLevelAt {
+		lvl, err := proxywasm.GetLogLevel()
+		if err != nil {
+			// Unknown: let the host's own filter decide.
+			return true
+		}
+		r.logLevel, r.logLevelAt = lvl, t
+	}
+	return r.logLevel <= l
 }
 
 var sourceAddress = abi.PropertyPath("source", "address")
@@ -355,7 +379,7 @@ func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {
 	case policy.LogInfo, policy.LogWarn:
 		proxywasm.Log(abi.LogLevel(res.LogLevel), res.LogLine())
 	default:
-		if lvl, err := proxywasm.GetLogLevel(); err == nil && lvl <= abi.LogLevel(res.LogLevel) {
+		if r.logs(abi.LogLevel(res.LogLevel), now) {
 			proxywasm.Log(abi.LogLevel(res.LogLevel), res.LogLine())
 		}
 	}

@@ -166,7 +166,7 @@ func hLog(vm *VM, mod api.Module, st []uint64) abi.Status {
 }
 
 func hGetLogLevel(vm *VM, mod api.Module, st []uint64) abi.Status {
-	if !mod.Memory().WriteUint32Le(u32(st[0]), uint32(vm.p.cfg.LogLevel)) {
+	if !mod.Memory().WriteUint32Le(u32(st[0]), uint32(vm.p.LogLevel())) {
 		return abi.StatusInvalidMemoryAccess
 	}
 	return abi.StatusOK

@@ -22,6 +22,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -171,6 +172,8 @@ type Plugin struct {
 	mod   *Module
 	cfg   PluginConfig
 	store *shared.Store
+	// level is the current log level: cfg.LogLevel until SetLogLevel.
+	level atomic.Int32
 }
 
 // NewPlugin makes a plugin; create VMs from it with NewVM.
@@ -178,8 +181,17 @@ func (m *Module) NewPlugin(cfg PluginConfig) *Plugin {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = http.DefaultClient
 	}
-	return &Plugin{mod: m, cfg: cfg, store: shared.NewStore()}
+	p := &Plugin{mod: m, cfg: cfg, store: shared.NewStore()}
+	p.level.Store(int32(cfg.LogLevel))
+	return p
 }
+
+// SetLogLevel changes the log level of every VM of the plugin at once, as
+// Envoy's admin endpoint /logging?wasm=LEVEL does while requests run.
+func (p *Plugin) SetLogLevel(l abi.LogLevel) { p.level.Store(int32(l)) }
+
+// LogLevel is the plugin's current log level.
+func (p *Plugin) LogLevel() abi.LogLevel { return abi.LogLevel(p.level.Load()) }
 
 // SharedData reads a shared data entry and its cas.
 func (p *Plugin) SharedData(key string) (value []byte, cas uint32, ok bool) {

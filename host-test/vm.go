@@ -240,7 +240,7 @@ func (vm *VM) RootContextID() uint32 { return vm.rootID }
 func (vm *VM) Plugin() *Plugin { return vm.p }
 
 func (vm *VM) log(level abi.LogLevel, msg string) {
-	if level < vm.p.cfg.LogLevel {
+	if level < vm.p.LogLevel() {
 		return
 	}
 	vm.logMu.Lock()

@@ -182,12 +182,18 @@ func TestCachedRequestAllocatesNothing(t *testing.T) {
 	}
 	const n = 200
 	p.on = true
+	start := time.Now()
 	for i := 0; i < n; i++ {
 		if res := do(t, vm, req); res.Forwarded == nil {
 			t.Fatalf("request %d denied", i)
 		}
 	}
+	elapsed := time.Since(start)
 	p.on = false
+	// The log level is read once per logLevelTTL, not per request.
+	if c, most := p.calls["env.proxy_get_log_level"], 1+int(elapsed/logLevelTTL); c > most {
+		t.Errorf("proxy_get_log_level called %d times in %d requests over %v, want at most %d", c, n, elapsed, most)
+	}
 	if p.calls[".proxy_on_request_headers"] != n {
 		t.Fatalf("listener saw %d proxy_on_request_headers calls, want %d: not counting the guest", p.calls[".proxy_on_request_headers"], n)
 	}
