@@ -64,6 +64,13 @@ type Config struct {
 	// Workers is the number of VMs; default GOMAXPROCS, one per Envoy worker.
 	Workers int
 
+	// RouteTimeout is Envoy's route timeout: from the end of the client's
+	// request until the upstream's response is complete. Zero means Envoy's
+	// default, 15 s; negative disables it (Envoy's timeout: 0s). When it
+	// fires before the response headers the client gets 504 "upstream
+	// request timeout"; after them, the stream is reset.
+	RouteTimeout time.Duration
+
 	// SDSAddr and UpstreamMTLSCert: subscribe to that tls_certificate over
 	// SDS and present it to the upstream. NodeID identifies us to the SDS
 	// server (default "mtlsgate-dev-<hostname>").
@@ -75,6 +82,9 @@ type Config struct {
 	// AccessLogJSON writes access lines as JSON objects.
 	AccessLogJSON bool
 }
+
+// DefaultRouteTimeout is Envoy's default route timeout.
+const DefaultRouteTimeout = 15 * time.Second
 
 // Gateway is a running local gateway.
 type Gateway struct {
@@ -235,6 +245,9 @@ func (cfg *Config) defaults() error {
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.RouteTimeout == 0 {
+		cfg.RouteTimeout = DefaultRouteTimeout
 	}
 	if cfg.Upstream == nil || cfg.Upstream.Host == "" || (cfg.Upstream.Scheme != "http" && cfg.Upstream.Scheme != "https") {
 		return errors.New("upstream must be an http:// or https:// URL with a host")

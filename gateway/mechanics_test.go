@@ -463,3 +463,107 @@ func TestUpstreamHeaderNamesAsEnvoySendsThem(t *testing.T) {
 		t.Errorf("upstream header names %q lack x-mixed-case or the filter's x-abitest-count", names)
 	}
 }
+
+// routeTimeoutGateway runs the ABI-walk plugin with a short route timeout in
+// front of handler.
+func routeTimeoutGateway(t *testing.T, timeout time.Duration, handler http.HandlerFunc) (*gateway.Gateway, serverPKI, *bytes.Buffer) {
+	t.Helper()
+	up := httptest.NewServer(handler)
+	t.Cleanup(up.Close)
+	sp := newServerPKI(t)
+	g, access := startGateway(t, gateway.Config{Wasm: wasm(t, abitestPkg), PluginConfig: []byte(`{}`), Workers: 1,
+		Certificate: sp.cert, Upstream: mustURL(t, up.URL), RouteTimeout: timeout})
+	return g, sp, access
+}
+
+// Envoy's router answers 504 "upstream request timeout" when the upstream
+// has not answered within the route timeout.
+func TestRouteTimeoutBeforeResponse(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	g, sp, access := routeTimeoutGateway(t, 300*time.Millisecond, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	for _, h2 := range []bool{false, true} {
+		start := time.Now()
+		r := do(t, client(sp, nil, h2), "GET", gwURL(g, "/slow"), nil, nil)
+		if r.status != http.StatusGatewayTimeout || string(r.body) != "upstream request timeout" {
+			t.Errorf("h2=%v: %d %q, want 504 \"upstream request timeout\"", h2, r.status, r.body)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("h2=%v: answered after %v", h2, d)
+		}
+	}
+	if !strings.Contains(access.String(), "upstream_response_timeout") {
+		t.Errorf("access log does not name the timeout:\n%s", access.String())
+	}
+}
+
+// When the upstream's response ends early, or the timeout passes after it
+// has started, the client's stream is reset: a truncated body must never
+// arrive as a complete one.
+func TestUpstreamCutOffResetsStream(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	g, sp, _ := routeTimeoutGateway(t, 300*time.Millisecond, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "text/plain")
+		_, _ = io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		if r.URL.Path == "/abort" {
+			panic(http.ErrAbortHandler) // the upstream drops the connection
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	for _, path := range []string{"/abort", "/stall"} {
+		for _, h2 := range []bool{false, true} {
+			start := time.Now()
+			resp, err := client(sp, nil, h2).Get(gwURL(g, path))
+			if err != nil {
+				t.Fatalf("%s h2=%v: %v", path, h2, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || err == nil {
+				t.Errorf("%s h2=%v: status %d, body %q read without error; want the stream reset after the partial body", path, h2, resp.StatusCode, body)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("%s h2=%v: reset after %v, want it at the 300 ms route timeout", path, h2, d)
+			}
+		}
+	}
+}
+
+// The timeout starts when the client's request is complete, as in Envoy: a
+// slow upload is not cut off by it.
+func TestRouteTimeoutStartsAfterRequestBody(t *testing.T) {
+	g, sp, _ := routeTimeoutGateway(t, 300*time.Millisecond, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		_, _ = fmt.Fprintf(w, "%d", n)
+	})
+	pr, pw := io.Pipe()
+	go func() {
+		for i := 0; i < 6; i++ {
+			_, _ = pw.Write([]byte("0123456789"))
+			time.Sleep(150 * time.Millisecond)
+		}
+		pw.Close()
+	}()
+	req, err := http.NewRequest("POST", gwURL(g, "/upload"), pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client(sp, nil, false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := readReply(t, resp)
+	if r.status != 200 || string(r.body) != "60" {
+		t.Errorf("slow upload: %d %q, want 200 \"60\" (the upload took 900 ms against a 300 ms route timeout)", r.status, r.body)
+	}
+}

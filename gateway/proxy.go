@@ -264,7 +264,17 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		ae.reason, _ = hosttest.Get(fwd, "x-mtls-verification-status")
 	}
 
-	out, err := g.upstreamRequest(ctx, fwd, r, s, hasBody)
+	// The route timeout runs from the end of the client's request: now when
+	// there is no body, else from the body's last byte (filteredBody).
+	uctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	rt := &routeTimer{d: g.cfg.RouteTimeout, cancel: cancel}
+	defer rt.stop()
+	if !hasBody {
+		rt.start()
+	}
+	ctx = uctx
+	out, err := g.upstreamRequest(ctx, fwd, r, s, hasBody, rt)
 	if err != nil {
 		g.sendLocal(w, s, &hosttest.LocalResponse{Status: http.StatusBadRequest, Body: []byte(err.Error() + "\n"), Details: "invalid_request"}, ae)
 		return
@@ -278,6 +288,12 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		ae.upstreamErr = err
+		if errors.Is(context.Cause(ctx), errRouteTimeout) {
+			// Router::Filter::onResponseTimeout: 504, this body, flag UT.
+			g.sendLocal(w, s, &hosttest.LocalResponse{Status: http.StatusGatewayTimeout,
+				Body: []byte("upstream request timeout"), Details: "upstream_response_timeout"}, ae)
+			return
+		}
 		// Envoy's router answers 503 with this body when it cannot reach
 		// the upstream (Router::Filter::onUpstreamReset).
 		g.sendLocal(w, s, &hosttest.LocalResponse{Status: http.StatusServiceUnavailable,
@@ -291,7 +307,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // upstreamRequest builds the request the router sends: method, path and
 // authority from the filter's final pseudo-headers, the other headers as the
 // filter left them, and the body streamed through proxy_on_request_body.
-func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http.Request, s *hosttest.Stream, hasBody bool) (*http.Request, error) {
+func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http.Request, s *hosttest.Stream, hasBody bool, rt *routeTimer) (*http.Request, error) {
 	method, _ := hosttest.Get(fwd, ":method")
 	path, _ := hosttest.Get(fwd, ":path")
 	authority, _ := hosttest.Get(fwd, ":authority")
@@ -308,7 +324,7 @@ func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http
 	}
 	var body io.Reader = http.NoBody
 	if hasBody {
-		body = &filteredBody{ctx: ctx, src: r.Body, s: s}
+		body = &filteredBody{ctx: ctx, src: r.Body, s: s, done: rt.start}
 	}
 	out, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
@@ -365,12 +381,42 @@ var transportKeys = map[string]string{
 // chunk the filter continues on goes upstream at once; chunks it stops on
 // are held until it continues or the body ends (Envoy buffers them).
 type filteredBody struct {
-	ctx context.Context
-	src io.Reader
-	s   *hosttest.Stream
-	out []byte
-	eof bool
-	buf [32 << 10]byte
+	ctx  context.Context
+	src  io.Reader
+	s    *hosttest.Stream
+	done func() // the client's request is complete
+	out  []byte
+	eof  bool
+	buf  [32 << 10]byte
+}
+
+var errRouteTimeout = errors.New("route timeout")
+
+// routeTimer cancels the upstream exchange when the route timeout passes.
+type routeTimer struct {
+	d      time.Duration
+	cancel context.CancelCauseFunc
+	mu     sync.Mutex
+	t      *time.Timer
+	done   bool
+}
+
+func (rt *routeTimer) start() {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.d <= 0 || rt.t != nil || rt.done {
+		return
+	}
+	rt.t = time.AfterFunc(rt.d, func() { rt.cancel(errRouteTimeout) })
+}
+
+func (rt *routeTimer) stop() {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.done = true
+	if rt.t != nil {
+		rt.t.Stop()
+	}
 }
 
 var errLocalReply = errors.New("filter sent a local reply")
@@ -394,6 +440,7 @@ func (b *filteredBody) Read(p []byte) (int, error) {
 		}
 		if end {
 			b.eof = true
+			b.done()
 			if a != abi.ActionContinue {
 				if err := b.s.Wait(b.ctx); err != nil {
 					return 0, err
@@ -460,7 +507,14 @@ func (g *Gateway) relayResponse(ctx context.Context, w http.ResponseWriter, s *h
 		end := errors.Is(err, io.EOF)
 		if err != nil && !end {
 			ae.upstreamErr = fmt.Errorf("read upstream body: %w", err)
-			return
+			if errors.Is(context.Cause(ctx), errRouteTimeout) {
+				ae.reason = "upstream_response_timeout"
+			}
+			// Envoy resets the client's stream when the upstream's ends
+			// early; finishing the response normally would hand the
+			// client a truncated body as if it were whole. The server
+			// closes the connection (HTTP/1.1) or resets the stream (HTTP/2).
+			panic(http.ErrAbortHandler)
 		}
 		if n == 0 && !end {
 			continue

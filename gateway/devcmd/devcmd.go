@@ -23,7 +23,7 @@ import (
 )
 
 // Usage is the command's synopsis, for the top-level help.
-const Usage = "dev --wasm F --plugin-config F --listen ADDR --tls-cert F --tls-key F --upstream URL [--cluster NAME=URL ...] [--workers N] [--sds ADDR --upstream-mtls-cert NAME]"
+const Usage = "dev --wasm F --plugin-config F --listen ADDR --tls-cert F --tls-key F --upstream URL [--cluster NAME=URL ...] [--workers N] [--route-timeout D] [--sds ADDR --upstream-mtls-cert NAME]"
 
 type clusterFlag map[string]string
 
@@ -73,6 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		upstreamCA   = fs.String("upstream-ca", "", "CA certificates (PEM) that verify an https upstream (default: system roots)")
 		upstreamSNI  = fs.String("upstream-server-name", "", "SNI and verified name for the upstream (default: its host)")
 		workers      = fs.Int("workers", 0, "filter VMs, one per Envoy worker (default GOMAXPROCS)")
+		routeTimeout = fs.Duration("route-timeout", gateway.DefaultRouteTimeout, "Envoy's route timeout: end of request to end of response; 0 disables")
 		sdsAddr      = fs.String("sds", "", "SDS server (host:port) to fetch the upstream client certificate from")
 		mtlsCert     = fs.String("upstream-mtls-cert", "", "SDS secret name of the client certificate presented to the upstream")
 		nodeID       = fs.String("node-id", "", "node id sent to the SDS server (default mtlsgate-dev-<hostname>)")
@@ -122,6 +123,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return fail("--log-level %q: want trace, debug, info, warn, error or critical", *logLevel)
 	}
+	if *routeTimeout < 0 {
+		return fail("--route-timeout %v: want a duration of 0 (no timeout) or more, e.g. 15s", *routeTimeout)
+	}
+	rto := *routeTimeout
+	if rto == 0 {
+		rto = -1 // gateway.Config: negative disables, zero is the default
+	}
 	plugin, err := os.ReadFile(*pluginConfig)
 	if err != nil {
 		return fail("read --plugin-config: %v", err)
@@ -147,7 +155,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg := gateway.Config{
 		WasmPath: *wasmPath, PluginConfig: plugin, RootID: *rootID, VMID: *vmID, LogLevel: lvl,
 		Listen: *listen, Certificate: cert, Upstream: up, UpstreamCAs: cas, UpstreamServerName: *upstreamSNI,
-		Clusters: clusters, Workers: *workers, SDSAddr: *sdsAddr, UpstreamMTLSCert: *mtlsCert, NodeID: *nodeID,
+		Clusters: clusters, Workers: *workers, RouteTimeout: rto, SDSAddr: *sdsAddr, UpstreamMTLSCert: *mtlsCert, NodeID: *nodeID,
 		AccessLog: stdout, Log: stderr, AccessLogJSON: *output == "json",
 	}
 	g, err := gateway.New(ctx, cfg)

@@ -60,6 +60,7 @@ func TestBadFlagsSayWhatToDo(t *testing.T) {
 		{append(append([]string{}, base...), "--sds", "127.0.0.1:1"), "--sds and --upstream-mtls-cert go together"},
 		{append(append([]string{}, base...), "--log-level", "loud"), "want trace, debug, info"},
 		{append(append([]string{}, base...), "stray"), "unexpected argument"},
+		{append(append([]string{}, base...), "--route-timeout", "-1s"), "want a duration of 0 (no timeout) or more"},
 		{append(append([]string{}, base...), "--wasm", filepath.Join(t.TempDir(), "missing.wasm")), "run 'make build' first"},
 	}
 	for _, c := range cases {
