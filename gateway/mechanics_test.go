@@ -567,3 +567,43 @@ func TestRouteTimeoutStartsAfterRequestBody(t *testing.T) {
 		t.Errorf("slow upload: %d %q, want 200 \"60\" (the upload took 900 ms against a 300 ms route timeout)", r.status, r.body)
 	}
 }
+
+// Response trailers (gRPC carries its status in them) reach the client
+// over HTTP/1.1 and HTTP/2, declared in advance or not, after the filter's
+// trailer callback; a body the filter held back goes out when they end the
+// stream.
+func TestResponseTrailersReachClient(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.Header().Set("content-type", "application/grpc")
+		if r.URL.Path == "/held" {
+			w.Header().Set("x-abitest-hold-body", "1")
+		}
+		_, _ = io.WriteString(w, "payload")
+		w.(http.Flusher).Flush()
+		w.Header().Set("Grpc-Status", "0")
+		w.Header().Set(http.TrailerPrefix+"X-Undeclared", "late")
+	}))
+	t.Cleanup(up.Close)
+	sp := newServerPKI(t)
+	g, _ := startGateway(t, gateway.Config{Wasm: wasm(t, abitestPkg), PluginConfig: []byte(`{}`), Workers: 1,
+		Certificate: sp.cert, Upstream: mustURL(t, up.URL)})
+	for _, path := range []string{"/grpc", "/held"} {
+		for _, h2 := range []bool{false, true} {
+			resp, err := client(sp, nil, h2).Get(gwURL(g, path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(body) != "payload" {
+				t.Fatalf("%s h2=%v: body %q, %v", path, h2, body, err)
+			}
+			for k, want := range map[string]string{"grpc-status": "0", "x-undeclared": "late", "x-abitest-trailers": "2"} {
+				if got := resp.Trailer.Get(k); got != want {
+					t.Errorf("%s h2=%v: trailer %s %q, want %q (trailers %v)", path, h2, k, got, want, resp.Trailer)
+				}
+			}
+		}
+	}
+}

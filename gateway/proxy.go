@@ -519,7 +519,16 @@ func (g *Gateway) relayResponse(ctx context.Context, w http.ResponseWriter, s *h
 		if n == 0 && !end {
 			continue
 		}
-		a := s.ResponseBody(buf[:n], end)
+		// With trailers (gRPC's status, for one) the body does not end the
+		// stream; the trailers do, after their own callback, as in Envoy.
+		var trailers []abi.Header
+		if end {
+			trailers = trailerList(resp.Trailer)
+		}
+		a := s.ResponseBody(buf[:n], end && trailers == nil)
+		if trailers != nil {
+			a = s.ResponseTrailers(trailers)
+		}
 		if end && a != abi.ActionContinue {
 			if err := s.Wait(ctx); err != nil {
 				return
@@ -534,9 +543,37 @@ func (g *Gateway) relayResponse(ctx context.Context, w http.ResponseWriter, s *h
 			}
 		}
 		if end {
+			if trailers != nil {
+				h := w.Header()
+				for _, t := range s.ResponseTrailersNow() {
+					h.Add(http.TrailerPrefix+t.Key, t.Value)
+				}
+			}
 			return
 		}
 	}
+}
+
+// trailerList is the upstream's trailers as the filter sees them: names
+// lowercase, in a stable order; nil when there are none.
+func trailerList(t http.Header) []abi.Header {
+	var keys []string
+	for k, vs := range t {
+		if len(vs) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	sort.Strings(keys)
+	var out []abi.Header
+	for _, k := range keys {
+		for _, v := range t[k] {
+			out = append(out, abi.Header{Key: strings.ToLower(k), Value: v})
+		}
+	}
+	return out
 }
 
 // bodyBufs recycles response-body buffers: a fresh 32 KB per response was

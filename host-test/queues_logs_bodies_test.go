@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	hosttest "github.com/mtlsgate/mtlsgate/host-test"
+	"github.com/mtlsgate/mtlsgate/internal/abi"
 )
 
 // TestSharedQueueAcrossVMs: a queue is resolved by vm_id and name from any
@@ -87,5 +88,41 @@ func TestBodyPassedOnAfterContinue(t *testing.T) {
 	}
 	if v, _, _ := p.SharedData("abitest.bodysizes"); string(v) != "4 2 1 " {
 		t.Errorf("body sizes seen by the filter %q, want \"4 2 1 \"", v)
+	}
+}
+
+// A body the filter holds back is sent when the trailers end the stream and
+// the filter continues on them, as Envoy's filter manager does; the filter's
+// changes to the trailers are what the client gets.
+func TestResponseTrailersReleaseHeldBody(t *testing.T) {
+	p := module(t, abitestPkg).NewPlugin(hosttest.PluginConfig{Configuration: []byte(`{}`)})
+	vm := newVM(t, p)
+	s, err := vm.NewStream(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Finish()
+	s.RequestHeaders(req("/held").Headers, true)
+	s.ResponseHeaders([]abi.Header{{Key: ":status", Value: "200"}, {Key: "x-abitest-hold-body", Value: "1"}}, false)
+	for _, chunk := range []string{"ab", "cd"} {
+		if a := s.ResponseBody([]byte(chunk), false); a == abi.ActionContinue {
+			t.Fatalf("chunk %q: the filter continued; it holds the body until the end", chunk)
+		}
+		if out := s.TakeResponseBody(); len(out) != 0 {
+			t.Fatalf("chunk %q: %q let through while held", chunk, out)
+		}
+	}
+	if a := s.ResponseTrailers([]abi.Header{{Key: "grpc-status", Value: "0"}}); a != abi.ActionContinue {
+		t.Fatalf("trailers: action %v, want continue", a)
+	}
+	if out := s.TakeResponseBody(); string(out) != "abcd" {
+		t.Errorf("after the trailers %q let through, want the held \"abcd\"", out)
+	}
+	tr := s.ResponseTrailersNow()
+	if v, _ := hosttest.Get(tr, "x-abitest-trailers"); v != "1" {
+		t.Errorf("trailers %v: want the filter's x-abitest-trailers: 1", tr)
+	}
+	if v, _ := hosttest.Get(tr, "grpc-status"); v != "0" {
+		t.Errorf("trailers %v: lost grpc-status", tr)
 	}
 }

@@ -251,6 +251,9 @@ func (s *Stream) RequestTrailers(t []abi.Header) abi.Action {
 	s.reqTLive = true
 	a := s.invoke("proxy_on_request_trailers", uint64(s.id), uint64(len(s.reqT.h)))
 	s.afterRequest(a, &s.reqTLive)
+	if a == abi.ActionContinue {
+		s.releaseRequestBody() // as for the response's trailers
+	}
 	return a
 }
 
@@ -320,6 +323,11 @@ func (s *Stream) ResponseTrailers(t []abi.Header) abi.Action {
 	s.respTLive = true
 	a := s.invoke("proxy_on_response_trailers", uint64(s.id), uint64(len(s.respT.h)))
 	s.afterResponse(a, &s.respTLive)
+	if a == abi.ActionContinue {
+		// Continuing on the trailers ends the stream: Envoy's filter
+		// manager sends whatever body the filter had been buffering.
+		s.releaseResponseBody()
+	}
 	return a
 }
 
@@ -448,6 +456,14 @@ func (s *Stream) ResponseHeadersNow() []abi.Header {
 	s.vm.mu.Lock()
 	defer s.vm.mu.Unlock()
 	return s.respH.clone()
+}
+
+// ResponseTrailersNow returns the response trailers as they stand (nil
+// before ResponseTrailers).
+func (s *Stream) ResponseTrailersNow() []abi.Header {
+	s.vm.mu.Lock()
+	defer s.vm.mu.Unlock()
+	return s.respT.clone()
 }
 
 // Callbacks returns the callbacks run so far.

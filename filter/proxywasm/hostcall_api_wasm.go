@@ -210,8 +210,11 @@ func AddHTTPResponseHeader(key, value string) error {
 func ReplaceHTTPResponseHeader(key, value string) error {
 	return replaceMapValue(abi.MapResponseHeaders, key, value)
 }
-func RemoveHTTPResponseHeader(key string) error     { return removeMapValue(abi.MapResponseHeaders, key) }
-func GetHTTPResponseTrailers() ([]Header, error)    { return getMap(abi.MapResponseTrailers) }
+func RemoveHTTPResponseHeader(key string) error  { return removeMapValue(abi.MapResponseHeaders, key) }
+func GetHTTPResponseTrailers() ([]Header, error) { return getMap(abi.MapResponseTrailers) }
+func AddHTTPResponseTrailer(key, value string) error {
+	return addMapValue(abi.MapResponseTrailers, key, value)
+}
 func GetHTTPCallResponseHeaders() ([]Header, error) { return getMap(abi.MapHTTPCallResponseHeaders) }
 func GetHTTPCallResponseHeader(key string) (string, error) {
 	return getMapValue(abi.MapHTTPCallResponseHeaders, key)

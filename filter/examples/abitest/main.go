@@ -16,7 +16,9 @@
 //	                                    any VM) enqueues v; on_queue_ready appends what it
 //	                                    dequeues to shared data "abitest.queue"
 //
-// Every request gets x-abitest-* headers describing what the filter saw.
+// Every request gets x-abitest-* headers describing what the filter saw. A
+// response carrying x-abitest-hold-body has its body held (buffered) until the
+// stream ends; response trailers get x-abitest-trailers with their count.
 package main
 
 import (
@@ -155,7 +157,8 @@ func (r *root) NewHTTPContext(uint32) proxywasm.HTTPContext { return &stream{roo
 
 type stream struct {
 	proxywasm.DefaultHTTPContext
-	root *root
+	root     *root
+	holdBody bool
 }
 
 func (s *stream) OnHTTPRequestHeaders(numHeaders int, endOfStream bool) proxywasm.Action {
@@ -261,7 +264,24 @@ func (s *stream) OnHTTPRequestBody(bodySize int, endOfStream bool) proxywasm.Act
 	return proxywasm.ActionContinue
 }
 
+// OnHTTPResponseBody holds every chunk before the end of the stream when the
+// upstream asked for it: Envoy buffers what a body callback stops on.
+func (s *stream) OnHTTPResponseBody(_ int, endOfStream bool) proxywasm.Action {
+	if s.holdBody && !endOfStream {
+		return proxywasm.ActionPause
+	}
+	return proxywasm.ActionContinue
+}
+
+func (s *stream) OnHTTPResponseTrailers(numTrailers int) proxywasm.Action {
+	_ = proxywasm.AddHTTPResponseTrailer("x-abitest-trailers", strconv.Itoa(numTrailers))
+	return proxywasm.ActionContinue
+}
+
 func (s *stream) OnHTTPResponseHeaders(int, bool) proxywasm.Action {
+	if v, _ := proxywasm.GetHTTPResponseHeader("x-abitest-hold-body"); v != "" {
+		s.holdBody = true
+	}
 	status, _ := proxywasm.GetHTTPResponseHeader(":status")
 	_ = proxywasm.AddHTTPResponseHeader("x-abitest-response", "seen "+status)
 	_ = proxywasm.RemoveHTTPResponseHeader("x-upstream-secret")
