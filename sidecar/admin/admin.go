@@ -5,6 +5,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
@@ -87,6 +88,7 @@ func New(cfg Config) http.Handler {
 	v1("GET "+api.PathCRLs, s.listCRLs)
 	v1("POST "+api.PathCRLs, s.createCRL)
 	v1("GET "+api.PathCRLs+"/{id}", s.getCRL)
+	v1("PUT "+api.PathCRLs+"/{id}", s.replaceCRL)
 	v1("DELETE "+api.PathCRLs+"/{id}", s.deleteCRL)
 	v1("GET "+api.PathOutbound, s.listOutbound)
 	v1("POST "+api.PathOutbound, s.createOutbound)
@@ -342,37 +344,10 @@ func (s *server) createCRL(w http.ResponseWriter, r *http.Request) error {
 	if req.CAID == "" {
 		return problem.Invalid("missing_ca", "--cert-id is required: the ID of the CA certificate that signed this CRL (see `mtlsgate ca-certificate list`)")
 	}
-	if (len(req.CRL) == 0) == (req.URL == "") {
-		return problem.Invalid("crl_source", "give exactly one of --file (a PEM or DER CRL) and --url (where the CA publishes it)")
-	}
-	ca, err := s.Store.GetCA(req.CAID)
+	rec, err := s.loadCRL(r.Context(), req.CAID, req.CRL, req.URL)
 	if err != nil {
 		return err
 	}
-	b, _ := pem.Decode([]byte(ca.PEM))
-	caCert, err := x509.ParseCertificate(b.Bytes)
-	if err != nil {
-		return fmt.Errorf("parse stored CA %s: %w", ca.ID, err)
-	}
-	data := req.CRL
-	rec := store.CRL{CAID: ca.ID}
-	if req.URL != "" {
-		u, err := url.Parse(req.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return problem.Invalid("bad_url", "--url %q is not an http(s) URL: pass the CRL distribution point, e.g. http://pki.example.com/ca.crl", req.URL)
-		}
-		data, err = crlrefresh.Fetch(r.Context(), s.HTTPClient, req.URL)
-		if err != nil {
-			return problem.Invalid("crl_fetch_failed", "%v: check that the URL is reachable from the sidecar, or download the CRL and pass it with --file", err)
-		}
-		rec.URL = req.URL
-		rec.LastFetchAt = time.Now().UTC()
-	}
-	rl, pemBytes, err := pki.CRL(data, caCert)
-	if err != nil {
-		return err
-	}
-	crlrefresh.Apply(&rec, rl, pemBytes)
 	c, err := s.Store.CreateCRL(rec)
 	if err != nil {
 		return err
@@ -384,6 +359,91 @@ func (s *server) createCRL(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, 201, crlView(c, time.Now()))
 	return nil
 }
+
+// loadCRL reads a list from data or downloads it from rawURL (exactly one),
+// and checks that the CA caID signed it.
+func (s *server) loadCRL(ctx context.Context, caID string, data []byte, rawURL string) (store.CRL, error) {
+	if (len(data) == 0) == (rawURL == "") {
+		return store.CRL{}, problem.Invalid("crl_source", "give exactly one of --file (a PEM or DER CRL) and --url (where the CA publishes it)")
+	}
+	ca, err := s.Store.GetCA(caID)
+	if err != nil {
+		return store.CRL{}, err
+	}
+	b, _ := pem.Decode([]byte(ca.PEM))
+	if b == nil {
+		return store.CRL{}, fmt.Errorf("stored CA %s has no PEM block", ca.ID)
+	}
+	caCert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return store.CRL{}, fmt.Errorf("parse stored CA %s: %w", ca.ID, err)
+	}
+	rec := store.CRL{CAID: ca.ID}
+	if rawURL != "" {
+		u, err := url.Parse(rawURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return store.CRL{}, problem.Invalid("bad_url", "--url %q is not an http(s) URL: pass the CRL distribution point, e.g. http://pki.example.com/ca.crl", rawURL)
+		}
+		data, err = crlrefresh.Fetch(ctx, s.HTTPClient, rawURL)
+		if err != nil {
+			return store.CRL{}, problem.Invalid("crl_fetch_failed", "%v: check that the URL is reachable from the sidecar, or download the CRL and pass it with --file", err)
+		}
+		rec.URL = rawURL
+		rec.LastFetchAt = time.Now().UTC()
+	}
+	rl, pemBytes, err := pki.CRL(data, caCert)
+	if err != nil {
+		return store.CRL{}, err
+	}
+	crlrefresh.Apply(&rec, rl, pemBytes)
+	return rec, nil
+}
+
+// replaceCRL swaps a CA's list for a newer one in one store update, so no
+// moment passes without a list (delete and create would leave one).
+func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
+	var req api.ReplaceCRL
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	old, err := s.Store.GetCRL(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	rec, err := s.loadCRL(r.Context(), old.CAID, req.CRL, req.URL)
+	if err != nil {
+		return err
+	}
+	c, err := s.Store.UpdateCRL(old.ID, func(c *store.CRL) error {
+		// Checked inside the update: a refresh may have stored a newer
+		// list since the read above.
+		if crlrefresh.Older(rec, *c) {
+			return problem.Conflict("crl_older", "the new CRL (number %s, thisUpdate %s) is older than CRL %s's (number %s, thisUpdate %s) and would un-revoke certificates; "+
+				"to roll back on purpose, delete the CRL and create it again", orDash(rec.Number), ts(rec.ThisUpdate), c.ID, orDash(c.Number), ts(c.ThisUpdate))
+		}
+		c.URL, c.PEM, c.Number, c.ThisUpdate, c.NextUpdate, c.RevokedCount = rec.URL, rec.PEM, rec.Number, rec.ThisUpdate, rec.NextUpdate, rec.RevokedCount
+		c.LastFetchAt, c.LastError, c.LastErrorAt = rec.LastFetchAt, "", time.Time{}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if s.Refresher != nil {
+		s.Refresher.Wake()
+	}
+	s.audit("crl.update", ref{ID: c.ID}, ref{ID: c.ID}, "caId", c.CAID, "source", source(c), "number", c.Number)
+	writeJSON(w, 200, crlView(c, time.Now()))
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func ts(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 func (s *server) deleteCRL(w http.ResponseWriter, r *http.Request) error {
 	c, err := s.Store.DeleteCRL(r.PathValue("id"))

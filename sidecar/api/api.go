@@ -75,6 +75,13 @@ type CreateCRL struct {
 	URL  string `json:"url,omitempty"`
 }
 
+// ReplaceCRL is the body of PUT /v1/crls/{id}: the new list, from a file
+// or a URL, swapped in for the old one in one step.
+type ReplaceCRL struct {
+	CRL []byte `json:"crl,omitempty"`
+	URL string `json:"url,omitempty"`
+}
+
 // CreateMTLSCertificate is the body of POST /v1/mtls-certificates.
 type CreateMTLSCertificate struct {
 	Name             string   `json:"name"`

@@ -17,7 +17,7 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 var verbOrder = map[string][]string{
 	"ca-certificate":   {"create", "list", "describe", "update", "delete"},
-	"crl":              {"create", "list", "describe", "delete"},
+	"crl":              {"create", "list", "describe", "update", "delete"},
 	"mtls-certificate": {"create", "list", "describe", "update", "disable", "enable", "delete"},
 }
 
@@ -84,18 +84,11 @@ var groups = map[string]map[string]verb{
 				if err := c.required("cert-id", *id); err != nil {
 					return err
 				}
-				if (*file == "") == (*u == "") {
-					fmt.Fprintf(c.errw, "mtlsgate crl create: give exactly one of --file and --url\n")
-					return errUsage
+				data, err := crlData(c, "create", *file, *u)
+				if err != nil {
+					return err
 				}
-				req := api.CreateCRL{CAID: *id, URL: *u}
-				if *file != "" {
-					data, err := readFile("file", *file)
-					if err != nil {
-						return err
-					}
-					req.CRL = data
-				}
+				req := api.CreateCRL{CAID: *id, URL: *u, CRL: data}
 				return send(c, http.MethodPost, api.PathCRLs, req, func(crl api.CRL) {
 					fmt.Fprintf(c.w, "Created CRL %s for CA %s\n", crl.ID, crl.CAID)
 					c.describeCRL(crl)
@@ -122,6 +115,25 @@ var groups = map[string]map[string]verb{
 			}
 		}},
 		"describe": {"show one CRL", byID(crlID, http.MethodGet, "", func(c *cmd, crl api.CRL) { c.describeCRL(crl) })},
+		"update": {"replace a CRL's list in one step, from a file or a URL (refused if older than the stored one)", func(c *cmd) func() error {
+			id := c.fs.String(crlID.flag, "", crlID.usage)
+			file := c.fs.String("file", "", "CRL file, PEM or DER")
+			u := c.fs.String("url", "", "URL the CA publishes the CRL at (refreshed from then on)")
+			return func() error {
+				if err := c.required(crlID.flag, *id); err != nil {
+					return err
+				}
+				data, err := crlData(c, "update", *file, *u)
+				if err != nil {
+					return err
+				}
+				req := api.ReplaceCRL{URL: *u, CRL: data}
+				return send(c, http.MethodPut, crlID.path+"/"+url.PathEscape(*id), req, func(crl api.CRL) {
+					fmt.Fprintf(c.w, "Updated CRL %s for CA %s\n", crl.ID, crl.CAID)
+					c.describeCRL(crl)
+				})
+			}
+		}},
 		"delete": {"delete a CRL", byID(crlID, http.MethodDelete, "", func(c *cmd, crl api.CRL) {
 			fmt.Fprintf(c.w, "Deleted CRL %s (CA %s)\n", crl.ID, crl.CAID)
 		})},
@@ -237,6 +249,19 @@ func byID[T any](id idFlag, method, suffix string, text func(c *cmd, v T)) func(
 			return send(c, method, id.path+"/"+url.PathEscape(*val)+suffix, nil, func(v T) { text(c, v) })
 		}
 	}
+}
+
+// crlData is the list --file names (nil for --url); exactly one of the two
+// must be given.
+func crlData(c *cmd, verb, file, u string) ([]byte, error) {
+	if (file == "") == (u == "") {
+		fmt.Fprintf(c.errw, "mtlsgate crl %s: give exactly one of --file and --url\n", verb)
+		return nil, errUsage
+	}
+	if file == "" {
+		return nil, nil
+	}
+	return readFile("file", file)
 }
 
 func crlSummary(s *api.CRLState) string {

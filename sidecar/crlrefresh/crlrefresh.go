@@ -60,6 +60,17 @@ func Apply(c *store.CRL, rl *x509.RevocationList, pemBytes []byte) {
 	c.RevokedCount = len(rl.RevokedCertificateEntries)
 }
 
+// Older reports whether list a is older than list b: by CRL number when
+// both have one, else by thisUpdate.
+func Older(a, b store.CRL) bool {
+	na, okA := parseNumber(a.Number)
+	nb, okB := parseNumber(b.Number)
+	if okA && okB {
+		return na.Cmp(nb) < 0
+	}
+	return a.ThisUpdate.Before(b.ThisUpdate)
+}
+
 // Refresher keeps URL CRLs fresh.
 type Refresher struct {
 	Store  *store.Store

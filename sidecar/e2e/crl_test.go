@@ -45,9 +45,47 @@ func TestCRLFileReachesSDSAndBundle(t *testing.T) {
 		t.Fatalf("describe CRL state %+v", desc.CRL)
 	}
 	// One list per CA: a second is refused with the way forward.
-	if r := p.run("crl", "create", "--cert-id", ca.ID, "--file", writeFile(t, "again.crl", der)); r.code == 0 || !strings.Contains(r.stderr, "crl delete --crl-id "+crl.ID) {
+	if r := p.run("crl", "create", "--cert-id", ca.ID, "--file", writeFile(t, "again.crl", der)); r.code == 0 || !strings.Contains(r.stderr, "crl update --crl-id "+crl.ID) {
 		t.Fatalf("second CRL: %d %s", r.code, r.stderr)
 	}
+	// update swaps the list in one step: same CRL, newer number, pushed.
+	other := testpki.Must(root.Issue(testpki.Options{CommonName: "also revoked"}))
+	newer := testpki.Must(root.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{leaf, other}, Number: big.NewInt(8)}))
+	var updated api.CRL
+	p.runJSON(t, &updated, "crl", "update", "--crl-id", crl.ID, "--file", writeFile(t, "newer.crl", newer))
+	if updated.ID != crl.ID || updated.Number != "8" || updated.RevokedCount != 2 || !updated.CreatedAt.Equal(crl.CreatedAt) {
+		t.Fatalf("updated %+v", updated)
+	}
+	pushed := crlOf(c.next("CRL update"))
+	if pushed == crlOf(got) || !strings.Contains(pushed, "-----BEGIN X509 CRL-----") {
+		t.Fatal("the new list was not pushed over SDS")
+	}
+	if b := getBundle(t, p); len(b.CRLs) != 1 || b.CRLs[0].PEM != pushed {
+		t.Fatalf("bundle CRLs after update %+v", b.CRLs)
+	}
+	// An older list would un-revoke: refused, the stored one kept.
+	older := testpki.Must(root.CRL(testpki.CRLOptions{Number: big.NewInt(6)}))
+	if r := p.run("crl", "update", "--crl-id", crl.ID, "--file", writeFile(t, "older.crl", older)); r.code == 0 || !strings.Contains(r.stderr, "older than CRL "+crl.ID) {
+		t.Fatalf("older CRL: %d %s", r.code, r.stderr)
+	}
+	if r := p.run("crl", "update", "--crl-id", crl.ID); r.code == 0 || !strings.Contains(r.stderr, "exactly one of --file and --url") {
+		t.Fatalf("update without a list: %d %s", r.code, r.stderr)
+	}
+	var kept api.CRL
+	p.runJSON(t, &kept, "crl", "describe", "--crl-id", crl.ID)
+	if kept.Number != "8" {
+		t.Fatalf("after the refused update the CRL is number %s, want 8", kept.Number)
+	}
+	// From a file to the CA's URL: the list comes from there, and so will
+	// its refreshes.
+	byURL := testpki.Must(root.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{leaf}, Number: big.NewInt(9)}))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(byURL) }))
+	defer srv.Close()
+	p.runJSON(t, &updated, "crl", "update", "--crl-id", crl.ID, "--url", srv.URL+"/root.crl")
+	if updated.Source != srv.URL+"/root.crl" || updated.URL != updated.Source || updated.Number != "9" || updated.LastFetchAt.IsZero() {
+		t.Fatalf("updated to a URL: %+v", updated)
+	}
+	c.next("CRL update from URL")
 	p.runJSON(t, &api.CRL{}, "crl", "delete", "--crl-id", crl.ID)
 	if crlOf(c.next("CRL delete")) != "" {
 		t.Fatal("deleted CRL still served")

@@ -482,7 +482,7 @@ func (s *Store) CreateCRL(c CRL) (CRL, error) {
 		}
 		for _, e := range list {
 			if e.CAID == c.CAID {
-				p := problem.Conflict("crl_exists", "CA %s already has CRL %s: delete it with `mtlsgate crl delete --crl-id %s` and create the new one", c.CAID, e.ID, e.ID)
+				p := problem.Conflict("crl_exists", "CA %s already has CRL %s: replace its list with `mtlsgate crl update --crl-id %s --file F` (or --url U)", c.CAID, e.ID, e.ID)
 				p.ExistingID = e.ID
 				return p
 			}
