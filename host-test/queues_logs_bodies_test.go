@@ -69,14 +69,22 @@ func TestTakeLogsDrainsOnce(t *testing.T) {
 // TestBodyPassedOnAfterContinue: once the filter continues on a chunk, Envoy
 // passes it on; the next body callback is told only of new data, and the
 // caller gets exactly the bytes let through.
-func TestBodyPassedOnAfterContinue(t *testing.T) {
+// abitestStream is one stream through the ABI-walk plugin; the stream ends
+// with the test.
+func abitestStream(t *testing.T) (*hosttest.Plugin, *hosttest.Stream) {
+	t.Helper()
 	p := module(t, abitestPkg).NewPlugin(hosttest.PluginConfig{Configuration: []byte(`{}`)})
 	vm := newVM(t, p)
 	s, err := vm.NewStream(nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Finish()
+	t.Cleanup(s.Finish)
+	return p, s
+}
+
+func TestBodyPassedOnAfterContinue(t *testing.T) {
+	p, s := abitestStream(t)
 	s.RequestHeaders(req("/upload").Headers, false)
 	var sent []byte
 	for _, chunk := range []string{"aaaa", "bb", "c"} {
@@ -95,13 +103,7 @@ func TestBodyPassedOnAfterContinue(t *testing.T) {
 // the filter continues on them, as Envoy's filter manager does; the filter's
 // changes to the trailers are what the client gets.
 func TestResponseTrailersReleaseHeldBody(t *testing.T) {
-	p := module(t, abitestPkg).NewPlugin(hosttest.PluginConfig{Configuration: []byte(`{}`)})
-	vm := newVM(t, p)
-	s, err := vm.NewStream(nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Finish()
+	_, s := abitestStream(t)
 	s.RequestHeaders(req("/held").Headers, true)
 	s.ResponseHeaders([]abi.Header{{Key: ":status", Value: "200"}, {Key: "x-abitest-hold-body", Value: "1"}}, false)
 	for _, chunk := range []string{"ab", "cd"} {
