@@ -609,3 +609,25 @@ func TestResponseTrailersReachClient(t *testing.T) {
 		}
 	}
 }
+
+// Without upgrade_configs (envoy.yaml has none) Envoy answers an upgrade
+// request 403 before any filter runs; the upstream never sees it.
+func TestUpgradeRefusedAsEnvoyDoes(t *testing.T) {
+	up := newEchoUpstream(t, nil)
+	g, sp, access := abitestGateway(t, `{}`, nil, up)
+	r := do(t, client(sp, nil, false), "GET", gwURL(g, "/ws"), map[string]string{"Connection": "Upgrade", "Upgrade": "websocket",
+		"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}, nil)
+	if r.status != http.StatusForbidden || len(r.body) != 0 {
+		t.Errorf("upgrade: %d %q, want 403 with no body", r.status, r.body)
+	}
+	if n := up.count(); n != 0 {
+		t.Errorf("the upstream saw %d upgrade requests", n)
+	}
+	if !strings.Contains(access.String(), "upgrade_failed") {
+		t.Errorf("access log does not say upgrade_failed:\n%s", access.String())
+	}
+	// A plain request on the same gateway still goes through.
+	if r := do(t, client(sp, nil, false), "GET", gwURL(g, "/plain"), nil, nil); r.status != 200 {
+		t.Errorf("plain request after the upgrade: %d", r.status)
+	}
+}

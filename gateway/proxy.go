@@ -121,6 +121,12 @@ func tlsVersionName(v uint16) string {
 	return "unknown"
 }
 
+// isUpgrade reports an HTTP/1.1 protocol upgrade request (WebSocket, h2c):
+// an Upgrade header named in Connection.
+func isUpgrade(r *http.Request) bool {
+	return r.ProtoMajor == 1 && r.Header.Get("Upgrade") != "" && connectionTokens(r.Header)["upgrade"]
+}
+
 // hopByHop are the connection-specific headers Envoy's codecs drop before a
 // request reaches the filter chain or the upstream (RFC 9110 section 7.6.1).
 var hopByHop = map[string]bool{
@@ -226,6 +232,14 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	ae := &accessEntry{method: r.Method, path: r.URL.RequestURI(), proto: r.Proto}
 	defer func() { g.access(ae, time.Since(start)) }()
 
+	if isUpgrade(r) {
+		// envoy.yaml configures no upgrade_configs, so Envoy's connection
+		// manager refuses upgrades before the filter chain exists.
+		ae.status, ae.reason = http.StatusForbidden, "upgrade_failed"
+		w.Header().Set("content-length", "0")
+		w.WriteHeader(http.StatusForbidden)
+		return
+	}
 	hconn, peer, props := g.connection(r)
 	ctx := r.Context()
 	vm, err := g.acquire(ctx)
