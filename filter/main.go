@@ -397,10 +397,8 @@ func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {
 	// Every name in SetHeaders is in the stripped namespace and any copy the
 	// client sent was removed above, so adding is replacing: Envoy appends
 	// (addCopy) instead of scanning the map for entries to drop (setCopy).
-	for _, h := range res.SetHeaders {
-		if err := proxywasm.AddHTTPRequestHeader(h.Key, h.Value); err != nil {
-			panic("mtlsgate: cannot set " + h.Key + ": " + err.Error())
-		}
+	if err := proxywasm.AddHTTPRequestHeaders(unsafe.Slice((*proxywasm.Header)(unsafe.Pointer(unsafe.SliceData(res.SetHeaders))), len(res.SetHeaders))); err != nil {
+		panic("mtlsgate: cannot set the identity headers: " + err.Error())
 	}
 	return proxywasm.ActionContinue
 }

@@ -194,6 +194,20 @@ func GetHTTPRequestHeader(key string) (string, error) { return getMapValue(abi.M
 func AddHTTPRequestHeader(key, value string) error {
 	return addMapValue(abi.MapRequestHeaders, key, value)
 }
+// AddHTTPRequestHeaders adds hs in order: one host call each, as the ABI
+// has no batched add, but without Go calls per header around it (a call is
+// not cheap in Go's wasm port). It stops at the first failure, returning its
+// status; the headers before it were added.
+func AddHTTPRequestHeaders(hs []Header) error {
+	for i := range hs {
+		h := &hs[i]
+		if st := proxyAddHeaderMapValue(uint32(abi.MapRequestHeaders), strPtr(h.Key), uint32(len(h.Key)), strPtr(h.Value), uint32(len(h.Value))); st != 0 {
+			return abi.Status(st)
+		}
+	}
+	return nil
+}
+
 func ReplaceHTTPRequestHeader(key, value string) error {
 	return replaceMapValue(abi.MapRequestHeaders, key, value)
 }
