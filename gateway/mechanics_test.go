@@ -631,3 +631,32 @@ func TestUpgradeRefusedAsEnvoyDoes(t *testing.T) {
 		t.Errorf("plain request after the upgrade: %d", r.status)
 	}
 }
+
+// Request trailers go through the filter's trailer callback to the
+// upstream, after the whole body.
+func TestRequestTrailersReachUpstream(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = fmt.Fprintf(w, "%s|%s|%s", b, r.Trailer.Get("x-checksum"), r.Trailer.Get("x-abitest-trailers"))
+	}))
+	t.Cleanup(up.Close)
+	sp := newServerPKI(t)
+	g, _ := startGateway(t, gateway.Config{Wasm: wasm(t, abitestPkg), PluginConfig: []byte(`{}`), Workers: 1,
+		Certificate: sp.cert, Upstream: mustURL(t, up.URL)})
+	for _, h2 := range []bool{false, true} {
+		req, err := http.NewRequest("POST", gwURL(g, "/upload"), io.NopCloser(strings.NewReader("chunked body")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = -1
+		req.Trailer = http.Header{"X-Checksum": {"c0ffee"}}
+		resp, err := client(sp, nil, h2).Do(req)
+		if err != nil {
+			t.Fatalf("h2=%v: %v", h2, err)
+		}
+		r := readReply(t, resp)
+		if r.status != 200 || string(r.body) != "chunked body|c0ffee|1" {
+			t.Errorf("h2=%v: %d %q, want the body, the client's trailer and the filter's upstream", h2, r.status, r.body)
+		}
+	}
+}

@@ -337,12 +337,23 @@ func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http
 		target += "?" + rawQuery
 	}
 	var body io.Reader = http.NoBody
+	var fb *filteredBody
 	if hasBody {
-		body = &filteredBody{ctx: ctx, src: r.Body, s: s, done: rt.start}
+		fb = &filteredBody{ctx: ctx, src: r.Body, s: s, done: rt.start}
+		body = fb
 	}
 	out, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
 		return nil, fmt.Errorf("build upstream request: %w", err)
+	}
+	if fb != nil && len(r.Trailer) > 0 {
+		// Declared now (HTTP/1.1 announces them before the body); the
+		// values, as the filter leaves them, are filled in at the body's end.
+		out.Trailer = make(http.Header, len(r.Trailer))
+		for k := range r.Trailer {
+			out.Trailer[strings.ToLower(k)] = nil
+		}
+		fb.inTrailer, fb.outTrailer = r.Trailer, out.Trailer
 	}
 	out.Host = authority
 	// One map sized for the request and one array behind every single-valued
@@ -399,9 +410,12 @@ type filteredBody struct {
 	src  io.Reader
 	s    *hosttest.Stream
 	done func() // the client's request is complete
-	out  []byte
-	eof  bool
-	buf  [32 << 10]byte
+	// inTrailer is the client's request trailers (complete once src is at
+	// EOF); outTrailer the upstream request's, filled from the filter's.
+	inTrailer, outTrailer http.Header
+	out                   []byte
+	eof                   bool
+	buf                   [32 << 10]byte
 }
 
 var errRouteTimeout = errors.New("route timeout")
@@ -448,9 +462,20 @@ func (b *filteredBody) Read(p []byte) (int, error) {
 		if n == 0 && !end {
 			continue
 		}
-		a := b.s.RequestBody(b.buf[:n], end)
+		// Trailers, when the client sent any, end the stream instead of
+		// the body's last chunk, after their own callback (as in Envoy).
+		var trailers []abi.Header
+		if end && b.inTrailer != nil {
+			trailers = trailerList(b.inTrailer)
+		}
+		a := b.s.RequestBody(b.buf[:n], end && trailers == nil)
 		if b.s.LocalResponse() != nil {
 			return 0, errLocalReply
+		}
+		if trailers != nil {
+			if a = b.s.RequestTrailers(trailers); b.s.LocalResponse() != nil {
+				return 0, errLocalReply
+			}
 		}
 		if end {
 			b.eof = true
@@ -461,6 +486,12 @@ func (b *filteredBody) Read(p []byte) (int, error) {
 				}
 				if b.s.LocalResponse() != nil {
 					return 0, errLocalReply
+				}
+			}
+			if b.outTrailer != nil {
+				clear(b.outTrailer)
+				for _, t := range b.s.RequestTrailersNow() {
+					b.outTrailer[t.Key] = append(b.outTrailer[t.Key], t.Value)
 				}
 			}
 		}

@@ -458,6 +458,14 @@ func (s *Stream) ResponseHeadersNow() []abi.Header {
 	return s.respH.clone()
 }
 
+// RequestTrailersNow returns the request trailers as they stand (nil
+// before RequestTrailers).
+func (s *Stream) RequestTrailersNow() []abi.Header {
+	s.vm.mu.Lock()
+	defer s.vm.mu.Unlock()
+	return s.reqT.clone()
+}
+
 // ResponseTrailersNow returns the response trailers as they stand (nil
 // before ResponseTrailers).
 func (s *Stream) ResponseTrailersNow() []abi.Header {

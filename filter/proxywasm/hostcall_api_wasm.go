@@ -194,6 +194,7 @@ func GetHTTPRequestHeader(key string) (string, error) { return getMapValue(abi.M
 func AddHTTPRequestHeader(key, value string) error {
 	return addMapValue(abi.MapRequestHeaders, key, value)
 }
+
 // AddHTTPRequestHeaders adds hs in order: one host call each, as the ABI
 // has no batched add, but without Go calls per header around it (a call is
 // not cheap in Go's wasm port). It stops at the first failure, returning its
@@ -213,6 +214,9 @@ func ReplaceHTTPRequestHeader(key, value string) error {
 }
 func RemoveHTTPRequestHeader(key string) error  { return removeMapValue(abi.MapRequestHeaders, key) }
 func GetHTTPRequestTrailers() ([]Header, error) { return getMap(abi.MapRequestTrailers) }
+func AddHTTPRequestTrailer(key, value string) error {
+	return addMapValue(abi.MapRequestTrailers, key, value)
+}
 func GetHTTPResponseHeaders() ([]Header, error) { return getMap(abi.MapResponseHeaders) }
 func SetHTTPResponseHeaders(hs []Header) error  { return setMap(abi.MapResponseHeaders, hs) }
 func GetHTTPResponseHeader(key string) (string, error) {

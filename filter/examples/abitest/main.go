@@ -18,7 +18,8 @@
 //
 // Every request gets x-abitest-* headers describing what the filter saw. A
 // response carrying x-abitest-hold-body has its body held (buffered) until the
-// stream ends; response trailers get x-abitest-trailers with their count.
+// stream ends; request and response trailers get x-abitest-trailers with
+// their count.
 package main
 
 import (
@@ -270,6 +271,11 @@ func (s *stream) OnHTTPResponseBody(_ int, endOfStream bool) proxywasm.Action {
 	if s.holdBody && !endOfStream {
 		return proxywasm.ActionPause
 	}
+	return proxywasm.ActionContinue
+}
+
+func (s *stream) OnHTTPRequestTrailers(numTrailers int) proxywasm.Action {
+	_ = proxywasm.AddHTTPRequestTrailer("x-abitest-trailers", strconv.Itoa(numTrailers))
 	return proxywasm.ActionContinue
 }
 
