@@ -461,9 +461,12 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 }
 
 // EvaluateChain decides a chain (DER, leaf first) directly under the named
-// policy, bypassing header extraction and the cache. `mtlsgate verify` uses it;
-// the result carries no route and no RemoveHeaders.
-func (e *Engine) EvaluateChain(policyName string, ders [][]byte, now time.Time) (*Result, error) {
+// policy, bypassing header extraction and the cache, and then, when the
+// chain verified, the policy's profile rules for req (its method, source
+// address and requested-profile header), as EvaluateInto does for a live
+// request. `mtlsgate verify` uses it; the result carries no route and no
+// RemoveHeaders.
+func (e *Engine) EvaluateChain(policyName string, ders [][]byte, req *Request) (*Result, error) {
 	var p *compiledPolicy
 	for _, cp := range e.policies {
 		if cp.name == policyName || policyName == "" {
@@ -480,7 +483,13 @@ func (e *Engine) EvaluateChain(policyName string, ders [][]byte, now time.Time) 
 		res.fill(unavailable(p), false)
 		return res, nil
 	}
-	res.fill(p.render(verifyChain(&p.opts, t, ders, now)), false)
+	res.fill(p.render(verifyChain(&p.opts, t, ders, req.Now)), false)
+	if res.Decision == DecisionAllow {
+		e.authorize(p, res.e, req, res)
+	}
+	res.Time, res.Method, res.SourceAddress = req.Now, req.Method, req.SourceAddress
+	res.BundleVersion = e.BundleVersion()
+	res.ProfilesVersion = e.profiles.Load().describe()
 	return res, nil
 }
 

@@ -525,15 +525,15 @@ func TestRoutes(t *testing.T) {
 func TestEvaluateChain(t *testing.T) {
 	ch := must(testpki.NewChain(testpki.RSA2048, 3, testpki.Options{}))
 	e := newEngine(t, "", []*testpki.Cert{ch.Root})
-	r, err := e.EvaluateChain("p", [][]byte{ch.Leaf.DER, ch.Intermediates[0].DER}, now)
+	r, err := e.EvaluateChain("p", [][]byte{ch.Leaf.DER, ch.Intermediates[0].DER}, &Request{Now: now})
 	if err != nil || r.Decision != DecisionAllow {
 		t.Fatalf("%v %+v", err, r)
 	}
-	r, _ = e.EvaluateChain("", [][]byte{ch.Leaf.DER}, now)
+	r, _ = e.EvaluateChain("", [][]byte{ch.Leaf.DER}, &Request{Now: now})
 	if r.Reason != ReasonUntrustedChain {
 		t.Fatalf("reason %s", r.Reason)
 	}
-	if _, err := e.EvaluateChain("nope", nil, now); err == nil {
+	if _, err := e.EvaluateChain("nope", nil, &Request{Now: now}); err == nil {
 		t.Fatal("unknown policy accepted")
 	}
 }

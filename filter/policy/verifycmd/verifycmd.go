@@ -10,8 +10,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,17 +35,28 @@ func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
 const usage = `Usage: mtlsgate verify --ca FILE [--ca FILE...] --cert FILE [--chain FILE] [--crl FILE...]
-                       [--policy FILE] [--at RFC3339] [--output json]
+                       [--policy FILE [--policy-name NAME]] [--profiles FILE]
+                       [--method METHOD] [--source ADDRESS] [--requested-profile ID]
+                       [--at RFC3339] [--output json]
 
-Runs the mtls-auth-inbound policy on a client certificate as the filter would.
-  --ca       trusted CA certificate(s), PEM (repeatable)
-  --cert     client certificate, PEM; may also hold its intermediates (leaf first)
-  --chain    intermediate certificates, PEM
-  --crl      CRL, PEM (repeatable)
-  --policy   one policy object as in policies.json (default: default options)
-  --at       evaluate at this time instead of now (e.g. 2026-01-02T03:04:05Z)
-  --output   json for machine-readable output
-Exit status: 0 verified, 1 refused, 2 bad input.
+Runs the mtls-auth-inbound policy on a client certificate as the filter would,
+and, when the policy enforces profiles, the bound profile's rules.
+  --ca          trusted CA certificate(s), PEM (repeatable)
+  --cert        client certificate, PEM; may also hold its intermediates (leaf first)
+  --chain       intermediate certificates, PEM
+  --crl         CRL, PEM (repeatable)
+  --policy      one policy object as in policies.json, or a whole plugin
+                configuration (default: default options)
+  --policy-name the policy to use when --policy holds several
+  --profiles    profile set as 'mtlsgate profile set --file' takes it
+                ({"profiles": [...]}); replaces the configuration's profiles
+  --method      the request's method (default GET)
+  --source      the client's address, IP or IP:port (for profiles with sourceCIDRs)
+  --requested-profile
+                the profile the request names in the policy's requestedProfileHeader
+  --at          evaluate at this time instead of now (e.g. 2026-01-02T03:04:05Z)
+  --output      json for machine-readable output
+Exit status: 0 allowed, 1 refused, 2 bad input.
 `
 
 // Run executes the command; args exclude the "verify" word.
@@ -56,6 +69,11 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	certFile := fs.String("cert", "", "")
 	chainFile := fs.String("chain", "", "")
 	policyFile := fs.String("policy", "", "")
+	policyName := fs.String("policy-name", "", "")
+	profilesFile := fs.String("profiles", "", "")
+	method := fs.String("method", "GET", "")
+	source := fs.String("source", "", "")
+	requested := fs.String("requested-profile", "", "")
 	at := fs.String("at", "", "")
 	output := fs.String("output", "text", "")
 	if err := fs.Parse(args); err != nil {
@@ -73,6 +91,16 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(cas) == 0 || *certFile == "" {
 		return bad(stderr, "--ca and --cert are required; run 'mtlsgate verify --help'")
+	}
+	if *method == "" || strings.ToUpper(*method) != *method {
+		return bad(stderr, "--method "+strconv.Quote(*method)+" must be an upper-case HTTP method such as GET")
+	}
+	if *source != "" {
+		if _, err := netip.ParseAddrPort(*source); err != nil {
+			if _, err := netip.ParseAddr(*source); err != nil {
+				return bad(stderr, "--source "+strconv.Quote(*source)+" is not an IP address or IP:port (write 203.0.113.7 or [2001:db8::1]:443)")
+			}
+		}
 	}
 	now := time.Now()
 	if *at != "" {
@@ -115,29 +143,92 @@ func Run(args []string, stdout, stderr io.Writer) int {
 			ders = append(ders, b.Bytes)
 		}
 	}
-	pol := &policy.Policy{Name: "verify", Options: policy.DefaultOptions()}
-	if *policyFile != "" {
-		data, err := os.ReadFile(*policyFile)
-		if err != nil {
-			return bad(stderr, "cannot read --policy: "+err.Error())
-		}
-		if !gjson.ValidBytes(data) {
-			return bad(stderr, "--policy "+*policyFile+" is not valid JSON; it must hold one policy object as in policies.json")
-		}
-		if pol, err = policy.ParsePolicy(gjson.ParseBytes(data), "policy"); err != nil {
-			return bad(stderr, err.Error())
-		}
-	}
-	b := bundle.New(caEntries, crlEntries, nil, 0, now)
-	eng := policy.NewEngine(&policy.Config{Policies: []*policy.Policy{pol}})
-	if err := eng.SetBundle(b); err != nil {
-		return bad(stderr, err.Error())
-	}
-	res, err := eng.EvaluateChain(pol.Name, ders, now)
+	cfg, err := loadConfig(*policyFile, *policyName, *profilesFile)
 	if err != nil {
 		return bad(stderr, err.Error())
 	}
+	pol := cfg.Policies[0]
+	if pol.Options.ProfileAuthorization && !cfg.ProfilesDefined {
+		return bad(stderr, "policy "+strconv.Quote(pol.Name)+" enforces profiles but no profile set was given; add --profiles FILE (the file 'mtlsgate profile set --file' takes)")
+	}
+	b := bundle.New(caEntries, crlEntries, nil, 0, now)
+	eng := policy.NewEngine(cfg)
+	if err := eng.SetBundle(b); err != nil {
+		return bad(stderr, err.Error())
+	}
+	req := &policy.Request{Method: *method, SourceAddress: *source, Now: now}
+	if *requested != "" {
+		req.Headers = []policy.Header{{Key: pol.Options.RequestedProfileHeader, Value: *requested}}
+	}
+	res, err := eng.EvaluateChain(pol.Name, ders, req)
+	if err != nil {
+		return bad(stderr, err.Error())
+	}
+	if res.Reason == policy.ReasonIPNotAllowed && *source == "" {
+		return bad(stderr, "profile "+strconv.Quote(res.ProfileID)+" admits only some source addresses (sourceCIDRs); add --source with the client's address")
+	}
 	return report(res, *output, stdout)
+}
+
+// loadConfig builds the engine configuration verify runs: one policy, from
+// a policy object or picked from a whole plugin configuration, and the
+// profile set from --profiles or else from that configuration.
+func loadConfig(policyFile, policyName, profilesFile string) (*policy.Config, error) {
+	cfg := &policy.Config{Policies: []*policy.Policy{{Name: "verify", Options: policy.DefaultOptions()}}}
+	if policyFile != "" {
+		data, err := os.ReadFile(policyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read --policy: %w", err)
+		}
+		if !gjson.ValidBytes(data) {
+			return nil, errors.New("--policy " + policyFile + " is not valid JSON; it must hold one policy object as in policies.json, or a plugin configuration")
+		}
+		doc := gjson.ParseBytes(data)
+		if doc.Get("policies").Exists() {
+			if cfg, err = policy.ParseConfig(data); err != nil {
+				return nil, fmt.Errorf("--policy %s: %w", policyFile, err)
+			}
+		} else {
+			p, err := policy.ParsePolicy(doc, "policy")
+			if err != nil {
+				return nil, fmt.Errorf("--policy %s: %w", policyFile, err)
+			}
+			cfg.Policies[0] = p
+		}
+	}
+	if len(cfg.Policies) == 0 {
+		return nil, errors.New("--policy " + policyFile + " holds no policy")
+	}
+	var names []string
+	for _, p := range cfg.Policies {
+		if p.Name == policyName || policyName == "" && len(cfg.Policies) == 1 {
+			cfg.Policies = []*policy.Policy{p}
+			names = nil
+			break
+		}
+		names = append(names, strconv.Quote(p.Name))
+	}
+	if names != nil {
+		if policyName == "" {
+			return nil, errors.New("--policy " + policyFile + " holds several policies; pick one with --policy-name (one of " + strings.Join(names, ", ") + ")")
+		}
+		return nil, errors.New("--policy-name " + strconv.Quote(policyName) + " is not in " + policyFile + " (it holds " + strings.Join(names, ", ") + ")")
+	}
+	// Routes and the sidecar source do not apply to one offline decision.
+	cfg.Routes = nil
+	cfg.TrustBundle = policy.TrustBundleConfig{}
+	if profilesFile != "" {
+		data, err := os.ReadFile(profilesFile)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read --profiles: %w", err)
+		}
+		list, err := bundle.ParseProfileFile(data)
+		if err != nil {
+			return nil, fmt.Errorf("--profiles %s: %w", profilesFile, err)
+		}
+		cfg.Profiles, cfg.ProfilesDefined = list, true
+	}
+	return cfg, nil
 }
 
 func bad(stderr io.Writer, msg string) int {
@@ -182,10 +273,20 @@ type jsonReport struct {
 	FilterDecision string            `json:"filterDecision"`
 	Detail         string            `json:"detail,omitempty"`
 	Headers        map[string]string `json:"headers"`
+	// The identity the certificate binds and the profile rules applied;
+	// empty when the chain did not verify.
+	ClientID         string `json:"clientId,omitempty"`
+	ProfileID        string `json:"profileId,omitempty"`
+	RequestedProfile string `json:"requestedProfile,omitempty"`
+	Profiles         string `json:"profiles,omitempty"`
 }
 
 func report(res *policy.Result, output string, w io.Writer) int {
-	rep := jsonReport{Decision: "deny", Status: 401, Reason: string(res.Reason), FilterDecision: res.Decision, Detail: res.Detail(), Headers: map[string]string{}}
+	rep := jsonReport{Decision: "deny", Status: 401, Reason: string(res.Reason), FilterDecision: res.Decision, Detail: res.Detail(), Headers: map[string]string{},
+		ClientID: res.ClientID, ProfileID: res.ProfileID, RequestedProfile: res.RequestedProfile}
+	if res.ProfilesVersion != "none" {
+		rep.Profiles = res.ProfilesVersion
+	}
 	code := ExitDenied
 	if res.Decision == policy.DecisionAllow {
 		rep.Decision, rep.Status, code = "allow", 200, ExitAllowed
@@ -213,6 +314,11 @@ func report(res *policy.Result, output string, w io.Writer) int {
 	}
 	if rep.Detail != "" {
 		fmt.Fprintf(w, "detail:   %s\n", rep.Detail)
+	}
+	for _, l := range [][2]string{{"client:  ", rep.ClientID}, {"profile: ", rep.ProfileID}, {"requested:", rep.RequestedProfile}, {"profiles:", rep.Profiles}} {
+		if l[1] != "" {
+			fmt.Fprintf(w, "%s %s\n", l[0], l[1])
+		}
 	}
 	keys := make([]string, 0, len(rep.Headers))
 	for k := range rep.Headers {

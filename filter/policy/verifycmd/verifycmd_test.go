@@ -2,6 +2,7 @@ package verifycmd
 
 import (
 	"bytes"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -93,10 +94,100 @@ func TestVerifyBadInput(t *testing.T) {
 		{"--ca", ca, "--cert", cert, "--policy", badPolicy},
 		{"--ca", ca, "--cert", cert, "--output", "yaml"},
 		{"--ca", ca, "--cert", cert, "--bogus"},
+		{"--ca", ca, "--cert", cert, "--method", "get"},
+		{"--ca", ca, "--cert", cert, "--source", "somewhere"},
+		{"--ca", ca, "--cert", cert, "--profiles", badPolicy},
 	} {
 		code, _, errOut := run(args...)
 		if code != ExitBadInput || strings.Count(strings.TrimSpace(errOut), "\n") != 0 || !strings.HasPrefix(errOut, "mtlsgate verify: ") {
 			t.Errorf("%v: exit %d, stderr %q", args, code, errOut)
 		}
+	}
+}
+
+// TestVerifyProfiles runs verify on the repository's own profile example:
+// the plugin configuration policies/profiles.json and the sidecar's profile
+// file policies/profiles/profiles.json.
+func TestVerifyProfiles(t *testing.T) {
+	dir := t.TempDir()
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "partners CA"}))
+	leaf := func(cn, ou string) string {
+		c := testpki.Must(root.Issue(testpki.Options{Subject: pkix.Name{CommonName: cn, OrganizationalUnit: []string{ou}}}))
+		return write(t, dir, cn+"-"+ou+".pem", c.PEM())
+	}
+	ca := write(t, dir, "ca.pem", root.PEM())
+	acme := leaf("acme-mobile", "partner-prod")
+	config := filepath.Join("..", "..", "..", "policies", "profiles.json")
+	profiles := filepath.Join("..", "..", "..", "policies", "profiles", "profiles.json")
+	base := []string{"--ca", ca, "--policy", config, "--output", "json"}
+
+	for _, c := range []struct {
+		name   string
+		args   []string
+		code   int
+		status int
+		reason string
+	}{
+		{"allowed from the profile's network", []string{"--cert", acme, "--source", "203.0.113.7:5000"}, ExitAllowed, 200, ""},
+		{"the sidecar's profile file", []string{"--cert", acme, "--source", "203.0.113.7", "--profiles", profiles, "--method", "POST"}, ExitAllowed, 200, ""},
+		{"method outside the profile", []string{"--cert", acme, "--source", "203.0.113.7", "--method", "DELETE"}, ExitDenied, 405, "METHOD_NOT_ALLOWED"},
+		{"address outside the profile", []string{"--cert", acme, "--source", "198.51.100.1"}, ExitDenied, 403, "IP_NOT_ALLOWED"},
+		{"names another profile", []string{"--cert", acme, "--source", "203.0.113.7", "--requested-profile", "partner-staging"}, ExitDenied, 403, "PROFILE_MISMATCH"},
+		{"client not bound", []string{"--cert", leaf("mallory", "partner-prod"), "--source", "203.0.113.7"}, ExitDenied, 403, "CLIENT_NOT_ALLOWED"},
+		{"glob-bound client", []string{"--cert", leaf("globex-eu", "partner-prod"), "--source", "[2001:db8::5]:443"}, ExitAllowed, 200, ""},
+		{"unknown profile", []string{"--cert", leaf("acme-mobile", "partner-test")}, ExitDenied, 403, "PROFILE_UNKNOWN"},
+		{"any client, GET only", []string{"--cert", leaf("someone", "partner-staging")}, ExitAllowed, 200, ""},
+	} {
+		code, out, errOut := run(append(append([]string{}, base...), c.args...)...)
+		if code != c.code {
+			t.Errorf("%s: exit %d, want %d: %s%s", c.name, code, c.code, out, errOut)
+			continue
+		}
+		var rep jsonReport
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("%s: %v: %s", c.name, err, out)
+		}
+		if rep.Status != c.status || rep.Reason != c.reason || rep.Profiles != "config" || rep.ClientID == "" || rep.ProfileID == "" {
+			t.Errorf("%s: %+v", c.name, rep)
+		}
+	}
+
+	code, out, _ := run("--ca", ca, "--policy", config, "--cert", acme, "--source", "203.0.113.9", "--requested-profile", "partner-prod")
+	for _, want := range []string{"decision: allow", "client:   acme-mobile", "profile:  partner-prod", "requested: partner-prod", "profiles: config"} {
+		if code != ExitAllowed || !strings.Contains(out, want) {
+			t.Errorf("exit %d, %q missing from:\n%s", code, want, out)
+		}
+	}
+
+	// A profile with sourceCIDRs and no --source is a question verify
+	// cannot answer: bad input naming the flag, not a denial.
+	if code, _, errOut := run("--ca", ca, "--policy", config, "--cert", acme); code != ExitBadInput || !strings.Contains(errOut, "--source") {
+		t.Errorf("no --source: exit %d, %q", code, errOut)
+	}
+	// Enforcing profiles with no set to enforce.
+	enforce := write(t, dir, "enforce.json", []byte(`{"name":"p","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{"profileAuthorization":"enforce"}}}`))
+	if code, _, errOut := run("--ca", ca, "--policy", enforce, "--cert", acme); code != ExitBadInput || !strings.Contains(errOut, "--profiles") {
+		t.Errorf("no profile set: exit %d, %q", code, errOut)
+	}
+	if code, out, _ := run("--ca", ca, "--policy", enforce, "--profiles", profiles, "--cert", acme, "--source", "203.0.113.1"); code != ExitAllowed {
+		t.Errorf("policy object + --profiles: exit %d: %s", code, out)
+	}
+	// Several policies: --policy-name picks one.
+	two := write(t, dir, "two.json", []byte(`{"policies":[
+		{"name":"open","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{}}},
+		{"name":"pinned","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{"certIssuerDN":"CN=other"}}}],
+		"routes":[{"name":"a","pathPrefix":"/a/","policy":"open"},{"name":"b","pathPrefix":"/b/","policy":"pinned"}],
+		"trustBundle":{"cluster":"mtlsgate_sidecar"}}`))
+	if code, _, errOut := run("--ca", ca, "--policy", two, "--cert", acme); code != ExitBadInput || !strings.Contains(errOut, `"open", "pinned"`) {
+		t.Errorf("two policies, no name: exit %d, %q", code, errOut)
+	}
+	if code, out, _ := run("--ca", ca, "--policy", two, "--policy-name", "pinned", "--cert", acme); code != ExitDenied || !strings.Contains(out, "ISSUER_DN_MISMATCH") {
+		t.Errorf("--policy-name pinned: exit %d: %s", code, out)
+	}
+	if code, out, _ := run("--ca", ca, "--policy", two, "--policy-name", "open", "--cert", acme); code != ExitAllowed {
+		t.Errorf("--policy-name open: exit %d: %s", code, out)
+	}
+	if code, _, errOut := run("--ca", ca, "--policy", two, "--policy-name", "nope", "--cert", acme); code != ExitBadInput || !strings.Contains(errOut, "nope") {
+		t.Errorf("--policy-name nope: exit %d, %q", code, errOut)
 	}
 }
