@@ -205,6 +205,9 @@ func (s *server) caView(ca store.CA, crls []store.CRL, now time.Time) api.CACert
 }
 
 func source(c store.CRL) string {
+	if c.ManagedBy != "" {
+		return c.ManagedBy
+	}
 	if c.URL == "" {
 		return "file"
 	}
@@ -294,7 +297,23 @@ func (s *server) updateCA(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// managedCA refuses a change to a CA the trust directory keeps: the next
+// read of the directory would undo it.
+func (s *server) managedCA(id string) error {
+	ca, err := s.Store.GetCA(id)
+	if err != nil {
+		return err
+	}
+	if ca.ManagedBy == store.ManagedByTrustDir {
+		return problem.Conflict("managed_by_trust_dir", "CA %s (%s) comes from the trust directory (serve --trust-dir): remove its file from the directory, or from the Secret mounted there, instead; it would be added again at the next read", ca.ID, ca.Subject)
+	}
+	return nil
+}
+
 func (s *server) deleteCA(w http.ResponseWriter, r *http.Request) error {
+	if err := s.managedCA(r.PathValue("id")); err != nil {
+		return err
+	}
 	ca, crlIDs, err := s.Store.DeleteCA(r.PathValue("id"))
 	if err != nil {
 		return err
@@ -406,7 +425,7 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	old, err := s.Store.GetCRL(r.PathValue("id"))
+	old, err := s.managedCRL(r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -445,7 +464,22 @@ func orDash(s string) string {
 
 func ts(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
+// managedCRL is managedCA for a revocation list.
+func (s *server) managedCRL(id string) (store.CRL, error) {
+	c, err := s.Store.GetCRL(id)
+	if err != nil {
+		return c, err
+	}
+	if c.ManagedBy == store.ManagedByTrustDir {
+		return c, problem.Conflict("managed_by_trust_dir", "CRL %s comes from the trust directory (serve --trust-dir): change or remove its file there instead; the next read of the directory would undo this", c.ID)
+	}
+	return c, nil
+}
+
 func (s *server) deleteCRL(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.managedCRL(r.PathValue("id")); err != nil {
+		return err
+	}
 	c, err := s.Store.DeleteCRL(r.PathValue("id"))
 	if err != nil {
 		return err

@@ -26,7 +26,7 @@ var EnvironmentTypes = []string{"development", "preview", "production"}
 // CRLState summarises a CA's revocation list in CA documents.
 type CRLState struct {
 	ID         string    `json:"id"`
-	Source     string    `json:"source"` // "file" or the URL
+	Source     string    `json:"source"` // "file", the URL, or "trust-dir"
 	NextUpdate time.Time `json:"nextUpdate,omitzero"`
 	Stale      bool      `json:"stale"`
 	LastError  string    `json:"lastError,omitempty"`

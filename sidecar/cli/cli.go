@@ -106,9 +106,14 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.Environment, "environment", daemon.DefaultEnvironment, "environment whose outbound certificates this sidecar serves (development, preview, production)")
 	fs.DurationVar(&cfg.CRLMinInterval, "crl-refresh-min-interval", 30*time.Second, "shortest time between two downloads of a CRL URL (and retry delay)")
 	fs.DurationVar(&cfg.CRLMaxInterval, "crl-refresh-max-interval", time.Hour, "longest time between two downloads of a CRL URL")
+	fs.StringVar(&cfg.TrustDir, "trust-dir", "", "directory of CA certificate and CRL PEM files (e.g. a mounted Kubernetes Secret) the store follows; CAs and CRLs added through the admin API are left alone")
+	fs.DurationVar(&cfg.TrustDirInterval, "trust-dir-interval", daemon.DefaultTrustDirInterval, "how often --trust-dir is read")
 	fs.Var(&out, "output", "ready line format: table or json")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
+	}
+	if cfg.TrustDirInterval <= 0 {
+		return fmt.Errorf("--trust-dir-interval must be positive, e.g. 10s")
 	}
 	valid := false
 	for _, e := range api.EnvironmentTypes {

@@ -29,6 +29,7 @@ import (
 	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
 	"github.com/mtlsgate/mtlsgate/sidecar/sds"
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
+	"github.com/mtlsgate/mtlsgate/sidecar/trustdir"
 )
 
 // Defaults. The ports sit clear of Envoy's customary 9901 (admin), 10000 and
@@ -40,6 +41,9 @@ const (
 	DefaultDataDir      = "mtlsgate-data"
 	DefaultEnvironment  = "development"
 	TokenFileName       = "admin-token"
+	// DefaultTrustDirInterval is how often --trust-dir is read. The kubelet
+	// refreshes a mounted Secret within about a minute; this adds little.
+	DefaultTrustDirInterval = 10 * time.Second
 )
 
 // Config is the serve command's configuration.
@@ -53,7 +57,11 @@ type Config struct {
 	Environment       string
 	CRLMinInterval    time.Duration
 	CRLMaxInterval    time.Duration
-	Log               *slog.Logger
+	// TrustDir, when set, is a directory of CA and CRL PEM files the store
+	// follows (see package trustdir), read every TrustDirInterval.
+	TrustDir         string
+	TrustDirInterval time.Duration
+	Log              *slog.Logger
 	// Ready, if set, is called once every listener is up, with their
 	// addresses (useful with port 0).
 	Ready func(Addrs)
@@ -232,6 +240,27 @@ func Run(ctx context.Context, cfg Config) error {
 	publish()
 	st.SetOnChange(publish)
 
+	var syncer *trustdir.Syncer
+	if cfg.TrustDir != "" {
+		syncer = &trustdir.Syncer{Dir: cfg.TrustDir, Store: st, Log: log, OnResult: func(err error) {
+			if err != nil {
+				m.TrustDirInSync.Set(0)
+				return
+			}
+			m.TrustDirInSync.Set(1)
+		}}
+		// Before the listeners: a new replica's first SDS answer and first
+		// bundle already carry the directory's CAs. A directory that cannot
+		// be applied stops the start, so a broken Secret shows up as a
+		// crash-looping container and not as a gateway refusing everyone.
+		res, err := syncer.Sync(true)
+		if err != nil {
+			return fmt.Errorf("%w (fix the file, or start without --trust-dir)", err)
+		}
+		log.Info("trust directory applied", "dir", cfg.TrustDir, "casAdded", res.CAsAdded, "casRemoved", res.CAsRemoved,
+			"crlsAdded", res.CRLsAdded, "crlsUpdated", res.CRLsUpdated, "crlsRemoved", res.CRLsRemoved)
+	}
+
 	refresher := &crlrefresh.Refresher{
 		Store: st, Client: &http.Client{Timeout: 30 * time.Second}, Log: log, M: m,
 		MinInterval: cfg.CRLMinInterval, MaxInterval: cfg.CRLMaxInterval, Republish: publish,
@@ -259,6 +288,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	go refresher.Run(runCtx)
+	if syncer != nil {
+		interval := cfg.TrustDirInterval
+		if interval <= 0 {
+			interval = DefaultTrustDirInterval
+		}
+		go syncer.Run(runCtx, interval)
+	}
 
 	h := admin.New(admin.Config{
 		Store: st, Tracker: tracker, Environment: cfg.Environment, Token: token, Log: log, Metrics: m,

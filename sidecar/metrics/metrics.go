@@ -18,6 +18,7 @@ type Metrics struct {
 	StaleCRLs      prometheus.Gauge
 	MTLSCerts      prometheus.Gauge
 	SDSStreams     prometheus.Gauge
+	TrustDirInSync prometheus.Gauge
 }
 
 // New creates and registers the instruments.
@@ -41,9 +42,11 @@ func New() *Metrics {
 		StaleCRLs:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_crls_stale", Help: "CRLs whose nextUpdate has passed."}),
 		MTLSCerts:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_mtls_certificates_served", Help: "Outbound certificates published over SDS."}),
 		SDSStreams:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_sds_streams", Help: "Open SDS streams."}),
+		TrustDirInSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_trust_dir_in_sync",
+			Help: "1 when the last read of --trust-dir was applied, 0 when it was refused (the previous state stays in force)."}),
 	}
 	m.Registry.MustRegister(m.AdminRequests, m.Changes, m.PublishSeconds, m.CRLFetches,
-		m.CACertificates, m.StaleCRLs, m.MTLSCerts, m.SDSStreams,
+		m.CACertificates, m.StaleCRLs, m.MTLSCerts, m.SDSStreams, m.TrustDirInSync,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

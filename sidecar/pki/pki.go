@@ -45,7 +45,7 @@ func ValidName(name string) error {
 			if i == 0 && unicode.IsDigit(r) {
 				return problem.Invalid("invalid_name", "name %q starts with a digit: a name must be a JavaScript identifier (letters, digits, _ and $, not starting with a digit), e.g. ca_%s", name, name)
 			}
-			return problem.Invalid("invalid_name", "name %q contains %q: a name must be a JavaScript identifier (letters, digits, _ and $, not starting with a digit); try %q", name, string(r), suggest(name))
+			return problem.Invalid("invalid_name", "name %q contains %q: a name must be a JavaScript identifier (letters, digits, _ and $, not starting with a digit); try %q", name, string(r), SuggestName(name))
 		}
 	}
 	if reserved[name] {
@@ -54,7 +54,9 @@ func ValidName(name string) error {
 	return nil
 }
 
-func suggest(name string) string {
+// SuggestName turns s into a valid name by replacing what ValidName refuses
+// with underscores (and prefixing one to a leading digit).
+func SuggestName(name string) string {
 	var b strings.Builder
 	for i, r := range name {
 		switch {

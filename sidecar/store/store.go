@@ -65,9 +65,16 @@ type CA struct {
 	NotBefore   time.Time `json:"notBefore"`
 	NotAfter    time.Time `json:"notAfter"`
 	SelfSigned  bool      `json:"selfSigned"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
+	// ManagedBy is ManagedByTrustDir for a CA the trust directory put here
+	// (the directory adds and removes it, the admin API does not); empty for
+	// one created through the admin API.
+	ManagedBy string    `json:"managedBy,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
+
+// ManagedByTrustDir marks records kept in step with `serve --trust-dir`.
+const ManagedByTrustDir = "trust-dir"
 
 // CRL is a revocation list attached to one CA.
 type CRL struct {
@@ -84,8 +91,10 @@ type CRL struct {
 	LastFetchAt time.Time `json:"lastFetchAt,omitzero"`
 	LastError   string    `json:"lastError,omitempty"`
 	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
+	// ManagedBy is ManagedByTrustDir for a list read from the trust directory.
+	ManagedBy string    `json:"managedBy,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // Stale reports whether the list's nextUpdate has passed.

@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"io"
+	"math/big"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+	"github.com/mtlsgate/mtlsgate/sidecar/api"
+	"github.com/mtlsgate/mtlsgate/sidecar/sds"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
+)
+
+// TestTrustDir runs `serve --trust-dir` as a gateway replica with a mounted
+// Secret would: the directory's CAs are in the first SDS answer and bundle,
+// later edits reach both, the admin API cannot delete what the directory
+// keeps, and a broken file changes nothing.
+func TestTrustDir(t *testing.T) {
+	dir := t.TempDir()
+	put := func(name string, data []byte) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Secret CA A"}))
+	b := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Secret CA B"}))
+	leaf := testpki.Must(a.Issue(testpki.Options{CommonName: "revoked client"}))
+	put("ca.crt", a.PEM())
+
+	p := startServe(t, t.TempDir(), "--trust-dir", dir, "--trust-dir-interval", "100ms")
+	c := newSotW(t, p.addrs.SDS, "envoy", "edge", sds.ClientCASecret)
+	if first := trustedCA(c.next("initial")); !strings.Contains(first, strings.TrimSpace(string(a.PEM()))) {
+		t.Fatalf("first SDS answer lacks the directory's CA:\n%s", first)
+	}
+	if bd := getBundle(t, p); len(bd.CACertificates) != 1 {
+		t.Fatalf("bundle CAs %+v", bd.CACertificates)
+	}
+	var cas []api.CACertificate
+	p.runJSON(t, &cas, "ca-certificate", "list")
+	if len(cas) != 1 || cas[0].ManagedBy != store.ManagedByTrustDir {
+		t.Fatalf("listed %+v", cas)
+	}
+
+	// The admin API refuses to delete it, saying where to change it.
+	if r := p.run("ca-certificate", "delete", "--cert-id", cas[0].ID); r.code == 0 || !strings.Contains(r.stderr, "trust directory") {
+		t.Fatalf("delete of a managed CA: %d %s", r.code, r.stderr)
+	}
+
+	// A second CA and a CRL arrive with the next read.
+	put("ca-b.pem", b.PEM())
+	put("ca.crl", testpki.Must(a.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{leaf}, Number: big.NewInt(3)})))
+	pushed := c.until("second CA and CRL", func(x push) bool {
+		return strings.Contains(trustedCA(x), strings.TrimSpace(string(b.PEM()))) && crlOf(x) != ""
+	})
+	if !strings.Contains(trustedCA(pushed), strings.TrimSpace(string(a.PEM()))) {
+		t.Fatal("CA A dropped when B was added")
+	}
+	var crls []api.CRL
+	p.runJSON(t, &crls, "crl", "list")
+	if len(crls) != 1 || crls[0].Source != "trust-dir" || crls[0].Number != "3" {
+		t.Fatalf("CRLs %+v", crls)
+	}
+	if r := p.run("crl", "delete", "--crl-id", crls[0].ID); r.code == 0 || !strings.Contains(r.stderr, "trust directory") {
+		t.Fatalf("delete of a managed CRL: %d %s", r.code, r.stderr)
+	}
+
+	// A broken file: nothing changes, the error is logged once, and the
+	// metric says the directory is out of step.
+	put("oops.pem", leaf.KeyPEM())
+	waitFor(t, "the refusal in the log", func() bool { return strings.Contains(p.stderr.String(), "holds a private key") })
+	if bd := getBundle(t, p); len(bd.CACertificates) != 2 || len(bd.CRLs) != 1 {
+		t.Fatalf("bundle changed by a refused directory: %d CAs, %d CRLs", len(bd.CACertificates), len(bd.CRLs))
+	}
+	if m := metricsText(t, p); !strings.Contains(m, "mtlsgate_trust_dir_in_sync 0") {
+		t.Fatalf("metrics:\n%s", m)
+	}
+	if err := os.Remove(filepath.Join(dir, "oops.pem")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Removing A's file withdraws A and its CRL; B stays.
+	if err := os.Remove(filepath.Join(dir, "ca.crt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "ca.crl")); err != nil {
+		t.Fatal(err)
+	}
+	c.until("CA A withdrawn", func(x push) bool {
+		return !strings.Contains(trustedCA(x), strings.TrimSpace(string(a.PEM()))) && crlOf(x) == ""
+	})
+	if bd := getBundle(t, p); len(bd.CACertificates) != 1 || len(bd.CRLs) != 0 {
+		t.Fatalf("bundle after removal: %d CAs, %d CRLs", len(bd.CACertificates), len(bd.CRLs))
+	}
+	if m := metricsText(t, p); !strings.Contains(m, "mtlsgate_trust_dir_in_sync 1") {
+		t.Fatalf("metrics:\n%s", m)
+	}
+}
+
+// TestTrustDirBrokenAtStart: a replica whose Secret holds a bad file does not
+// start serving an empty trust store; it exits saying which file.
+func TestTrustDirBrokenAtStart(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := tryServe(t, t.TempDir(), "--trust-dir", dir)
+	if err == nil || !strings.Contains(err.Error(), "ca.pem holds no PEM block") || !strings.Contains(err.Error(), "start without --trust-dir") {
+		t.Fatalf("start with a broken directory: %v", err)
+	}
+}
+
+// metricsText reads the admin listener's Prometheus exposition.
+func metricsText(t *testing.T, p *serveProc) string {
+	t.Helper()
+	resp, err := http.Get("http://" + p.addrs.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}

@@ -1,0 +1,334 @@
+package trustdir
+
+import (
+	"math/big"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+	"github.com/mtlsgate/mtlsgate/sidecar/pki"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
+)
+
+type fixture struct {
+	t     *testing.T
+	dir   string
+	store *store.Store
+	sync  *Syncer
+	// changes counts store writes, each of which republishes in the daemon.
+	changes int
+	// check, when set, runs after every store write: what the daemon would
+	// publish at that moment.
+	check func()
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{t: t, dir: filepath.Join(t.TempDir(), "trust")}
+	if err := os.Mkdir(f.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	st.SetOnChange(func() {
+		f.changes++
+		if f.check != nil {
+			f.check()
+		}
+	})
+	f.store = st
+	f.sync = &Syncer{Dir: f.dir, Store: st}
+	return f
+}
+
+func (f *fixture) write(name string, data []byte) {
+	f.t.Helper()
+	if err := os.WriteFile(filepath.Join(f.dir, name), data, 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) remove(name string) {
+	f.t.Helper()
+	if err := os.Remove(filepath.Join(f.dir, name)); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) syncOK() Result {
+	f.t.Helper()
+	res, err := f.sync.Sync(false)
+	if err != nil {
+		f.t.Fatalf("sync: %v", err)
+	}
+	return res
+}
+
+// cas returns the stored CAs' subjects and whether each is managed.
+func (f *fixture) cas() []string {
+	f.t.Helper()
+	list, err := f.store.ListCAs()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []string
+	for _, c := range list {
+		out = append(out, c.Subject+"|"+c.ManagedBy)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (f *fixture) crls() []store.CRL {
+	f.t.Helper()
+	list, err := f.store.ListCRLs()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return list
+}
+
+func root(t *testing.T, cn string) *testpki.Cert {
+	t.Helper()
+	return testpki.Must(testpki.NewRoot(testpki.Options{CommonName: cn}))
+}
+
+func crl(t *testing.T, ca *testpki.Cert, number int64, revoked ...*testpki.Cert) []byte {
+	t.Helper()
+	return testpki.Must(ca.CRL(testpki.CRLOptions{Number: big.NewInt(number), Revoked: revoked,
+		ThisUpdate: time.Now().Add(time.Duration(number-100) * time.Minute)}))
+}
+
+func eq(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("stored CAs:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestSyncFollowsTheDirectory(t *testing.T) {
+	f := newFixture(t)
+	a, b := root(t, "partners A"), root(t, "partners B")
+	// One CA added by an operator through the admin API's store call: the
+	// directory must never touch it.
+	manual := root(t, "manual")
+	if _, err := f.store.CreateCA(store.CA{Name: "manual", PEM: string(manual.PEM()), Subject: "CN=manual", Fingerprint: pki.Fingerprint(manual.DER)}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A Secret key holding two CAs in one file, and a CRL for one of them.
+	f.write("ca.crt", append(a.PEM(), b.PEM()...))
+	f.write("partners-a.crl", crl(t, a, 100))
+	if r := f.syncOK(); r != (Result{CAsAdded: 2, CRLsAdded: 1}) {
+		t.Fatalf("first sync: %+v", r)
+	}
+	eq(t, f.cas(), "CN=manual|", "CN=partners A|trust-dir", "CN=partners B|trust-dir")
+	if c := f.crls(); len(c) != 1 || c[0].Number != "100" || c[0].ManagedBy != store.ManagedByTrustDir {
+		t.Fatalf("CRLs: %+v", c)
+	}
+	list, _ := f.store.ListCAs()
+	for _, c := range list {
+		if c.ManagedBy != "" && (!strings.HasPrefix(c.Name, "ca_") || pki.ValidName(c.Name) != nil) {
+			t.Errorf("managed CA name %q: want ca_<fingerprint prefix>, a valid name", c.Name)
+		}
+	}
+
+	// Unchanged directory: nothing is written.
+	before := f.changes
+	if r := f.syncOK(); r.Changed() || f.changes != before {
+		t.Fatalf("unchanged directory wrote: %+v, %d writes", r, f.changes-before)
+	}
+
+	// A newer CRL replaces the list in place.
+	f.write("partners-a.crl", crl(t, a, 101, a))
+	if r := f.syncOK(); r != (Result{CRLsUpdated: 1}) {
+		t.Fatalf("CRL update: %+v", r)
+	}
+	if c := f.crls(); len(c) != 1 || c[0].Number != "101" || c[0].RevokedCount != 1 {
+		t.Fatalf("CRLs: %+v", c)
+	}
+
+	// Rotation in place: the file now holds a new A. The new one is added
+	// before the old one (and its CRL) goes.
+	a2 := root(t, "partners A")
+	f.write("ca.crt", append(a2.PEM(), b.PEM()...))
+	f.remove("partners-a.crl")
+	f.check = func() {
+		n := 0
+		for _, c := range f.cas() {
+			if strings.HasPrefix(c, "CN=partners A|") {
+				n++
+			}
+		}
+		if n == 0 {
+			t.Error("a write during rotation left no partners A CA to publish")
+		}
+	}
+	if r := f.syncOK(); r != (Result{CAsAdded: 1, CAsRemoved: 1, CRLsRemoved: 1}) {
+		t.Fatalf("rotation: %+v", r)
+	}
+	f.check = nil
+	eq(t, f.cas(), "CN=manual|", "CN=partners A|trust-dir", "CN=partners B|trust-dir")
+	if c := f.crls(); len(c) != 0 {
+		t.Fatalf("CRLs after rotation: %+v", c)
+	}
+	stored, _ := f.store.ListCAs()
+	for _, c := range stored {
+		if c.Subject == "CN=partners A" && c.Fingerprint != pki.Fingerprint(a2.DER) {
+			t.Fatal("old partners A still stored")
+		}
+	}
+
+	// Emptying the directory withdraws what it added, nothing else.
+	f.remove("ca.crt")
+	if r := f.syncOK(); r != (Result{CAsRemoved: 2}) {
+		t.Fatalf("empty directory: %+v", r)
+	}
+	eq(t, f.cas(), "CN=manual|")
+}
+
+// TestSyncAllOrNothing: a directory with any bad file changes nothing, and
+// says which file and what to do.
+func TestSyncAllOrNothing(t *testing.T) {
+	a, other := root(t, "partners A"), root(t, "other")
+	leaf := testpki.Must(a.Issue(testpki.Options{CommonName: "client"}))
+	inter := testpki.Must(a.Issue(testpki.Options{CommonName: "intermediate", CA: true}))
+	for _, c := range []struct {
+		name  string
+		files map[string][]byte
+		want  string
+	}{
+		{"client certificate", map[string][]byte{"client.pem": leaf.PEM()}, "client.pem"},
+		{"intermediate", map[string][]byte{"inter.pem": inter.PEM()}, "self-signed root"},
+		{"private key", map[string][]byte{"tls.key": leaf.KeyPEM()}, "private key"},
+		{"not PEM", map[string][]byte{"notes.txt": []byte("hello")}, "no PEM block"},
+		{"DER", map[string][]byte{"ca.der": a.DER}, "openssl x509 -inform der"},
+		{"same CA twice", map[string][]byte{"one.pem": a.PEM(), "two.pem": a.PEM()}, "same CA certificate"},
+		{"CRL of an unknown CA", map[string][]byte{"x.crl": crl(t, other, 1)}, "signed by none of the trusted CAs"},
+		{"two CRLs of one CA", map[string][]byte{"a1.crl": crl(t, a, 1), "a2.crl": crl(t, a, 2)}, "both hold a CRL"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.write("good.pem", a.PEM())
+			f.syncOK()
+			before := f.cas()
+			for n, d := range c.files {
+				f.write(n, d)
+			}
+			w := f.changes
+			_, err := f.sync.Sync(false)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one saying %q", err, c.want)
+			}
+			if f.changes != w {
+				t.Fatalf("%d writes from a refused directory", f.changes-w)
+			}
+			eq(t, f.cas(), before...)
+		})
+	}
+}
+
+func TestSyncRefusesAnOlderCRL(t *testing.T) {
+	f := newFixture(t)
+	a := root(t, "partners A")
+	f.write("a.pem", a.PEM())
+	f.write("a.crl", crl(t, a, 7))
+	f.syncOK()
+	f.write("a.crl", crl(t, a, 6))
+	if _, err := f.sync.Sync(false); err == nil || !strings.Contains(err.Error(), "older") {
+		t.Fatalf("older CRL: %v", err)
+	}
+	if c := f.crls(); len(c) != 1 || c[0].Number != "7" {
+		t.Fatalf("CRLs: %+v", c)
+	}
+}
+
+func TestSyncLeavesAdminCRLsAlone(t *testing.T) {
+	f := newFixture(t)
+	a := root(t, "partners A")
+	f.write("a.pem", a.PEM())
+	f.syncOK()
+	list, _ := f.store.ListCAs()
+	if _, err := f.store.CreateCRL(store.CRL{CAID: list[0].ID, PEM: string(crl(t, a, 1)), Number: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	f.write("a.crl", crl(t, a, 2))
+	if _, err := f.sync.Sync(false); err == nil || !strings.Contains(err.Error(), "crl delete") {
+		t.Fatalf("CRL over an admin one: %v", err)
+	}
+	// Removing the directory's files does not remove the admin CRL either
+	// (its CA goes, and the store takes the CA's lists with it).
+	f.remove("a.crl")
+	f.syncOK()
+	if c := f.crls(); len(c) != 1 || c[0].Number != "1" {
+		t.Fatalf("CRLs: %+v", c)
+	}
+}
+
+// TestSyncKubernetesSecretLayout reads a directory laid out as the kubelet
+// mounts a Secret: the keys are symlinks into a hidden, timestamped
+// directory that an update replaces by swapping the ..data link.
+func TestSyncKubernetesSecretLayout(t *testing.T) {
+	f := newFixture(t)
+	a, b := root(t, "partners A"), root(t, "partners B")
+	version := func(stamp string, files map[string][]byte) {
+		d := filepath.Join(f.dir, "..2026_12_01_"+stamp)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for n, data := range files {
+			if err := os.WriteFile(filepath.Join(d, n), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tmp := filepath.Join(f.dir, "..data_tmp")
+		if err := os.Symlink(filepath.Base(d), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(f.dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("01", map[string][]byte{"ca.crt": a.PEM()})
+	if err := os.Symlink(filepath.Join("..data", "ca.crt"), filepath.Join(f.dir, "ca.crt")); err != nil {
+		t.Fatal(err)
+	}
+	f.syncOK()
+	eq(t, f.cas(), "CN=partners A|trust-dir")
+	version("02", map[string][]byte{"ca.crt": b.PEM()})
+	f.syncOK()
+	eq(t, f.cas(), "CN=partners B|trust-dir")
+}
+
+func TestSyncSkipsExpiredCAs(t *testing.T) {
+	f := newFixture(t)
+	old := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}))
+	a := root(t, "partners A")
+	f.write("old.pem", old.PEM())
+	f.write("a.pem", a.PEM())
+	if r := f.syncOK(); r != (Result{CAsAdded: 1}) {
+		t.Fatalf("%+v", r)
+	}
+	eq(t, f.cas(), "CN=partners A|trust-dir")
+}
+
+func TestSyncMissingDirectory(t *testing.T) {
+	f := newFixture(t)
+	f.write("a.pem", root(t, "partners A").PEM())
+	f.syncOK()
+	if err := os.RemoveAll(f.dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.sync.Sync(false); err == nil || !strings.Contains(err.Error(), "--trust-dir") {
+		t.Fatalf("missing directory: %v", err)
+	}
+	// A directory that vanished is not an empty one: trust stays.
+	eq(t, f.cas(), "CN=partners A|trust-dir")
+}
