@@ -57,6 +57,10 @@ type deploymentSpec struct {
 			Volumes    []struct {
 				Name     string          `json:"name"`
 				EmptyDir json.RawMessage `json:"emptyDir,omitempty"`
+				Secret   *struct {
+					SecretName string `json:"secretName"`
+					Optional   bool   `json:"optional,omitempty"`
+				} `json:"secret,omitempty"`
 			} `json:"volumes"`
 		} `json:"spec"`
 	} `json:"template"`
@@ -69,6 +73,7 @@ type container struct {
 	VolumeMounts []struct {
 		Name      string `json:"name"`
 		MountPath string `json:"mountPath"`
+		ReadOnly  bool   `json:"readOnly,omitempty"`
 	} `json:"volumeMounts"`
 	Resources struct {
 		Requests map[string]string `json:"requests"`
@@ -427,8 +432,12 @@ func (f *istioFacts) checkDeployment(d *deploymentSpec) []error {
 		}
 	}
 	volumes := map[string]bool{}
+	secrets := map[string]bool{}
 	for _, v := range d.Template.Spec.Volumes {
 		volumes[v.Name] = true
+		if v.Secret != nil && v.Secret.SecretName != "" {
+			secrets[v.Name] = true
+		}
 	}
 	var sidecar *container
 	for i := range d.Template.Spec.Containers {
@@ -458,6 +467,20 @@ func (f *istioFacts) checkDeployment(d *deploymentSpec) []error {
 		if !volumes[m.Name] {
 			errs = append(errs, fmt.Errorf("Deployment patch: volumeMount %q has no volume", m.Name))
 		}
+	}
+	// The shared trust comes from a Secret mounted read-only at --trust-dir.
+	trustDir := ""
+	for i, a := range sidecar.Args {
+		if a == "--trust-dir" && i+1 < len(sidecar.Args) {
+			trustDir = sidecar.Args[i+1]
+		}
+	}
+	mounted := false
+	for _, m := range sidecar.VolumeMounts {
+		mounted = mounted || (m.MountPath == trustDir && m.ReadOnly && secrets[m.Name])
+	}
+	if trustDir == "" || !mounted {
+		errs = append(errs, fmt.Errorf("Deployment patch: --trust-dir %q must be the read-only mount of a Secret volume, so every replica starts with the same CAs", trustDir))
 	}
 	sc := sidecar.SecurityContext
 	if !sc.RunAsNonRoot || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || !slices.Contains(sc.Capabilities.Drop, "ALL") {
@@ -568,6 +591,8 @@ func TestIstioManifestsMutationsFail(t *testing.T) {
 		{"annotation not a ProxyConfig", "gateway-sidecar-patch.yaml", `"gatewayTopology"`, `"gatewayTopolgy"`, "not a valid ProxyConfig"},
 		{"unknown container field", "gateway-sidecar-patch.yaml", "mountPath: /var/lib/mtlsgate", "mountpath: /var/lib/mtlsgate", "mountpath"},
 		{"mount without volume", "gateway-sidecar-patch.yaml", "      - name: mtlsgate-data\n        emptyDir", "      - name: mtlsgate-state\n        emptyDir", "has no volume"},
+		{"trust dir not mounted", "gateway-sidecar-patch.yaml", "        - /etc/mtlsgate/trust\n", "        - /etc/mtlsgate/other\n", "--trust-dir"},
+		{"trust dir writable", "gateway-sidecar-patch.yaml", "          readOnly: true\n", "", "read-only mount of a Secret"},
 		{"privileged sidecar", "gateway-sidecar-patch.yaml", "allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true", "non-root"},
 	}
 	for _, tc := range cases {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
 	"github.com/mtlsgate/mtlsgate/sidecar/pki"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
 
 type multiFlag []string
@@ -287,7 +288,11 @@ func (c *cmd) describeCA(ca api.CACertificate) {
 			crl += ", last error: " + ca.CRL.LastError
 		}
 	}
-	c.fields("ID", ca.ID, "Name", ca.Name, "Subject", ca.Subject, "Issuer", ca.Issuer, "Self-signed root", yesNo(ca.SelfSigned),
+	from := "admin API"
+	if ca.ManagedBy == store.ManagedByTrustDir {
+		from = "trust directory (serve --trust-dir): change it there"
+	}
+	c.fields("ID", ca.ID, "Name", ca.Name, "Added by", from, "Subject", ca.Subject, "Issuer", ca.Issuer, "Self-signed root", yesNo(ca.SelfSigned),
 		"SHA-256 fingerprint", ca.Fingerprint, "Not before", ts(ca.NotBefore), "Not after", ts(ca.NotAfter),
 		"Created", ts(ca.CreatedAt), "Updated", ts(ca.UpdatedAt), "CRL", crl)
 }

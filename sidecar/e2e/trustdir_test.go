@@ -46,6 +46,9 @@ func TestTrustDir(t *testing.T) {
 		t.Fatalf("listed %+v", cas)
 	}
 
+	if r := p.run("ca-certificate", "describe", "--cert-id", cas[0].ID); r.code != 0 || !strings.Contains(r.stdout, "trust directory") {
+		t.Fatalf("describe: %d %s%s", r.code, r.stdout, r.stderr)
+	}
 	// The admin API refuses to delete it, saying where to change it.
 	if r := p.run("ca-certificate", "delete", "--cert-id", cas[0].ID); r.code == 0 || !strings.Contains(r.stderr, "trust directory") {
 		t.Fatalf("delete of a managed CA: %d %s", r.code, r.stderr)
