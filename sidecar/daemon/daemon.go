@@ -253,7 +253,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// bundle already carry the directory's CAs. A directory that cannot
 		// be applied stops the start, so a broken Secret shows up as a
 		// crash-looping container and not as a gateway refusing everyone.
-		res, err := syncer.Sync(true)
+		res, err := syncer.Sync()
 		if err != nil {
 			return fmt.Errorf("%w (fix the file, or start without --trust-dir)", err)
 		}

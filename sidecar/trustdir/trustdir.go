@@ -17,7 +17,6 @@ package trustdir
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -42,11 +41,9 @@ type Syncer struct {
 	Log   *slog.Logger
 	// Now is the clock certificates are checked against; nil means time.Now.
 	Now func() time.Time
-	// OnResult hears the outcome of every sync that read a new state of the
-	// directory (nil error: applied).
+	// OnResult hears the outcome of every sync (nil error: applied, or
+	// nothing to apply).
 	OnResult func(error)
-
-	last [sha256.Size]byte // digest of the last state applied
 }
 
 // Result counts what one sync changed.
@@ -79,16 +76,14 @@ type wantCRL struct {
 }
 
 // read returns the directory's regular files (symlinks followed, as a
-// Kubernetes Secret volume presents them), sorted by name, and their digest.
-// Names starting with "." are skipped: Kubernetes keeps its versioned copies
-// in ..data and ..<timestamp> beside the links.
-func (s *Syncer) read() ([]file, [sha256.Size]byte, error) {
-	var digest [sha256.Size]byte
+// Kubernetes Secret volume presents them), sorted by name. Names starting
+// with "." are skipped: Kubernetes keeps its versioned copies in ..data and
+// ..<timestamp> beside the links.
+func (s *Syncer) read() ([]file, error) {
 	entries, err := os.ReadDir(s.Dir)
 	if err != nil {
-		return nil, digest, fmt.Errorf("read --trust-dir: %w", err)
+		return nil, fmt.Errorf("read --trust-dir: %w", err)
 	}
-	h := sha256.New()
 	var files []file
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") {
@@ -97,22 +92,19 @@ func (s *Syncer) read() ([]file, [sha256.Size]byte, error) {
 		path := filepath.Join(s.Dir, e.Name())
 		fi, err := os.Stat(path)
 		if err != nil {
-			return nil, digest, fmt.Errorf("trust directory file %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("trust directory file %s: %w", e.Name(), err)
 		}
 		if !fi.Mode().IsRegular() {
 			continue
 		}
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return nil, digest, fmt.Errorf("trust directory file %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("trust directory file %s: %w", e.Name(), err)
 		}
 		files = append(files, file{e.Name(), data})
-		fmt.Fprintf(h, "%s\x00%d\x00", e.Name(), len(data))
-		h.Write(data)
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
-	copy(digest[:], h.Sum(nil))
-	return files, digest, nil
+	return files, nil
 }
 
 // parse splits the files into CAs and CRLs. Every PEM block must be a
@@ -182,19 +174,16 @@ func caName(file, fingerprint string) string {
 	return pki.SuggestName(base) + "_" + fp
 }
 
-// Sync applies the directory if it changed since the last applied state
-// (force applies it regardless).
-func (s *Syncer) Sync(force bool) (Result, error) {
-	files, digest, err := s.read()
-	if err != nil {
-		return Result{}, err
-	}
-	if !force && digest == s.last {
-		return Result{}, nil
-	}
-	res, err := s.apply(files)
+// Sync reads the directory and brings the store in line with it. It
+// compares with the store, not with the previous read, so the store follows
+// the directory even after changes made around it: a CA the directory lists
+// that had been added through the admin API too, and is deleted there, is
+// added back as the directory's. A store already in line gets no write.
+func (s *Syncer) Sync() (Result, error) {
+	files, err := s.read()
+	var res Result
 	if err == nil {
-		s.last = digest
+		res, err = s.apply(files)
 	}
 	if s.OnResult != nil {
 		s.OnResult(err)
@@ -444,7 +433,7 @@ func (s *Syncer) Run(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		_, err := s.Sync(false)
+		_, err := s.Sync()
 		switch {
 		case err == nil:
 			if lastErr != "" {

@@ -64,7 +64,7 @@ func (f *fixture) remove(name string) {
 
 func (f *fixture) syncOK() Result {
 	f.t.Helper()
-	res, err := f.sync.Sync(false)
+	res, err := f.sync.Sync()
 	if err != nil {
 		f.t.Fatalf("sync: %v", err)
 	}
@@ -223,7 +223,7 @@ func TestSyncAllOrNothing(t *testing.T) {
 				f.write(n, d)
 			}
 			w := f.changes
-			_, err := f.sync.Sync(false)
+			_, err := f.sync.Sync()
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want one saying %q", err, c.want)
 			}
@@ -242,7 +242,7 @@ func TestSyncRefusesAnOlderCRL(t *testing.T) {
 	f.write("a.crl", crl(t, a, 7))
 	f.syncOK()
 	f.write("a.crl", crl(t, a, 6))
-	if _, err := f.sync.Sync(false); err == nil || !strings.Contains(err.Error(), "older") {
+	if _, err := f.sync.Sync(); err == nil || !strings.Contains(err.Error(), "older") {
 		t.Fatalf("older CRL: %v", err)
 	}
 	if c := f.crls(); len(c) != 1 || c[0].Number != "7" {
@@ -260,7 +260,7 @@ func TestSyncLeavesAdminCRLsAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.write("a.crl", crl(t, a, 2))
-	if _, err := f.sync.Sync(false); err == nil || !strings.Contains(err.Error(), "crl delete") {
+	if _, err := f.sync.Sync(); err == nil || !strings.Contains(err.Error(), "crl delete") {
 		t.Fatalf("CRL over an admin one: %v", err)
 	}
 	// Removing the directory's files does not remove the admin CRL either
@@ -326,9 +326,33 @@ func TestSyncMissingDirectory(t *testing.T) {
 	if err := os.RemoveAll(f.dir); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.sync.Sync(false); err == nil || !strings.Contains(err.Error(), "--trust-dir") {
+	if _, err := f.sync.Sync(); err == nil || !strings.Contains(err.Error(), "--trust-dir") {
 		t.Fatalf("missing directory: %v", err)
 	}
 	// A directory that vanished is not an empty one: trust stays.
+	eq(t, f.cas(), "CN=partners A|trust-dir")
+}
+
+// TestSyncFollowsTheStore: a CA both the directory and the admin API added is
+// the admin's (not added twice); once the admin deletes theirs, the next read
+// adds the directory's.
+func TestSyncFollowsTheStore(t *testing.T) {
+	f := newFixture(t)
+	a := root(t, "partners A")
+	admin, err := f.store.CreateCA(store.CA{Name: "by_hand", PEM: string(a.PEM()), Subject: "CN=partners A", Fingerprint: pki.Fingerprint(a.DER)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.write("a.pem", a.PEM())
+	if r := f.syncOK(); r.Changed() {
+		t.Fatalf("CA already stored by hand was added again: %+v", r)
+	}
+	eq(t, f.cas(), "CN=partners A|")
+	if _, _, err := f.store.DeleteCA(admin.ID); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.syncOK(); r != (Result{CAsAdded: 1}) {
+		t.Fatalf("after the admin copy went: %+v", r)
+	}
 	eq(t, f.cas(), "CN=partners A|trust-dir")
 }
