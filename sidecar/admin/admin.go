@@ -8,10 +8,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -258,16 +256,7 @@ func (s *server) createCA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ca, err := s.Store.CreateCA(store.CA{
-		Name:        req.Name,
-		PEM:         string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})),
-		Subject:     pki.DN(c.RawSubject),
-		Issuer:      pki.DN(c.RawIssuer),
-		Fingerprint: pki.Fingerprint(c.Raw),
-		NotBefore:   c.NotBefore.UTC(),
-		NotAfter:    c.NotAfter.UTC(),
-		SelfSigned:  pki.SelfSigned(c),
-	})
+	ca, err := s.Store.CreateCA(pki.CARecord(req.Name, c, ""))
 	if err != nil {
 		return err
 	}
@@ -389,13 +378,9 @@ func (s *server) loadCRL(ctx context.Context, caID string, data []byte, rawURL s
 	if err != nil {
 		return store.CRL{}, err
 	}
-	b, _ := pem.Decode([]byte(ca.PEM))
-	if b == nil {
-		return store.CRL{}, fmt.Errorf("stored CA %s has no PEM block", ca.ID)
-	}
-	caCert, err := x509.ParseCertificate(b.Bytes)
+	caCert, err := ca.Certificate()
 	if err != nil {
-		return store.CRL{}, fmt.Errorf("parse stored CA %s: %w", ca.ID, err)
+		return store.CRL{}, err
 	}
 	rec := store.CRL{CAID: ca.ID}
 	if rawURL != "" {

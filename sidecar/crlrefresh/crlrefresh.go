@@ -7,8 +7,6 @@ package crlrefresh
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -187,13 +185,9 @@ func (r *Refresher) download(ctx context.Context, c store.CRL) error {
 	if err != nil {
 		return err
 	}
-	b, _ := pem.Decode([]byte(ca.PEM))
-	if b == nil {
-		return errors.New("stored CA has no PEM block")
-	}
-	caCert, err := x509.ParseCertificate(b.Bytes)
+	caCert, err := ca.Certificate()
 	if err != nil {
-		return fmt.Errorf("parse stored CA: %w", err)
+		return err
 	}
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -152,17 +152,27 @@ func stats(ds []time.Duration) string {
 
 func getBundle(t *testing.T, p *serveProc) *bundle.Bundle {
 	t.Helper()
-	resp, err := http.Get("http://" + p.addrs.Bundle + "/v1/bundle")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body := httpBody(t, "http://"+p.addrs.Bundle+"/v1/bundle")
 	b, err := bundle.Parse(body)
 	if err != nil {
 		t.Fatalf("bundle %s: %v", body, err)
 	}
 	return b
+}
+
+// httpBody GETs url and returns the body, whatever the status.
+func httpBody(t *testing.T, url string) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
 }
 
 func TestBundleETag(t *testing.T) {

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"io"
 	"math/big"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,14 +118,5 @@ func TestTrustDirBrokenAtStart(t *testing.T) {
 // metricsText reads the admin listener's Prometheus exposition.
 func metricsText(t *testing.T, p *serveProc) string {
 	t.Helper()
-	resp, err := http.Get("http://" + p.addrs.Admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(body)
+	return string(httpBody(t, "http://"+p.addrs.Admin+"/metrics"))
 }

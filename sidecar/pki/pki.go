@@ -17,6 +17,7 @@ import (
 	"unicode"
 
 	"github.com/mtlsgate/mtlsgate/sidecar/problem"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
 
 // reserved are the ECMAScript reserved words; they are not valid identifiers,
@@ -170,6 +171,21 @@ func CA(data []byte, allowIntermediate bool, now time.Time) (*x509.Certificate, 
 		return nil, problem.Invalid("not_a_root", "%q is an intermediate CA issued by %q: upload the self-signed root that anchors it (subject equals issuer in `openssl x509 -in FILE -noout -subject -issuer -nameopt RFC2253`), or pass --allow-intermediate to anchor trust at this intermediate", DN(c.RawSubject), DN(c.RawIssuer))
 	}
 	return c, nil
+}
+
+// CARecord is the store record of a checked CA certificate (see CA).
+func CARecord(name string, c *x509.Certificate, managedBy string) store.CA {
+	return store.CA{
+		Name:        name,
+		PEM:         string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})),
+		Subject:     DN(c.RawSubject),
+		Issuer:      DN(c.RawIssuer),
+		Fingerprint: Fingerprint(c.Raw),
+		NotBefore:   c.NotBefore.UTC(),
+		NotAfter:    c.NotAfter.UTC(),
+		SelfSigned:  SelfSigned(c),
+		ManagedBy:   managedBy,
+	}
 }
 
 // SelfSigned reports whether c is its own issuer with a valid self-signature.

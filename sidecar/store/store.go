@@ -12,9 +12,11 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -71,6 +73,19 @@ type CA struct {
 	ManagedBy string    `json:"managedBy,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// Certificate parses the stored PEM.
+func (c CA) Certificate() (*x509.Certificate, error) {
+	b, _ := pem.Decode([]byte(c.PEM))
+	if b == nil {
+		return nil, fmt.Errorf("stored CA %s has no PEM block", c.ID)
+	}
+	cert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse stored CA %s: %w", c.ID, err)
+	}
+	return cert, nil
 }
 
 // ManagedByTrustDir marks records kept in step with `serve --trust-dir`.

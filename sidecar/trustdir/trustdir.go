@@ -241,7 +241,7 @@ func (s *Syncer) apply(files []file) (Result, error) {
 		if c.ManagedBy == store.ManagedByTrustDir && !wanted[c.Fingerprint] {
 			continue
 		}
-		cert, err := parseStored(c)
+		cert, err := c.Certificate()
 		if err != nil {
 			return res, err
 		}
@@ -286,18 +286,7 @@ func (s *Syncer) apply(files []file) (Result, error) {
 	// Apply: additions first, removals last, so a CA replaced in the
 	// directory is never absent from what Envoy and the filter see.
 	for _, w := range add {
-		c := w.cert
-		ca, err := s.Store.CreateCA(store.CA{
-			Name:        w.name,
-			PEM:         string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})),
-			Subject:     pki.DN(c.RawSubject),
-			Issuer:      pki.DN(c.RawIssuer),
-			Fingerprint: pki.Fingerprint(c.Raw),
-			NotBefore:   c.NotBefore.UTC(),
-			NotAfter:    c.NotAfter.UTC(),
-			SelfSigned:  pki.SelfSigned(c),
-			ManagedBy:   store.ManagedByTrustDir,
-		})
+		ca, err := s.Store.CreateCA(pki.CARecord(w.name, w.cert, store.ManagedByTrustDir))
 		if err != nil {
 			return res, fmt.Errorf("add CA from %s: %w", w.file, err)
 		}
@@ -387,18 +376,6 @@ func matchCRL(fileName string, data []byte, signers []signer) (wantCRL, error) {
 		}
 	}
 	return wantCRL{}, fmt.Errorf("trust directory file %s: its CRL%s is signed by none of the trusted CAs: add the CA that issued it, or remove the file", fileName, issuer)
-}
-
-func parseStored(c store.CA) (*x509.Certificate, error) {
-	b, _ := pem.Decode([]byte(c.PEM))
-	if b == nil {
-		return nil, fmt.Errorf("stored CA %s has no PEM block", c.ID)
-	}
-	cert, err := x509.ParseCertificate(b.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse stored CA %s: %w", c.ID, err)
-	}
-	return cert, nil
 }
 
 func notFound(err error) bool {
