@@ -6,9 +6,6 @@ package admin
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
 	"github.com/mtlsgate/mtlsgate/sidecar/crlrefresh"
 	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
@@ -40,30 +38,31 @@ type Config struct {
 	Store       *store.Store
 	Tracker     *sds.Tracker
 	Environment string
-	Token       string
-	Log         *slog.Logger
-	Metrics     *metrics.Metrics
-	Ready       func() bool
-	HTTPClient  *http.Client          // for CRL URLs
-	Refresher   *crlrefresh.Refresher // woken when URL CRLs change
+	// Tokens are the bearer tokens accepted (re-read as the file changes).
+	Tokens     *admintoken.File
+	Log        *slog.Logger
+	Metrics    *metrics.Metrics
+	Ready      func() bool
+	HTTPClient *http.Client          // for CRL URLs
+	Refresher  *crlrefresh.Refresher // woken when URL CRLs change
 }
 
 type server struct {
 	Config
-	tokenSum [32]byte
-	tokenID  string
 }
 
-// TokenID is the non-secret name of a token in audit lines: the first 8 hex
-// digits of its SHA-256.
-func TokenID(token string) string {
-	s := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(s[:4])
+// actorKey carries the ID of the token that authenticated a request.
+type actorKey struct{}
+
+// actor names who made a change in audit lines and profile history.
+func actor(r *http.Request) string {
+	id, _ := r.Context().Value(actorKey{}).(string)
+	return "token:" + id
 }
 
 // New returns the admin API handler.
 func New(cfg Config) http.Handler {
-	s := &server{Config: cfg, tokenSum: sha256.Sum256([]byte(cfg.Token)), tokenID: TokenID(cfg.Token)}
+	s := &server{Config: cfg}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -125,13 +124,14 @@ func (s *server) instrument(mux *http.ServeMux) http.Handler {
 func (s *server) authed(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		if !ok || subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) != 1 {
+		id, known := s.Tokens.Check(strings.TrimSpace(tok))
+		if !ok || !known {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mtlsgate"`)
 			writeProblem(w, &problem.Error{Status: 401, Code: "unauthorized", Title: "Unauthorized",
 				Detail: "missing or wrong admin token: set MTLSGATE_ADMIN_TOKEN or pass --admin-token-file with the token file of this mtlsgate serve"})
 			return
 		}
+		r = r.WithContext(context.WithValue(r.Context(), actorKey{}, id))
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
 		if err := h(w, r); err != nil {
 			if p, ok := problem.As(err); ok {
@@ -177,9 +177,9 @@ func decode(r *http.Request, v any) error {
 }
 
 // audit writes one line per management change.
-func (s *server) audit(action string, before, after any, attrs ...any) {
+func (s *server) audit(r *http.Request, action string, before, after any, attrs ...any) {
 	s.Metrics.Changes.WithLabelValues(action).Inc()
-	s.Log.Info("audit", append([]any{"audit", true, "actor", "token:" + s.tokenID, "action", action, "before", before, "after", after}, attrs...)...)
+	s.Log.Info("audit", append([]any{"audit", true, "actor", actor(r), "action", action, "before", before, "after", after}, attrs...)...)
 }
 
 type ref struct {
@@ -260,7 +260,7 @@ func (s *server) createCA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.audit("ca-certificate.create", nil, ref{ID: ca.ID, Name: ca.Name}, "fingerprint", ca.Fingerprint)
+	s.audit(r, "ca-certificate.create", nil, ref{ID: ca.ID, Name: ca.Name}, "fingerprint", ca.Fingerprint)
 	writeJSON(w, 201, api.CACertificate{CA: ca})
 	return nil
 }
@@ -277,7 +277,7 @@ func (s *server) updateCA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.audit("ca-certificate.update", ref{ID: before.ID, Name: before.Name}, ref{ID: after.ID, Name: after.Name})
+	s.audit(r, "ca-certificate.update", ref{ID: before.ID, Name: before.Name}, ref{ID: after.ID, Name: after.Name})
 	crls, err := s.Store.ListCRLs()
 	if err != nil {
 		return err
@@ -307,7 +307,7 @@ func (s *server) deleteCA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.audit("ca-certificate.delete", ref{ID: ca.ID, Name: ca.Name}, nil, "deletedCrlIds", crlIDs)
+	s.audit(r, "ca-certificate.delete", ref{ID: ca.ID, Name: ca.Name}, nil, "deletedCrlIds", crlIDs)
 	if len(crlIDs) > 0 && s.Refresher != nil {
 		s.Refresher.Wake()
 	}
@@ -363,7 +363,7 @@ func (s *server) createCRL(w http.ResponseWriter, r *http.Request) error {
 	if s.Refresher != nil {
 		s.Refresher.Wake()
 	}
-	s.audit("crl.create", nil, ref{ID: c.ID}, "caId", c.CAID, "source", source(c))
+	s.audit(r, "crl.create", nil, ref{ID: c.ID}, "caId", c.CAID, "source", source(c))
 	writeJSON(w, 201, crlView(c, time.Now()))
 	return nil
 }
@@ -435,7 +435,7 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 	if s.Refresher != nil {
 		s.Refresher.Wake()
 	}
-	s.audit("crl.update", ref{ID: c.ID}, ref{ID: c.ID}, "caId", c.CAID, "source", source(c), "number", c.Number)
+	s.audit(r, "crl.update", ref{ID: c.ID}, ref{ID: c.ID}, "caId", c.CAID, "source", source(c), "number", c.Number)
 	writeJSON(w, 200, crlView(c, time.Now()))
 	return nil
 }
@@ -472,7 +472,7 @@ func (s *server) deleteCRL(w http.ResponseWriter, r *http.Request) error {
 	if s.Refresher != nil {
 		s.Refresher.Wake()
 	}
-	s.audit("crl.delete", ref{ID: c.ID}, nil, "caId", c.CAID)
+	s.audit(r, "crl.delete", ref{ID: c.ID}, nil, "caId", c.CAID)
 	writeJSON(w, 200, crlView(c, time.Now()))
 	return nil
 }
@@ -548,7 +548,7 @@ func (s *server) createOutbound(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.audit("mtls-certificate.create", nil, ref{ID: o.ID, Name: o.Name}, "environmentTypes", envs)
+	s.audit(r, "mtls-certificate.create", nil, ref{ID: o.ID, Name: o.Name}, "environmentTypes", envs)
 	writeJSON(w, 201, s.outboundView(o))
 	return nil
 }
@@ -586,7 +586,7 @@ func (s *server) replaceOutboundMaterial(w http.ResponseWriter, r *http.Request)
 	material := func(o store.Outbound) ref {
 		return ref{ID: o.ID, Name: o.Name, Fingerprint: o.Fingerprint, NotAfter: o.NotAfter.Format(time.RFC3339)}
 	}
-	s.audit("mtls-certificate.update", material(before), material(after))
+	s.audit(r, "mtls-certificate.update", material(before), material(after))
 	writeJSON(w, 200, s.outboundView(after))
 	return nil
 }
@@ -601,7 +601,7 @@ func (s *server) setEnabled(enabled bool) func(w http.ResponseWriter, r *http.Re
 		if err != nil {
 			return err
 		}
-		s.audit(action, ref{ID: before.ID, Name: before.Name, Enabled: &before.Enabled}, ref{ID: after.ID, Name: after.Name, Enabled: &after.Enabled})
+		s.audit(r, action, ref{ID: before.ID, Name: before.Name, Enabled: &before.Enabled}, ref{ID: after.ID, Name: after.Name, Enabled: &after.Enabled})
 		writeJSON(w, 200, s.outboundView(after))
 		return nil
 	}
@@ -626,7 +626,7 @@ func (s *server) deleteOutbound(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.audit("mtls-certificate.delete", ref{ID: o.ID, Name: o.Name}, nil)
+	s.audit(r, "mtls-certificate.delete", ref{ID: o.ID, Name: o.Name}, nil)
 	writeJSON(w, 200, s.outboundView(o))
 	return nil
 }

@@ -55,14 +55,14 @@ func (s *server) setProfiles(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	pv, changed, err := s.Store.SetProfiles(req.Profiles, "token:"+s.tokenID)
+	pv, changed, err := s.Store.SetProfiles(req.Profiles, actor(r))
 	if err != nil {
 		return err
 	}
 	status := 200
 	if changed {
 		status = 201
-		s.audit("profile.set", before, profileRef{pv.Version, pv.SHA256})
+		s.audit(r, "profile.set", before, profileRef{pv.Version, pv.SHA256})
 	}
 	writeJSON(w, status, api.SetProfilesResult{ProfileSet: api.ProfileSet{ProfileVersion: pv, Active: true}, Changed: changed})
 	return nil
@@ -90,11 +90,11 @@ func (s *server) rollbackProfiles(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	pv, err := s.Store.RollbackProfiles(req.ToVersion, "token:"+s.tokenID)
+	pv, err := s.Store.RollbackProfiles(req.ToVersion, actor(r))
 	if err != nil {
 		return err
 	}
-	s.audit("profile.rollback", before, profileRef{pv.Version, pv.SHA256}, "rollbackOf", req.ToVersion)
+	s.audit(r, "profile.rollback", before, profileRef{pv.Version, pv.SHA256}, "rollbackOf", req.ToVersion)
 	writeJSON(w, 201, api.SetProfilesResult{ProfileSet: api.ProfileSet{ProfileVersion: pv, Active: true}, Changed: true})
 	return nil
 }

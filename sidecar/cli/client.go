@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
 	"github.com/mtlsgate/mtlsgate/sidecar/daemon"
 	"github.com/mtlsgate/mtlsgate/sidecar/problem"
@@ -43,17 +44,26 @@ func NewClient(server, tokenFile string) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cannot read --admin-token-file: %w; pass the token file written by mtlsgate serve (<data-dir>/%s)", err, daemon.TokenFileName)
 		}
-		tok = strings.TrimSpace(string(data))
+		tok = firstToken(data)
 	} else if tok = strings.TrimSpace(os.Getenv("MTLSGATE_ADMIN_TOKEN")); tok == "" {
 		def := filepath.Join(daemon.DefaultDataDir, daemon.TokenFileName)
 		if data, err := os.ReadFile(def); err == nil {
-			tok = strings.TrimSpace(string(data))
+			tok = firstToken(data)
 		}
 	}
 	if tok == "" {
 		return nil, fmt.Errorf("no admin token: set MTLSGATE_ADMIN_TOKEN or pass --admin-token-file (mtlsgate serve writes one to <data-dir>/%s)", daemon.TokenFileName)
 	}
 	return &Client{Server: strings.TrimRight(server, "/"), Token: tok, HTTP: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// firstToken is the token the CLI sends from a token file: the server's file
+// may list several (during a rotation), and any of them is accepted.
+func firstToken(data []byte) string {
+	if toks := admintoken.Parse(data); len(toks) > 0 {
+		return toks[0]
+	}
+	return ""
 }
 
 // Do sends a request and decodes the JSON answer into out. A refusal comes

@@ -5,7 +5,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mtlsgate/mtlsgate/sidecar/admin"
+	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
 	"github.com/mtlsgate/mtlsgate/sidecar/bundlesrv"
 	"github.com/mtlsgate/mtlsgate/sidecar/crlrefresh"
 	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
@@ -103,42 +103,6 @@ func addrString(l net.Listener) string {
 	return l.Addr().String()
 }
 
-// LoadOrCreateToken reads the admin token, creating a random one (mode 0600)
-// if the file does not exist.
-func LoadOrCreateToken(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return "", fmt.Errorf("generate admin token: %w", err)
-		}
-		tok := hex.EncodeToString(b)
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return "", fmt.Errorf("create directory for admin token: %w", err)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return "", fmt.Errorf("create admin token file %s: %w", path, err)
-		}
-		if _, err := f.WriteString(tok + "\n"); err != nil {
-			f.Close()
-			return "", fmt.Errorf("write admin token file %s: %w", path, err)
-		}
-		if err := f.Close(); err != nil {
-			return "", fmt.Errorf("write admin token file %s: %w", path, err)
-		}
-		return tok, nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("read admin token file: %w", err)
-	}
-	tok := strings.TrimSpace(string(data))
-	if tok == "" {
-		return "", fmt.Errorf("admin token file %s is empty: delete it to have a token generated, or write a token into it", path)
-	}
-	return tok, nil
-}
-
 // LoadKey reads a 32-byte encryption key given raw, as 64 hex digits or as
 // base64.
 func LoadKey(path string) ([]byte, error) {
@@ -179,9 +143,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create --data-dir: %w", err)
 	}
-	token, err := LoadOrCreateToken(cfg.AdminTokenFile)
+	tokens, err := admintoken.Open(cfg.AdminTokenFile)
 	if err != nil {
 		return err
+	}
+	tokens.OnReload = func(ids []string, err error) {
+		if err != nil {
+			log.Error("admin token file not taken; the previous tokens stay accepted", "file", cfg.AdminTokenFile, "err", err)
+			return
+		}
+		log.Info("admin token file re-read", "file", cfg.AdminTokenFile, "adminTokenIds", ids)
 	}
 
 	m := metrics.New()
@@ -297,14 +268,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	h := admin.New(admin.Config{
-		Store: st, Tracker: tracker, Environment: cfg.Environment, Token: token, Log: log, Metrics: m,
+		Store: st, Tracker: tracker, Environment: cfg.Environment, Tokens: tokens, Log: log, Metrics: m,
 		Ready: ready.Load, HTTPClient: refresher.Client, Refresher: refresher,
 	})
 	apiHandler.Store(&h)
 	ready.Store(true)
 	addrs := Addrs{Admin: addrString(adminL), SDS: addrString(sdsL), Bundle: addrString(bundleL), TokenFile: cfg.AdminTokenFile, DataDir: cfg.DataDir}
 	log.Info("mtlsgate serve ready", "admin", addrs.Admin, "sds", addrs.SDS, "bundle", addrs.Bundle,
-		"environment", cfg.Environment, "adminTokenFile", cfg.AdminTokenFile, "adminTokenId", admin.TokenID(token),
+		"environment", cfg.Environment, "adminTokenFile", cfg.AdminTokenFile, "adminTokenIds", tokens.IDs(),
 		"keysEncrypted", key != nil)
 	if cfg.Ready != nil {
 		cfg.Ready(addrs)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
+	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
 )
 
@@ -158,5 +159,48 @@ func TestAuthAndHealth(t *testing.T) {
 		if !strings.Contains(b.String(), "mtlsgate_admin_requests_total") {
 			t.Error("metrics lack mtlsgate_admin_requests_total")
 		}
+	}
+}
+
+// TestAdminTokenRotation rotates the admin token of a running serve: a second
+// line in the token file is accepted within a second or so, the audit log
+// names it, and once the first line is removed the old token is refused.
+func TestAdminTokenRotation(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	server := "http://" + p.addrs.Admin
+	data, err := os.ReadFile(p.addrs.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldTok := strings.TrimSpace(string(data))
+	newTok := "rotated-" + strings.Repeat("7", 40)
+	create := func(tok string) result {
+		return runCLI([]string{"MTLSGATE_SERVER=" + server, "MTLSGATE_ADMIN_TOKEN=" + tok}, "ca-certificate", "create",
+			"--name", "ca_"+tok[:7], "--cert", writeFile(t, tok[:7]+".pem", testpki.Must(testpki.NewRoot(testpki.Options{CommonName: tok[:7]})).PEM()))
+	}
+	if r := create(newTok); r.code == 0 {
+		t.Fatal("new token accepted before it was in the file")
+	}
+	if err := os.WriteFile(p.addrs.TokenFile, []byte(oldTok+"\n"+newTok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new token accepted", func() bool { return create(newTok).code == 0 })
+	if r := create(oldTok); r.code != 0 {
+		t.Fatalf("old token refused during the rotation: %s", r.stderr)
+	}
+	// The CLI reading the file sends its first token.
+	if r := p.run("ca-certificate", "list"); r.code != 0 {
+		t.Fatalf("CLI with a two-token file: %s", r.stderr)
+	}
+	if err := os.WriteFile(p.addrs.TokenFile, []byte(newTok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the old token refused", func() bool {
+		r := runCLI([]string{"MTLSGATE_SERVER=" + server, "MTLSGATE_ADMIN_TOKEN=" + oldTok}, "ca-certificate", "list")
+		return r.code != 0 && strings.Contains(r.stderr, "wrong admin token")
+	})
+	logs := p.stderr.String()
+	if !strings.Contains(logs, `"actor":"token:`+admintoken.ID(newTok)+`"`) || !strings.Contains(logs, "admin token file re-read") {
+		t.Fatalf("audit log does not name the new token %s:\n%s", admintoken.ID(newTok), logs)
 	}
 }
