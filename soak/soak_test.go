@@ -52,11 +52,15 @@ func TestSoak(t *testing.T) {
 // sidecar is `mtlsgate serve` (daemon.Run) on fixed ports so a restart
 // comes back where the gateway's cluster points, managed with the real CLI.
 type sidecar struct {
-	t      *testing.T
-	dir    string
-	addrs  daemon.Addrs
-	cancel context.CancelFunc
-	done   chan error
+	t   *testing.T
+	dir string
+	// trustDir is the sidecar's --trust-dir, where CA D comes and goes as a
+	// file (the way a mounted Secret changes) beside the CAs managed with
+	// the CLI.
+	trustDir string
+	addrs    daemon.Addrs
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 func freePort(t *testing.T) string {
@@ -78,6 +82,7 @@ func (s *sidecar) start() {
 		s.done <- daemon.Run(ctx, daemon.Config{
 			DataDir: filepath.Join(s.dir, "data"), AdminListen: admin, SDSListen: sds, BundleListen: bundleAddr,
 			Environment: "development", CRLMinInterval: 30 * time.Second, CRLMaxInterval: time.Hour,
+			TrustDir: s.trustDir, TrustDirInterval: 200 * time.Millisecond,
 			Log:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 			Ready: func(a daemon.Addrs) { ready <- a },
 		})
@@ -172,14 +177,14 @@ func runSoak(t *testing.T, d time.Duration) {
 	// Client CAs; the stranger's root is never trusted.
 	roots := map[string]*testpki.Cert{}
 	leaves := map[string]*testpki.Cert{}
-	for _, n := range []string{"A", "B", "C"} {
+	for _, n := range []string{"A", "B", "C", "D"} {
 		roots[n] = testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "soak root " + n}))
 		leaves[n] = testpki.Must(roots[n].Issue(testpki.Options{CommonName: "soak client " + n}))
 	}
 	stranger := testpki.Must(testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "stranger root"})).Issue(testpki.Options{CommonName: "stranger"}))
 	expired := testpki.Must(roots["A"].Issue(testpki.Options{CommonName: "expired A", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}))
 
-	sc := &sidecar{t: t, dir: t.TempDir(), addrs: daemon.Addrs{Admin: freePort(t), SDS: freePort(t), Bundle: freePort(t)}}
+	sc := &sidecar{t: t, dir: t.TempDir(), trustDir: t.TempDir(), addrs: daemon.Addrs{Admin: freePort(t), SDS: freePort(t), Bundle: freePort(t)}}
 	sc.start()
 	defer func() { sc.stop() }()
 	ids := map[string]string{}
@@ -202,6 +207,23 @@ func runSoak(t *testing.T, d time.Duration) {
 		trusted[n] = false
 		trust.set(trusted)
 		sc.cli(nil, "ca-certificate", "delete", "--cert-id", ids[n])
+	}
+	// D is trusted while its file is in the trust directory: from the write
+	// on, and no longer from the moment the removal starts.
+	dirFile := filepath.Join(sc.trustDir, "soak-d.pem")
+	addDirCA := func() {
+		if err := os.WriteFile(dirFile, roots["D"].PEM(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		trusted["D"] = true
+		trust.set(trusted)
+	}
+	delDirCA := func() {
+		trusted["D"] = false
+		trust.set(trusted)
+		if err := os.Remove(dirFile); err != nil {
+			t.Fatal(err)
+		}
 	}
 	addCA("A")
 
@@ -281,6 +303,7 @@ func runSoak(t *testing.T, d time.Duration) {
 		{Cert: tlsCert(leaves["A"]), Path: "/v1/a", Header: spoof, Check: judge("tls-A", "A", leaves["A"].Cert.Subject.String())},
 		{Cert: tlsCert(leaves["B"]), Path: "/v1/b", Check: judge("tls-B", "B", leaves["B"].Cert.Subject.String())},
 		{Cert: tlsCert(leaves["C"]), Path: "/v1/c", Check: judge("tls-C", "C", leaves["C"].Cert.Subject.String())},
+		{Cert: tlsCert(leaves["D"]), Path: "/v1/d", Check: judge("tls-D", "D", leaves["D"].Cert.Subject.String())},
 		{Cert: tlsCert(stranger), Path: "/v1/s", Check: judge("tls-stranger", "", "")},
 		{Cert: tlsCert(expired), Path: "/v1/e", Check: judge("tls-expired", "", "")},
 		{Path: "/v1/none", Header: spoof, Check: judge("no-cert", "", "")},
@@ -315,10 +338,10 @@ func runSoak(t *testing.T, d time.Duration) {
 		name string
 		do   func()
 	}{
-		{"add B", func() { addCA("B") }},
+		{"add B, D's file", func() { addCA("B"); addDirCA() }},
 		{"rotate A -> C", func() { addCA("C"); delCA("A") }},
 		{"restart sidecar", func() { sc.stop(); sc.start() }},
-		{"remove B", func() { delCA("B") }},
+		{"remove B, D's file", func() { delCA("B"); delDirCA() }},
 		{"rotate C -> A", func() { addCA("A"); delCA("C") }},
 	}
 	var heap []uint64
