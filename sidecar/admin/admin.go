@@ -296,6 +296,15 @@ func (s *server) managedCA(id string) error {
 	if ca.ManagedBy == store.ManagedByTrustDir {
 		return problem.Conflict("managed_by_trust_dir", "CA %s (%s) comes from the trust directory (serve --trust-dir): remove its file from the directory, or from the Secret mounted there, instead; it would be added again at the next read", ca.ID, ca.Subject)
 	}
+	crls, err := s.Store.ListCRLs()
+	if err != nil {
+		return err
+	}
+	for _, c := range crls {
+		if c.CAID == id && c.ManagedBy == store.ManagedByTrustDir {
+			return problem.Conflict("managed_by_trust_dir", "CA %s carries CRL %s from the trust directory (serve --trust-dir): remove that CRL's file from the directory first", ca.ID, c.ID)
+		}
+	}
 	return nil
 }
 

@@ -69,6 +69,29 @@ func TestTrustDir(t *testing.T) {
 	if r := p.run("crl", "delete", "--crl-id", crls[0].ID); r.code == 0 || !strings.Contains(r.stderr, "trust directory") {
 		t.Fatalf("delete of a managed CRL: %d %s", r.code, r.stderr)
 	}
+	newer := writeFile(t, "newer.crl", testpki.Must(a.CRL(testpki.CRLOptions{Number: big.NewInt(4)})))
+	if r := p.run("crl", "update", "--crl-id", crls[0].ID, "--file", newer); r.code == 0 || !strings.Contains(r.stderr, "trust directory") {
+		t.Fatalf("update of a managed CRL: %d %s", r.code, r.stderr)
+	}
+
+	// A CA added through the admin API whose CRL comes from the directory
+	// cannot be deleted from under that CRL.
+	e := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Admin CA E"}))
+	var ecA api.CACertificate
+	p.runJSON(t, &ecA, "ca-certificate", "create", "--name", "admin_e", "--cert", writeFile(t, "e.pem", e.PEM()))
+	put("e.crl", testpki.Must(e.CRL(testpki.CRLOptions{Number: big.NewInt(1)})))
+	waitFor(t, "E's CRL from the directory", func() bool {
+		var list []api.CRL
+		p.runJSON(t, &list, "crl", "list")
+		return len(list) == 2
+	})
+	if r := p.run("ca-certificate", "delete", "--cert-id", ecA.ID); r.code == 0 || !strings.Contains(r.stderr, "remove that CRL's file") {
+		t.Fatalf("delete of a CA carrying a directory CRL: %d %s", r.code, r.stderr)
+	}
+	if err := os.Remove(filepath.Join(dir, "e.crl")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "E deletable once its CRL file is gone", func() bool { return p.run("ca-certificate", "delete", "--cert-id", ecA.ID).code == 0 })
 
 	waitFor(t, "the bundle with both CAs and the CRL", func() bool {
 		bd := getBundle(t, p)

@@ -568,6 +568,158 @@ func (s *Store) DeleteCRL(id string) (CRL, error) {
 	return c, err
 }
 
+// ---- reconciling trust
+
+// NewCRL is a CRL to attach to the CA with CAFingerprint, which may be a CA
+// added by the same TrustChange (its ID is not known when planning).
+type NewCRL struct {
+	CRL           CRL
+	CAFingerprint string
+}
+
+// TrustChange is a set of CA and CRL edits ApplyTrust makes in one
+// transaction.
+type TrustChange struct {
+	AddCAs     []CA     // new records; IDs and timestamps are assigned
+	AdoptCAs   []string // IDs of stored CAs whose ManagedBy becomes AdoptAs
+	AdoptAs    string
+	DeleteCAs  []string // with every CRL attached to them
+	AddCRLs    []NewCRL
+	UpdateCRLs []CRL // whole records, by ID
+	DeleteCRLs []string
+}
+
+// Empty reports whether the change edits nothing.
+func (c TrustChange) Empty() bool {
+	return len(c.AddCAs)+len(c.AdoptCAs)+len(c.DeleteCAs)+len(c.AddCRLs)+len(c.UpdateCRLs)+len(c.DeleteCRLs) == 0
+}
+
+// ApplyTrust lets plan look at every CA and CRL and applies the change it
+// returns in the same write transaction: no other write lands between the
+// reading and the writing, and the change is committed, and published, whole
+// or not at all. A plan that changes nothing costs a read transaction only.
+// plan may run twice and must not have side effects.
+func (s *Store) ApplyTrust(plan func(cas []CA, crls []CRL) (TrustChange, error)) (TrustChange, error) {
+	var ch TrustChange
+	err := s.db.View(func(tx *bolt.Tx) error {
+		cas, crls, err := trustState(tx)
+		if err == nil {
+			ch, err = plan(cas, crls)
+		}
+		return err
+	})
+	if err != nil || ch.Empty() {
+		return ch, err
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		cas, crls, err := trustState(tx)
+		if err != nil {
+			return err
+		}
+		if ch, err = plan(cas, crls); err != nil {
+			return err
+		}
+		return s.applyTrust(tx, ch, cas, crls)
+	})
+	return ch, err
+}
+
+func trustState(tx *bolt.Tx) ([]CA, []CRL, error) {
+	cas, err := all[CA](tx.Bucket(bucketCAs))
+	if err != nil {
+		return nil, nil, err
+	}
+	crls, err := all[CRL](tx.Bucket(bucketCRLs))
+	return cas, crls, err
+}
+
+func (s *Store) applyTrust(tx *bolt.Tx, ch TrustChange, cas []CA, crls []CRL) error {
+	now := s.now().UTC()
+	caB, crlB := tx.Bucket(bucketCAs), tx.Bucket(bucketCRLs)
+	byFP := map[string]CA{}
+	names := map[string]bool{}
+	for _, c := range cas {
+		byFP[c.Fingerprint], names[c.Name] = c, true
+	}
+	for _, c := range ch.AddCAs {
+		if e, dup := byFP[c.Fingerprint]; dup {
+			return problem.Conflict("duplicate_certificate", "CA certificate %q is already stored as %s", c.Subject, e.ID)
+		}
+		if names[c.Name] {
+			return problem.Conflict("duplicate_name", "a CA certificate named %q already exists", c.Name)
+		}
+		c.ID, c.CreatedAt, c.UpdatedAt = NewID("mtlsca_"), now, now
+		if err := putJSON(caB, c.ID, c); err != nil {
+			return err
+		}
+		byFP[c.Fingerprint], names[c.Name] = c, true
+	}
+	for _, id := range ch.AdoptCAs {
+		var c CA
+		ok, err := getJSON(caB, id, &c)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return caNotFound(id)
+		}
+		c.ManagedBy, c.UpdatedAt = ch.AdoptAs, now
+		if err := putJSON(caB, id, c); err != nil {
+			return err
+		}
+	}
+	deleted := map[string]bool{}
+	for _, id := range ch.DeleteCRLs {
+		if err := crlB.Delete([]byte(id)); err != nil {
+			return fmt.Errorf("delete CRL %s: %w", id, err)
+		}
+		deleted[id] = true
+	}
+	hasCRL := map[string]bool{}
+	for _, c := range crls {
+		if !deleted[c.ID] {
+			hasCRL[c.CAID] = true
+		}
+	}
+	for _, n := range ch.AddCRLs {
+		ca, ok := byFP[n.CAFingerprint]
+		if !ok {
+			return fmt.Errorf("no stored CA with fingerprint %s for a new CRL", n.CAFingerprint)
+		}
+		if hasCRL[ca.ID] {
+			return problem.Conflict("crl_exists", "CA %s already has a CRL", ca.ID)
+		}
+		c := n.CRL
+		c.ID, c.CAID, c.CreatedAt, c.UpdatedAt = NewID("mtlscrl_"), ca.ID, now, now
+		if err := putJSON(crlB, c.ID, c); err != nil {
+			return err
+		}
+		hasCRL[ca.ID] = true
+	}
+	for _, c := range ch.UpdateCRLs {
+		if crlB.Get([]byte(c.ID)) == nil {
+			return crlNotFound(c.ID)
+		}
+		c.UpdatedAt = now
+		if err := putJSON(crlB, c.ID, c); err != nil {
+			return err
+		}
+	}
+	for _, id := range ch.DeleteCAs {
+		for _, c := range crls {
+			if c.CAID == id && !deleted[c.ID] {
+				if err := crlB.Delete([]byte(c.ID)); err != nil {
+					return fmt.Errorf("delete CRL %s: %w", c.ID, err)
+				}
+			}
+		}
+		if err := caB.Delete([]byte(id)); err != nil {
+			return fmt.Errorf("delete CA %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // ---- outbound certificates
 
 func outboundNotFound(id string) error {

@@ -253,3 +253,60 @@ func TestReplaceOutboundMaterial(t *testing.T) {
 		t.Fatalf("replacement does not round-trip: %v", err)
 	}
 }
+
+// TestApplyTrustIsOneTransaction: a change that fails part-way writes
+// nothing and notifies nobody; one that succeeds notifies once.
+func TestApplyTrustIsOneTransaction(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "data"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	notes := 0
+	s.SetOnChange(func() { notes++ })
+	existing, err := s.CreateCA(CA{Name: "taken", Fingerprint: "FP:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes = 0
+	bad := TrustChange{
+		AddCAs:    []CA{{Name: "fresh", Fingerprint: "FP:1"}, {Name: "taken", Fingerprint: "FP:2"}},
+		AddCRLs:   []NewCRL{{CRL: CRL{Number: "1"}, CAFingerprint: "FP:1"}},
+		DeleteCAs: []string{existing.ID},
+	}
+	if _, err := s.ApplyTrust(func([]CA, []CRL) (TrustChange, error) { return bad, nil }); err == nil || !strings.Contains(err.Error(), "taken") {
+		t.Fatalf("conflicting change: %v", err)
+	}
+	cas, _ := s.ListCAs()
+	crls, _ := s.ListCRLs()
+	if len(cas) != 1 || cas[0].ID != existing.ID || len(crls) != 0 || notes != 0 {
+		t.Fatalf("failed change left %d CAs, %d CRLs, %d notifications", len(cas), len(crls), notes)
+	}
+	good := TrustChange{
+		AddCAs:   []CA{{Name: "fresh", Fingerprint: "FP:1", ManagedBy: ManagedByTrustDir}},
+		AddCRLs:  []NewCRL{{CRL: CRL{Number: "1"}, CAFingerprint: "FP:1"}},
+		AdoptCAs: []string{existing.ID},
+		AdoptAs:  ManagedByTrustDir,
+	}
+	runs := 0
+	if _, err := s.ApplyTrust(func([]CA, []CRL) (TrustChange, error) { runs++; return good, nil }); err != nil {
+		t.Fatal(err)
+	}
+	cas, _ = s.ListCAs()
+	crls, _ = s.ListCRLs()
+	if len(cas) != 2 || len(crls) != 1 || notes != 1 || runs != 2 {
+		t.Fatalf("%d CAs, %d CRLs, %d notifications, plan ran %d times", len(cas), len(crls), notes, runs)
+	}
+	for _, c := range cas {
+		if c.ManagedBy != ManagedByTrustDir {
+			t.Errorf("CA %s not marked", c.Name)
+		}
+		if c.Name == "fresh" && crls[0].CAID != c.ID {
+			t.Errorf("CRL attached to %s, want the new CA %s", crls[0].CAID, c.ID)
+		}
+	}
+	// Nothing to do: no write, no notification.
+	if _, err := s.ApplyTrust(func([]CA, []CRL) (TrustChange, error) { return TrustChange{}, nil }); err != nil || notes != 1 {
+		t.Fatalf("empty change: %v, %d notifications", err, notes)
+	}
+}

@@ -16,11 +16,13 @@
 package trustdir
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -30,7 +32,6 @@ import (
 
 	"github.com/mtlsgate/mtlsgate/sidecar/crlrefresh"
 	"github.com/mtlsgate/mtlsgate/sidecar/pki"
-	"github.com/mtlsgate/mtlsgate/sidecar/problem"
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
 
@@ -48,7 +49,7 @@ type Syncer struct {
 
 // Result counts what one sync changed.
 type Result struct {
-	CAsAdded, CAsRemoved                int
+	CAsAdded, CAsAdopted, CAsRemoved    int
 	CRLsAdded, CRLsUpdated, CRLsRemoved int
 }
 
@@ -61,26 +62,43 @@ type file struct {
 	data []byte
 }
 
-// wantCA is a CA certificate found in a file.
-type wantCA struct {
+// dirCA is a CA certificate found in a file.
+type dirCA struct {
 	file string
 	cert *x509.Certificate
+	fp   string
 	name string
 }
 
-// wantCRL is a revocation list found in a file, with the CA that signed it.
-type wantCRL struct {
-	file   string
-	issuer string // fingerprint of the signing CA
-	rec    store.CRL
+// crlBlock is a revocation list found in a file.
+type crlBlock struct {
+	file string
+	pem  []byte
 }
 
-// read returns the directory's regular files (symlinks followed, as a
-// Kubernetes Secret volume presents them), sorted by name. Names starting
-// with "." are skipped: Kubernetes keeps its versioned copies in ..data and
-// ..<timestamp> beside the links.
+// contents is what the directory holds.
+type contents struct {
+	cas     []dirCA
+	expired []dirCA // skipped as trust anchors, still known as CRL signers
+	crls    []crlBlock
+}
+
+// read returns the directory's regular files, sorted by name. A Kubernetes
+// Secret volume presents each key as a symlink into a versioned directory
+// reached through the ..data link, which an update swaps in one step; when
+// ..data exists, the files are read from where it points, once resolved, so
+// one read never mixes two versions. Other names starting with "." are
+// skipped.
 func (s *Syncer) read() ([]file, error) {
-	entries, err := os.ReadDir(s.Dir)
+	dir := s.Dir
+	if fi, err := os.Lstat(filepath.Join(dir, "..data")); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		resolved, err := filepath.EvalSymlinks(filepath.Join(dir, "..data"))
+		if err != nil {
+			return nil, fmt.Errorf("read --trust-dir: %w", err)
+		}
+		dir = resolved
+	}
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read --trust-dir: %w", err)
 	}
@@ -89,7 +107,7 @@ func (s *Syncer) read() ([]file, error) {
 		if strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		path := filepath.Join(s.Dir, e.Name())
+		path := filepath.Join(dir, e.Name())
 		fi, err := os.Stat(path)
 		if err != nil {
 			return nil, fmt.Errorf("trust directory file %s: %w", e.Name(), err)
@@ -107,16 +125,15 @@ func (s *Syncer) read() ([]file, error) {
 	return files, nil
 }
 
-// parse splits the files into CAs and CRLs. Every PEM block must be a
-// CERTIFICATE or an X509 CRL; anything else, a private key above all, is an
-// error naming the file.
-func (s *Syncer) parse(files []file, now time.Time) ([]wantCA, [][2]string, error) {
-	var cas []wantCA
-	var crls [][2]string // file, PEM block
+// parse sorts the files' PEM blocks into CAs and CRLs. Every block must be
+// a CERTIFICATE or an X509 CRL; anything else, a private key above all, is
+// an error naming the file.
+func (s *Syncer) parse(files []file, now time.Time) (contents, error) {
+	var c contents
 	seen := map[string]string{}
 	for _, f := range files {
 		rest := f.data
-		blocks := 0
+		blocks, certs := 0, 0
 		for {
 			var b *pem.Block
 			b, rest = pem.Decode(rest)
@@ -126,29 +143,36 @@ func (s *Syncer) parse(files []file, now time.Time) ([]wantCA, [][2]string, erro
 			blocks++
 			switch {
 			case b.Type == "CERTIFICATE":
-				if c, err := x509.ParseCertificate(b.Bytes); err == nil && now.After(c.NotAfter) {
+				certs++
+				cert, err := x509.ParseCertificate(b.Bytes)
+				if err == nil && now.After(cert.NotAfter) && cert.IsCA {
 					// An expired CA verifies nothing; leaving it in the
-					// Secret must not hold back every other change.
-					s.log().Warn("trust directory: expired CA certificate skipped", "file", f.name, "subject", pki.DN(c.RawSubject), "notAfter", c.NotAfter.UTC())
+					// Secret must not hold back every other change. It
+					// still names the signer of a CRL left beside it.
+					s.log().Warn("trust directory: expired CA certificate skipped", "file", f.name, "subject", pki.DN(cert.RawSubject), "notAfter", cert.NotAfter.UTC())
+					c.expired = append(c.expired, dirCA{file: f.name, cert: cert, fp: pki.Fingerprint(cert.Raw)})
 					continue
 				}
 				one := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.Bytes})
-				c, err := pki.CA(one, false, now)
+				cert, err = pki.CA(one, false, now)
 				if err != nil {
-					return nil, nil, fmt.Errorf("trust directory file %s, certificate %d: %w", f.name, blocks, err)
+					return c, fmt.Errorf("trust directory file %s, certificate %d: %w", f.name, certs, err)
 				}
-				fp := pki.Fingerprint(c.Raw)
+				fp := pki.Fingerprint(cert.Raw)
 				if other, dup := seen[fp]; dup {
-					return nil, nil, fmt.Errorf("trust directory files %s and %s hold the same CA certificate %q: keep it in one file", other, f.name, pki.DN(c.RawSubject))
+					if other == f.name {
+						return c, fmt.Errorf("trust directory file %s holds CA certificate %q twice: keep one copy", f.name, pki.DN(cert.RawSubject))
+					}
+					return c, fmt.Errorf("trust directory files %s and %s hold the same CA certificate %q: keep it in one file", other, f.name, pki.DN(cert.RawSubject))
 				}
 				seen[fp] = f.name
-				cas = append(cas, wantCA{file: f.name, cert: c, name: caName(f.name, fp)})
+				c.cas = append(c.cas, dirCA{file: f.name, cert: cert, fp: fp, name: caName(f.name, fp)})
 			case b.Type == "X509 CRL":
-				crls = append(crls, [2]string{f.name, string(pem.EncodeToMemory(b))})
+				c.crls = append(c.crls, crlBlock{f.name, pem.EncodeToMemory(b)})
 			case strings.Contains(b.Type, "PRIVATE KEY"):
-				return nil, nil, fmt.Errorf("trust directory file %s holds a private key: the directory is for CA certificates and CRLs only; remove the key from the Secret", f.name)
+				return c, fmt.Errorf("trust directory file %s holds a private key: the directory is for CA certificates and CRLs only; remove the key from the Secret", f.name)
 			default:
-				return nil, nil, fmt.Errorf("trust directory file %s holds a %q PEM block: only CERTIFICATE (CA) and X509 CRL blocks belong there", f.name, b.Type)
+				return c, fmt.Errorf("trust directory file %s holds a %q PEM block: only CERTIFICATE (CA) and X509 CRL blocks belong there", f.name, b.Type)
 			}
 		}
 		if blocks == 0 {
@@ -156,15 +180,15 @@ func (s *Syncer) parse(files []file, now time.Time) ([]wantCA, [][2]string, erro
 			if pki.IsDER(f.data) {
 				hint = " (it looks like DER: convert it with `openssl x509 -inform der` or `openssl crl -inform der`)"
 			}
-			return nil, nil, fmt.Errorf("trust directory file %s holds no PEM block%s", f.name, hint)
+			return c, fmt.Errorf("trust directory file %s holds no PEM block%s", f.name, hint)
 		}
 	}
-	return cas, crls, nil
+	return c, nil
 }
 
-// caName names a managed CA after its file and fingerprint, so a CA
-// replaced in the same file gets a new name and can be added before the old
-// one is removed (names are unique in the store).
+// caName names a managed CA after its file and fingerprint, so that the CA
+// replaced in a file and its successor never collide on the store's unique
+// names.
 func caName(file, fingerprint string) string {
 	base := strings.TrimSuffix(file, filepath.Ext(file))
 	fp := strings.ReplaceAll(fingerprint, ":", "")
@@ -174,21 +198,53 @@ func caName(file, fingerprint string) string {
 	return pki.SuggestName(base) + "_" + fp
 }
 
-// Sync reads the directory and brings the store in line with it. It
-// compares with the store, not with the previous read, so the store follows
-// the directory even after changes made around it: a CA the directory lists
-// that had been added through the admin API too, and is deleted there, is
-// added back as the directory's. A store already in line gets no write.
+// Sync reads the directory and brings the store in line with it, in one
+// store transaction. It compares with the store, not with the previous
+// read, so the store follows the directory even after changes made around
+// it. A store already in line gets no write.
 func (s *Syncer) Sync() (Result, error) {
-	files, err := s.read()
-	var res Result
-	if err == nil {
-		res, err = s.apply(files)
-	}
+	res, err := s.sync()
 	if s.OnResult != nil {
 		s.OnResult(err)
 	}
 	return res, err
+}
+
+func (s *Syncer) sync() (Result, error) {
+	files, err := s.read()
+	if err != nil {
+		return Result{}, err
+	}
+	now := s.now()
+	c, err := s.parse(files, now)
+	if err != nil {
+		return Result{}, err
+	}
+	var p *planner
+	ch, err := s.Store.ApplyTrust(func(cas []store.CA, crls []store.CRL) (store.TrustChange, error) {
+		p = &planner{c: c, cas: cas, crls: crls}
+		return p.plan()
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	for _, w := range p.warnings {
+		s.log().Warn("trust directory: " + w)
+	}
+	res := Result{CAsAdded: len(ch.AddCAs), CAsAdopted: len(ch.AdoptCAs), CAsRemoved: len(ch.DeleteCAs),
+		CRLsAdded: len(ch.AddCRLs), CRLsUpdated: len(ch.UpdateCRLs), CRLsRemoved: len(ch.DeleteCRLs)}
+	if res.Changed() {
+		var added, removed []string
+		for _, ca := range ch.AddCAs {
+			added = append(added, ca.Name+" ("+ca.Subject+")")
+		}
+		for _, id := range ch.DeleteCAs {
+			removed = append(removed, id)
+		}
+		s.log().Info("trust directory applied", "dir", s.Dir, "casAdded", added, "casAdopted", ch.AdoptCAs, "casRemoved", removed,
+			"crlsAdded", res.CRLsAdded, "crlsUpdated", res.CRLsUpdated, "crlsRemoved", ch.DeleteCRLs)
+	}
+	return res, nil
 }
 
 func (s *Syncer) now() time.Time {
@@ -198,189 +254,169 @@ func (s *Syncer) now() time.Time {
 	return time.Now()
 }
 
-func (s *Syncer) apply(files []file) (Result, error) {
-	var res Result
-	now := s.now()
-	want, crlBlocks, err := s.parse(files, now)
-	if err != nil {
-		return res, err
-	}
-	stored, err := s.Store.ListCAs()
-	if err != nil {
-		return res, err
-	}
-	storedCRLs, err := s.Store.ListCRLs()
-	if err != nil {
-		return res, err
-	}
+// planner works out the store edits that make the store match one reading
+// of the directory. It has no side effects: the store may run it twice.
+type planner struct {
+	c        contents
+	cas      []store.CA
+	crls     []store.CRL
+	warnings []string
+}
 
-	// Plan everything before the first write.
+func (p *planner) plan() (store.TrustChange, error) {
+	ch := store.TrustChange{AdoptAs: store.ManagedByTrustDir}
 	byFP := map[string]store.CA{}
 	byName := map[string]store.CA{}
-	for _, c := range stored {
-		byFP[c.Fingerprint] = c
-		byName[c.Name] = c
+	for _, c := range p.cas {
+		byFP[c.Fingerprint], byName[c.Name] = c, c
 	}
 	wanted := map[string]bool{}
-	var add []wantCA
-	for _, w := range want {
-		fp := pki.Fingerprint(w.cert.Raw)
-		wanted[fp] = true
-		if _, ok := byFP[fp]; ok {
-			// Already trusted, by the directory or through the admin API.
+	for _, w := range p.c.cas {
+		wanted[w.fp] = true
+		if cur, ok := byFP[w.fp]; ok {
+			// Stored through the admin API as well: the directory takes it
+			// over, so that removing the file withdraws it everywhere.
+			if cur.ManagedBy != store.ManagedByTrustDir {
+				ch.AdoptCAs = append(ch.AdoptCAs, cur.ID)
+			}
 			continue
 		}
 		if other, ok := byName[w.name]; ok {
-			return res, fmt.Errorf("trust directory file %s: the name %s it would get is taken by CA %s: rename that CA with `mtlsgate ca-certificate update`", w.file, w.name, other.ID)
+			return ch, fmt.Errorf("trust directory file %s: the name %s it would get is taken by CA %s: rename that CA with `mtlsgate ca-certificate update`", w.file, w.name, other.ID)
 		}
-		add = append(add, w)
+		ch.AddCAs = append(ch.AddCAs, pki.CARecord(w.name, w.cert, store.ManagedByTrustDir))
 	}
-	// The CAs that will be trusted after this sync, for matching CRLs.
-	var signers []signer
-	for _, c := range stored {
-		if c.ManagedBy == store.ManagedByTrustDir && !wanted[c.Fingerprint] {
-			continue
-		}
+	// Trust anchors after this change (the CRLs' possible signers), and the
+	// ones on their way out (their CRLs are skipped, not refused).
+	var signers, leaving []signer
+	for _, c := range p.cas {
 		cert, err := c.Certificate()
 		if err != nil {
-			return res, err
+			return ch, err
 		}
-		signers = append(signers, signer{fp: c.Fingerprint, id: c.ID, cert: cert})
+		if c.ManagedBy == store.ManagedByTrustDir && !wanted[c.Fingerprint] {
+			ch.DeleteCAs = append(ch.DeleteCAs, c.ID)
+			leaving = append(leaving, signer{fp: c.Fingerprint, cert: cert, why: "its CA (" + c.Subject + ") was removed from the directory"})
+			continue
+		}
+		signers = append(signers, signer{fp: c.Fingerprint, cert: cert})
 	}
-	for _, w := range add {
-		signers = append(signers, signer{fp: pki.Fingerprint(w.cert.Raw), cert: w.cert})
+	for _, w := range p.c.cas {
+		if _, ok := byFP[w.fp]; !ok {
+			signers = append(signers, signer{fp: w.fp, cert: w.cert})
+		}
 	}
-	crlFor := map[string]string{} // signer fingerprint -> file
-	var crls []wantCRL
-	for _, cb := range crlBlocks {
-		wc, err := matchCRL(cb[0], []byte(cb[1]), signers)
-		if err != nil {
-			return res, err
-		}
-		if other, dup := crlFor[wc.issuer]; dup {
-			return res, fmt.Errorf("trust directory files %s and %s both hold a CRL of the same CA: keep only the newest", other, wc.file)
-		}
-		crlFor[wc.issuer] = wc.file
-		crls = append(crls, wc)
-	}
-	crlOfCA := map[string]store.CRL{}
-	for _, c := range storedCRLs {
-		crlOfCA[c.CAID] = c
-	}
-	caIDOf := func(fp string) string { return byFP[fp].ID }
-	for _, wc := range crls {
-		id := caIDOf(wc.issuer)
-		if id == "" {
-			continue // a CA added by this sync has no list yet
-		}
-		if cur, ok := crlOfCA[id]; ok {
-			if cur.ManagedBy != store.ManagedByTrustDir {
-				return res, fmt.Errorf("trust directory file %s: CA %s already has CRL %s, added through the admin API: delete it (`mtlsgate crl delete --crl-id %s`) or remove the file", wc.file, id, cur.ID, cur.ID)
-			}
-			if cur.PEM != wc.rec.PEM && crlrefresh.Older(wc.rec, cur) {
-				return res, fmt.Errorf("trust directory file %s: its CRL (number %s) is older than the one in force (number %s) and would un-revoke certificates: put the newer list in the file", wc.file, dash(wc.rec.Number), dash(cur.Number))
-			}
-		}
+	for _, e := range p.c.expired {
+		leaving = append(leaving, signer{fp: e.fp, cert: e.cert, why: "its CA (" + pki.DN(e.cert.RawSubject) + ") has expired"})
 	}
 
-	// Apply: additions first, removals last, so a CA replaced in the
-	// directory is never absent from what Envoy and the filter see.
-	for _, w := range add {
-		ca, err := s.Store.CreateCA(pki.CARecord(w.name, w.cert, store.ManagedByTrustDir))
+	crlOf := map[string]store.CRL{} // CA fingerprint -> its CRL
+	caFP := map[string]string{}
+	for _, c := range p.cas {
+		caFP[c.ID] = c.Fingerprint
+	}
+	for _, c := range p.crls {
+		crlOf[caFP[c.CAID]] = c
+	}
+	keep := map[string]bool{}
+	fileOf := map[string]string{}
+	for _, b := range p.c.crls {
+		sg, rec, err := match(b, signers)
 		if err != nil {
-			return res, fmt.Errorf("add CA from %s: %w", w.file, err)
+			if l, ok := matchLeaving(b, leaving); ok {
+				p.warnings = append(p.warnings, fmt.Sprintf("CRL in %s skipped: %s; remove the file", b.file, l.why))
+				continue
+			}
+			return ch, err
 		}
-		byFP[ca.Fingerprint] = ca
-		res.CAsAdded++
-		s.log().Info("trust directory: CA added", "file", w.file, "id", ca.ID, "name", ca.Name, "subject", ca.Subject)
-	}
-	keepCRL := map[string]bool{}
-	for _, wc := range crls {
-		id := caIDOf(wc.issuer)
-		rec := wc.rec
-		rec.CAID, rec.ManagedBy = id, store.ManagedByTrustDir
-		cur, ok := crlOfCA[id]
+		if other, dup := fileOf[sg.fp]; dup {
+			return ch, fmt.Errorf("trust directory files %s and %s both hold a CRL of the same CA: keep only the newest", other, b.file)
+		}
+		fileOf[sg.fp] = b.file
+		rec.ManagedBy = store.ManagedByTrustDir
+		cur, has := crlOf[sg.fp]
 		switch {
-		case !ok:
-			c, err := s.Store.CreateCRL(rec)
-			if err != nil {
-				return res, fmt.Errorf("add CRL from %s: %w", wc.file, err)
-			}
-			keepCRL[c.ID] = true
-			res.CRLsAdded++
-			s.log().Info("trust directory: CRL added", "file", wc.file, "id", c.ID, "caId", id, "number", c.Number)
+		case !has:
+			ch.AddCRLs = append(ch.AddCRLs, store.NewCRL{CRL: rec, CAFingerprint: sg.fp})
+		case cur.ManagedBy != store.ManagedByTrustDir:
+			return ch, fmt.Errorf("trust directory file %s: CA %s already has CRL %s, added through the admin API: delete it (`mtlsgate crl delete --crl-id %s`) or remove the file", b.file, cur.CAID, cur.ID, cur.ID)
 		case cur.PEM != rec.PEM:
-			_, err := s.Store.UpdateCRL(cur.ID, func(c *store.CRL) error {
-				c.PEM, c.Number, c.ThisUpdate, c.NextUpdate, c.RevokedCount = rec.PEM, rec.Number, rec.ThisUpdate, rec.NextUpdate, rec.RevokedCount
-				return nil
-			})
-			if err != nil {
-				return res, fmt.Errorf("update CRL %s from %s: %w", cur.ID, wc.file, err)
+			if crlrefresh.Older(rec, cur) {
+				return ch, fmt.Errorf("trust directory file %s: its CRL (number %s) is older than the one in force (number %s) and would un-revoke certificates: put the newer list in the file", b.file, dash(rec.Number), dash(cur.Number))
 			}
-			keepCRL[cur.ID] = true
-			res.CRLsUpdated++
-			s.log().Info("trust directory: CRL updated", "file", wc.file, "id", cur.ID, "caId", id, "number", rec.Number)
+			upd := cur
+			upd.PEM, upd.Number, upd.ThisUpdate, upd.NextUpdate, upd.RevokedCount = rec.PEM, rec.Number, rec.ThisUpdate, rec.NextUpdate, rec.RevokedCount
+			ch.UpdateCRLs = append(ch.UpdateCRLs, upd)
+			keep[cur.ID] = true
 		default:
-			keepCRL[cur.ID] = true
+			keep[cur.ID] = true
 		}
 	}
-	for _, c := range storedCRLs {
-		if c.ManagedBy == store.ManagedByTrustDir && !keepCRL[c.ID] {
-			if _, err := s.Store.DeleteCRL(c.ID); err != nil && !notFound(err) {
-				return res, fmt.Errorf("remove CRL %s: %w", c.ID, err)
-			}
-			res.CRLsRemoved++
-			s.log().Info("trust directory: CRL removed", "id", c.ID, "caId", c.CAID)
+	deletedCA := map[string]bool{}
+	for _, id := range ch.DeleteCAs {
+		deletedCA[id] = true
+	}
+	for _, c := range p.crls {
+		// A removed CA takes its CRLs with it (the store does that).
+		if c.ManagedBy == store.ManagedByTrustDir && !keep[c.ID] && !deletedCA[c.CAID] {
+			ch.DeleteCRLs = append(ch.DeleteCRLs, c.ID)
 		}
 	}
-	for _, c := range stored {
-		if c.ManagedBy == store.ManagedByTrustDir && !wanted[c.Fingerprint] {
-			if _, _, err := s.Store.DeleteCA(c.ID); err != nil && !notFound(err) {
-				return res, fmt.Errorf("remove CA %s: %w", c.ID, err)
-			}
-			res.CAsRemoved++
-			s.log().Info("trust directory: CA removed", "id", c.ID, "name", c.Name, "subject", c.Subject)
-		}
-	}
-	return res, nil
+	return ch, nil
 }
 
 type signer struct {
 	fp   string
-	id   string
 	cert *x509.Certificate
+	why  string // for a leaving signer: why its CRLs are skipped
 }
 
-func matchCRL(fileName string, data []byte, signers []signer) (wantCRL, error) {
-	var lastErr error
+// match finds the signer of a CRL and parses the list. When none signed
+// it, the error is the one from the signer the CRL names as its issuer, if
+// present (a CA refused for the job, e.g. without cRLSign), else one that
+// says no trusted CA signed it.
+func match(b crlBlock, signers []signer) (signer, store.CRL, error) {
+	var named error
 	for _, sg := range signers {
-		rl, pemBytes, err := pki.CRL(data, sg.cert)
+		rl, pemBytes, err := pki.CRL(b.pem, sg.cert)
 		if err != nil {
-			lastErr = err
+			if rl2, perr := parseCRL(b.pem); perr == nil && bytes.Equal(rl2.RawIssuer, sg.cert.RawSubject) {
+				named = err
+			}
 			continue
 		}
-		wc := wantCRL{file: fileName, issuer: sg.fp}
-		crlrefresh.Apply(&wc.rec, rl, pemBytes)
-		return wc, nil
+		var rec store.CRL
+		crlrefresh.Apply(&rec, rl, pemBytes)
+		return sg, rec, nil
 	}
-	if lastErr == nil {
-		lastErr = errors.New("no CA is trusted")
+	rl, err := parseCRL(b.pem)
+	if err != nil {
+		return signer{}, store.CRL{}, fmt.Errorf("trust directory file %s: the CRL cannot be parsed (%v): put the PEM list your CA publishes there", b.file, err)
 	}
-	block, _ := pem.Decode(data)
-	issuer := ""
-	if block != nil {
-		if rl, err := x509.ParseRevocationList(block.Bytes); err == nil {
-			issuer = " (issuer " + pki.DN(rl.RawIssuer) + ")"
-		} else {
-			return wantCRL{}, fmt.Errorf("trust directory file %s: %w", fileName, lastErr)
-		}
+	if named != nil {
+		return signer{}, store.CRL{}, fmt.Errorf("trust directory file %s: %w", b.file, named)
 	}
-	return wantCRL{}, fmt.Errorf("trust directory file %s: its CRL%s is signed by none of the trusted CAs: add the CA that issued it, or remove the file", fileName, issuer)
+	return signer{}, store.CRL{}, fmt.Errorf("trust directory file %s: its CRL (issuer %s) is signed by none of the trusted CAs: add the CA that issued it, or, if that CA was withdrawn, remove this file too", b.file, pki.DN(rl.RawIssuer))
 }
 
-func notFound(err error) bool {
-	var p *problem.Error
-	return errors.As(err, &p) && p.Status == 404
+// matchLeaving reports whether a CRL was signed by a CA that is expired or
+// being removed: such a list is skipped, since a CA that is not trusted
+// lets nothing through that its CRL could stop.
+func matchLeaving(b crlBlock, leaving []signer) (signer, bool) {
+	for _, l := range leaving {
+		if _, _, err := pki.CRL(b.pem, l.cert); err == nil {
+			return l, true
+		}
+	}
+	return signer{}, false
+}
+
+func parseCRL(data []byte) (*x509.RevocationList, error) {
+	b, _ := pem.Decode(data)
+	if b == nil {
+		return nil, errors.New("no PEM block")
+	}
+	return x509.ParseRevocationList(b.Bytes)
 }
 
 func dash(s string) string {

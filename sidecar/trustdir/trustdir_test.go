@@ -1,6 +1,7 @@
 package trustdir
 
 import (
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -171,8 +172,11 @@ func TestSyncFollowsTheDirectory(t *testing.T) {
 			t.Error("a write during rotation left no partners A CA to publish")
 		}
 	}
-	if r := f.syncOK(); r != (Result{CAsAdded: 1, CAsRemoved: 1, CRLsRemoved: 1}) {
-		t.Fatalf("rotation: %+v", r)
+	// One write: the old CA's CRL goes with it, and Envoy and the filter
+	// see the new CA in the same publish that drops the old one.
+	w := f.changes
+	if r := f.syncOK(); r != (Result{CAsAdded: 1, CAsRemoved: 1}) || f.changes != w+1 {
+		t.Fatalf("rotation: %+v in %d writes", r, f.changes-w)
 	}
 	f.check = nil
 	eq(t, f.cas(), "CN=manual|", "CN=partners A|trust-dir", "CN=partners B|trust-dir")
@@ -305,6 +309,12 @@ func TestSyncKubernetesSecretLayout(t *testing.T) {
 	version("02", map[string][]byte{"ca.crt": b.PEM()})
 	f.syncOK()
 	eq(t, f.cas(), "CN=partners B|trust-dir")
+	// A version with other keys, read right after the ..data swap and
+	// before the kubelet has fixed the top-level links (ca.crt now dangles,
+	// a.crt is not linked yet): the new version is read as a whole.
+	version("03", map[string][]byte{"a.crt": a.PEM(), "b.crt": b.PEM()})
+	f.syncOK()
+	eq(t, f.cas(), "CN=partners A|trust-dir", "CN=partners B|trust-dir")
 }
 
 func TestSyncSkipsExpiredCAs(t *testing.T) {
@@ -333,10 +343,11 @@ func TestSyncMissingDirectory(t *testing.T) {
 	eq(t, f.cas(), "CN=partners A|trust-dir")
 }
 
-// TestSyncFollowsTheStore: a CA both the directory and the admin API added is
-// the admin's (not added twice); once the admin deletes theirs, the next read
-// adds the directory's.
-func TestSyncFollowsTheStore(t *testing.T) {
+// TestSyncAdoptsAnAdminCA: a CA stored through the admin API and also listed
+// in the directory becomes the directory's (not stored twice), so removing
+// its file withdraws it; and a managed CA deleted around the directory comes
+// back at the next read.
+func TestSyncAdoptsAnAdminCA(t *testing.T) {
 	f := newFixture(t)
 	a := root(t, "partners A")
 	admin, err := f.store.CreateCA(store.CA{Name: "by_hand", PEM: string(a.PEM()), Subject: "CN=partners A", Fingerprint: pki.Fingerprint(a.DER)})
@@ -344,15 +355,101 @@ func TestSyncFollowsTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.write("a.pem", a.PEM())
-	if r := f.syncOK(); r.Changed() {
-		t.Fatalf("CA already stored by hand was added again: %+v", r)
+	if r := f.syncOK(); r != (Result{CAsAdopted: 1}) {
+		t.Fatalf("adoption: %+v", r)
 	}
-	eq(t, f.cas(), "CN=partners A|")
+	eq(t, f.cas(), "CN=partners A|trust-dir")
+	if got, _ := f.store.GetCA(admin.ID); got.Name != "by_hand" {
+		t.Fatalf("adopted CA renamed or replaced: %+v", got)
+	}
 	if _, _, err := f.store.DeleteCA(admin.ID); err != nil {
 		t.Fatal(err)
 	}
 	if r := f.syncOK(); r != (Result{CAsAdded: 1}) {
-		t.Fatalf("after the admin copy went: %+v", r)
+		t.Fatalf("after a deletion around the directory: %+v", r)
 	}
-	eq(t, f.cas(), "CN=partners A|trust-dir")
+	f.remove("a.pem")
+	if r := f.syncOK(); r != (Result{CAsRemoved: 1}) {
+		t.Fatalf("withdrawal: %+v", r)
+	}
+	eq(t, f.cas())
+}
+
+// TestSyncSkipsCRLsOfLeavingCAs: a CRL whose CA expired or was removed from
+// the directory is skipped, not a reason to freeze every other change (a
+// CA that is not trusted lets nothing through that its list could stop).
+func TestSyncSkipsCRLsOfLeavingCAs(t *testing.T) {
+	f := newFixture(t)
+	short := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "short-lived", NotAfter: time.Now().Add(time.Hour)}))
+	b, c := root(t, "partners B"), root(t, "partners C")
+	f.write("short.pem", short.PEM())
+	f.write("short.crl", crl(t, short, 1))
+	f.write("b.pem", b.PEM())
+	f.write("b.crl", crl(t, b, 1))
+	if r := f.syncOK(); r != (Result{CAsAdded: 2, CRLsAdded: 2}) {
+		t.Fatalf("%+v", r)
+	}
+	// Two hours on, the short-lived CA has expired; C is added meanwhile.
+	f.sync.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	f.write("c.pem", c.PEM())
+	if r := f.syncOK(); r != (Result{CAsAdded: 1, CAsRemoved: 1}) {
+		t.Fatalf("after expiry: %+v", r)
+	}
+	eq(t, f.cas(), "CN=partners B|trust-dir", "CN=partners C|trust-dir")
+	// B is withdrawn but its CRL file forgotten: B goes all the same.
+	f.remove("b.pem")
+	if r := f.syncOK(); r != (Result{CAsRemoved: 1}) {
+		t.Fatalf("withdrawal with the CRL left: %+v", r)
+	}
+	eq(t, f.cas(), "CN=partners C|trust-dir")
+	if c := f.crls(); len(c) != 0 {
+		t.Fatalf("CRLs left: %+v", c)
+	}
+}
+
+// TestSyncWithConcurrentAdminWrites runs syncs of a changing directory
+// while another writer adds and deletes CAs of its own: every sync either
+// applies whole or fails whole, and the store ends matching the directory.
+func TestSyncWithConcurrentAdminWrites(t *testing.T) {
+	f := newFixture(t)
+	roots := []*testpki.Cert{root(t, "dir 0"), root(t, "dir 1"), root(t, "dir 2")}
+	other := root(t, "admin's")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 100; i++ {
+			ca, err := f.store.CreateCA(store.CA{Name: "admins", PEM: string(other.PEM()), Subject: "CN=admin's", Fingerprint: pki.Fingerprint(other.DER)})
+			if err == nil {
+				_, _, err = f.store.DeleteCA(ca.ID)
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < 60; i++ {
+		// The directory holds two of the three roots, a different pair each time.
+		for j, r := range roots {
+			name := fmt.Sprintf("r%d.pem", j)
+			if j == i%3 {
+				os.Remove(filepath.Join(f.dir, name))
+				continue
+			}
+			f.write(name, r.PEM())
+		}
+		if _, err := f.sync.Sync(); err != nil {
+			t.Fatalf("sync %d: %v", i, err)
+		}
+		var managed []string
+		for _, c := range f.cas() {
+			if strings.HasSuffix(c, "|trust-dir") {
+				managed = append(managed, c)
+			}
+		}
+		if len(managed) != 2 {
+			t.Fatalf("sync %d left %v", i, managed)
+		}
+	}
+	<-done
 }
