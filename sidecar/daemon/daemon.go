@@ -228,8 +228,8 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("%w (fix the file, or start without --trust-dir)", err)
 		}
-		log.Info("trust directory applied", "dir", cfg.TrustDir, "casAdded", res.CAsAdded, "casRemoved", res.CAsRemoved,
-			"crlsAdded", res.CRLsAdded, "crlsUpdated", res.CRLsUpdated, "crlsRemoved", res.CRLsRemoved)
+		// What changed, if anything, the syncer logged itself.
+		log.Info("trust directory in force", "dir", cfg.TrustDir, "changed", res.Changed(), "interval", interval(cfg))
 	}
 
 	refresher := &crlrefresh.Refresher{
@@ -260,11 +260,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	go refresher.Run(runCtx)
 	if syncer != nil {
-		interval := cfg.TrustDirInterval
-		if interval <= 0 {
-			interval = DefaultTrustDirInterval
-		}
-		go syncer.Run(runCtx, interval)
+		go syncer.Run(runCtx, interval(cfg))
 	}
 
 	h := admin.New(admin.Config{
@@ -309,6 +305,14 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	return serveErr
+}
+
+// interval is how often the trust directory is read.
+func interval(cfg Config) time.Duration {
+	if cfg.TrustDirInterval <= 0 {
+		return DefaultTrustDirInterval
+	}
+	return cfg.TrustDirInterval
 }
 
 func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundles *bundlesrv.Server, m *metrics.Metrics, env string) error {
