@@ -229,7 +229,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("%w (fix the file, or start without --trust-dir)", err)
 		}
 		// What changed, if anything, the syncer logged itself.
-		log.Info("trust directory in force", "dir", cfg.TrustDir, "changed", res.Changed(), "interval", interval(cfg))
+		log.Info("trust directory in force", "dir", cfg.TrustDir, "changed", res.Changed(), "interval", trustDirInterval(cfg))
 	}
 
 	refresher := &crlrefresh.Refresher{
@@ -260,7 +260,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	go refresher.Run(runCtx)
 	if syncer != nil {
-		go syncer.Run(runCtx, interval(cfg))
+		go syncer.Run(runCtx, trustDirInterval(cfg))
 	}
 
 	h := admin.New(admin.Config{
@@ -307,8 +307,8 @@ func Run(ctx context.Context, cfg Config) error {
 	return serveErr
 }
 
-// interval is how often the trust directory is read.
-func interval(cfg Config) time.Duration {
+// trustDirInterval is how often the trust directory is read.
+func trustDirInterval(cfg Config) time.Duration {
 	if cfg.TrustDirInterval <= 0 {
 		return DefaultTrustDirInterval
 	}
