@@ -53,9 +53,13 @@ var groups = map[string]map[string]verb{
 				return send(c, http.MethodGet, api.PathCAs, nil, func(cas []api.CACertificate) {
 					rows := make([][]string, 0, len(cas))
 					for _, ca := range cas {
-						rows = append(rows, []string{ca.ID, ca.Name, ca.Subject, ts(ca.NotAfter), crlSummary(ca.CRL)})
+						from := "api"
+						if ca.ManagedBy != "" {
+							from = ca.ManagedBy
+						}
+						rows = append(rows, []string{ca.ID, ca.Name, ca.Subject, ts(ca.NotAfter), crlSummary(ca.CRL), from})
 					}
-					c.table("ID\tNAME\tSUBJECT\tNOT AFTER\tCRL", rows)
+					c.table("ID\tNAME\tSUBJECT\tNOT AFTER\tCRL\tFROM", rows)
 				})
 			}
 		}},

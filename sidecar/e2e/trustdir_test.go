@@ -44,6 +44,9 @@ func TestTrustDir(t *testing.T) {
 		t.Fatalf("listed %+v", cas)
 	}
 
+	if r := p.run("ca-certificate", "list"); r.code != 0 || !strings.Contains(r.stdout, "FROM") || !strings.Contains(r.stdout, "trust-dir") {
+		t.Fatalf("list: %d %s%s", r.code, r.stdout, r.stderr)
+	}
 	if r := p.run("ca-certificate", "describe", "--cert-id", cas[0].ID); r.code != 0 || !strings.Contains(r.stdout, "trust directory") {
 		t.Fatalf("describe: %d %s%s", r.code, r.stdout, r.stderr)
 	}
