@@ -142,9 +142,9 @@ func (f *File) IDs() []string {
 
 // Check reports whether tok is one of the file's tokens, and its ID.
 func (f *File) Check(tok string) (id string, ok bool) {
+	f.refresh()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.refresh()
 	sum := sha256.Sum256([]byte(tok))
 	match := -1
 	for i := range f.sums {
@@ -160,22 +160,33 @@ func (f *File) Check(tok string) (id string, ok bool) {
 	return f.ids[match], true
 }
 
-// refresh re-reads the file if it changed, at most once per recheck.
+// refresh re-reads the file if it changed, at most once per recheck. The
+// file is read outside the lock, so a slow filesystem delays only the
+// request that happens to look, not every other one.
 func (f *File) refresh() {
+	f.mu.Lock()
 	now := f.now()
 	if now.Sub(f.checked) < recheck && !now.Before(f.checked) {
+		f.mu.Unlock()
 		return
 	}
 	f.checked = now
+	f.mu.Unlock()
+
 	data, st, err := f.read()
+
+	f.mu.Lock()
 	if st == f.seen {
+		f.mu.Unlock()
 		return
 	}
 	f.seen = st
 	if err == nil {
 		err = f.take(data)
 	}
+	ids := append([]string(nil), f.ids...)
+	f.mu.Unlock()
 	if f.OnReload != nil {
-		f.OnReload(append([]string(nil), f.ids...), err)
+		f.OnReload(ids, err)
 	}
 }
