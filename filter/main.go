@@ -136,7 +136,7 @@ func bundleDesc(e *policy.Engine, src *policy.SidecarSource) string {
 type sharedDataStore struct{}
 
 func (sharedDataStore) Get(key string) ([]byte, uint32, bool, error) {
-	v, cas, err := proxywasm.GetSharedData(key)
+	v, cas, err := proxywasm.ReadSharedData(key)
 	if errors.Is(err, abi.StatusNotFound) {
 		return nil, 0, false, nil
 	}

@@ -400,3 +400,44 @@ func TestProfilesChangeAndRollBackWithoutReconfiguring(t *testing.T) {
 	refresh(t, plugin, vm, vm2)
 	check("rolled back to version 1", "sidecar:3", true)
 }
+
+// TestProfiledRequestAllocations: a cached request that also runs the
+// profile rules, a named profile and a rate limit (policies/profiles.json
+// as shipped, partner-prod: 120 per minute) allocates nothing in the guest,
+// like the plain cached request (TestCachedRequestAllocatesNothing).
+func TestProfiledRequestAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a second, unstripped filter module")
+	}
+	prof, m := profiledFilter(t)
+	p, _, _ := authzLeaves(t)
+	sc := newSidecarLike(t, p.root)
+	plugin := m.NewPlugin(hosttest.PluginConfig{Name: "mtlsgate", RootID: "mtlsgate", VMID: "mtlsgate",
+		Configuration: exampleConfig(t), LogLevel: abi.LogInfo,
+		Clusters: map[string]hosttest.Upstream{"mtlsgate_sidecar": {Handler: sc.srv.Handler()}}})
+	vm := newVM(t, plugin)
+	refresh(t, plugin, vm)
+	req := methodRequest("POST", "/orders", "203.0.113.40:50000", xfccHeader(p.chainOf(p.good)), abi.Header{Key: "x-profile-id", Value: "partner-prod"})
+	for i := 0; i < 20; i++ {
+		if res := do(t, vm, req); res.Forwarded == nil {
+			t.Fatalf("request %d refused: %s", i, res.LocalResponse.Body)
+		}
+	}
+	const n = 50 // under the 120 per minute the profile allows, with the warm-up
+	prof.on = true
+	for i := 0; i < n; i++ {
+		if res := do(t, vm, req); res.Forwarded == nil {
+			t.Fatalf("request %d refused: %s", i, res.LocalResponse.Body)
+		}
+	}
+	prof.on = false
+	// The rate limiter ran: one counter read and one write per request.
+	if g, s := prof.calls["env.proxy_get_shared_data"], prof.calls["env.proxy_set_shared_data"]; g != n || s != n {
+		t.Fatalf("%d shared-data reads and %d writes in %d requests, want one each per request", g, s, n)
+	}
+	for site, c := range prof.allocs {
+		if strings.HasPrefix(site, "mallocgc ") {
+			t.Errorf("%.2f heap allocations per request: %s", float64(c)/n, site)
+		}
+	}
+}

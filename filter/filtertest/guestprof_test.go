@@ -155,10 +155,10 @@ func TestGuestProfile(t *testing.T) {
 // (docs/PERFORMANCE.md); a change that brings one back fails here with the
 // function that asked for it. Counted with a function listener on a build
 // that keeps its name section, so the count is exact, not timed.
-func TestCachedRequestAllocatesNothing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds a second, unstripped filter module")
-	}
+// profiledFilter compiles an unstripped build of the filter (function
+// names from its name section) with p listening to every guest function.
+func profiledFilter(t *testing.T) (*gprof, *hosttest.Module) {
+	t.Helper()
 	path, err := hosttest.BuildWasmNamed("github.com/mtlsgate/mtlsgate/filter")
 	if err != nil {
 		t.Fatal(err)
@@ -168,6 +168,14 @@ func TestCachedRequestAllocatesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p, m
+}
+
+func TestCachedRequestAllocatesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a second, unstripped filter module")
+	}
+	p, m := profiledFilter(t)
 	pool := newLeafPool(t, testpki.P256, 3, 1)
 	plugin := m.NewPlugin(hosttest.PluginConfig{Name: "mtlsgate", RootID: "mtlsgate", VMID: "mtlsgate",
 		Configuration: mustJSON(t, filterConfig(nil, pool.ch.Root)), LogLevel: abi.LogInfo})

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/mtlsgate/mtlsgate/internal/bundle"
 	"github.com/tidwall/gjson"
@@ -154,6 +155,19 @@ func globMatch(pattern, s string) bool {
 	return px == len(pattern)
 }
 
+// normalizeList trims the spaces around each element of a comma-separated
+// list, returning s itself when there is nothing to trim.
+func normalizeList(s string) string {
+	if !strings.Contains(s, ",") {
+		return strings.TrimSpace(s)
+	}
+	parts := strings.Split(s, ",")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return strings.Join(parts, ",")
+}
+
 // maxLoggedValue bounds client-supplied values copied into decision records.
 const maxLoggedValue = 128
 
@@ -171,24 +185,31 @@ func clip(s string) string {
 // with the bundle.
 func (e *Engine) authorize(p *compiledPolicy, ent *entry, req *Request, res *Result) {
 	res.ClientID, res.ProfileID = ent.clientID, ent.profileID
-	var requested []string
+	// The profiles the request names: every line of the header, each a
+	// comma-separated list. The usual single name is a substring of the
+	// header value; only several lines or names build a new string.
+	named, found := "", false
 	if h := p.opts.RequestedProfileHeader; h != "" {
 		for _, hd := range req.Headers {
 			if hd.Key == h {
-				for _, v := range strings.Split(hd.Value, ",") {
-					requested = append(requested, strings.TrimSpace(v))
+				if found {
+					named += "," + hd.Value
+				} else {
+					named, found = hd.Value, true
 				}
 			}
 		}
 	}
-	if len(requested) > 0 {
-		res.RequestedProfile = clip(strings.Join(requested, ","))
+	if found {
+		res.RequestedProfile = clip(normalizeList(named))
 	}
 	if !p.opts.ProfileAuthorization {
 		return
 	}
-	for _, r := range requested {
-		if r != ent.profileID {
+	for rest, more := named, found; more; {
+		var r string
+		r, rest, more = strings.Cut(rest, ",")
+		if r = strings.TrimSpace(r); r != ent.profileID {
 			e.deny(p, res, ReasonProfileMismatch, 403, "the request names profile "+strconv.Quote(clip(r))+
 				" but the certificate is bound to "+strconv.Quote(ent.profileID)+" ("+p.opts.ProfileIDField.String()+")", nil)
 			return
@@ -225,7 +246,9 @@ func (e *Engine) authorize(p *compiledPolicy, ent *entry, req *Request, res *Res
 		return
 	}
 	if rl := prof.RateLimit; rl != nil {
-		ok, wait := e.limiter.Allow(prof.limitKey+ent.clientID, rl.Requests, prof.window, req.Now)
+		// The key lives in the result's scratch buffer: Allow does not keep it.
+		res.keyBuf = append(append(res.keyBuf[:0], prof.limitKey...), ent.clientID...)
+		ok, wait := e.limiter.Allow(unsafe.String(unsafe.SliceData(res.keyBuf), len(res.keyBuf)), rl.Requests, prof.window, req.Now)
 		if !ok {
 			secs := int64((wait + time.Second - 1) / time.Second)
 			if secs < 1 {

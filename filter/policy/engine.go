@@ -131,6 +131,12 @@ type Result struct {
 	src    AddressSource
 	e      *entry
 	detail string // overrides the verdict's detail (authorization denials)
+
+	// Scratch space a reused Result carries from one request to the next,
+	// so that a cached request through EvaluateInto allocates nothing in
+	// Go wasm: the names to remove, and the rate limiter's key.
+	removeBuf []string
+	keyBuf    []byte
 }
 
 // entry is a rendered verdict for one presented chain under one policy; the
@@ -381,16 +387,18 @@ func (e *Engine) EvaluateInto(req *Request, res *Result) {
 }
 
 func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
-	remove := e.toRemove(req.Headers, nil)
+	removeBuf, keyBuf := res.removeBuf[:0], res.keyBuf
+	remove := e.toRemove(removeBuf, req.Headers, nil)
 	p, routeName, ok := e.route(req.Method, req.Path)
 	if !ok {
 		// Unprotected routes still must not pass on a certificate header from
 		// a peer that is not allowed to send one: an upstream may read it.
-		remove = e.toRemove(req.Headers, e.untrustedInputs(req))
-		*res = Result{Action: Continue, Decision: DecisionPassthrough, RemoveHeaders: remove, Metrics: passthroughMetrics, LogLevel: LogDebug}
+		remove = e.toRemove(removeBuf, req.Headers, e.untrustedInputs(req))
+		*res = Result{Action: Continue, Decision: DecisionPassthrough, RemoveHeaders: remove, Metrics: passthroughMetrics, LogLevel: LogDebug,
+			removeBuf: remove, keyBuf: keyBuf}
 		return nil
 	}
-	*res = Result{Policy: p.name, Route: routeName}
+	*res = Result{Policy: p.name, Route: routeName, removeBuf: remove, keyBuf: keyBuf}
 	t := e.trust.Load()
 	if p.needsBundle && t == nil {
 		res.RemoveHeaders = remove
@@ -407,7 +415,8 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 		dup = false // repeated lines are one comma-joined list
 	case SourceRFC9440, SourceHeader:
 		if !trustedSource(p.opts.TrustedSourceCIDRs, req.source()) {
-			res.RemoveHeaders = e.toRemove(req.Headers, p.sourceHeaders)
+			res.RemoveHeaders = e.toRemove(remove[:0], req.Headers, p.sourceHeaders)
+			res.removeBuf = res.RemoveHeaders
 			res.fill(p.untrusted, false)
 			return p
 		}
@@ -554,8 +563,10 @@ func joinHeader(headers []Header, name, sep string) (string, bool) {
 }
 
 // toRemove lists the headers present that the filter owns, plus extra ones.
-func (e *Engine) toRemove(headers []Header, extra []string) []string {
-	var out []string
+// toRemove appends to out (normally empty, with room kept from an earlier
+// request) the names of the request headers that must not reach the
+// upstream.
+func (e *Engine) toRemove(out []string, headers []Header, extra []string) []string {
 	for _, h := range headers {
 		k := h.Key
 		if !inMTLSNamespace(k) && !e.isStripped(k) && !contains(extra, k) {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -12,12 +13,15 @@ import (
 type Limiter interface {
 	// Allow counts one request for key against limit per window at now and
 	// reports whether it fits; when it does not, retryAfter is the time left
-	// in the window.
+	// in the window. key is valid only during the call (it may share a
+	// buffer the engine reuses): copy it to keep it.
 	Allow(key string, limit int, window time.Duration, now time.Time) (ok bool, retryAfter time.Duration)
 }
 
 // CASStore is a key-value store with compare-and-swap versions, the shape of
-// proxy-wasm shared data: Get returns the value and its cas; Set with a
+// proxy-wasm shared data: Get returns the value and its cas (the value may
+// share a buffer the next Get reuses; the key is valid only during a call,
+// so a store that keeps it copies it); Set with a
 // non-zero cas fails with mismatch when an existing key's cas differs, and
 // creates a missing key whatever cas says (proxy-wasm-cpp-host
 // src/shared_data.cc, SharedData::set).
@@ -54,6 +58,13 @@ type CASLimiter struct {
 	// OnError, if set, hears about store failures. The request is then
 	// allowed: a limiter outage must not take the gateway down with it.
 	OnError func(error)
+
+	// buf holds the value being written: a buffer on the stack would
+	// escape through the Store interface and cost an allocation per
+	// request in Go wasm. mu is the verdict cache's kind of lock, a no-op
+	// in the single-threaded filter.
+	mu  cacheLock
+	buf []byte
 }
 
 // Allow implements Limiter.
@@ -65,7 +76,6 @@ func (l *CASLimiter) Allow(key string, limit int, window time.Duration, now time
 	retry := func(idx int64) time.Duration {
 		return time.Duration((idx+1)*int64(window) - now.UnixNano())
 	}
-	var buf [40]byte
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
 		v, cas, found, err := l.Store.Get(key)
 		if err != nil {
@@ -87,10 +97,12 @@ func (l *CASLimiter) Allow(key string, limit int, window time.Duration, now time
 		if !found {
 			setCas = absentCAS
 		}
-		b := strconv.AppendInt(buf[:0], idx, 10)
-		b = append(b, ' ')
-		b = strconv.AppendInt(b, int64(count+1), 10)
-		mismatch, err := l.Store.Set(key, b, setCas)
+		l.mu.Lock()
+		l.buf = strconv.AppendInt(l.buf[:0], idx, 10)
+		l.buf = append(l.buf, ' ')
+		l.buf = strconv.AppendInt(l.buf, int64(count+1), 10)
+		mismatch, err := l.Store.Set(key, l.buf, setCas)
+		l.mu.Unlock()
 		if err != nil {
 			l.fail(err)
 			return true, 0
@@ -163,7 +175,7 @@ func (m *MemoryCAS) Set(key string, value []byte, cas uint32) (bool, error) {
 	if m.next == 0 {
 		m.next = 1
 	}
-	m.data[key] = memEntry{v: append([]byte(nil), value...), cas: m.next}
+	m.data[strings.Clone(key)] = memEntry{v: append([]byte(nil), value...), cas: m.next}
 	return false, nil
 }
 

@@ -119,6 +119,7 @@ var (
 	reqHeaderBuf  scratch
 	reqHeaderList []Header
 	propertyBuf   scratch
+	sharedBuf     scratch
 )
 
 // ReadHTTPRequestHeaders is GetHTTPRequestHeaders without allocating: the
@@ -332,6 +333,22 @@ func GetSharedData(key string) ([]byte, uint32, error) {
 		return nil, 0, err
 	}
 	return take(addr, size), cas, nil
+}
+
+// ReadSharedData is GetSharedData without allocating: the value shares a
+// buffer that the next ReadSharedData call overwrites, so copy it to keep
+// it. The rate limiter reads its counter this way on every request.
+func ReadSharedData(key string) ([]byte, uint32, error) {
+	r := pushRet()
+	st := sharedBuf.call(func() uint32 {
+		return proxyGetSharedData(strPtr(key), uint32(len(key)), unsafe.Pointer(&r.a), unsafe.Pointer(&r.b), unsafe.Pointer(&r.c))
+	})
+	addr, size, cas := r.a, r.b, r.c
+	popRet(r)
+	if err := statusErr(st); err != nil {
+		return nil, 0, err
+	}
+	return sharedBuf.take(addr, size), cas, nil
 }
 
 // SetSharedData writes key if its CAS version is still cas (0: unconditionally);
