@@ -34,7 +34,7 @@ type multi []string
 func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
-const usage = `Usage: mtlsgate verify --ca FILE [--ca FILE...] --cert FILE [--chain FILE] [--crl FILE...]
+const usage = `Usage: mtlsgate verify (--ca FILE [--ca FILE...] | --bundle FILE) --cert FILE [--chain FILE] [--crl FILE...]
                        [--policy FILE [--policy-name NAME]] [--profiles FILE]
                        [--method METHOD] [--source ADDRESS] [--requested-profile ID]
                        [--at RFC3339] [--output json]
@@ -42,6 +42,8 @@ const usage = `Usage: mtlsgate verify --ca FILE [--ca FILE...] --cert FILE [--ch
 Runs the mtls-auth-inbound policy on a client certificate as the filter would,
 and, when the policy enforces profiles, the bound profile's rules.
   --ca          trusted CA certificate(s), PEM (repeatable)
+  --bundle      a trust bundle as the sidecar serves it (curl .../v1/bundle):
+                its CAs, CRLs and profile set; --ca and --crl add to it
   --cert        client certificate, PEM; may also hold its intermediates (leaf first)
   --chain       intermediate certificates, PEM
   --crl         CRL, PEM (repeatable)
@@ -66,6 +68,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	var cas, crls multi
 	fs.Var(&cas, "ca", "")
 	fs.Var(&crls, "crl", "")
+	bundleFile := fs.String("bundle", "", "")
 	certFile := fs.String("cert", "", "")
 	chainFile := fs.String("chain", "", "")
 	policyFile := fs.String("policy", "", "")
@@ -89,8 +92,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	if *output != "text" && *output != "json" {
 		return bad(stderr, "--output must be json (or omitted for text)")
 	}
-	if len(cas) == 0 || *certFile == "" {
-		return bad(stderr, "--ca and --cert are required; run 'mtlsgate verify --help'")
+	if (len(cas) == 0 && *bundleFile == "") || *certFile == "" {
+		return bad(stderr, "--cert and one of --ca or --bundle are required; run 'mtlsgate verify --help'")
 	}
 	if *method == "" || strings.ToUpper(*method) != *method {
 		return bad(stderr, "--method "+strconv.Quote(*method)+" must be an upper-case HTTP method such as GET")
@@ -147,11 +150,30 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return bad(stderr, err.Error())
 	}
-	pol := cfg.Policies[0]
-	if pol.Options.ProfileAuthorization && !cfg.ProfilesDefined {
-		return bad(stderr, "policy "+strconv.Quote(pol.Name)+" enforces profiles but no profile set was given; add --profiles FILE (the file 'mtlsgate profile set --file' takes)")
+	var profiles []byte
+	profilesVersion := 0
+	if *bundleFile != "" {
+		data, err := os.ReadFile(*bundleFile)
+		if err != nil {
+			return bad(stderr, "cannot read --bundle: "+err.Error())
+		}
+		sb, err := bundle.Parse(data)
+		if err != nil {
+			return bad(stderr, "--bundle "+*bundleFile+": "+err.Error()+" (save it with: curl -s http://127.0.0.1:9913/v1/bundle > "+*bundleFile+")")
+		}
+		caEntries = append(sb.CACertificates, caEntries...)
+		crlEntries = append(sb.CRLs, crlEntries...)
+		// --profiles, when given, is the set to test: the bundle's would
+		// take precedence in the engine, as the sidecar's does in the filter.
+		if *profilesFile == "" {
+			profiles, profilesVersion = sb.Profiles, sb.ProfilesVersion
+		}
 	}
-	b := bundle.New(caEntries, crlEntries, nil, 0, now)
+	pol := cfg.Policies[0]
+	if pol.Options.ProfileAuthorization && !cfg.ProfilesDefined && len(profiles) == 0 {
+		return bad(stderr, "policy "+strconv.Quote(pol.Name)+" enforces profiles but no profile set was given; add --profiles FILE (the file 'mtlsgate profile set --file' takes) or a --bundle that carries one")
+	}
+	b := bundle.New(caEntries, crlEntries, profiles, profilesVersion, now)
 	eng := policy.NewEngine(cfg)
 	if err := eng.SetBundle(b); err != nil {
 		return bad(stderr, err.Error())

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidwall/gjson"
+
+	"github.com/mtlsgate/mtlsgate/internal/bundle"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
@@ -189,5 +192,45 @@ func TestVerifyProfiles(t *testing.T) {
 	}
 	if code, _, errOut := run("--ca", ca, "--policy", two, "--policy-name", "nope", "--cert", acme); code != ExitBadInput || !strings.Contains(errOut, "nope") {
 		t.Errorf("--policy-name nope: exit %d, %q", code, errOut)
+	}
+}
+
+// TestVerifyBundle checks a certificate against a bundle document as the
+// sidecar serves it: its CAs, CRLs and profile set.
+func TestVerifyBundle(t *testing.T) {
+	dir := t.TempDir()
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "partners CA"}))
+	acme := testpki.Must(root.Issue(testpki.Options{Subject: pkix.Name{CommonName: "acme-mobile", OrganizationalUnit: []string{"partner-prod"}}}))
+	revoked := testpki.Must(root.Issue(testpki.Options{Subject: pkix.Name{CommonName: "globex-1", OrganizationalUnit: []string{"partner-prod"}}}))
+	crl := testpki.Must(root.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{revoked}}))
+	set, err := os.ReadFile(filepath.Join("..", "..", "..", "policies", "profiles", "profiles.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := bundle.New([]bundle.CA{{ID: "mtlsca_1", PEM: string(root.PEM())}}, []bundle.CRL{{CAID: "mtlsca_1", PEM: string(crl)}},
+		[]byte(gjson.GetBytes(set, "profiles").Raw), 7, time.Now()).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := write(t, dir, "bundle.json", doc)
+	enforce := write(t, dir, "enforce.json", []byte(`{"name":"p","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{"profileAuthorization":"enforce"}}}`))
+	acmeFile, revokedFile := write(t, dir, "acme.pem", acme.PEM()), write(t, dir, "revoked.pem", revoked.PEM())
+
+	code, out, errOut := run("--bundle", b, "--policy", enforce, "--cert", acmeFile, "--source", "203.0.113.9", "--output", "json")
+	var rep jsonReport
+	if code != ExitAllowed || json.Unmarshal([]byte(out), &rep) != nil || rep.Profiles != "sidecar:7" || rep.ProfileID != "partner-prod" {
+		t.Fatalf("bundle with profiles: exit %d %s%s", code, out, errOut)
+	}
+	if code, out, _ := run("--bundle", b, "--cert", revokedFile); code != ExitDenied || !strings.Contains(out, "REVOKED") {
+		t.Fatalf("the bundle's CRL: exit %d %s", code, out)
+	}
+	// --profiles replaces the bundle's set: partner-staging allows GET only.
+	staging := write(t, dir, "staging.json", []byte(`{"profiles":[{"id":"partner-prod","clients":["*"],"methods":["GET"]}]}`))
+	if code, out, _ := run("--bundle", b, "--policy", enforce, "--profiles", staging, "--cert", acmeFile, "--method", "POST", "--output", "json"); code != ExitDenied || !strings.Contains(out, `"profiles": "config"`) || !strings.Contains(out, "METHOD_NOT_ALLOWED") {
+		t.Fatalf("--profiles over the bundle's: exit %d %s", code, out)
+	}
+	notBundle := write(t, dir, "not.json", []byte(`{"caCertificates": 3}`))
+	if code, _, errOut := run("--bundle", notBundle, "--cert", acmeFile); code != ExitBadInput || !strings.Contains(errOut, "v1/bundle") {
+		t.Fatalf("bad bundle: exit %d %q", code, errOut)
 	}
 }
