@@ -155,6 +155,30 @@ func globMatch(pattern, s string) bool {
 	return px == len(pattern)
 }
 
+// requestedRecord is the decision record's value for a profile header sent
+// on several lines: the lines' names joined by commas, built no further than
+// clip keeps, so a client repeating the header cannot make it costly.
+func requestedRecord(headers []Header, name string) string {
+	var b []byte
+	for _, hd := range headers {
+		if hd.Key != name {
+			continue
+		}
+		for rest, more := hd.Value, true; more && len(b) <= maxLoggedValue; {
+			var r string
+			r, rest, more = strings.Cut(rest, ",")
+			if len(b) > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, strings.TrimSpace(r)...)
+		}
+		if len(b) > maxLoggedValue {
+			break
+		}
+	}
+	return clip(string(b))
+}
+
 // normalizeList trims the spaces around each element of a comma-separated
 // list, returning s itself when there is nothing to trim.
 func normalizeList(s string) string {
@@ -187,32 +211,37 @@ func (e *Engine) authorize(p *compiledPolicy, ent *entry, req *Request, res *Res
 	res.ClientID, res.ProfileID = ent.clientID, ent.profileID
 	// The profiles the request names: every line of the header, each a
 	// comma-separated list. The usual single name is a substring of the
-	// header value; only several lines or names build a new string.
-	named, found := "", false
-	if h := p.opts.RequestedProfileHeader; h != "" {
+	// header value, recorded without a copy.
+	h := p.opts.RequestedProfileHeader
+	lines := 0
+	if h != "" {
 		for _, hd := range req.Headers {
 			if hd.Key == h {
-				if found {
-					named += "," + hd.Value
-				} else {
-					named, found = hd.Value, true
+				lines++
+				if lines == 1 {
+					res.RequestedProfile = clip(normalizeList(hd.Value))
 				}
 			}
 		}
 	}
-	if found {
-		res.RequestedProfile = clip(normalizeList(named))
+	if lines > 1 {
+		res.RequestedProfile = requestedRecord(req.Headers, h)
 	}
 	if !p.opts.ProfileAuthorization {
 		return
 	}
-	for rest, more := named, found; more; {
-		var r string
-		r, rest, more = strings.Cut(rest, ",")
-		if r = strings.TrimSpace(r); r != ent.profileID {
-			e.deny(p, res, ReasonProfileMismatch, 403, "the request names profile "+strconv.Quote(clip(r))+
-				" but the certificate is bound to "+strconv.Quote(ent.profileID)+" ("+p.opts.ProfileIDField.String()+")", nil)
-			return
+	for _, hd := range req.Headers {
+		if lines == 0 || hd.Key != h {
+			continue
+		}
+		for rest, more := hd.Value, true; more; {
+			var r string
+			r, rest, more = strings.Cut(rest, ",")
+			if r = strings.TrimSpace(r); r != ent.profileID {
+				e.deny(p, res, ReasonProfileMismatch, 403, "the request names profile "+strconv.Quote(clip(r))+
+					" but the certificate is bound to "+strconv.Quote(ent.profileID)+" ("+p.opts.ProfileIDField.String()+")", nil)
+				return
+			}
 		}
 	}
 	set := e.profiles.Load()

@@ -157,6 +157,9 @@ func TestProfileDecisions(t *testing.T) {
 		{"ipv6 source in range", authzReq("GET", p.xfcc(p.acme), "[2001:db8::7]:443"), 0, ""},
 		{"names another profile", authzReq("GET", p.xfcc(p.acme), src, Header{"x-profile-id", "partner-staging"}), 403, ReasonProfileMismatch},
 		{"names two profiles", authzReq("GET", p.xfcc(p.acme), src, Header{"x-profile-id", "partner-prod, partner-staging"}), 403, ReasonProfileMismatch},
+		{"names its own profile on two lines", authzReq("GET", p.xfcc(p.acme), src, Header{"x-profile-id", "partner-prod"}, Header{"x-profile-id", " partner-prod "}), 0, ""},
+		{"second line names another", authzReq("GET", p.xfcc(p.acme), src, Header{"x-profile-id", "partner-prod"}, Header{"x-profile-id", "partner-staging"}), 403, ReasonProfileMismatch},
+		{"names an empty profile", authzReq("GET", p.xfcc(p.acme), src, Header{"x-profile-id", ""}), 403, ReasonProfileMismatch},
 		{"client not bound", authzReq("GET", p.xfcc(p.other), src), 403, ReasonClientNotAllowed},
 		{"no OU", authzReq("GET", p.xfcc(p.noOU), src), 403, ReasonProfileUnknown},
 		{"source outside", authzReq("GET", p.xfcc(p.acme), "198.51.100.1:4000"), 403, ReasonIPNotAllowed},
@@ -198,6 +201,31 @@ func TestProfileDecisions(t *testing.T) {
 				t.Fatalf("metrics %v do not count the reason", r.Metrics)
 			}
 		})
+	}
+}
+
+// TestRequestedProfileRecord: the decision record shows the named profiles
+// normalized (one comma between names, no spaces), every line included,
+// and clipped like every client-supplied value, however many lines come.
+func TestRequestedProfileRecord(t *testing.T) {
+	p := theAuthzPKI()
+	e := authzEngine(t, `{"profileAuthorization":"enforce"}`, partnerProfiles)
+	src := "203.0.113.9:4000"
+	rec := func(extra ...Header) any {
+		return logRecord(t, e.Evaluate(authzReq("GET", p.xfcc(p.acme), src, extra...)))["requestedProfile"]
+	}
+	if got := rec(Header{"x-profile-id", " partner-prod , partner-staging "}); got != "partner-prod,partner-staging" {
+		t.Errorf("one line: %v", got)
+	}
+	if got := rec(Header{"x-profile-id", "partner-prod"}, Header{"x-profile-id", "a, b"}); got != "partner-prod,a,b" {
+		t.Errorf("two lines: %v", got)
+	}
+	var many []Header
+	for i := 0; i < 95; i++ {
+		many = append(many, Header{"x-profile-id", strings.Repeat("p", 500)})
+	}
+	if got, _ := rec(many...).(string); len(got) != maxLoggedValue+3 || !strings.HasSuffix(got, "...") {
+		t.Errorf("95 long lines recorded as %d bytes: %.40q", len(got), got)
 	}
 }
 

@@ -134,7 +134,10 @@ type Result struct {
 
 	// Scratch space a reused Result carries from one request to the next,
 	// so that a cached request through EvaluateInto allocates nothing in
-	// Go wasm: the names to remove, and the rate limiter's key.
+	// Go wasm: the names to remove, and the rate limiter's key. A copy of
+	// a Result shares them: evaluate into one Result per goroutine, and
+	// copy what must outlive the next evaluation (RemoveHeaders) element by
+	// element.
 	removeBuf []string
 	keyBuf    []byte
 }

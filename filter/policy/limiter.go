@@ -20,8 +20,8 @@ type Limiter interface {
 
 // CASStore is a key-value store with compare-and-swap versions, the shape of
 // proxy-wasm shared data: Get returns the value and its cas (the value may
-// share a buffer the next Get reuses; the key is valid only during a call,
-// so a store that keeps it copies it); Set with a
+// share a buffer the next Get reuses; the key, and Set's value, are valid
+// only during the call, so a store that keeps them copies them); Set with a
 // non-zero cas fails with mismatch when an existing key's cas differs, and
 // creates a missing key whatever cas says (proxy-wasm-cpp-host
 // src/shared_data.cc, SharedData::set).
