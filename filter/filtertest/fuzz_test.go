@@ -29,6 +29,14 @@ func FuzzFilter(f *testing.F) {
 	f.Add(uint8(1), "/v1/x", "client-cert: "+sf(p.good.DER)+"\nclient-cert: "+sf(p.good.DER), "10.1.2.3")
 	f.Add(uint8(2), "/v1/", "x-ssl-client-cert: "+envoyPEMEscaper.Replace(string(p.good.PEM())+string(p.inter.PEM())), "[::ffff:10.1.2.3]:1")
 	f.Add(uint8(3), "/public", "x-forwarded-client-cert: "+p.chainOf(p.expired)+",By=x;Cert=\"%%\"", "not an address")
+	f.Add(uint8(4), "/v1/orders", "x-forwarded-client-cert: "+p.chainOf(p.good)+"\nx-profile-id: partner-prod\nX-Profile-Id: ,partner-prod ,", "10.1.2.3:5555")
+	// Compile the module and start every VM before fuzzing: in a fuzz
+	// worker each input must finish within 10 s or the worker is killed as
+	// deadlocked, and compiling the filter in a coverage-instrumented
+	// worker, two at once on a small machine, can take about that long.
+	for i := range fuzzConfigs {
+		fuzzVM(f, i)
+	}
 	f.Fuzz(func(t *testing.T, mode uint8, path, rawHeaders, source string) {
 		vm := fuzzVM(t, int(mode)%len(fuzzConfigs))
 		hs := []abi.Header{{Key: ":method", Value: "GET"}, {Key: ":path", Value: "/" + strings.TrimLeft(validValue(path), "/")},
@@ -74,6 +82,15 @@ var fuzzConfigs = []map[string]any{
 	{"certificateSource": "rfc9440", "trustedSourceCIDRs": []string{"10.1.0.0/16"}},
 	{"certificateSource": "header", "certificateHeader": "x-ssl-client-cert", "certificateHeaderFormat": "url-encoded-pem", "trustedSourceCIDRs": []string{"10.1.0.0/16"}},
 	{"allowUnauthenticatedRequests": true, "cacheSize": 4},
+	// Profile rules and a small rate limit run after every verification.
+	{"profileAuthorization": "enforce"},
+}
+
+// fuzzProfiles bind the shared good leaf (CN=acme-mobile, OU=partner-prod),
+// with a limit low enough that the fuzzer reaches 429 too.
+var fuzzProfiles = []map[string]any{
+	{"id": "partner-prod", "clients": []string{"acme-*"}, "methods": []string{"GET"}, "sourceCIDRs": []string{"10.1.0.0/16"},
+		"rateLimit": map[string]any{"requests": 5, "per": "second"}},
 }
 
 var (
@@ -81,7 +98,7 @@ var (
 	fuzzVMs = map[int]*hosttest.VM{}
 )
 
-func fuzzVM(t *testing.T, i int) *hosttest.VM {
+func fuzzVM(t testing.TB, i int) *hosttest.VM {
 	fuzzMu.Lock()
 	defer fuzzMu.Unlock()
 	if vm := fuzzVMs[i]; vm != nil && vm.Err() == nil {
@@ -92,6 +109,9 @@ func fuzzVM(t *testing.T, i int) *hosttest.VM {
 		"policies":    []any{policyDoc("mtls", fuzzConfigs[i])},
 		"routes":      []any{map[string]any{"pathPrefix": "/v1/", "policy": "mtls"}},
 		"trustBundle": inlineBundle([]*testpki.Cert{p.root}, p.crl),
+	}
+	if fuzzConfigs[i]["profileAuthorization"] == "enforce" {
+		cfg["profiles"] = fuzzProfiles
 	}
 	plugin := filterModule(t).NewPlugin(hostConfig(mustJSON(t, cfg)))
 	vm, err := plugin.NewVM(context.Background())
