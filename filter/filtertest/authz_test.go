@@ -30,7 +30,7 @@ var (
 	intruderLeaf, teamXLeaf *testpki.Cert
 )
 
-func authzLeaves(t *testing.T) (*pki, *testpki.Cert, *testpki.Cert) {
+func authzLeaves(t testing.TB) (*pki, *testpki.Cert, *testpki.Cert) {
 	p := thePKI(t)
 	authzLeavesOnce.Do(func() {
 		m := testpki.Must[*testpki.Cert]
@@ -440,4 +440,25 @@ func TestProfiledRequestAllocations(t *testing.T) {
 			t.Errorf("%.2f heap allocations per request: %s", float64(c)/n, site)
 		}
 	}
+}
+
+// BenchmarkProfiledRequest: the hot path plus profile authorization: a
+// cached verdict, the client naming its own profile, the profile's method,
+// address and rate-limit checks (a limit too high to reach), all headers
+// written. Compare with BenchmarkHotPath/P-256/depth2 (same chain shape).
+func BenchmarkProfiledRequest(b *testing.B) {
+	p, _, _ := authzLeaves(b)
+	cfg := map[string]any{
+		"policies": []any{policyDoc("partners", map[string]any{"profileAuthorization": "enforce"})},
+		"profiles": []any{map[string]any{"id": "partner-prod", "clients": []string{"acme-mobile"}, "methods": []string{"GET", "POST"},
+			"sourceCIDRs": []string{"203.0.113.0/24"}, "rateLimit": map[string]any{"requests": 1_000_000_000, "per": "second"}}},
+		"trustBundle": inlineBundle([]*testpki.Cert{p.root}),
+	}
+	_, vm := newPlugin(b, cfg, nil)
+	req := methodRequest("POST", "/orders", "203.0.113.40:50000", xfccHeader(p.chainOf(p.good)), abi.Header{Key: "x-profile-id", Value: "partner-prod"})
+	runRequests(b, vm, []*hosttest.Request{req}, func(b *testing.B, r *hosttest.Result) {
+		if r.Forwarded == nil {
+			b.Fatalf("refused: %+v", r.LocalResponse)
+		}
+	})
 }
