@@ -33,7 +33,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
-	case "serve", "ca-certificate", "crl", "mtls-certificate", "profile":
+	case "serve", "health", "ca-certificate", "crl", "mtls-certificate", "profile":
 		return cli.Run(args, stdout, stderr)
 	case "verify":
 		return verifycmd.Run(args[1:], stdout, stderr)
@@ -53,8 +53,9 @@ Usage: mtlsgate <command> [flags]
 
 Commands:
   serve              run the sidecar: store, SDS, bundle endpoint, admin API
+  health             exit 0 if a running serve is ready (for exec probes and HEALTHCHECK)
   ca-certificate     manage client CA certificates (create, list, describe, update, delete)
-  crl                manage CRLs of those CAs (create, list, describe, delete)
+  crl                manage CRLs of those CAs (create, list, describe, update, delete)
   mtls-certificate   manage outbound client certificates (create, list, describe, update, enable, disable, delete)
   profile            manage authorization profiles (set, list, history, rollback)
   verify             check a client certificate offline against CAs, CRLs and a policy

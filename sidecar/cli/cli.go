@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -36,6 +37,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serve(args[1:], stdout, stderr)
+	case "health":
+		err = health(args[1:], stdout, stderr)
 	case "ca-certificate", "crl", "mtls-certificate", "profile":
 		return manage(args[0], args[1:], stdout, stderr)
 	default:
@@ -136,6 +139,41 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return daemon.Run(ctx, cfg)
+}
+
+// health asks a running serve whether it is ready (GET /readyz, no token):
+// exit 0 when it is. It is for probes that run inside the sidecar's
+// container (a Kubernetes exec probe, a Docker HEALTHCHECK), which reach the
+// loopback-only admin listener where a kubelet HTTP probe cannot.
+func health(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	server := fs.String("server", "", "admin API URL of mtlsgate serve (default $MTLSGATE_SERVER or "+api.DefaultServer+")")
+	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	base := *server
+	if base == "" {
+		base = os.Getenv("MTLSGATE_SERVER")
+	}
+	if base == "" {
+		base = api.DefaultServer
+	}
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	hc := &http.Client{Timeout: *timeout}
+	resp, err := hc.Get(strings.TrimRight(base, "/") + "/readyz")
+	if err != nil {
+		return fmt.Errorf("not reachable at %s: %w (is mtlsgate serve running, with this --admin-listen?)", base, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("not ready (%d): %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintln(stdout, "ready")
+	return nil
 }
 
 // cmd is one management subcommand.

@@ -204,3 +204,19 @@ func TestAdminTokenRotation(t *testing.T) {
 		t.Fatalf("audit log does not name the new token %s:\n%s", admintoken.ID(newTok), logs)
 	}
 }
+
+// TestHealth: `mtlsgate health` answers 0 for a ready serve and 1, saying
+// why, when nothing listens.
+func TestHealth(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	if r := runCLI(nil, "health", "--server", "http://"+p.addrs.Admin); r.code != 0 || strings.TrimSpace(r.stdout) != "ready" {
+		t.Fatalf("ready serve: %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI([]string{"MTLSGATE_SERVER=" + p.addrs.Admin}, "health"); r.code != 0 {
+		t.Fatalf("MTLSGATE_SERVER: %d %s", r.code, r.stderr)
+	}
+	p.stop()
+	if r := runCLI(nil, "health", "--server", "http://"+p.addrs.Admin, "--timeout", "1s"); r.code != 1 || !strings.Contains(r.stderr, "not reachable") {
+		t.Fatalf("stopped serve: %d %s", r.code, r.stderr)
+	}
+}
