@@ -152,16 +152,7 @@ func health(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
-	base := *server
-	if base == "" {
-		base = os.Getenv("MTLSGATE_SERVER")
-	}
-	if base == "" {
-		base = api.DefaultServer
-	}
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
+	base := serverURL(*server)
 	hc := &http.Client{Timeout: *timeout}
 	resp, err := hc.Get(strings.TrimRight(base, "/") + "/readyz")
 	if err != nil {

@@ -26,9 +26,10 @@ type Client struct {
 	HTTP   *http.Client
 }
 
-// NewClient resolves the server URL and token the way the CLI does: flags
-// first, then MTLSGATE_SERVER / MTLSGATE_ADMIN_TOKEN, then the defaults.
-func NewClient(server, tokenFile string) (*Client, error) {
+// serverURL is the admin API base URL: the flag, else $MTLSGATE_SERVER, else
+// the default; "http://" is added to a bare host:port.
+func serverURL(flagValue string) string {
+	server := flagValue
 	if server == "" {
 		server = os.Getenv("MTLSGATE_SERVER")
 	}
@@ -38,6 +39,13 @@ func NewClient(server, tokenFile string) (*Client, error) {
 	if !strings.Contains(server, "://") {
 		server = "http://" + server
 	}
+	return server
+}
+
+// NewClient resolves the server URL and token the way the CLI does: flags
+// first, then MTLSGATE_SERVER / MTLSGATE_ADMIN_TOKEN, then the defaults.
+func NewClient(server, tokenFile string) (*Client, error) {
+	server = serverURL(server)
 	tok := ""
 	if tokenFile != "" {
 		data, err := os.ReadFile(tokenFile)
