@@ -230,11 +230,11 @@ func (e *Engine) authorize(p *compiledPolicy, ent *entry, req *Request, res *Res
 	if !p.opts.ProfileAuthorization {
 		return
 	}
-	for _, hd := range req.Headers {
-		if lines == 0 || hd.Key != h {
+	for i := 0; lines > 0 && i < len(req.Headers); i++ {
+		if req.Headers[i].Key != h {
 			continue
 		}
-		for rest, more := hd.Value, true; more; {
+		for rest, more := req.Headers[i].Value, true; more; {
 			var r string
 			r, rest, more = strings.Cut(rest, ",")
 			if r = strings.TrimSpace(r); r != ent.profileID {

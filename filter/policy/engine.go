@@ -500,7 +500,7 @@ func (e *Engine) EvaluateChain(policyName string, ders [][]byte, req *Request) (
 		e.authorize(p, res.e, req, res)
 	}
 	res.Time, res.Method, res.SourceAddress = req.Now, req.Method, req.SourceAddress
-	res.BundleVersion = e.BundleVersion()
+	res.ConfigVersion, res.BundleVersion = e.cfg.Version, e.BundleVersion()
 	res.ProfilesVersion = e.profiles.Load().describe()
 	return res, nil
 }
@@ -565,10 +565,9 @@ func joinHeader(headers []Header, name, sep string) (string, bool) {
 	return v, n > 1
 }
 
-// toRemove lists the headers present that the filter owns, plus extra ones.
 // toRemove appends to out (normally empty, with room kept from an earlier
-// request) the names of the request headers that must not reach the
-// upstream.
+// request) the names of the request headers present that the filter owns,
+// plus extra ones: what must not reach the upstream.
 func (e *Engine) toRemove(out []string, headers []Header, extra []string) []string {
 	for _, h := range headers {
 		k := h.Key
