@@ -396,21 +396,29 @@ func (s *Store) CreateCA(ca CA) (CA, error) {
 		if err != nil {
 			return err
 		}
-		for _, e := range existing {
-			if e.Fingerprint == ca.Fingerprint {
-				p := problem.Conflict("duplicate_certificate", "this certificate is already stored as %s (name %q): use that ID, or delete it first to upload it again", e.ID, e.Name)
-				p.ExistingID = e.ID
-				return p
-			}
-			if e.Name == ca.Name {
-				p := problem.Conflict("duplicate_name", "a CA certificate named %q already exists (%s): pick another --name or rename the existing one with `ca-certificate update`", e.Name, e.ID)
-				p.ExistingID = e.ID
-				return p
-			}
+		if err := newCAConflict(existing, ca); err != nil {
+			return err
 		}
 		return putJSON(b, ca.ID, ca)
 	})
 	return ca, err
+}
+
+// newCAConflict refuses a CA whose certificate or name is already stored.
+func newCAConflict(existing []CA, ca CA) error {
+	for _, e := range existing {
+		if e.Fingerprint == ca.Fingerprint {
+			p := problem.Conflict("duplicate_certificate", "this certificate is already stored as %s (name %q): use that ID, or delete it first to upload it again", e.ID, e.Name)
+			p.ExistingID = e.ID
+			return p
+		}
+		if e.Name == ca.Name {
+			p := problem.Conflict("duplicate_name", "a CA certificate named %q already exists (%s): pick another --name or rename the existing one with `ca-certificate update`", e.Name, e.ID)
+			p.ExistingID = e.ID
+			return p
+		}
+	}
+	return nil
 }
 
 // ListCAs returns every CA, oldest first.
@@ -637,29 +645,24 @@ func (s *Store) applyTrust(tx *bolt.Tx, ch TrustChange, cas []CA, crls []CRL) er
 	now := s.now().UTC()
 	caB, crlB := tx.Bucket(bucketCAs), tx.Bucket(bucketCRLs)
 	byFP := map[string]CA{}
-	names := map[string]bool{}
+	byID := map[string]CA{}
 	for _, c := range cas {
-		byFP[c.Fingerprint], names[c.Name] = c, true
+		byFP[c.Fingerprint], byID[c.ID] = c, c
 	}
+	stored := cas
 	for _, c := range ch.AddCAs {
-		if e, dup := byFP[c.Fingerprint]; dup {
-			return problem.Conflict("duplicate_certificate", "CA certificate %q is already stored as %s", c.Subject, e.ID)
-		}
-		if names[c.Name] {
-			return problem.Conflict("duplicate_name", "a CA certificate named %q already exists", c.Name)
+		if err := newCAConflict(stored, c); err != nil {
+			return err
 		}
 		c.ID, c.CreatedAt, c.UpdatedAt = NewID("mtlsca_"), now, now
 		if err := putJSON(caB, c.ID, c); err != nil {
 			return err
 		}
-		byFP[c.Fingerprint], names[c.Name] = c, true
+		byFP[c.Fingerprint] = c
+		stored = append(stored[:len(stored):len(stored)], c)
 	}
 	for _, id := range ch.AdoptCAs {
-		var c CA
-		ok, err := getJSON(caB, id, &c)
-		if err != nil {
-			return err
-		}
+		c, ok := byID[id]
 		if !ok {
 			return caNotFound(id)
 		}
