@@ -234,14 +234,11 @@ func (s *Syncer) sync() (Result, error) {
 	res := Result{CAsAdded: len(ch.AddCAs), CAsAdopted: len(ch.AdoptCAs), CAsRemoved: len(ch.DeleteCAs),
 		CRLsAdded: len(ch.AddCRLs), CRLsUpdated: len(ch.UpdateCRLs), CRLsRemoved: len(ch.DeleteCRLs)}
 	if res.Changed() {
-		var added, removed []string
+		var added []string
 		for _, ca := range ch.AddCAs {
 			added = append(added, ca.Name+" ("+ca.Subject+")")
 		}
-		for _, id := range ch.DeleteCAs {
-			removed = append(removed, id)
-		}
-		s.log().Info("trust directory applied", "dir", s.Dir, "casAdded", added, "casAdopted", ch.AdoptCAs, "casRemoved", removed,
+		s.log().Info("trust directory applied", "dir", s.Dir, "casAdded", added, "casAdopted", ch.AdoptCAs, "casRemoved", ch.DeleteCAs,
 			"crlsAdded", res.CRLsAdded, "crlsUpdated", res.CRLsUpdated, "crlsRemoved", ch.DeleteCRLs)
 	}
 	return res, nil
