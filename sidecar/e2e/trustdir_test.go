@@ -141,7 +141,7 @@ func TestTrustDirBrokenAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := tryServe(t, t.TempDir(), "--trust-dir", dir)
-	if err == nil || !strings.Contains(err.Error(), "ca.pem holds no PEM block") || !strings.Contains(err.Error(), "start without --trust-dir") {
+	if err == nil || !strings.Contains(err.Error(), "ca.pem holds neither a PEM block nor a DER CRL") || !strings.Contains(err.Error(), "start without --trust-dir") {
 		t.Fatalf("start with a broken directory: %v", err)
 	}
 }

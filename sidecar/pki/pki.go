@@ -207,10 +207,19 @@ func CRL(data []byte, ca *x509.Certificate) (*x509.RevocationList, []byte, error
 	if err != nil {
 		return nil, nil, problem.Invalid("bad_crl", "the CRL cannot be parsed (%v): pass a PEM (-----BEGIN X509 CRL-----) or DER revocation list", err)
 	}
-	if err := rl.CheckSignatureFrom(ca); err != nil {
-		return nil, nil, problem.Invalid("crl_wrong_issuer", "the CRL issued by %q is not signed by CA %q (%v): pass the CRL this CA publishes, or attach it to the CA that signed it", DN(rl.RawIssuer), DN(ca.RawSubject), err)
+	if err := CheckCRL(rl, ca); err != nil {
+		return nil, nil, err
 	}
 	return rl, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: rl.Raw}), nil
+}
+
+// CheckCRL checks that ca signed the parsed list rl, for callers that
+// parse a list once and try it against several CAs.
+func CheckCRL(rl *x509.RevocationList, ca *x509.Certificate) error {
+	if err := rl.CheckSignatureFrom(ca); err != nil {
+		return problem.Invalid("crl_wrong_issuer", "the CRL issued by %q is not signed by CA %q (%v): pass the CRL this CA publishes, or attach it to the CA that signed it", DN(rl.RawIssuer), DN(ca.RawSubject), err)
+	}
+	return nil
 }
 
 // KeyPair checks an outbound client certificate: PEM leaf (optionally followed

@@ -18,9 +18,9 @@ package trustdir
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mtlsgate/mtlsgate/sidecar/crlrefresh"
@@ -45,6 +46,18 @@ type Syncer struct {
 	// OnResult hears the outcome of every sync (nil error: applied, or
 	// nothing to apply).
 	OnResult func(error)
+
+	mu sync.Mutex
+	// last is the latest successful parse, reused while the files read the
+	// same and no CA in them has expired since, so an unchanged directory
+	// costs a read and a plan, not a parse of every list in it.
+	last *parsed
+}
+
+type parsed struct {
+	digest [sha256.Size]byte
+	c      contents
+	until  time.Time
 }
 
 // Result counts what one sync changed.
@@ -70,10 +83,13 @@ type dirCA struct {
 	name string
 }
 
-// crlBlock is a revocation list found in a file.
+// crlBlock is a revocation list found in a file, parsed once per read of
+// the file: a large list is costly to parse, and it is tried against every
+// CA that could have signed it.
 type crlBlock struct {
 	file string
-	pem  []byte
+	rl   *x509.RevocationList
+	pem  []byte // as stored: PEM, whatever the file's encoding
 }
 
 // contents is what the directory holds.
@@ -168,22 +184,45 @@ func (s *Syncer) parse(files []file, now time.Time) (contents, error) {
 				seen[fp] = f.name
 				c.cas = append(c.cas, dirCA{file: f.name, cert: cert, fp: fp, name: caName(f.name, fp)})
 			case b.Type == "X509 CRL":
-				c.crls = append(c.crls, crlBlock{f.name, pem.EncodeToMemory(b)})
+				cb, err := newCRLBlock(f.name, b.Bytes)
+				if err != nil {
+					return c, err
+				}
+				c.crls = append(c.crls, cb)
 			case strings.Contains(b.Type, "PRIVATE KEY"):
 				return c, fmt.Errorf("trust directory file %s holds a private key: the directory is for CA certificates and CRLs only; remove the key from the Secret", f.name)
 			default:
 				return c, fmt.Errorf("trust directory file %s holds a %q PEM block: only CERTIFICATE (CA) and X509 CRL blocks belong there", f.name, b.Type)
 			}
 		}
-		if blocks == 0 {
-			hint := ""
-			if pki.IsDER(f.data) {
-				hint = " (it looks like DER: convert it with `openssl x509 -inform der` or `openssl crl -inform der`)"
-			}
-			return c, fmt.Errorf("trust directory file %s holds no PEM block%s", f.name, hint)
+		if blocks > 0 {
+			continue
 		}
+		// CAs publish revocation lists in DER more often than not (RFC 5280
+		// §4.2.1.13), and the admin API takes them as they are; so does the
+		// directory. CA certificates stay PEM-only, as everywhere else.
+		if _, err := x509.ParseRevocationList(f.data); err == nil && !bytes.Contains(f.data, []byte("-----BEGIN")) {
+			cb, err := newCRLBlock(f.name, f.data)
+			if err != nil {
+				return c, err
+			}
+			c.crls = append(c.crls, cb)
+			continue
+		}
+		if pki.IsDER(f.data) {
+			return c, fmt.Errorf("trust directory file %s holds a DER certificate: CA certificates must be PEM; convert it with `openssl x509 -inform der -in %s -out %s.pem` and put the .pem file in the Secret", f.name, f.name, strings.TrimSuffix(f.name, filepath.Ext(f.name)))
+		}
+		return c, fmt.Errorf("trust directory file %s holds neither a PEM block nor a DER CRL: the directory is for PEM CA certificates and PEM or DER CRLs only", f.name)
 	}
 	return c, nil
+}
+
+func newCRLBlock(file string, der []byte) (crlBlock, error) {
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return crlBlock{}, fmt.Errorf("trust directory file %s: the CRL cannot be parsed (%v): put the list your CA publishes there, PEM or DER", file, err)
+	}
+	return crlBlock{file: file, rl: rl, pem: pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: rl.Raw})}, nil
 }
 
 // caName names a managed CA after its file and fingerprint, so that the CA
@@ -211,12 +250,14 @@ func (s *Syncer) Sync() (Result, error) {
 }
 
 func (s *Syncer) sync() (Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	files, err := s.read()
 	if err != nil {
 		return Result{}, err
 	}
 	now := s.now()
-	c, err := s.parse(files, now)
+	c, err := s.parseCached(files, now)
 	if err != nil {
 		return Result{}, err
 	}
@@ -242,6 +283,35 @@ func (s *Syncer) sync() (Result, error) {
 			"crlsAdded", res.CRLsAdded, "crlsUpdated", res.CRLsUpdated, "crlsRemoved", ch.DeleteCRLs)
 	}
 	return res, nil
+}
+
+// parseCached is parse, skipped when the files are byte for byte those of
+// the last successful parse and none of its CAs has expired since (an
+// expired CA is parsed differently).
+func (s *Syncer) parseCached(files []file, now time.Time) (contents, error) {
+	h := sha256.New()
+	for _, f := range files {
+		fmt.Fprintf(h, "%d:%s%d:", len(f.name), f.name, len(f.data))
+		h.Write(f.data)
+	}
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	if s.last != nil && s.last.digest == d && now.Before(s.last.until) {
+		return s.last.c, nil
+	}
+	s.last = nil
+	c, err := s.parse(files, now)
+	if err != nil {
+		return c, err
+	}
+	p := &parsed{digest: d, c: c, until: now.Add(100 * 365 * 24 * time.Hour)}
+	for _, ca := range c.cas {
+		if ca.cert.NotAfter.Before(p.until) {
+			p.until = ca.cert.NotAfter
+		}
+	}
+	s.last = p
+	return c, nil
 }
 
 func (s *Syncer) now() time.Time {
@@ -368,32 +438,29 @@ type signer struct {
 	why  string // for a leaving signer: why its CRLs are skipped
 }
 
-// match finds the signer of a CRL and parses the list. When none signed
-// it, the error is the one from the signer the CRL names as its issuer, if
-// present (a CA refused for the job, e.g. without cRLSign), else one that
-// says no trusted CA signed it.
+// match finds the signer of a CRL among the CAs whose subject is the
+// list's issuer (no other CA can have issued it, and checking a large list's
+// signature means hashing all of it). When none of them signed it, the error
+// is the check's (a CA refused for the job, e.g. without cRLSign), else one
+// that says no trusted CA issued it.
 func match(b crlBlock, signers []signer) (signer, store.CRL, error) {
 	var named error
 	for _, sg := range signers {
-		rl, pemBytes, err := pki.CRL(b.pem, sg.cert)
-		if err != nil {
-			if rl2, perr := parseCRL(b.pem); perr == nil && bytes.Equal(rl2.RawIssuer, sg.cert.RawSubject) {
-				named = err
-			}
+		if !bytes.Equal(b.rl.RawIssuer, sg.cert.RawSubject) {
+			continue
+		}
+		if err := pki.CheckCRL(b.rl, sg.cert); err != nil {
+			named = err
 			continue
 		}
 		var rec store.CRL
-		crlrefresh.Apply(&rec, rl, pemBytes)
+		crlrefresh.Apply(&rec, b.rl, b.pem)
 		return sg, rec, nil
-	}
-	rl, err := parseCRL(b.pem)
-	if err != nil {
-		return signer{}, store.CRL{}, fmt.Errorf("trust directory file %s: the CRL cannot be parsed (%v): put the PEM list your CA publishes there", b.file, err)
 	}
 	if named != nil {
 		return signer{}, store.CRL{}, fmt.Errorf("trust directory file %s: %w", b.file, named)
 	}
-	return signer{}, store.CRL{}, fmt.Errorf("trust directory file %s: its CRL (issuer %s) is signed by none of the trusted CAs: add the CA that issued it, or, if that CA was withdrawn, remove this file too", b.file, pki.DN(rl.RawIssuer))
+	return signer{}, store.CRL{}, fmt.Errorf("trust directory file %s: its CRL (issuer %s) is signed by none of the trusted CAs: add the CA that issued it, or, if that CA was withdrawn, remove this file too", b.file, pki.DN(b.rl.RawIssuer))
 }
 
 // matchLeaving reports whether a CRL was signed by a CA that is expired or
@@ -401,19 +468,11 @@ func match(b crlBlock, signers []signer) (signer, store.CRL, error) {
 // lets nothing through that its CRL could stop.
 func matchLeaving(b crlBlock, leaving []signer) (signer, bool) {
 	for _, l := range leaving {
-		if _, _, err := pki.CRL(b.pem, l.cert); err == nil {
+		if bytes.Equal(b.rl.RawIssuer, l.cert.RawSubject) && pki.CheckCRL(b.rl, l.cert) == nil {
 			return l, true
 		}
 	}
 	return signer{}, false
-}
-
-func parseCRL(data []byte) (*x509.RevocationList, error) {
-	b, _ := pem.Decode(data)
-	if b == nil {
-		return nil, errors.New("no PEM block")
-	}
-	return x509.ParseRevocationList(b.Bytes)
 }
 
 func dash(s string) string {

@@ -2,6 +2,7 @@ package trustdir
 
 import (
 	"fmt"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -212,7 +213,7 @@ func TestSyncAllOrNothing(t *testing.T) {
 		{"client certificate", map[string][]byte{"client.pem": leaf.PEM()}, "client.pem"},
 		{"intermediate", map[string][]byte{"inter.pem": inter.PEM()}, "self-signed root"},
 		{"private key", map[string][]byte{"tls.key": leaf.KeyPEM()}, "private key"},
-		{"not PEM", map[string][]byte{"notes.txt": []byte("hello")}, "no PEM block"},
+		{"not PEM", map[string][]byte{"notes.txt": []byte("hello")}, "neither a PEM block nor a DER CRL"},
 		{"DER", map[string][]byte{"ca.der": a.DER}, "openssl x509 -inform der"},
 		{"same CA twice", map[string][]byte{"one.pem": a.PEM(), "two.pem": a.PEM()}, "same CA certificate"},
 		{"CRL of an unknown CA", map[string][]byte{"x.crl": crl(t, other, 1)}, "signed by none of the trusted CAs"},
@@ -452,4 +453,74 @@ func TestSyncWithConcurrentAdminWrites(t *testing.T) {
 		}
 	}
 	<-done
+}
+
+// TestSyncTakesDERCRLs: a revocation list as CAs publish it, DER, is taken
+// as the admin API takes it, and stored as PEM like any other; a DER CA
+// certificate is still refused with the command that converts it.
+func TestSyncTakesDERCRLs(t *testing.T) {
+	f := newFixture(t)
+	a := root(t, "partners A")
+	revoked := testpki.Must(a.Issue(testpki.Options{CommonName: "gone"}))
+	der := testpki.Must(a.CRLDER(testpki.CRLOptions{Number: big.NewInt(7), Revoked: []*testpki.Cert{revoked}}))
+	f.write("a.pem", a.PEM())
+	f.write("a.crl", der)
+	if r := f.syncOK(); r != (Result{CAsAdded: 1, CRLsAdded: 1}) {
+		t.Fatalf("%+v", r)
+	}
+	c := f.crls()
+	if len(c) != 1 || c[0].Number != "7" || c[0].RevokedCount != 1 || !strings.HasPrefix(c[0].PEM, "-----BEGIN X509 CRL-----") {
+		t.Fatalf("stored CRLs: %+v", c)
+	}
+	// The same list, now in PEM: nothing to change.
+	f.write("a.crl", testpki.Must(a.CRL(testpki.CRLOptions{Number: big.NewInt(7), Revoked: []*testpki.Cert{revoked}})))
+	w := f.changes
+	f.syncOK()
+	if got := f.crls(); got[0].Number != "7" || f.changes > w+1 {
+		t.Fatalf("after PEM of list 7: %+v, %d writes", got, f.changes-w)
+	}
+	f.write("b.der", root(t, "partners B").DER)
+	_, err := f.sync.Sync()
+	if err == nil || !strings.Contains(err.Error(), "openssl x509 -inform der -in b.der -out b.pem") {
+		t.Fatalf("DER CA: %v", err)
+	}
+	f.remove("b.der")
+	f.write("junk.crl", append([]byte{0x30, 0x82}, der[2:len(der)/2]...))
+	if _, err := f.sync.Sync(); err == nil || !strings.Contains(err.Error(), "junk.crl") {
+		t.Fatalf("truncated DER CRL: %v", err)
+	}
+}
+
+// TestSyncUnchangedDirectoryAfterExpiry: an unchanged directory is not
+// parsed again on every tick (the expired CA's warning comes once), yet a
+// CA that expires while nothing changes is still withdrawn on time.
+func TestSyncUnchangedDirectoryAfterExpiry(t *testing.T) {
+	f := newFixture(t)
+	var logs strings.Builder
+	f.sync.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	clock := time.Now()
+	f.sync.Now = func() time.Time { return clock }
+	short := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "short-lived", NotAfter: clock.Add(time.Hour)}))
+	old := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "old", NotBefore: clock.Add(-48 * time.Hour), NotAfter: clock.Add(-time.Hour)}))
+	b := root(t, "partners B")
+	f.write("short.pem", short.PEM())
+	f.write("old.pem", old.PEM())
+	f.write("b.pem", b.PEM())
+	if r := f.syncOK(); r != (Result{CAsAdded: 2}) {
+		t.Fatalf("%+v", r)
+	}
+	for i := 0; i < 3; i++ {
+		clock = clock.Add(10 * time.Minute)
+		if r := f.syncOK(); r.Changed() {
+			t.Fatalf("unchanged directory changed the store: %+v", r)
+		}
+	}
+	if n := strings.Count(logs.String(), "expired CA certificate skipped"); n != 1 {
+		t.Fatalf("expired CA warned about %d times over 4 syncs of the same files, want once:\n%s", n, logs.String())
+	}
+	clock = clock.Add(time.Hour)
+	if r := f.syncOK(); r != (Result{CAsRemoved: 1}) {
+		t.Fatalf("after the short-lived CA expired: %+v", r)
+	}
+	eq(t, f.cas(), "CN=partners B|trust-dir")
 }
