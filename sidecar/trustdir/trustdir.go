@@ -52,6 +52,9 @@ type Syncer struct {
 	// same and no CA in them has expired since, so an unchanged directory
 	// costs a read and a plan, not a parse of every list in it.
 	last *parsed
+	// warned is what the last sync warned about: the same warnings are not
+	// repeated every interval.
+	warned string
 }
 
 type parsed struct {
@@ -269,8 +272,11 @@ func (s *Syncer) sync() (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	for _, w := range p.warnings {
-		s.log().Warn("trust directory: " + w)
+	if w := strings.Join(p.warnings, "\n"); w != s.warned {
+		s.warned = w
+		for _, w := range p.warnings {
+			s.log().Warn("trust directory: " + w)
+		}
 	}
 	res := Result{CAsAdded: len(ch.AddCAs), CAsAdopted: len(ch.AdoptCAs), CAsRemoved: len(ch.DeleteCAs),
 		CRLsAdded: len(ch.AddCRLs), CRLsUpdated: len(ch.UpdateCRLs), CRLsRemoved: len(ch.DeleteCRLs)}

@@ -505,6 +505,7 @@ func TestSyncUnchangedDirectoryAfterExpiry(t *testing.T) {
 	b := root(t, "partners B")
 	f.write("short.pem", short.PEM())
 	f.write("old.pem", old.PEM())
+	f.write("old.crl", crl(t, old, 1))
 	f.write("b.pem", b.PEM())
 	if r := f.syncOK(); r != (Result{CAsAdded: 2}) {
 		t.Fatalf("%+v", r)
@@ -517,6 +518,9 @@ func TestSyncUnchangedDirectoryAfterExpiry(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "expired CA certificate skipped"); n != 1 {
 		t.Fatalf("expired CA warned about %d times over 4 syncs of the same files, want once:\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), "CRL in old.crl skipped"); n != 1 {
+		t.Fatalf("skipped CRL warned about %d times over 4 syncs, want once:\n%s", n, logs.String())
 	}
 	clock = clock.Add(time.Hour)
 	if r := f.syncOK(); r != (Result{CAsRemoved: 1}) {
