@@ -316,7 +316,7 @@ func TestRateLimitSharedAcrossVMs(t *testing.T) {
 			}
 		}
 		if start.Unix()/60 != time.Now().Unix()/60 && attempt < 3 {
-			continue // a minute boundary fell inside the run: two windows were counted
+			continue // a minute boundary fell inside the run: the old window weighs in only partly
 		}
 		if allowed != limit || limited != vms*rounds-limit {
 			t.Fatalf("allowed %d, limited %d across %d VMs; want exactly %d allowed", allowed, limited, vms, limit)

@@ -321,9 +321,83 @@ func TestCASLimiterConcurrent(t *testing.T) {
 		if allowed != limit {
 			t.Fatalf("allowed %d, want exactly %d", allowed, limit)
 		}
-		// The next window starts a fresh budget.
-		if ok, _ := l.Allow("k", limit, time.Minute, now.Add(time.Minute)); !ok {
-			t.Fatal("next window refused")
+		// Two windows on, the budget is whole again.
+		for i := 0; i < limit; i++ {
+			if ok, _ := l.Allow("k", limit, time.Minute, now.Add(2*time.Minute)); !ok {
+				t.Fatalf("request %d two windows later refused", i+1)
+			}
+		}
+	}
+}
+
+// TestSlidingWindow walks one client through window boundaries at fixed
+// times: the budget spent at the end of one window is not there again at
+// the start of the next, and comes back as the old window slides out; each
+// refusal's wait is when the next request would fit.
+func TestSlidingWindow(t *testing.T) {
+	l := NewMemoryLimiter()
+	t0 := time.Unix(1_800_000_000/60*60, 0) // a minute's start
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	take := func(sec float64, n int, wantWait time.Duration) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			if ok, _ := l.Allow("k", 10, time.Minute, at(sec)); !ok {
+				t.Fatalf("t=%vs: request %d of %d refused", sec, i+1, n)
+			}
+		}
+		ok, wait := l.Allow("k", 10, time.Minute, at(sec))
+		if ok {
+			t.Fatalf("t=%vs: request %d allowed", sec, n+1)
+		}
+		if wait != wantWait {
+			t.Fatalf("t=%vs: wait %v, want %v", sec, wait, wantWait)
+		}
+	}
+	// The whole budget at the end of the first window. One request fits
+	// again when 10 × (1 − e/60) ≤ 9, i.e. 6 s into the next window.
+	take(50, 10, 16*time.Second)
+	// A fixed window would admit ten more here.
+	take(61, 0, 5*time.Second)
+	take(66, 1, 6*time.Second) // 10 × 0.9 + 1 = 10; the next fits at 72 s (10 × 0.8 + 1 + 1)
+	// Half the old window gone: 5 of it weigh in, with the one already
+	// taken; the next fits when 10 × (1 − e/60) ≤ 4, at 96 s.
+	take(90, 4, 6*time.Second)
+	// Two windows after the burst, nothing of it is left; a full window's
+	// budget makes the next wait for the window after, plus 6 s.
+	take(185, 10, 61*time.Second)
+}
+
+// TestSlidingWindowStoredValues: values written by the fixed-window counter
+// this one replaced ("<index> <count>") still count; values that are not a
+// counter start afresh rather than refuse the client.
+func TestSlidingWindowStoredValues(t *testing.T) {
+	now := time.Unix(1_800_000_000/60*60+30, 0)
+	idx := now.UnixNano() / int64(time.Minute)
+	for _, c := range []struct {
+		stored string
+		allows int
+	}{
+		{itoa(idx) + " 7", 3},
+		{itoa(idx) + " 4 7", 1},    // 4 × 0.5 + 7 = 9
+		{itoa(idx-1) + " 9 8", 6},  // previous window's 8 weigh 4
+		{itoa(idx-2) + " 9 8", 10}, // too old to count
+		{itoa(idx+1) + " 0 9", 1},  // another worker's clock is ahead: its window
+		{"garbage", 10},            // unreadable: fresh
+		{itoa(idx) + " -3 1", 10},  // negative counts are not a counter
+		{itoa(idx) + " 1 2 3", 10}, // too many fields
+	} {
+		s := &MemoryCAS{}
+		_, _ = s.Set("k", []byte(c.stored), 0)
+		l := &CASLimiter{Store: s}
+		n := 0
+		for n < 20 {
+			if ok, _ := l.Allow("k", 10, time.Minute, now); !ok {
+				break
+			}
+			n++
+		}
+		if n != c.allows {
+			t.Errorf("stored %q: %d allowed, want %d", c.stored, n, c.allows)
 		}
 	}
 }
@@ -336,7 +410,7 @@ func TestCASLimiterCreateRace(t *testing.T) {
 	now := time.Now()
 	s.beforeFirstSet = func() {
 		// Another VM creates the key between our get and our set.
-		_, _ = s.MemoryCAS.Set("k", []byte(itoa(now.UnixNano()/int64(time.Minute))+" 1"), 0)
+		_, _ = s.MemoryCAS.Set("k", []byte(itoa(now.UnixNano()/int64(time.Minute))+" 0 1"), 0)
 	}
 	if ok, _ := l.Allow("k", 2, time.Minute, now); !ok {
 		t.Fatal("first request refused")

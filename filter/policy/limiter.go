@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,16 +44,21 @@ const maxCASAttempts = 32
 // instead of silently overwriting its count, as cas 0 would.
 const absentCAS = 0xFFFFFFFF
 
-// CASLimiter is a fixed-window counter over a CASStore. Each key holds
-// "<window index> <count>", where the window index is the Unix time divided
-// by the window length; a request in a newer window starts the count again.
-// One key per client and profile, rewritten in place, so the store grows with
-// the number of distinct clients, not with time.
+// CASLimiter is a sliding-window counter over a CASStore. Each key holds
+// "<window index> <previous count> <count>": the window index is the Unix
+// time divided by the window length, count the requests allowed in that
+// window, previous count those of the window before. A request is allowed
+// when count plus the previous count weighted by the share of the previous
+// window still inside the last window-length stays within the limit:
 //
-// The window is fixed, not sliding: a client may spend its budget at the end
-// of one window and again at the start of the next (at most twice the limit
-// over any window-length interval). It is exact within a window across every
-// VM sharing the store, which is the property the limit promises.
+//	previous × (1 − elapsed/window) + count + 1 ≤ limit
+//
+// So a client that spent its budget at the end of one window cannot spend
+// it again at the start of the next, as a fixed window lets it (twice the
+// limit within moments); its budget comes back as the old window slides
+// out. Within a window the count is exact across every VM sharing the
+// store. One key per client and profile, rewritten in place, so the store
+// grows with the number of distinct clients, not with time.
 type CASLimiter struct {
 	Store CASStore
 	// OnError, if set, hears about store failures. The request is then
@@ -72,35 +78,40 @@ func (l *CASLimiter) Allow(key string, limit int, window time.Duration, now time
 	if window <= 0 || limit <= 0 {
 		return false, time.Second
 	}
-	cur := now.UnixNano() / int64(window)
-	retry := func(idx int64) time.Duration {
-		return time.Duration((idx+1)*int64(window) - now.UnixNano())
-	}
+	w, t := int64(window), now.UnixNano()
+	cur := t / w
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
 		v, cas, found, err := l.Store.Get(key)
 		if err != nil {
 			l.fail(err)
 			return true, 0
 		}
-		idx, count := cur, 0
+		win := slidingWindow{idx: cur}
 		if found {
-			if si, sc, ok := decodeWindow(v); ok && si >= cur {
-				// A later index than ours means another worker's clock
-				// is ahead; count against its window rather than reset.
-				idx, count = si, sc
+			if s, ok := decodeWindow(v); ok {
+				switch {
+				case s.idx >= cur:
+					// A later index than ours means another worker's clock
+					// is ahead; count against its window rather than reset.
+					win = s
+				case s.idx == cur-1:
+					win.prev = s.count
+				}
 			}
 		}
-		if count >= limit {
-			return false, retry(idx)
+		if !win.admits(limit, w, t) {
+			return false, win.wait(limit, w, t)
 		}
 		setCas := cas
 		if !found {
 			setCas = absentCAS
 		}
 		l.mu.Lock()
-		l.buf = strconv.AppendInt(l.buf[:0], idx, 10)
+		l.buf = strconv.AppendInt(l.buf[:0], win.idx, 10)
 		l.buf = append(l.buf, ' ')
-		l.buf = strconv.AppendInt(l.buf, int64(count+1), 10)
+		l.buf = strconv.AppendInt(l.buf, int64(win.prev), 10)
+		l.buf = append(l.buf, ' ')
+		l.buf = strconv.AppendInt(l.buf, int64(win.count+1), 10)
 		mismatch, err := l.Store.Set(key, l.buf, setCas)
 		l.mu.Unlock()
 		if err != nil {
@@ -113,7 +124,7 @@ func (l *CASLimiter) Allow(key string, limit int, window time.Duration, now time
 	}
 	// Still losing after this many rounds means the client is sending
 	// faster than the VMs can count it; refusing errs on the limit's side.
-	return false, retry(cur)
+	return false, time.Duration((cur+1)*w - t)
 }
 
 func (l *CASLimiter) fail(err error) {
@@ -122,19 +133,75 @@ func (l *CASLimiter) fail(err error) {
 	}
 }
 
-func decodeWindow(v []byte) (idx int64, count int, ok bool) {
-	for i := 0; i < len(v); i++ {
-		if v[i] != ' ' {
+// slidingWindow is one key's state: the counts of window idx and of the
+// window before it.
+type slidingWindow struct {
+	idx         int64
+	prev, count int
+}
+
+// weight is the share of the previous window that still lies inside the
+// window-length ending at t (nanoseconds since the epoch, w the window's
+// length): 1 at the start of window idx, 0 at its end. A clock behind the
+// window's start counts as its start.
+func (s slidingWindow) weight(w, t int64) float64 {
+	elapsed := t - s.idx*w
+	if elapsed < 0 {
+		elapsed = 0
+	}
+	return float64(w-elapsed) / float64(w)
+}
+
+// admits reports whether one more request fits at t.
+func (s slidingWindow) admits(limit int, w, t int64) bool {
+	return float64(s.prev)*s.weight(w, t)+float64(s.count)+1 <= float64(limit)
+}
+
+// wait is how long from t, with no further requests, until one fits: later
+// in this window, once enough of the previous one has slid out, or else in
+// the next, once enough of this one has.
+func (s slidingWindow) wait(limit int, w, t int64) time.Duration {
+	room := float64(limit - 1)
+	at := (s.idx + 1) * w
+	switch {
+	case s.count <= limit-1 && s.prev > 0:
+		// prev × (1 − e/w) ≤ limit − 1 − count
+		at = s.idx*w + int64(math.Ceil(float64(w)*(1-(room-float64(s.count))/float64(s.prev))))
+	case s.count > 0:
+		// Next window: count × (1 − e/w) ≤ limit − 1.
+		at = (s.idx+1)*w + int64(math.Ceil(float64(w)*max(0, 1-room/float64(s.count))))
+	}
+	if at <= t {
+		return 0
+	}
+	return time.Duration(at - t)
+}
+
+// decodeWindow reads a stored value. A value written before the window
+// slid ("<index> <count>") reads with no previous count.
+func decodeWindow(v []byte) (slidingWindow, bool) {
+	var f [3]int64
+	n := 0
+	for start, i := 0, 0; i <= len(v); i++ {
+		if i < len(v) && v[i] != ' ' {
 			continue
 		}
-		a, err1 := strconv.ParseInt(string(v[:i]), 10, 64)
-		b, err2 := strconv.Atoi(string(v[i+1:]))
-		if err1 != nil || err2 != nil || b < 0 {
-			return 0, 0, false
+		if n == len(f) {
+			return slidingWindow{}, false
 		}
-		return a, b, true
+		x, err := strconv.ParseInt(string(v[start:i]), 10, 64)
+		if err != nil || (n > 0 && (x < 0 || x > math.MaxInt32)) {
+			return slidingWindow{}, false
+		}
+		f[n], n, start = x, n+1, i+1
 	}
-	return 0, 0, false
+	switch n {
+	case 2:
+		return slidingWindow{idx: f[0], count: int(f[1])}, true
+	case 3:
+		return slidingWindow{idx: f[0], prev: int(f[1]), count: int(f[2])}, true
+	}
+	return slidingWindow{}, false
 }
 
 // MemoryCAS is an in-process CASStore with proxy-wasm shared data semantics,

@@ -32,7 +32,7 @@ type Profile struct {
 	Prefixes []netip.Prefix `json:"-"`
 }
 
-// RateLimit is a fixed-window request budget per client ID.
+// RateLimit is a request budget per client ID over a sliding window.
 type RateLimit struct {
 	Requests int    `json:"requests"`
 	Per      string `json:"per"` // "second" or "minute"
