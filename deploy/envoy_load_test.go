@@ -287,9 +287,16 @@ func checkListener(f *envoyFacts) []error {
 		if h.GetForwardClientCertDetails() != hcmv3.HttpConnectionManager_SANITIZE_SET {
 			errs = append(errs, fmt.Errorf("hcm %q: forward_client_cert_details is %v, want SANITIZE_SET", h.GetStatPrefix(), h.GetForwardClientCertDetails()))
 		}
+		// Without use_remote_address (or with trusted hops) Envoy's
+		// source.address comes from X-Forwarded-For, which the client writes.
+		if !h.GetUseRemoteAddress().GetValue() || h.GetXffNumTrustedHops() != 0 {
+			errs = append(errs, fmt.Errorf("hcm %q: use_remote_address must be true with xff_num_trusted_hops 0, or source.address follows the client's X-Forwarded-For", h.GetStatPrefix()))
+		}
+		// uri and dns are written unquoted, so a client's SAN could add an
+		// XFCC element; the filter needs only cert and chain.
 		d := h.GetSetCurrentClientCertDetails()
-		if !d.GetSubject().GetValue() || !d.GetCert() || !d.GetChain() || !d.GetUri() || !d.GetDns() {
-			errs = append(errs, fmt.Errorf("hcm %q: set_current_client_cert_details must set subject, cert, chain, uri and dns; got %v", h.GetStatPrefix(), d))
+		if !d.GetSubject().GetValue() || !d.GetCert() || !d.GetChain() || d.GetUri() || d.GetDns() {
+			errs = append(errs, fmt.Errorf("hcm %q: set_current_client_cert_details must set subject, cert and chain, and not uri or dns; got %v", h.GetStatPrefix(), d))
 		}
 		filters := h.GetHttpFilters()
 		wasmAt, routerAt := -1, -1

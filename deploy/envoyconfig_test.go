@@ -326,6 +326,8 @@ func TestEnvoyConfigMutationsFail(t *testing.T) {
 		{"validation rule in the bootstrap", "port_value: 8443 }", "port_value: 70000 }", "PortValue"},
 		{"xfcc passed through from the client", "forward_client_cert_details: SANITIZE_SET", "forward_client_cert_details: APPEND_FORWARD", "SANITIZE_SET"},
 		{"no chain in xfcc", "            chain: true\n", "            chain: false\n", "chain"},
+		{"source from xff", "          use_remote_address: true\n", "          use_remote_address: false\n", "X-Forwarded-For"},
+		{"uri in xfcc", "            chain: true\n", "            chain: true\n            uri: true\n", "not uri or dns"},
 		{"wasm fails open (deprecated field)", "fail_open: false", "fail_open: true", "fail closed"},
 		{"wasm fails open", "failure_policy: FAIL_CLOSED", "failure_policy: FAIL_OPEN", "fail closed"},
 		{"wrong root id", "root_id: mtlsgate\n", "root_id: mtlsgate_root\n", "root_id"},

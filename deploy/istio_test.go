@@ -328,10 +328,13 @@ func (f *istioFacts) checkEnvoyFilter(e *networkingv1alpha3.EnvoyFilter) []error
 				continue
 			}
 			sawHCM = true
+			if !h.GetUseRemoteAddress().GetValue() || h.GetXffNumTrustedHops() != 0 {
+				errs = append(errs, fmt.Errorf("%s: HCM must set use_remote_address true with xff_num_trusted_hops 0 (else source.address follows the client's X-Forwarded-For)", where))
+			}
 			d := h.GetSetCurrentClientCertDetails()
 			if h.GetForwardClientCertDetails() != hcmv3.HttpConnectionManager_SANITIZE_SET ||
-				!d.GetSubject().GetValue() || !d.GetCert() || !d.GetChain() || !d.GetUri() || !d.GetDns() {
-				errs = append(errs, fmt.Errorf("%s: HCM must set forward_client_cert_details SANITIZE_SET and all five client cert details, got %v %v", where, h.GetForwardClientCertDetails(), d))
+				!d.GetSubject().GetValue() || !d.GetCert() || !d.GetChain() || d.GetUri() || d.GetDns() {
+				errs = append(errs, fmt.Errorf("%s: HCM must set forward_client_cert_details SANITIZE_SET with subject, cert and chain, and not uri or dns (written unquoted), got %v %v", where, h.GetForwardClientCertDetails(), d))
 			}
 		default:
 			errs = append(errs, fmt.Errorf("%s: unexpected applyTo %v", where, p.GetApplyTo()))
@@ -584,7 +587,9 @@ func TestIstioManifestsMutationsFail(t *testing.T) {
 		{"unknown field in a merge patch", "envoyfilter.yaml", "forward_client_cert_details:", "forward_client_cert_detail:", "forward_client_cert_detail"},
 		{"gateway verifies the chain itself", "envoyfilter.yaml", "trust_chain_verification: ACCEPT_UNTRUSTED", "trust_chain_verification: VERIFY_TRUST_CHAIN", "ACCEPT_UNTRUSTED"},
 		{"wrong CA secret", "envoyfilter.yaml", "name: mtlsgate-client-ca", "name: kubernetes://mtlsgate-cacert", "validation context must be SDS secret"},
-		{"no chain in xfcc", "envoyfilter.yaml", "chain: true", "chain: false", "all five"},
+		{"no chain in xfcc", "envoyfilter.yaml", "chain: true", "chain: false", "subject, cert and chain"},
+		{"source from xff", "envoyfilter.yaml", "use_remote_address: true", "use_remote_address: false", "X-Forwarded-For"},
+		{"dns in xfcc", "envoyfilter.yaml", "chain: true\n", "chain: true\n            dns: true\n", "not uri or dns"},
 		{"sidecar args drift", "gateway-sidecar-patch.yaml", "- 127.0.0.1:9913", "- 127.0.0.1:9923", "disagree"},
 		{"sidecar off loopback", "gateway-sidecar-patch.yaml", "- 127.0.0.1:9911", "- 0.0.0.0:9911", "loopback"},
 		{"xfcc sanitized", "gateway-sidecar-patch.yaml", `"forwardClientCertDetails": "SANITIZE_SET"`, `"forwardClientCertDetails": "SANITIZE"`, "want SANITIZE_SET"},

@@ -86,7 +86,10 @@ func (r *root) logs(l abi.LogLevel, now time.Time) bool {
 	return r.logLevel <= l
 }
 
-var sourceAddress = abi.PropertyPath("source", "address")
+var (
+	sourceAddress = abi.PropertyPath("source", "address")
+	peerDigest    = abi.PropertyPath("connection", "sha256_peer_certificate_digest")
+)
 
 // The request's header list goes to the engine without a copy (see
 // OnHTTPRequestHeaders); this conversion stops compiling if the two header
@@ -314,6 +317,14 @@ func (r *root) SourceAddress() string {
 	return addr
 }
 
+// PeerCertificateDigest reads Envoy's connection.sha256_peer_certificate_digest,
+// "" when the connection presented no certificate. The engine asks only when
+// it verifies an XFCC element, not for a cached verdict.
+func (r *root) PeerCertificateDigest() string {
+	d, _ := proxywasm.ReadPropertyString(peerDigest)
+	return d
+}
+
 // NewHTTPContext hands every request the root's one stream value: it holds
 // no per-request state (the request lives in OnHTTPRequestHeaders alone), and
 // an allocation per request is a measurable share of the hot path in Go wasm.
@@ -363,7 +374,7 @@ func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {
 			req.Path = h.Value
 		}
 	}
-	req.Source = r
+	req.Source, req.Peer = r, r
 	res := &r.result
 	r.engine.EvaluateInto(&req, res)
 

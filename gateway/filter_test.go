@@ -3,15 +3,18 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -405,4 +408,40 @@ func TestOutboundCertificateFromSidecar(t *testing.T) {
 	if len(list) != 1 || len(list[0].Subscribers) == 0 {
 		t.Errorf("sidecar lists no subscriber for backend_client_cert: %+v", list)
 	}
+}
+
+// TestForgedXFCCElementInSAN: the gateway, as Envoy with ACCEPT_UNTRUSTED,
+// takes any client certificate and writes its SANs into XFCC unquoted. A
+// self-signed certificate whose DNS SAN holds ",Cert=<good client>" ends
+// the element the gateway wrote and starts a forged one; the filter reads
+// the element carrying the connection's own Hash=, so the forger is refused
+// as the stranger it is, while a genuine client whose SAN holds a comma is
+// let through.
+func TestForgedXFCCElementInSAN(t *testing.T) {
+	e := newFilterEnv(t, false, true)
+	e.waitBundle(t)
+	enc := func(c ...*testpki.Cert) string { return url.PathEscape(string(testpki.PEM(c...))) }
+	inj := "x,Hash=" + fingerprintHex(e.cp.good) +
+		`;Cert="` + enc(e.cp.good) + `";Chain="` + enc(e.cp.good, e.cp.inter) + `"`
+	forger := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "forger", DNSNames: []string{inj}}))
+	odd := testpki.Must(e.cp.inter.Issue(testpki.Options{CommonName: "odd client", DNSNames: []string{"a.test,b.test"}}))
+	for _, h2 := range []bool{false, true} {
+		hits := e.up.count()
+		r := e.get(t, keyPair(t, forger), h2, nil)
+		if r.status != 401 || r.problem(t).Reason != "UNTRUSTED_CHAIN" {
+			t.Fatalf("h2=%v forged element: %d %s", h2, r.status, r.body)
+		}
+		if e.up.count() != hits {
+			t.Fatalf("h2=%v: the forged request reached the upstream", h2)
+		}
+		r = e.get(t, keyPair(t, odd, e.cp.inter), h2, nil)
+		if sub, _ := r.hdr("x-user-sub"); r.status != 200 || sub != "CN=odd client" {
+			t.Fatalf("h2=%v client with a comma in its SAN: %d x-user-sub %q %s", h2, r.status, sub, r.body)
+		}
+	}
+}
+
+func fingerprintHex(c *testpki.Cert) string {
+	sum := sha256.Sum256(c.DER)
+	return hex.EncodeToString(sum[:])
 }

@@ -90,7 +90,10 @@ func urlEncodePEM(s string) string { return pemEscaper.Replace(s) }
 // XFCC returns the x-forwarded-client-cert value Envoy's HTTP connection
 // manager sets with forward_client_cert_details SANITIZE_SET and
 // set_current_client_cert_details {cert, chain, subject, uri, dns}, or "" when
-// no client certificate was presented (then Envoy removes the header).
+// no client certificate was presented (then Envoy removes the header). The
+// shipped envoy.yaml leaves uri and dns off; the dev gateway writes them, as
+// Istio's defaults do, so the filter is run against SANs written unquoted,
+// the case it must withstand.
 //
 // The element order mirrors ConnectionManagerUtility::mutateXfccRequestHeader
 // (envoyproxy/envoy source/common/http/conn_manager_utility.cc): one By= per

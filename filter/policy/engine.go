@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"net/netip"
 	"strconv"
@@ -38,7 +39,30 @@ type Request struct {
 	// decision depends on the address.
 	SourceAddress string
 	Source        AddressSource
-	Now           time.Time
+	// PeerCertificateDigest is Envoy's connection.sha256_peer_certificate_digest
+	// (hex SHA-256 of the certificate the downstream connection presented),
+	// "" for none. When it is empty and Peer is set, the engine asks Peer
+	// the first time it verifies an XFCC element (never on a cached verdict).
+	PeerCertificateDigest string
+	Peer                  PeerCertificateSource
+	Now                   time.Time
+}
+
+// PeerCertificateSource supplies the connection's certificate digest on
+// demand.
+type PeerCertificateSource interface {
+	PeerCertificateDigest() string
+}
+
+// peerDigest returns the connection's certificate digest, fetching it once
+// from req.Peer. It is copied: the host's buffer is reused by the next
+// property read.
+func (req *Request) peerDigest() string {
+	if req.PeerCertificateDigest == "" && req.Peer != nil {
+		req.PeerCertificateDigest = strings.Clone(req.Peer.PeerCertificateDigest())
+		req.Peer = nil
+	}
+	return req.PeerCertificateDigest
 }
 
 // AddressSource supplies the source address on demand. A cached verdict on
@@ -449,13 +473,25 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	if dup {
 		o = (&outcome{}).fail(ReasonMalformedCertificate, "the certificate header "+p.sourceHeaders[0]+" appears more than once")
 	} else {
-		ders, err := p.extract(req.Headers, raw)
+		// The element this Envoy wrote describes this connection: when the
+		// connection presented a certificate, the one read must be it. Not
+		// checked on a cached verdict: the raw value carries the Hash= Envoy
+		// wrote from the connection, so an equal value means an equal
+		// certificate.
+		var digest string
+		if p.opts.CertificateSource == SourceXFCC && p.opts.XFCCElementLast {
+			digest = req.peerDigest()
+		}
+		ders, err := p.extract(req.Headers, raw, digest)
 		switch {
 		case errors.Is(err, certsrc.ErrNoCertificate):
 			res.fill(p.noCert, false)
 			return p
 		case err != nil:
 			o = (&outcome{}).fail(ReasonMalformedCertificate, err.Error())
+		case digest != "" && !hasDigest(ders[0], digest):
+			o = (&outcome{}).fail(ReasonMalformedCertificate, "the x-forwarded-client-cert element read is not the certificate this connection presented "+
+				"(a certificate SAN carrying XFCC syntax, or an XFCC written by a proxy in front of this Envoy: read that one with xfccElement \"first\")")
 		default:
 			o = verifyChain(&p.opts, t, ders, req.Now)
 		}
@@ -516,11 +552,25 @@ func (r *Result) fill(e *entry, hit bool) {
 	r.e = e
 }
 
-// extract decodes the certificate chain from the request.
-func (p *compiledPolicy) extract(headers []Header, raw string) ([][]byte, error) {
+// hasDigest reports whether der's SHA-256 is digest (hex, either case,
+// colons allowed).
+func hasDigest(der []byte, digest string) bool {
+	sum := sha256.Sum256(der)
+	return strings.EqualFold(hex.EncodeToString(sum[:]), strings.ReplaceAll(digest, ":", ""))
+}
+
+// extract decodes the certificate chain from the request. digest, when set,
+// is the connection's certificate digest, which picks the XFCC element.
+func (p *compiledPolicy) extract(headers []Header, raw, digest string) ([][]byte, error) {
 	switch p.opts.CertificateSource {
 	case SourceXFCC:
-		el, err := certsrc.SelectXFCC([]string{raw}, p.opts.XFCCElementLast)
+		var el string
+		var err error
+		if digest != "" {
+			el, err = certsrc.SelectXFCCFor([]string{raw}, strings.ToLower(strings.ReplaceAll(digest, ":", "")))
+		} else {
+			el, err = certsrc.SelectXFCC([]string{raw}, p.opts.XFCCElementLast)
+		}
 		if err != nil {
 			return nil, err
 		}

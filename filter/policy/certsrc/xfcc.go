@@ -57,28 +57,72 @@ const (
 // the nearest Envoy appended) or the first. Repeated header lines are treated
 // as one comma-joined value, as HTTP defines.
 func SelectXFCC(values []string, last bool) (string, error) {
+	elems, err := xfccElements(values)
+	if err != nil {
+		return "", err
+	}
+	if last {
+		return elems[len(elems)-1], nil
+	}
+	return elems[0], nil
+}
+
+// SelectXFCCFor returns the last element whose Hash= is hash (the SHA-256,
+// in hex, of the certificate the downstream connection presented), or the
+// last element when none is. Envoy writes URI= and DNS= values unquoted, so
+// a SAN holding ",Cert=..." splits the element Envoy wrote in two and makes
+// its tail look like a later element; the element Envoy wrote is the one
+// carrying its Hash=. The caller must still check that the certificate read
+// from it has that digest: the tail can carry a Hash= too.
+func SelectXFCCFor(values []string, hash string) (string, error) {
+	elems, err := xfccElements(values)
+	if err != nil {
+		return "", err
+	}
+	for i := len(elems) - 1; i >= 0; i-- {
+		if elementHash(elems[i]) == hash && hash != "" {
+			return elems[i], nil
+		}
+	}
+	return elems[len(elems)-1], nil
+}
+
+// elementHash is the element's Hash= value in lower case, "" when it has
+// none or cannot be split.
+func elementHash(raw string) string {
+	pairs, err := splitTop(raw, ';', maxXFCCPairs)
+	if err != nil {
+		return ""
+	}
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if ok && strings.EqualFold(strings.TrimSpace(k), "Hash") {
+			return strings.ToLower(strings.TrimSpace(v))
+		}
+	}
+	return ""
+}
+
+func xfccElements(values []string) ([]string, error) {
 	var elems []string
 	for _, v := range values {
 		parts, err := splitTop(v, ',', maxXFCCElements)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		for _, p := range parts {
 			if strings.TrimSpace(p) != "" {
 				elems = append(elems, p)
 			}
 			if len(elems) > maxXFCCElements {
-				return "", errors.New("x-forwarded-client-cert has too many elements")
+				return nil, errors.New("x-forwarded-client-cert has too many elements")
 			}
 		}
 	}
 	if len(elems) == 0 {
-		return "", ErrNoCertificate
+		return nil, ErrNoCertificate
 	}
-	if last {
-		return elems[len(elems)-1], nil
-	}
-	return elems[0], nil
+	return elems, nil
 }
 
 // ParseXFCCElement parses one element's key=value pairs. Keys are matched
