@@ -8,16 +8,33 @@ import "strings"
 // µs end to end. Each entry keeps the full raw value and a hit compares it in
 // full, so a sampled-hash collision only costs a re-verification, never a
 // wrong verdict.
+//
+// The cache is bounded in bytes as well as entries: the listener accepts any
+// client certificate, so a client can send chains of ~100 KB, each a new
+// key, and a VM's linear memory never shrinks. Verdicts for values over
+// maxCachedValue are not cached at all (they cost a verification each time,
+// as they would have after being evicted by the next few).
 type verdictCache struct {
-	mu    cacheLock
-	max   int
-	items map[uint64]*entry
-	head  entry // sentinel of the recency list; head.next is the newest
-	gen   uint64
+	mu       cacheLock
+	max      int
+	maxBytes int
+	bytes    int
+	items    map[uint64]*entry
+	head     entry // sentinel of the recency list; head.next is the newest
+	gen      uint64
 }
 
+// cacheBytesPerEntry sizes the byte budget from the entry bound: a typical
+// verdict (a 2-deep RSA-2048 chain in XFCC and its rendered headers) is 6–9
+// KB, so the default 1024 entries get 16 MiB and the entry bound is the one
+// that binds for ordinary clients.
+const (
+	cacheBytesPerEntry = 16 << 10
+	maxCachedValue     = 64 << 10
+)
+
 func newVerdictCache(max int) *verdictCache {
-	c := &verdictCache{max: max, items: make(map[uint64]*entry)}
+	c := &verdictCache{max: max, maxBytes: max * cacheBytesPerEntry, items: make(map[uint64]*entry)}
 	c.head.next, c.head.prev = &c.head, &c.head
 	return c
 }
@@ -83,7 +100,7 @@ func (c *verdictCache) getLocked(gen, k uint64, raw string, nowUnix int64) *entr
 }
 
 func (c *verdictCache) put(gen uint64, raw string, e *entry) {
-	if c.max <= 0 {
+	if c.max <= 0 || len(raw) > maxCachedValue {
 		return
 	}
 	k := sampleKey(raw)
@@ -99,12 +116,27 @@ func (c *verdictCache) put(gen uint64, raw string, e *entry) {
 	if old := c.items[k]; old != nil {
 		c.removeLocked(k, old)
 	}
-	for len(c.items) >= c.max {
+	e.size = e.footprint()
+	for len(c.items) > 0 && (len(c.items) >= c.max || c.bytes+e.size > c.maxBytes) {
 		last := c.head.prev
 		c.removeLocked(sampleKey(last.raw), last)
 	}
 	c.items[k] = e
+	c.bytes += e.size
 	c.pushFrontLocked(e)
+}
+
+// footprint approximates the bytes an entry holds: its key and what it
+// renders (identity headers carry the certificate and chain again).
+func (e *entry) footprint() int {
+	n := 256 + len(e.raw) + len(e.body) + len(e.detail) + len(e.subject) + len(e.issuer) + len(e.fingerprint)
+	for _, h := range e.setHeaders {
+		n += len(h.Key) + len(h.Value) + 32
+	}
+	for _, h := range e.responseHeaders {
+		n += len(h.Key) + len(h.Value) + 32
+	}
+	return n
 }
 
 func (c *verdictCache) len() int {
@@ -123,6 +155,7 @@ func (c *verdictCache) removeLocked(k uint64, e *entry) {
 	e.prev.next, e.next.prev = e.next, e.prev
 	e.prev, e.next = nil, nil
 	delete(c.items, k)
+	c.bytes -= e.size
 }
 
 // resetLocked drops every verdict: they were reached with another bundle.
@@ -130,4 +163,5 @@ func (c *verdictCache) resetLocked(gen uint64) {
 	c.items = make(map[uint64]*entry)
 	c.head.next, c.head.prev = &c.head, &c.head
 	c.gen = gen
+	c.bytes = 0
 }

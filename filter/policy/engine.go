@@ -187,6 +187,7 @@ type entry struct {
 
 	raw        string
 	untilUnix  int64
+	size       int // footprint while cached
 	prev, next *entry
 }
 
@@ -218,6 +219,10 @@ type Engine struct {
 	// ours, and a length test rejects them without hashing: string-keyed map
 	// lookups hash byte by byte in Go wasm and cost a µs each.
 	stripLens uint64
+	// headerSourced counts the policies that read a certificate header
+	// (rfc9440, header); with none, no request needs the source address
+	// to decide what to strip.
+	headerSourced int
 
 	trust atomic.Pointer[trust]
 	gen   atomic.Uint64
@@ -247,8 +252,10 @@ func NewEngine(cfg *Config) *Engine {
 			cp.sourceHeaders = []string{"x-forwarded-client-cert"}
 		case SourceRFC9440:
 			cp.sourceHeaders = []string{"client-cert", "client-cert-chain"}
+			e.headerSourced++
 		case SourceHeader:
 			cp.sourceHeaders = []string{p.Options.CertificateHeader}
+			e.headerSourced++
 		}
 		cp.noCert = cp.render(&outcome{hard: ReasonNoCertificate, detail: "the request carries no client certificate"})
 		cp.untrusted = cp.render(&outcome{hard: ReasonUntrustedSource, detail: "certificate headers are only read from trustedSourceCIDRs"})
@@ -287,7 +294,7 @@ func lenBit(s string) uint64 { return 1 << min(len(s), 63) }
 
 // isStripped reports whether name is one of e.strip.
 func (e *Engine) isStripped(name string) bool {
-	return e.stripLens&lenBit(name) != 0 && contains(e.strip, name)
+	return e.stripLens&lenBit(name) != 0 && containsName(e.strip, name)
 }
 
 // StripHeaders returns the exact header names in the filter's output
@@ -360,6 +367,7 @@ func (e *Engine) route(method, path string) (*compiledPolicy, string, bool) {
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
 	}
+	path = routePath(path)
 	for i := range e.routes {
 		r := &e.routes[i]
 		if r.Path != "" && path != r.Path {
@@ -383,6 +391,71 @@ func (e *Engine) route(method, path string) (*compiledPolicy, string, bool) {
 		return r.policy, r.Name, true
 	}
 	return nil, "", false
+}
+
+// routePath is the path routes match against: unreserved characters
+// percent-decoded, runs of slashes merged and dot segments removed (RFC 3986
+// §6.2.2, §5.2.4), as upstreams resolve it. Matching the raw path would let
+// //admin, /./admin or /%61dmin past a protected /admin prefix to an
+// upstream that reads them all as /admin; Envoy normalizes only when
+// normalize_path and merge_slashes are on. Encoded slashes stay encoded, as
+// Envoy keeps them by default.
+func routePath(p string) string {
+	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") && strings.IndexByte(p, '%') < 0 {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c == '%' && i+2 < len(p) {
+			if d, ok := unhex(p[i+1], p[i+2]); ok && isUnreserved(d) {
+				b.WriteByte(d)
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(p[i])
+	}
+	var segs []string
+	for _, s := range strings.Split(b.String(), "/") {
+		switch s {
+		case "", ".":
+		case "..":
+			if len(segs) > 0 {
+				segs = segs[:len(segs)-1]
+			}
+		default:
+			segs = append(segs, s)
+		}
+	}
+	out := "/" + strings.Join(segs, "/")
+	// A trailing slash (or a trailing dot segment) keeps the path a
+	// directory: /admin/ is still under /admin/.
+	if len(segs) > 0 && (strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")) {
+		out += "/"
+	}
+	return out
+}
+
+func unhex(a, b byte) (byte, bool) {
+	h, ok1 := hexVal(a)
+	l, ok2 := hexVal(b)
+	return h<<4 | l, ok1 && ok2
+}
+
+func hexVal(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+func isUnreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 var passthroughMetrics = []string{"mtlsgate.decision.passthrough"}
@@ -420,12 +493,25 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	if !ok {
 		// Unprotected routes still must not pass on a certificate header from
 		// a peer that is not allowed to send one: an upstream may read it.
-		remove = e.toRemove(removeBuf, req.Headers, e.untrustedInputs(req))
+		remove = e.toRemove(removeBuf, req.Headers, e.untrustedInputsFor(req, nil))
 		*res = Result{Action: Continue, Decision: DecisionPassthrough, RemoveHeaders: remove, Metrics: passthroughMetrics, LogLevel: LogDebug,
 			removeBuf: remove, keyBuf: keyBuf}
 		return nil
 	}
+	// Other policies' certificate headers from a peer not allowed to send
+	// them go too: an upstream behind this route may read them.
+	var others []string
+	if e.headerSourced > 0 {
+		if others = e.untrustedInputsFor(req, p); len(others) > 0 {
+			remove = e.toRemove(removeBuf, req.Headers, others)
+		}
+	}
 	*res = Result{Policy: p.name, Route: routeName, removeBuf: remove, keyBuf: keyBuf}
+	// The generation before the trust it goes with: SetBundle stores the
+	// trust first, so a verdict reached with new trust may land under the
+	// old generation (and be dropped), never one reached with old trust
+	// under the new.
+	gen := e.gen.Load()
 	t := e.trust.Load()
 	if p.needsBundle && t == nil {
 		res.RemoveHeaders = remove
@@ -442,7 +528,7 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 		dup = false // repeated lines are one comma-joined list
 	case SourceRFC9440, SourceHeader:
 		if !trustedSource(p.opts.TrustedSourceCIDRs, req.source()) {
-			res.RemoveHeaders = e.toRemove(remove[:0], req.Headers, p.sourceHeaders)
+			res.RemoveHeaders = e.toRemove(remove[:0], req.Headers, append(others, p.sourceHeaders...))
 			res.removeBuf = res.RemoveHeaders
 			res.fill(p.untrusted, false)
 			return p
@@ -464,7 +550,6 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 		res.fill(p.noCert, false)
 		return p
 	}
-	gen := e.gen.Load()
 	if ent := p.cache.get(gen, raw, req.Now.Unix()); ent != nil {
 		res.fill(ent, true)
 		return p
@@ -621,7 +706,7 @@ func joinHeader(headers []Header, name, sep string) (string, bool) {
 func (e *Engine) toRemove(out []string, headers []Header, extra []string) []string {
 	for _, h := range headers {
 		k := h.Key
-		if !inMTLSNamespace(k) && !e.isStripped(k) && !contains(extra, k) {
+		if !inMTLSNamespace(k) && !e.isStripped(k) && !containsName(extra, k) {
 			continue
 		}
 		if !contains(out, k) {
@@ -634,21 +719,56 @@ func (e *Engine) toRemove(out []string, headers []Header, extra []string) []stri
 // inMTLSNamespace is strings.HasPrefix(k, "x-mtls-") spelled out: it runs
 // on every request header, and in Go wasm the library form is a runtime call
 // comparing a byte at a time, most of a cached request's string work.
+//
+// An underscore stands for a dash: CGI-style upstreams (PHP, WSGI, Rack)
+// read x_mtls_subject and x-mtls-subject as one variable, and Envoy passes
+// underscores in names unless told to reject them.
 func inMTLSNamespace(k string) bool {
-	return len(k) >= 7 && k[0] == 'x' && k[1] == '-' && k[2] == 'm' && k[3] == 't' &&
-		k[4] == 'l' && k[5] == 's' && k[6] == '-'
+	return len(k) >= 7 && k[0] == 'x' && (k[1] == '-' || k[1] == '_') && k[2] == 'm' && k[3] == 't' &&
+		k[4] == 'l' && k[5] == 's' && (k[6] == '-' || k[6] == '_')
 }
 
-// untrustedInputs lists the certificate input headers of every header- or
-// RFC 9440-sourced policy that this source address may not send.
-func (e *Engine) untrustedInputs(req *Request) []string {
+// containsName is contains, with an underscore in s matching a dash in the
+// list (see inMTLSNamespace).
+func containsName(list []string, s string) bool {
+	for _, v := range list {
+		if len(v) != len(s) || (len(s) > 0 && v[len(v)-1] != s[len(s)-1]) {
+			continue
+		}
+		if v == s || sameButUnderscores(v, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameButUnderscores reports whether s is name with some dashes written as
+// underscores.
+func sameButUnderscores(name, s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] != name[i] && !(s[i] == '_' && name[i] == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// untrustedInputsFor lists the certificate input headers of every header-
+// or RFC 9440-sourced policy other than except that this source address may
+// not send, leaving out the headers except reads itself (it decides on
+// those).
+func (e *Engine) untrustedInputsFor(req *Request, except *compiledPolicy) []string {
 	var out []string
 	for _, p := range e.policies {
 		// XFCC first: an XFCC-only configuration never needs the address.
-		if p.opts.CertificateSource == SourceXFCC || trustedSource(p.opts.TrustedSourceCIDRs, req.source()) {
+		if p == except || p.opts.CertificateSource == SourceXFCC || trustedSource(p.opts.TrustedSourceCIDRs, req.source()) {
 			continue
 		}
-		out = append(out, p.sourceHeaders...)
+		for _, h := range p.sourceHeaders {
+			if except == nil || !contains(except.sourceHeaders, h) {
+				out = append(out, h)
+			}
+		}
 	}
 	return out
 }

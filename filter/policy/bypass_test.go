@@ -1,0 +1,85 @@
+package policy
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+)
+
+// TestRoutesMatchTheNormalizedPath: a protected prefix cannot be walked
+// around with spellings an upstream resolves to the same path.
+func TestRoutesMatchTheNormalizedPath(t *testing.T) {
+	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{}))
+	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("strict", "") + `],
+	"routes":[{"pathPrefix":"/admin/","policy":"strict"},{"path":"/metrics","policy":"strict"}],"trustBundle":` + inlineBundle([]*testpki.Cert{ch.Root}) + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(cfg)
+	for path, want := range map[string]string{
+		"/admin/x": DecisionDeny, "//admin/x": DecisionDeny, "/%61dmin/x": DecisionDeny, "/%2561dmin/x": DecisionPassthrough,
+		"/./admin/x": DecisionDeny, "/public/../admin/x": DecisionDeny, "/%2E%2E/admin/x": DecisionDeny, "/admin//x?q=1": DecisionDeny,
+		"/admin/": DecisionDeny, "/admin/.": DecisionDeny, "/admin": DecisionPassthrough, "/administrator": DecisionPassthrough,
+		"/metrics": DecisionDeny, "//metrics": DecisionDeny, "/metrics/.": DecisionPassthrough, "/public/./x": DecisionPassthrough,
+		"/admin%2Fx": DecisionPassthrough, // an encoded slash is not a separator, for Envoy or for us
+	} {
+		r := e.Evaluate(&Request{Method: "GET", Path: path, Now: time.Now()})
+		if r.Decision != want {
+			t.Errorf("%s: %s, want %s", path, r.Decision, want)
+		}
+	}
+	for in, want := range map[string]string{"/": "/", "/a/b": "/a/b", "/a//b/": "/a/b/", "/a/./b/../c": "/a/c", "/../../a": "/a", "/a/%7Euser": "/a/~user", "/a%2fb": "/a%2fb", "/%zz": "/%zz", "/%4": "/%4"} {
+		if got := routePath(in); got != want {
+			t.Errorf("routePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestOtherPoliciesInputsStripped: on a route protected by one policy, the
+// certificate header another policy reads is removed when this peer may not
+// send it, as on an unprotected route; the upstream may read it.
+func TestOtherPoliciesInputsStripped(t *testing.T) {
+	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{CommonName: "victim"}))
+	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("edge", `{"allowUnauthenticatedRequests":true}`) + `,` +
+		policyJSON("lb", `{"certificateSource":"header","certificateHeader":"x-amzn-mtls-clientcert","trustedSourceCIDRs":["192.0.2.0/24"]}`) + `],
+	"routes":[{"pathPrefix":"/edge","policy":"edge"},{"pathPrefix":"/lb","policy":"lb"}],
+	"trustBundle":` + inlineBundle([]*testpki.Cert{ch.Root}) + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(cfg)
+	forged := envoyURLEncode(string(ch.Leaf.PEM()))
+	for _, c := range []struct {
+		path, source string
+		removed      bool
+	}{
+		{"/public", "198.51.100.7:1", true}, {"/edge/x", "198.51.100.7:1", true}, {"/lb/x", "198.51.100.7:1", true},
+		{"/edge/x", "192.0.2.9:1", false}, // the load balancer: its header stays for the upstream
+	} {
+		r := e.Evaluate(&Request{Method: "GET", Path: c.path, SourceAddress: c.source, Now: time.Now(),
+			Headers: []Header{{":path", c.path}, {"x-amzn-mtls-clientcert", forged}}})
+		if got := slices.Contains(r.RemoveHeaders, "x-amzn-mtls-clientcert"); got != c.removed {
+			t.Errorf("%s from %s: removed %v, want %v (remove %v)", c.path, c.source, got, c.removed, r.RemoveHeaders)
+		}
+	}
+}
+
+// TestUnderscoreSpellingsStripped: upstreams that map header names to CGI
+// variables read x_user_sub as x-user-sub, so a client's underscore spelling
+// of an identity header is removed like the dashed one.
+func TestUnderscoreSpellingsStripped(t *testing.T) {
+	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{}))
+	e := newEngine(t, `{"allowUnauthenticatedRequests":true}`, []*testpki.Cert{ch.Root})
+	r := e.Evaluate(xfccReq("", time.Now(), Header{"x_user_sub", "CN=admin"}, Header{"x_mtls_verification_status", "SUCCESS"},
+		Header{"x-mtls_subject", "CN=admin"}, Header{"client_cert", ":AA==:"}, Header{"x-user-sub", "CN=admin"}, Header{"x_user_agent", "kept"}))
+	for _, h := range []string{"x_user_sub", "x_mtls_verification_status", "x-mtls_subject", "client_cert", "x-user-sub"} {
+		if !slices.Contains(r.RemoveHeaders, h) {
+			t.Errorf("%s not removed (remove %v)", h, r.RemoveHeaders)
+		}
+	}
+	if slices.Contains(r.RemoveHeaders, "x_user_agent") {
+		t.Errorf("an unrelated header was removed: %v", r.RemoveHeaders)
+	}
+}
