@@ -21,7 +21,7 @@ var namespace = []string{
 }
 
 func owned(k string) bool {
-	k = strings.ToLower(k)
+	k = cgiName(k)
 	if strings.HasPrefix(k, "x-mtls-") {
 		return true
 	}
@@ -33,14 +33,21 @@ func owned(k string) bool {
 	return false
 }
 
+// cgiName is the name as a CGI-style upstream reads it: case and the
+// difference between underscore and dash gone.
+func cgiName(k string) string { return strings.ReplaceAll(strings.ToLower(k), "_", "-") }
+
 // spoofCasings are the ways a client spells the headers: Envoy lowercases
 // header names before filters run (HTTP/2 requires it; the HTTP/1 codec
-// normalizes), which the host mirrors, so every spelling must be caught.
+// normalizes), which the host mirrors, so every spelling must be caught;
+// underscores pass Envoy unless it is told to reject them, and CGI-style
+// upstreams read them as dashes.
 var spoofCasings = []struct {
 	name string
 	key  func(string) string
 	dup  bool
 }{
+	{"underscore-dup", func(s string) string { return strings.ReplaceAll(s, "-", "_") }, true},
 	{"lower", func(s string) string { return s }, false},
 	{"upper-dup", strings.ToUpper, true},
 	{"mixed-dup", func(s string) string {
@@ -165,9 +172,10 @@ func TestSpoofingMatrix(t *testing.T) {
 							if src.name == "header" {
 								spoofNames = append(spoofNames, src.carriers...)
 							}
+							underscored := casing.name == "underscore-dup"
 							for i, k := range spoofNames {
-								if contains(src.carriers, k) && (src.name == "xfcc" || trusted) {
-									continue // the trusted channel owns it
+								if contains(src.carriers, k) && (src.name == "xfcc" || trusted) && !underscored {
+									continue // the trusted channel owns it (never its underscore spelling)
 								}
 								v := spoofValue(k, i)
 								spoofed[v] = true
@@ -188,7 +196,7 @@ func TestSpoofingMatrix(t *testing.T) {
 							// carrier headers are client-sent too; every
 							// route drops them, protected or not.
 							ownedHere := func(k string) bool {
-								return owned(k) || (!channelOK && contains(src.carriers, strings.ToLower(k)))
+								return owned(k) || ((!channelOK || strings.Contains(k, "_")) && contains(src.carriers, cgiName(k)))
 							}
 							checkSpoof(t, name, res.Forwarded != nil, forwardedHeaders(res), spoofed, ownedHere)
 							wantIdentity := protected && channelOK && cc.verified
@@ -219,7 +227,7 @@ func TestSpoofingMatrix(t *testing.T) {
 			}
 		}
 	}
-	if n != 3*2*2*4*3*2 {
+	if n != 3*2*2*4*4*2 {
 		t.Fatalf("matrix ran %d requests", n)
 	}
 }

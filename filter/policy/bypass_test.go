@@ -83,3 +83,17 @@ func TestUnderscoreSpellingsStripped(t *testing.T) {
 		t.Errorf("an unrelated header was removed: %v", r.RemoveHeaders)
 	}
 }
+
+// TestInputHeaderUnderscoreSpelling: the underscore spelling of a
+// certificate input header is always the client's (Envoy and trusted
+// proxies write the dashed one), so it is removed even where the dashed one
+// is read.
+func TestInputHeaderUnderscoreSpelling(t *testing.T) {
+	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{}))
+	e := newEngine(t, "", []*testpki.Cert{ch.Root})
+	r := e.Evaluate(xfccReq(chainXFCC(ch), time.Now(), Header{"x_forwarded_client_cert", "Cert=forged"}))
+	expect(t, r, DecisionAllow, "")
+	if !slices.Contains(r.RemoveHeaders, "x_forwarded_client_cert") || slices.Contains(r.RemoveHeaders, "x-forwarded-client-cert") {
+		t.Fatalf("remove %v", r.RemoveHeaders)
+	}
+}

@@ -223,6 +223,9 @@ type Engine struct {
 	// (rfc9440, header); with none, no request needs the source address
 	// to decide what to strip.
 	headerSourced int
+	// inputs are every policy's certificate input header names.
+	inputs    []string
+	inputLens uint64
 
 	trust atomic.Pointer[trust]
 	gen   atomic.Uint64
@@ -256,6 +259,12 @@ func NewEngine(cfg *Config) *Engine {
 		case SourceHeader:
 			cp.sourceHeaders = []string{p.Options.CertificateHeader}
 			e.headerSourced++
+		}
+		for _, h := range cp.sourceHeaders {
+			if !contains(e.inputs, h) {
+				e.inputs = append(e.inputs, h)
+				e.inputLens |= lenBit(h)
+			}
 		}
 		cp.noCert = cp.render(&outcome{hard: ReasonNoCertificate, detail: "the request carries no client certificate"})
 		cp.untrusted = cp.render(&outcome{hard: ReasonUntrustedSource, detail: "certificate headers are only read from trustedSourceCIDRs"})
@@ -291,6 +300,23 @@ func (e *Engine) addStrip(name string) {
 }
 
 func lenBit(s string) uint64 { return 1 << min(len(s), 63) }
+
+// isInputSpelling reports whether k is a certificate input header (any
+// policy's, XFCC included) spelled with underscores. The dashed spelling is
+// what Envoy or a trusted proxy writes, and each policy decides on it; an
+// underscore spelling only ever comes from the client, and a CGI-style
+// upstream would read it as the real one.
+func (e *Engine) isInputSpelling(k string) bool {
+	if e.inputLens&lenBit(k) == 0 {
+		return false
+	}
+	for _, v := range e.inputs {
+		if len(v) == len(k) && v != k && sameButUnderscores(v, k) {
+			return true
+		}
+	}
+	return false
+}
 
 // isStripped reports whether name is one of e.strip.
 func (e *Engine) isStripped(name string) bool {
@@ -706,7 +732,7 @@ func joinHeader(headers []Header, name, sep string) (string, bool) {
 func (e *Engine) toRemove(out []string, headers []Header, extra []string) []string {
 	for _, h := range headers {
 		k := h.Key
-		if !inMTLSNamespace(k) && !e.isStripped(k) && !containsName(extra, k) {
+		if !inMTLSNamespace(k) && !e.isStripped(k) && !containsName(extra, k) && !e.isInputSpelling(k) {
 			continue
 		}
 		if !contains(out, k) {
