@@ -24,10 +24,25 @@ type crlEntry struct {
 	list    *x509.RevocationList
 	revoked map[string]struct{} // serial number bytes
 	stale   bool                // flagged by the sidecar
-	// anchorChecked is set when the list's issuer is an anchor and its
-	// signature was verified at load; other lists (signed by intermediates)
-	// are checked against the presented issuer at request time.
-	anchorChecked *x509.Certificate
+	// signerKeys holds the SubjectPublicKeyInfo DER of every anchor, named as
+	// the list's issuer, whose key verified the list at load. A CA is its name
+	// and key, not one certificate: a root renewed with the same name and key,
+	// or a cross-certificate of it, issues under the same CRL, so a chain
+	// certificate with a matching name and key needs no signature check at
+	// request time. Lists of CAs that are not anchors (intermediates) are
+	// checked against the presented issuer at request time.
+	signerKeys []string
+}
+
+// signedBy reports whether issuer's key signed the list (its name is already
+// known to match: the index is by issuer name).
+func (e *crlEntry) signedBy(issuer *x509.Certificate) bool {
+	for _, k := range e.signerKeys {
+		if k == string(issuer.RawSubjectPublicKeyInfo) {
+			return true
+		}
+	}
+	return e.list.CheckSignatureFrom(issuer) == nil
 }
 
 // compileBundle parses every PEM in b. Errors say which entry is bad, so the
@@ -91,11 +106,10 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 			}
 			sameName = true
 			if l.CheckSignatureFrom(a) == nil {
-				e.anchorChecked = a
-				break
+				e.signerKeys = append(e.signerKeys, string(a.RawSubjectPublicKeyInfo))
 			}
 		}
-		if sameName && e.anchorChecked == nil {
+		if sameName && len(e.signerKeys) == 0 {
 			return nil, errors.New(where + ": signature does not verify with the CA certificate of the same name: upload the CRL that CA signed")
 		}
 		t.crls[string(l.RawIssuer)] = append(t.crls[string(l.RawIssuer)], e)
@@ -325,10 +339,8 @@ func checkRevocation(opts *Options, t *trust, chain []*x509.Certificate, now tim
 		}
 		var found *crlEntry
 		for _, e := range t.crls[string(c.RawIssuer)] {
-			if e.anchorChecked == issuer || (e.anchorChecked == nil && e.list.CheckSignatureFrom(issuer) == nil) {
-				if found == nil || e.list.ThisUpdate.After(found.list.ThisUpdate) {
-					found = e
-				}
+			if (found == nil || e.list.ThisUpdate.After(found.list.ThisUpdate)) && e.signedBy(issuer) {
+				found = e
 			}
 		}
 		unknown := ""
