@@ -1,6 +1,13 @@
 package policy
 
 import (
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,5 +52,77 @@ func TestCRLAppliesToRenewedRoot(t *testing.T) {
 			r := e.Evaluate(xfccReq(xfccFor(leaf, testpki.PEM(leaf, cross)), now))
 			expect(t, r, DecisionDeny, ReasonRevoked)
 		}
+	})
+}
+
+// crlWith signs a CRL from ca listing leaf, with extra CRL and entry
+// extensions.
+func crlWith(t *testing.T, ca, leaf *testpki.Cert, number int64, exts, entryExts []pkix.Extension) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{
+		ThisUpdate: now.Add(-time.Hour), NextUpdate: now.Add(24 * time.Hour), Number: big.NewInt(number),
+		ExtraExtensions: exts,
+		RevokedCertificateEntries: []x509.RevocationListEntry{{
+			SerialNumber: leaf.Cert.SerialNumber, RevocationTime: now.Add(-time.Hour), ExtraExtensions: entryExts,
+		}},
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
+// Delta, partitioned and indirect CRLs, and CRLs with critical extensions the
+// filter does not process, are not complete lists of a CA's revocations. Used
+// as one ("the newest wins") a delta would un-revoke everything it does not
+// repeat; the bundle is refused instead, like one with a forged CRL.
+func TestIncompleteCRLsRefused(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{CommonName: "Root"}))
+	inter := must(root.Issue(testpki.Options{CA: true, CommonName: "Issuing"}))
+	leaf := must(inter.Issue(testpki.Options{}))
+	other := must(inter.Issue(testpki.Options{}))
+	base := must(inter.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{leaf}, Number: big.NewInt(10)}))
+	rootCRL := must(root.CRL(testpki.CRLOptions{}))
+	baseNumber, _ := asn1.Marshal(10)
+	private := asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}
+
+	for _, c := range []struct {
+		name      string
+		exts      []pkix.Extension
+		entryExts []pkix.Extension
+		want      string
+	}{
+		{"delta", []pkix.Extension{{Id: oidDeltaCRLIndicator, Critical: true, Value: baseNumber}}, nil, "is a delta CRL"},
+		{"delta not marked critical", []pkix.Extension{{Id: oidDeltaCRLIndicator, Value: baseNumber}}, nil, "is a delta CRL"},
+		// onlyContainsUserCerts: a partition without the CA certificates.
+		{"partitioned", []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: []byte{0x30, 0x03, 0x81, 0x01, 0xff}}}, nil, "issuingDistributionPoint"},
+		{"unknown critical extension", []pkix.Extension{{Id: private, Critical: true, Value: []byte{0x05, 0x00}}}, nil, "critical extension 1.3.6.1.4.1.99999.1"},
+		{"indirect", nil, []pkix.Extension{{Id: oidCertificateIssuer, Critical: true, Value: []byte{0x30, 0x00}}}, "indirect CRL"},
+		{"unknown critical entry extension", nil, []pkix.Extension{{Id: private, Critical: true, Value: []byte{0x05, 0x00}}}, "entry with a critical extension 1.3.6.1.4.1.99999.1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// Newer than base and not listing leaf: taken for a complete list
+			// it would un-revoke leaf.
+			bad := crlWith(t, inter, other, 11, c.exts, c.entryExts)
+			e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root}, rootCRL, base)
+			err := e.SetBundle(mustBundle(t, []*testpki.Cert{root}, rootCRL, base, bad))
+			if err == nil || !strings.Contains(err.Error(), "crls[2]: CRL of CN=Issuing ") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("SetBundle error = %v, want one naming crls[2] and %q", err, c.want)
+			}
+			// The previous bundle stays, base CRL included.
+			expect(t, e.Evaluate(xfccReq(xfccFor(leaf, testpki.PEM(leaf, inter)), now)), DecisionDeny, ReasonRevoked)
+			// Inline, it is a configuration error.
+			if _, err := ParseConfig([]byte(`{"policies":[` + policyJSON("p", "") + `],"trustBundle":` + inlineBundle([]*testpki.Cert{root}, bad) + `}`)); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("ParseConfig error = %v, want %q", err, c.want)
+			}
+		})
+	}
+
+	t.Run("non-critical private extension is fine", func(t *testing.T) {
+		ok := crlWith(t, inter, leaf, 11, []pkix.Extension{{Id: private, Value: []byte{0x05, 0x00}}}, []pkix.Extension{{Id: private, Value: []byte{0x05, 0x00}}})
+		e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root}, rootCRL, base, ok)
+		expect(t, e.Evaluate(xfccReq(xfccFor(leaf, testpki.PEM(leaf, inter)), now)), DecisionDeny, ReasonRevoked)
+		expect(t, e.Evaluate(xfccReq(xfccFor(other, testpki.PEM(other, inter)), now)), DecisionAllow, "")
 	})
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"strconv"
@@ -93,6 +94,14 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 		if err != nil {
 			return nil, errors.New(where + ": " + err.Error())
 		}
+		// A list that is not a complete list of its issuer's revocations is
+		// refused like a forged one, not skipped: used as complete, a delta or
+		// partition would un-revoke everything it does not repeat, and
+		// skipping it silently would leave the CA unchecked. The previous
+		// bundle stays in force and the error names the list.
+		if why := notCompleteCRL(l); why != "" {
+			return nil, errors.New(where + ": CRL of " + l.Issuer.String() + " " + why)
+		}
 		e := &crlEntry{list: l, stale: c.Stale, revoked: make(map[string]struct{}, len(l.RevokedCertificateEntries))}
 		for _, r := range l.RevokedCertificateEntries {
 			if r.SerialNumber != nil {
@@ -115,6 +124,46 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 		t.crls[string(l.RawIssuer)] = append(t.crls[string(l.RawIssuer)], e)
 	}
 	return t, nil
+}
+
+var (
+	oidCRLNumber                = asn1.ObjectIdentifier{2, 5, 29, 20}
+	oidAuthorityKeyID           = asn1.ObjectIdentifier{2, 5, 29, 35}
+	oidDeltaCRLIndicator        = asn1.ObjectIdentifier{2, 5, 29, 27}
+	oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
+	oidCertificateIssuer        = asn1.ObjectIdentifier{2, 5, 29, 29}
+	oidReasonCode               = asn1.ObjectIdentifier{2, 5, 29, 21}
+	oidInvalidityDate           = asn1.ObjectIdentifier{2, 5, 29, 24}
+)
+
+// notCompleteCRL says why l cannot be used as the complete list of its
+// issuer's revocations, or "". crypto/x509 parses these extensions without
+// acting on them (criticality included), so the filter has to: RFC 5280
+// 5.2/5.3 forbids using a CRL with a critical extension the reader does not
+// process, and 6.3.3 scopes delta, partitioned and indirect lists, which this
+// filter does not implement.
+func notCompleteCRL(l *x509.RevocationList) string {
+	for _, x := range l.Extensions {
+		switch {
+		case x.Id.Equal(oidDeltaCRLIndicator):
+			return "is a delta CRL (deltaCRLIndicator): it lists only the changes since a base CRL, and the filter uses complete CRLs only; upload the full CRL"
+		case x.Id.Equal(oidIssuingDistributionPoint):
+			return "has an issuingDistributionPoint extension: it covers only part of the CA's certificates (a partitioned or scoped CRL), and the filter uses complete CRLs only; upload a full CRL without that extension"
+		case x.Critical && !x.Id.Equal(oidCRLNumber) && !x.Id.Equal(oidAuthorityKeyID):
+			return "has a critical extension " + x.Id.String() + " the filter does not process, so the list must not be used (RFC 5280 5.2); upload a CRL without it"
+		}
+	}
+	for _, r := range l.RevokedCertificateEntries {
+		for _, x := range r.Extensions {
+			switch {
+			case x.Id.Equal(oidCertificateIssuer):
+				return "is an indirect CRL (an entry carries certificateIssuer): the filter uses CRLs that list their own issuer's certificates only"
+			case x.Critical && !x.Id.Equal(oidReasonCode) && !x.Id.Equal(oidInvalidityDate):
+				return "has an entry with a critical extension " + x.Id.String() + " the filter does not process, so the list must not be used (RFC 5280 5.3)"
+			}
+		}
+	}
+	return ""
 }
 
 func signTag(s int) string {
