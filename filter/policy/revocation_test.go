@@ -126,3 +126,70 @@ func TestIncompleteCRLsRefused(t *testing.T) {
 		expect(t, e.Evaluate(xfccReq(xfccFor(other, testpki.PEM(other, inter)), now)), DecisionAllow, "")
 	})
 }
+
+// An intermediate uploaded as an anchor next to its root is still revoked
+// by the root's CRL: chain building stops at the first anchor, and trusting
+// one more certificate must not weaken revocation.
+func TestAnchoredIntermediateCheckedAgainstItsIssuer(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{CommonName: "Root"}))
+	inter := must(root.Issue(testpki.Options{CA: true, CommonName: "Issuing"}))
+	leaf := must(inter.Issue(testpki.Options{CommonName: "client"}))
+	revokesInter := must(root.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{inter}}))
+	emptyRootCRL := must(root.CRL(testpki.CRLOptions{}))
+	interCRL := must(inter.CRL(testpki.CRLOptions{}))
+	withInter := xfccFor(leaf, testpki.PEM(leaf, inter))
+	leafOnly := xfccFor(leaf, leaf.PEM())
+
+	for _, cas := range [][]*testpki.Cert{{root, inter}, {inter, root}} {
+		for _, opts := range []string{`{}`, `{"requireCRL":true}`, `{"allowRevokedCertificates":true}`} {
+			e := newEngine(t, opts, cas, revokesInter, interCRL)
+			for _, x := range []string{withInter, leafOnly} {
+				r := e.Evaluate(xfccReq(x, now))
+				expect(t, r, DecisionDeny, ReasonRevoked)
+				if !strings.Contains(r.Detail(), "trusted CA CN=Issuing") {
+					t.Errorf("detail does not name the revoked anchor: %s", r.Detail())
+				}
+			}
+		}
+	}
+	// Not revoked: allowed, and the anchor is not reported as a presented
+	// intermediate.
+	e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root, inter}, emptyRootCRL, interCRL)
+	r := e.Evaluate(xfccReq(withInter, now))
+	expect(t, r, DecisionAllow, "")
+	if _, ok := header(r.SetHeaders, "client-cert-chain"); ok {
+		t.Error("client-cert-chain names the anchor")
+	}
+	// requireCRL asks for the root's list too, as it does with the root
+	// anchored alone.
+	e = newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root, inter}, interCRL)
+	expect(t, e.Evaluate(xfccReq(withInter, now)), DecisionDeny, ReasonRevocationUnknown)
+	// With the root absent from the bundle nothing above the intermediate is
+	// known, as before.
+	e = newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{inter}, revokesInter, interCRL)
+	expect(t, e.Evaluate(xfccReq(withInter, now)), DecisionAllow, "")
+
+	t.Run("two anchored levels", func(t *testing.T) {
+		i1 := must(root.Issue(testpki.Options{CA: true, CommonName: "Policy CA"}))
+		i2 := must(i1.Issue(testpki.Options{CA: true, CommonName: "Issuing 2"}))
+		l2 := must(i2.Issue(testpki.Options{}))
+		crl := must(root.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{i1}}))
+		e := newEngine(t, "", []*testpki.Cert{i2, i1, root}, crl)
+		r := e.Evaluate(xfccReq(xfccFor(l2, l2.PEM()), now))
+		expect(t, r, DecisionDeny, ReasonRevoked)
+		if !strings.Contains(r.Detail(), "trusted CA CN=Policy CA") {
+			t.Errorf("detail: %s", r.Detail())
+		}
+	})
+	t.Run("cross-signed anchors do not loop", func(t *testing.T) {
+		a := must(testpki.NewRoot(testpki.Options{CommonName: "A"}))
+		b := must(testpki.NewRoot(testpki.Options{CommonName: "B"}))
+		aByB := must(b.Issue(testpki.Options{CA: true, RawSubject: a.Cert.RawSubject, Signer: a.Key}))
+		bByA := must(a.Issue(testpki.Options{CA: true, RawSubject: b.Cert.RawSubject, Signer: b.Key}))
+		l := must(a.Issue(testpki.Options{}))
+		e := newEngine(t, "", []*testpki.Cert{aByB, bByA}, must(a.CRL(testpki.CRLOptions{})), must(b.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{aByB}})))
+		// Each anchor is issued by the other's key: the chain ends at aByB,
+		// which B's CRL revokes; the walk up stops where it started.
+		expect(t, e.Evaluate(xfccReq(xfccFor(l, l.PEM()), now)), DecisionDeny, ReasonRevoked)
+	})
+}

@@ -19,6 +19,13 @@ type trust struct {
 	anchors []*x509.Certificate
 	// crls indexes revocation lists by the DER of their issuer name.
 	crls map[string][]*crlEntry
+	// above maps an anchor that is not self-signed (an intermediate uploaded
+	// as a trust anchor), by its DER, to the anchors above it: its issuer, that
+	// one's issuer, and so on while they are anchors too. Chain building stops
+	// at the first anchor it reaches, so without this an intermediate that is
+	// also anchored would never be looked up in its root's CRL: trusting one
+	// more certificate would weaken revocation.
+	above map[string][]*x509.Certificate
 }
 
 type crlEntry struct {
@@ -123,7 +130,57 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 		}
 		t.crls[string(l.RawIssuer)] = append(t.crls[string(l.RawIssuer)], e)
 	}
+	t.above = anchorsAbove(t.anchors)
 	return t, nil
+}
+
+// selfSigned reports whether c names itself as issuer and its own key
+// verifies its signature. A self-issued certificate signed by another key (a
+// key-rollover link) is not self-signed: something above it can revoke it.
+func selfSigned(c *x509.Certificate) bool {
+	return string(c.RawIssuer) == string(c.RawSubject) &&
+		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
+}
+
+// anchorsAbove builds trust.above: for each anchor that is not self-signed,
+// the anchors that issued it, walking up while the issuer is itself an
+// anchor that is not self-signed. Issuers are found by name and verified by
+// signature, so a same-name anchor with another key is never taken for the
+// issuer; a cycle of cross-signed anchors stops at the first repeat.
+func anchorsAbove(anchors []*x509.Certificate) map[string][]*x509.Certificate {
+	var above map[string][]*x509.Certificate
+	for _, a := range anchors {
+		if selfSigned(a) {
+			continue
+		}
+		var path []*x509.Certificate
+		seen := map[*x509.Certificate]bool{a: true}
+		for cur := a; ; {
+			var issuer *x509.Certificate
+			for _, p := range anchors {
+				if !seen[p] && string(p.RawSubject) == string(cur.RawIssuer) && cur.CheckSignatureFrom(p) == nil {
+					issuer = p
+					break
+				}
+			}
+			if issuer == nil {
+				break
+			}
+			path = append(path, issuer)
+			seen[issuer] = true
+			if selfSigned(issuer) {
+				break
+			}
+			cur = issuer
+		}
+		if len(path) > 0 {
+			if above == nil {
+				above = map[string][]*x509.Certificate{}
+			}
+			above[string(a.Raw)] = path
+		}
+	}
+	return above
 }
 
 var (
@@ -323,7 +380,7 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 		o.chain = chain
 	}
 	if opts.RevocationCheck != RevocationOff {
-		if checkRevocation(opts, t, chain, now, o); o.hard != "" {
+		if checkRevocation(opts, t, chain, t.above[string(chain[len(chain)-1].Raw)], now, o); o.hard != "" {
 			return o
 		}
 	}
@@ -376,14 +433,23 @@ func classifyVerifyError(o *outcome, err error, at time.Time) *outcome {
 }
 
 // checkRevocation looks up every non-anchor certificate of chain in the CRLs
-// its issuer published. A revoked intermediate is always refused: a
-// compromised CA is not the client's certificate, which is all
-// allowRevokedCertificates is about.
-func checkRevocation(opts *Options, t *trust, chain []*x509.Certificate, now time.Time, o *outcome) {
+// its issuer published, and then the anchor itself and the anchors above it
+// (trust.above) the same way, so that anchoring an intermediate as well as
+// its root does not exempt the intermediate from the root's CRL. A revoked
+// CA is always refused: a compromised CA is not the client's certificate,
+// which is all allowRevokedCertificates is about.
+func checkRevocation(opts *Options, t *trust, chain, above []*x509.Certificate, now time.Time, o *outcome) {
+	anchor := len(chain) - 1
+	if len(above) > 0 {
+		chain = append(chain[:len(chain):len(chain)], above...)
+	}
 	for i := 0; i+1 < len(chain); i++ {
 		c, issuer := chain[i], chain[i+1]
 		what := "certificate"
-		if i > 0 {
+		switch {
+		case i >= anchor && i > 0:
+			what = "trusted CA " + c.Subject.String() + " (an anchor in the trust bundle, issued by the anchor " + issuer.Subject.String() + ")"
+		case i > 0:
 			what = "intermediate CA " + c.Subject.String()
 		}
 		var found *crlEntry
