@@ -193,3 +193,27 @@ func TestAnchoredIntermediateCheckedAgainstItsIssuer(t *testing.T) {
 		expect(t, e.Evaluate(xfccReq(xfccFor(l, l.PEM()), now)), DecisionDeny, ReasonRevoked)
 	})
 }
+
+// rawCRL signs a CRL by hand: crypto/x509 always writes nextUpdate
+// and refuses issuers without the cRLSign key usage (a v1 root has no
+// extensions at all). nextUpdate is omitted when zero.
+func rawCRL(t *testing.T, issuer *testpki.Cert, thisUpdate, nextUpdate time.Time, revoked ...*testpki.Cert) []byte {
+	t.Helper()
+	type entry struct {
+		Serial *big.Int
+		Date   time.Time
+	}
+	type tbs struct {
+		Version    int // 1: v2, which crypto/x509 requires
+		Signature  pkix.AlgorithmIdentifier
+		Issuer     asn1.RawValue
+		ThisUpdate time.Time
+		NextUpdate time.Time `asn1:"optional"`
+		Revoked    []entry   `asn1:"optional"`
+	}
+	v := tbs{Version: 1, Signature: ecdsaSHA256, Issuer: asn1.RawValue{FullBytes: issuer.Cert.RawSubject}, ThisUpdate: thisUpdate.UTC(), NextUpdate: nextUpdate.UTC()}
+	for _, r := range revoked {
+		v.Revoked = append(v.Revoked, entry{r.Cert.SerialNumber, thisUpdate.UTC()})
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: signed(t, issuer, v)})
+}

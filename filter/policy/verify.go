@@ -77,8 +77,8 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 			if err != nil {
 				return nil, errors.New(where + ": " + err.Error())
 			}
-			if !c.IsCA {
-				return nil, errors.New(where + ": " + c.Subject.String() + " is not a CA certificate (basicConstraints CA:FALSE): upload the CA that issued it")
+			if why := notAnAnchor(c); why != "" {
+				return nil, errors.New(where + ": " + c.Subject.String() + why)
 			}
 			t.roots.AddCert(c)
 			t.anchors = append(t.anchors, c)
@@ -132,6 +132,26 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 	}
 	t.above = anchorsAbove(t.anchors)
 	return t, nil
+}
+
+// notAnAnchor says why c cannot be a trust anchor, or "" when it can: a CA
+// certificate, or a self-signed version 1 root (v1 has no extensions, so no
+// basicConstraints; crypto/x509 accepts such roots as anchors, and old
+// private roots are still around). Anything else is most likely a client or
+// server certificate uploaded by mistake, which crypto/x509 would accept as
+// an anchor all the same, so the bundle refuses it.
+func notAnAnchor(c *x509.Certificate) string {
+	switch {
+	case c.IsCA:
+		return ""
+	case c.Version < 3 && selfSigned(c):
+		return ""
+	case c.Version < 3:
+		return " is a version " + strconv.Itoa(c.Version) + " certificate that is not self-signed: only a self-signed v1 root can be a trust anchor without basicConstraints; upload the CA that issued it"
+	case !c.BasicConstraintsValid:
+		return " is not a CA certificate (no basicConstraints extension): upload the CA that issued it"
+	}
+	return " is not a CA certificate (basicConstraints CA:FALSE): upload the CA that issued it"
 }
 
 // selfSigned reports whether c names itself as issuer and its own key

@@ -1,0 +1,103 @@
+package policy
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+)
+
+var ecdsaSHA256 = pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}}
+
+// signed DER-encodes tbs and wraps it with an ECDSA-SHA256 signature by
+// signer's key, the shape shared by certificates and CRLs.
+func signed(t *testing.T, signer *testpki.Cert, tbs any) []byte {
+	t.Helper()
+	der, err := asn1.Marshal(tbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256(der)
+	sig, err := signer.Key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := asn1.Marshal(struct {
+		TBS       asn1.RawValue
+		Algorithm pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}{asn1.RawValue{FullBytes: der}, ecdsaSHA256, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// v1Cert builds a version 1 certificate (no extensions, so no
+// basicConstraints), which crypto/x509 cannot create. It is signed by
+// issuer's key, or self-signed when issuer is nil. The returned Cert can
+// Issue: its parsed copy claims CA so testpki accepts it as a parent; the DER
+// and PEM are the v1 certificate.
+func v1Cert(t *testing.T, cn string, issuer *testpki.Cert) *testpki.Cert {
+	t.Helper()
+	key := must(testpki.NewKey(testpki.P256))
+	spki := must(x509.MarshalPKIXPublicKey(key.Public()))
+	name := must(asn1.Marshal(pkix.Name{CommonName: cn}.ToRDNSequence()))
+	self := &testpki.Cert{Key: key}
+	issuerName := name
+	if issuer != nil {
+		self, issuerName = issuer, issuer.Cert.RawSubject
+	}
+	type validity struct{ NotBefore, NotAfter time.Time }
+	der := signed(t, self, struct {
+		Serial    *big.Int
+		Signature pkix.AlgorithmIdentifier
+		Issuer    asn1.RawValue
+		Validity  validity
+		Subject   asn1.RawValue
+		PublicKey asn1.RawValue
+	}{big.NewInt(time.Now().UnixNano()), ecdsaSHA256, asn1.RawValue{FullBytes: issuerName},
+		validity{now.Add(-time.Hour).UTC().Truncate(time.Second), now.Add(365 * 24 * time.Hour).UTC().Truncate(time.Second)},
+		asn1.RawValue{FullBytes: name}, asn1.RawValue{FullBytes: spki}})
+	c := must(x509.ParseCertificate(der))
+	if c.Version != 1 || c.BasicConstraintsValid {
+		t.Fatalf("v1Cert made version %d, basicConstraints %v", c.Version, c.BasicConstraintsValid)
+	}
+	asCA := *c
+	asCA.IsCA = true
+	return &testpki.Cert{Cert: &asCA, DER: der, Key: key}
+}
+
+// A self-signed version 1 root is an anchor, as crypto/x509 treats it; its
+// CRL applies. Other certificates without CA:TRUE are still refused.
+func TestVersion1RootAnchor(t *testing.T) {
+	root := v1Cert(t, "Legacy Root", nil)
+	leaf := must(root.Issue(testpki.Options{CommonName: "legacy-client"}))
+	other := must(root.Issue(testpki.Options{}))
+	x := xfccFor(leaf, leaf.PEM())
+	e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root}, rawCRL(t, root, now.Add(-time.Hour), now.Add(24*time.Hour), other))
+	expect(t, e.Evaluate(xfccReq(x, now)), DecisionAllow, "")
+	expect(t, e.Evaluate(xfccReq(xfccFor(other, other.PEM()), now)), DecisionDeny, ReasonRevoked)
+
+	v3root := must(testpki.NewRoot(testpki.Options{}))
+	for _, c := range []struct {
+		name string
+		cert *testpki.Cert
+		want string
+	}{
+		{"v1 not self-signed", v1Cert(t, "Legacy Sub", v3root), "is a version 1 certificate that is not self-signed"},
+		{"v3 leaf", must(v3root.Issue(testpki.Options{})), "basicConstraints CA:FALSE"},
+	} {
+		if _, err := compileBundle(mustBundle(t, []*testpki.Cert{v3root, c.cert})); err == nil || !strings.Contains(err.Error(), "caCertificates[1]") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: compileBundle error = %v, want %q", c.name, err, c.want)
+		}
+	}
+}
