@@ -211,6 +211,7 @@ var (
 	oidCertificateIssuer        = asn1.ObjectIdentifier{2, 5, 29, 29}
 	oidReasonCode               = asn1.ObjectIdentifier{2, 5, 29, 21}
 	oidInvalidityDate           = asn1.ObjectIdentifier{2, 5, 29, 24}
+	oidKeyUsage                 = asn1.ObjectIdentifier{2, 5, 29, 15}
 )
 
 // notCompleteCRL says why l cannot be used as the complete list of its
@@ -337,7 +338,10 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 	} else {
 		o.until = leaf.NotAfter.Add(time.Second)
 	}
-	if leaf.KeyUsage != 0 && opts.RequireClientAuthUsage && leaf.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageKeyAgreement) == 0 {
+	if opts.RequireClientAuthUsage && !keyUsageAllowsClient(leaf) {
+		if leaf.KeyUsage == 0 {
+			return o.fail(ReasonWrongKeyUsage, "certificate has a keyUsage extension with no usage set, so it cannot authenticate a TLS client (RFC 5280 4.2.1.3)")
+		}
 		return o.fail(ReasonWrongKeyUsage, "certificate keyUsage allows neither digitalSignature nor keyAgreement, so it cannot authenticate a TLS client")
 	}
 
@@ -405,6 +409,22 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 		}
 	}
 	return checkIssuerDN(opts, o)
+}
+
+// keyUsageAllowsClient reports whether the leaf's keyUsage, if it has one,
+// allows a TLS client signature. crypto/x509 reports an absent extension and
+// one with no bit set alike (KeyUsage 0), but RFC 5280 4.2.1.3 reads the first
+// as "any usage" and the second as "no usage", so look for the extension.
+func keyUsageAllowsClient(leaf *x509.Certificate) bool {
+	if leaf.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageKeyAgreement) != 0 {
+		return true
+	}
+	for _, x := range leaf.Extensions {
+		if x.Id.Equal(oidKeyUsage) {
+			return false
+		}
+	}
+	return true
 }
 
 func hasClientAuth(c *x509.Certificate) bool {

@@ -101,3 +101,40 @@ func TestVersion1RootAnchor(t *testing.T) {
 		}
 	}
 }
+
+// A keyUsage extension with no bit set allows no usage (RFC 5280 4.2.1.3),
+// unlike an absent one, though crypto/x509 reports both as KeyUsage 0.
+func TestEmptyKeyUsage(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{}))
+	inter := must(root.Issue(testpki.Options{CA: true}))
+	emptyKU := must(inter.Issue(testpki.Options{ExtraExtensions: []pkix.Extension{{Id: oidKeyUsage, Critical: true, Value: []byte{0x03, 0x01, 0x00}}}}))
+	if emptyKU.Cert.KeyUsage != 0 {
+		t.Fatalf("test certificate has keyUsage %v", emptyKU.Cert.KeyUsage)
+	}
+	key := must(testpki.NewKey(testpki.P256))
+	noKUder := must(x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "no-ku"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, inter.Cert, key.Public(), inter.Key))
+	noKU := &testpki.Cert{Cert: must(x509.ParseCertificate(noKUder)), DER: noKUder, Key: key, Issuer: inter}
+	for _, x := range noKU.Cert.Extensions {
+		if x.Id.Equal(oidKeyUsage) {
+			t.Fatal("test certificate has a keyUsage extension")
+		}
+	}
+
+	e := newEngine(t, "", []*testpki.Cert{root})
+	r := e.Evaluate(xfccReq(xfccFor(emptyKU, testpki.PEM(emptyKU, inter)), now))
+	expect(t, r, DecisionDeny, ReasonWrongKeyUsage)
+	if !strings.Contains(r.Detail(), "no usage set") {
+		t.Errorf("detail: %s", r.Detail())
+	}
+	expect(t, e.Evaluate(xfccReq(xfccFor(noKU, testpki.PEM(noKU, inter)), now)), DecisionAllow, "")
+
+	envoy := NewEngine(must(ParseConfig([]byte(`{"policies":[` + policyJSON("p", `{"chainVerification":"envoy"}`) + `]}`))))
+	expect(t, envoy.Evaluate(xfccReq(xfccFor(emptyKU, nil), now)), DecisionDeny, ReasonWrongKeyUsage)
+	expect(t, envoy.Evaluate(xfccReq(xfccFor(noKU, nil), now)), DecisionAllow, "")
+
+	lax := newEngine(t, `{"requireClientAuthUsage":false}`, []*testpki.Cert{root})
+	expect(t, lax.Evaluate(xfccReq(xfccFor(emptyKU, testpki.PEM(emptyKU, inter)), now)), DecisionAllow, "")
+}
