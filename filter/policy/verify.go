@@ -370,6 +370,10 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 	}
 	chains, err := leaf.Verify(x509.VerifyOptions{Roots: t.roots, Intermediates: inter, CurrentTime: verifyAt, KeyUsages: usages})
 	if err != nil {
+		// The refusal holds until a CA that is not valid yet becomes valid
+		// (the usual cause is a CA issued with a clock ahead of ours), not
+		// until the leaf expires: cache it no longer than that.
+		o.until = earliest(o.until, nextNotBefore(now, certs[1:], t.anchors))
 		// A presented CA that has expired explains the failure better than
 		// whatever candidate chain crypto/x509 reports last.
 		for _, c := range certs[1:] {
@@ -425,6 +429,21 @@ func keyUsageAllowsClient(leaf *x509.Certificate) bool {
 		}
 	}
 	return true
+}
+
+// nextNotBefore returns the earliest notBefore after now among the given
+// certificates, or the zero time: the next moment a certificate that could
+// be part of the chain becomes valid, and so a failed verification may pass.
+func nextNotBefore(now time.Time, lists ...[]*x509.Certificate) time.Time {
+	var next time.Time
+	for _, l := range lists {
+		for _, c := range l {
+			if c.NotBefore.After(now) {
+				next = earliest(next, c.NotBefore)
+			}
+		}
+	}
+	return next
 }
 
 func hasClientAuth(c *x509.Certificate) bool {

@@ -138,3 +138,40 @@ func TestEmptyKeyUsage(t *testing.T) {
 	lax := newEngine(t, `{"requireClientAuthUsage":false}`, []*testpki.Cert{root})
 	expect(t, lax.Evaluate(xfccReq(xfccFor(emptyKU, testpki.PEM(emptyKU, inter)), now)), DecisionAllow, "")
 }
+
+// A refusal because a CA is not valid yet holds until that CA's notBefore,
+// not until the leaf expires: the cached verdict must end then.
+func TestNotYetValidCAVerdictEndsAtItsNotBefore(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{}))
+	inter := must(root.Issue(testpki.Options{CA: true, NotBefore: now.Add(2 * time.Minute).Truncate(time.Second)}))
+	leaf := must(inter.Issue(testpki.Options{}))
+	futureRoot := must(testpki.NewRoot(testpki.Options{NotBefore: now.Add(5 * time.Minute).Truncate(time.Second)}))
+	leaf2 := must(futureRoot.Issue(testpki.Options{}))
+
+	for _, c := range []struct {
+		name   string
+		anchor *testpki.Cert
+		xfcc   string
+		valid  time.Time
+	}{
+		{"intermediate", root, xfccFor(leaf, testpki.PEM(leaf, inter)), inter.Cert.NotBefore},
+		{"anchor", futureRoot, xfccFor(leaf2, leaf2.PEM()), futureRoot.Cert.NotBefore},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEngine(t, "", []*testpki.Cert{c.anchor})
+			r := e.Evaluate(xfccReq(c.xfcc, now))
+			expect(t, r, DecisionDeny, ReasonNotYetValid)
+			if !strings.Contains(r.Detail(), "is valid from "+isoTime(c.valid)) {
+				t.Errorf("detail: %s", r.Detail())
+			}
+			if r = e.Evaluate(xfccReq(c.xfcc, c.valid.Add(-time.Second))); !r.CacheHit || r.Reason != ReasonNotYetValid {
+				t.Fatalf("a second before: %s %s cached=%v", r.Decision, r.Reason, r.CacheHit)
+			}
+			r = e.Evaluate(xfccReq(c.xfcc, c.valid))
+			expect(t, r, DecisionAllow, "")
+			if r.CacheHit {
+				t.Fatal("cached")
+			}
+		})
+	}
+}
