@@ -321,7 +321,16 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 	o.leaf = leaf
 	o.chain = certs
 
-	verifyAt := now
+	// vleaf is what crypto/x509 verifies: the leaf itself, or for an expired
+	// leaf accepted by allowExpiredCertificates a copy whose notAfter is
+	// moved to now. Everything else (CAs, signatures, constraints, EKU) is
+	// then verified as of now. Verifying at the leaf's last valid second
+	// instead would refuse a leaf whose CA was renewed (same name and key)
+	// after the leaf expired, and pick a since-expired CA over its renewal.
+	// Only notAfter differs; Verify reads validity from the fields and checks
+	// signatures over RawTBSCertificate, so the copy verifies exactly like the
+	// leaf would with its expiry waived.
+	vleaf := leaf
 	if now.Before(leaf.NotBefore) {
 		o.until = leaf.NotBefore
 		return o.fail(ReasonNotYetValid, "certificate is valid from "+isoTime(leaf.NotBefore))
@@ -332,9 +341,9 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 		}
 		o.soft = ReasonExpired
 		o.detail = "certificate expired at " + isoTime(leaf.NotAfter) + " (accepted: allowExpiredCertificates)"
-		// Check the chain as of the last second the leaf was valid; the CAs
-		// themselves must still be valid now (checked below).
-		verifyAt = leaf.NotAfter.Add(-time.Second)
+		waived := *leaf
+		waived.NotAfter = now
+		vleaf = &waived
 	} else {
 		o.until = leaf.NotAfter.Add(time.Second)
 	}
@@ -368,7 +377,7 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 	if opts.RequireClientAuthUsage {
 		usages = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
-	chains, err := leaf.Verify(x509.VerifyOptions{Roots: t.roots, Intermediates: inter, CurrentTime: verifyAt, KeyUsages: usages})
+	chains, err := vleaf.Verify(x509.VerifyOptions{Roots: t.roots, Intermediates: inter, CurrentTime: now, KeyUsages: usages})
 	if err != nil {
 		// The refusal holds until a CA that is not valid yet becomes valid
 		// (the usual cause is a CA issued with a clock ahead of ours), not
@@ -382,7 +391,7 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 				return o.fail(ReasonExpired, "CA certificate "+c.Subject.String()+" expired at "+isoTime(c.NotAfter)+": renew the CA; allowExpiredCertificates covers the client certificate only")
 			}
 		}
-		return classifyVerifyError(o, err, verifyAt)
+		return classifyVerifyError(o, err, now)
 	}
 	chain := chains[0]
 	for _, c := range chains[1:] {
@@ -390,17 +399,10 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 			chain = c
 		}
 	}
-	// The anchor is the last element; everything above the leaf must be
-	// valid now, whatever time the leaf was checked at.
+	chain[0] = leaf // not the waived copy: the outcome describes the certificate presented
+	// Verify checked every certificate of the chain as of now; the verdict
+	// holds until the first of the CAs expires.
 	for _, c := range chain[1:] {
-		if now.After(c.NotAfter) {
-			o.soft = ""
-			return o.fail(ReasonExpired, "CA certificate "+c.Subject.String()+" expired at "+isoTime(c.NotAfter)+": renew the CA; allowExpiredCertificates covers the client certificate only")
-		}
-		if now.Before(c.NotBefore) {
-			o.soft = ""
-			return o.fail(ReasonNotYetValid, "CA certificate "+c.Subject.String()+" is valid from "+isoTime(c.NotBefore))
-		}
 		o.until = earliest(o.until, c.NotAfter.Add(time.Second))
 	}
 	o.chain = chain[:len(chain)-1]

@@ -175,3 +175,36 @@ func TestNotYetValidCAVerdictEndsAtItsNotBefore(t *testing.T) {
 		})
 	}
 }
+
+// allowExpiredCertificates waives the leaf's notAfter and nothing else: the
+// chain is verified as of now, so a leaf that expired before its CA was
+// renewed (same name and key) is accepted, also while the old CA certificate
+// is still in the bundle.
+func TestAllowExpiredAcrossCARenewal(t *testing.T) {
+	day := 24 * time.Hour
+	oldRoot := must(testpki.NewRoot(testpki.Options{CommonName: "Corp Root", NotBefore: now.Add(-400 * day), NotAfter: now.Add(-day)}))
+	newRoot := must(testpki.NewRoot(testpki.Options{CommonName: "Corp Root", Signer: oldRoot.Key, NotBefore: now.Add(-7 * day)}))
+	leaf := must(oldRoot.Issue(testpki.Options{NotBefore: now.Add(-300 * day), NotAfter: now.Add(-30 * day)}))
+	revoked := must(oldRoot.Issue(testpki.Options{NotBefore: now.Add(-300 * day), NotAfter: now.Add(-30 * day)}))
+	crl := must(newRoot.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{revoked}}))
+	x := xfccFor(leaf, leaf.PEM())
+
+	for _, cas := range [][]*testpki.Cert{{newRoot}, {oldRoot, newRoot}, {newRoot, oldRoot}} {
+		e := newEngine(t, `{"allowExpiredCertificates":true}`, cas, crl)
+		r := e.Evaluate(xfccReq(x, now))
+		expect(t, r, DecisionAllow, ReasonExpired)
+		// The headers describe the certificate presented, its real
+		// notAfter included.
+		if v, _ := header(r.SetHeaders, "x-mtls-not-after"); v != isoTime(leaf.Cert.NotAfter) {
+			t.Errorf("x-mtls-not-after = %q, want %q", v, isoTime(leaf.Cert.NotAfter))
+		}
+		// Revocation still applies to the accepted chain.
+		expect(t, e.Evaluate(xfccReq(xfccFor(revoked, revoked.PEM()), now)), DecisionDeny, ReasonRevoked)
+		// Without the option the leaf is refused as before.
+		strict := newEngine(t, "", cas, crl)
+		expect(t, strict.Evaluate(xfccReq(x, now)), DecisionDeny, ReasonExpired)
+	}
+	// No valid CA now: refused, whatever the leaf.
+	e := newEngine(t, `{"allowExpiredCertificates":true}`, []*testpki.Cert{oldRoot})
+	expect(t, e.Evaluate(xfccReq(x, now)), DecisionDeny, ReasonExpired)
+}
