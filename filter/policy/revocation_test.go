@@ -6,6 +6,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"strings"
 	"testing"
@@ -216,4 +217,47 @@ func rawCRL(t *testing.T, issuer *testpki.Cert, thisUpdate, nextUpdate time.Time
 		v.Revoked = append(v.Revoked, entry{r.Cert.SerialNumber, thisUpdate.UTC()})
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: signed(t, issuer, v)})
+}
+
+// A CRL without nextUpdate (which RFC 5280 requires of issuers) is fresh
+// until replaced, in strict mode too: the filter has no lifetime to infer
+// and the sidecar never flags it stale either. Verdicts need no time limit
+// for it: the list changes only with the bundle, and a new bundle version
+// drops every cached verdict.
+func TestCRLWithoutNextUpdate(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{}))
+	inter := must(root.Issue(testpki.Options{CA: true}))
+	leaf := must(inter.Issue(testpki.Options{}))
+	other := must(inter.Issue(testpki.Options{}))
+	rootCRL := must(root.CRL(testpki.CRLOptions{NextUpdate: now.Add(365 * 24 * time.Hour)}))
+	crl := rawCRL(t, inter, now.Add(-30*24*time.Hour), time.Time{}, other)
+	if l, err := x509.ParseRevocationList(must(pemBlock(crl))); err != nil {
+		t.Fatalf("test CRL: %v", err)
+	} else if !l.NextUpdate.IsZero() {
+		t.Fatalf("test CRL has nextUpdate %v", l.NextUpdate)
+	}
+	x := xfccFor(leaf, testpki.PEM(leaf, inter))
+	e := newEngine(t, `{"revocationCheck":"strict","requireCRL":true}`, []*testpki.Cert{root}, rootCRL, crl)
+	expect(t, e.Evaluate(xfccReq(x, now)), DecisionAllow, "")
+	expect(t, e.Evaluate(xfccReq(xfccFor(other, testpki.PEM(other, inter)), now)), DecisionDeny, ReasonRevoked)
+	if r := e.Evaluate(xfccReq(x, now.Add(100*24*time.Hour))); !r.CacheHit || r.Decision != DecisionAllow {
+		t.Fatalf("verdict under a CRL without nextUpdate: %s cached=%v", r.Decision, r.CacheHit)
+	}
+	// A new list revoking leaf takes effect with the bundle that brings it.
+	if err := e.SetBundle(mustBundle(t, []*testpki.Cert{root}, rootCRL, rawCRL(t, inter, now, time.Time{}, leaf, other))); err != nil {
+		t.Fatal(err)
+	}
+	r := e.Evaluate(xfccReq(x, now))
+	expect(t, r, DecisionDeny, ReasonRevoked)
+	if r.CacheHit {
+		t.Fatal("allow cached across a bundle change")
+	}
+}
+
+func pemBlock(p []byte) ([]byte, error) {
+	b, _ := pem.Decode(p)
+	if b == nil {
+		return nil, errors.New("no PEM block")
+	}
+	return b.Bytes, nil
 }
