@@ -57,14 +57,15 @@ func TestCRLAppliesToRenewedRoot(t *testing.T) {
 }
 
 // crlWith signs a CRL from ca listing leaf, with extra CRL and entry
-// extensions.
+// extensions. Its thisUpdate is half an hour after testpki's default, so it
+// is the newest list of its issuer.
 func crlWith(t *testing.T, ca, leaf *testpki.Cert, number int64, exts, entryExts []pkix.Extension) []byte {
 	t.Helper()
 	tmpl := &x509.RevocationList{
-		ThisUpdate: now.Add(-time.Hour), NextUpdate: now.Add(24 * time.Hour), Number: big.NewInt(number),
+		ThisUpdate: now.Add(-30 * time.Minute), NextUpdate: now.Add(24 * time.Hour), Number: big.NewInt(number),
 		ExtraExtensions: exts,
 		RevokedCertificateEntries: []x509.RevocationListEntry{{
-			SerialNumber: leaf.Cert.SerialNumber, RevocationTime: now.Add(-time.Hour), ExtraExtensions: entryExts,
+			SerialNumber: leaf.Cert.SerialNumber, RevocationTime: now.Add(-30 * time.Minute), ExtraExtensions: entryExts,
 		}},
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
