@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"strconv"
@@ -18,16 +19,38 @@ type trust struct {
 	anchors []*x509.Certificate
 	// crls indexes revocation lists by the DER of their issuer name.
 	crls map[string][]*crlEntry
+	// above maps an anchor that is not self-signed (an intermediate uploaded
+	// as a trust anchor), by its DER, to the anchors above it: its issuer, that
+	// one's issuer, and so on while they are anchors too. Chain building stops
+	// at the first anchor it reaches, so without this an intermediate that is
+	// also anchored would never be looked up in its root's CRL: trusting one
+	// more certificate would weaken revocation.
+	above map[string][]*x509.Certificate
 }
 
 type crlEntry struct {
 	list    *x509.RevocationList
 	revoked map[string]struct{} // serial number bytes
 	stale   bool                // flagged by the sidecar
-	// anchorChecked is set when the list's issuer is an anchor and its
-	// signature was verified at load; other lists (signed by intermediates)
-	// are checked against the presented issuer at request time.
-	anchorChecked *x509.Certificate
+	// signerKeys holds the SubjectPublicKeyInfo DER of every anchor, named as
+	// the list's issuer, whose key verified the list at load. A CA is its name
+	// and key, not one certificate: a root renewed with the same name and key,
+	// or a cross-certificate of it, issues under the same CRL, so a chain
+	// certificate with a matching name and key needs no signature check at
+	// request time. Lists of CAs that are not anchors (intermediates) are
+	// checked against the presented issuer at request time.
+	signerKeys []string
+}
+
+// signedBy reports whether issuer's key signed the list (its name is already
+// known to match: the index is by issuer name).
+func (e *crlEntry) signedBy(issuer *x509.Certificate) bool {
+	for _, k := range e.signerKeys {
+		if k == string(issuer.RawSubjectPublicKeyInfo) {
+			return true
+		}
+	}
+	return e.list.CheckSignatureFrom(issuer) == nil
 }
 
 // compileBundle parses every PEM in b. Errors say which entry is bad, so the
@@ -54,8 +77,8 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 			if err != nil {
 				return nil, errors.New(where + ": " + err.Error())
 			}
-			if !c.IsCA {
-				return nil, errors.New(where + ": " + c.Subject.String() + " is not a CA certificate (basicConstraints CA:FALSE): upload the CA that issued it")
+			if why := notAnAnchor(c); why != "" {
+				return nil, errors.New(where + ": " + c.Subject.String() + why)
 			}
 			t.roots.AddCert(c)
 			t.anchors = append(t.anchors, c)
@@ -78,6 +101,14 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 		if err != nil {
 			return nil, errors.New(where + ": " + err.Error())
 		}
+		// A list that is not a complete list of its issuer's revocations is
+		// refused like a forged one, not skipped: used as complete, a delta or
+		// partition would un-revoke everything it does not repeat, and
+		// skipping it silently would leave the CA unchecked. The previous
+		// bundle stays in force and the error names the list.
+		if why := notCompleteCRL(l); why != "" {
+			return nil, errors.New(where + ": CRL of " + l.Issuer.String() + " " + why)
+		}
 		e := &crlEntry{list: l, stale: c.Stale, revoked: make(map[string]struct{}, len(l.RevokedCertificateEntries))}
 		for _, r := range l.RevokedCertificateEntries {
 			if r.SerialNumber != nil {
@@ -91,16 +122,126 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 			}
 			sameName = true
 			if l.CheckSignatureFrom(a) == nil {
-				e.anchorChecked = a
-				break
+				e.signerKeys = append(e.signerKeys, string(a.RawSubjectPublicKeyInfo))
 			}
 		}
-		if sameName && e.anchorChecked == nil {
+		if sameName && len(e.signerKeys) == 0 {
 			return nil, errors.New(where + ": signature does not verify with the CA certificate of the same name: upload the CRL that CA signed")
 		}
 		t.crls[string(l.RawIssuer)] = append(t.crls[string(l.RawIssuer)], e)
 	}
+	t.above = anchorsAbove(t.anchors)
 	return t, nil
+}
+
+// notAnAnchor says why c cannot be a trust anchor, or "" when it can: a CA
+// certificate, or a self-signed version 1 root (v1 has no extensions, so no
+// basicConstraints; crypto/x509 accepts such roots as anchors, and old
+// private roots are still around). Anything else is most likely a client or
+// server certificate uploaded by mistake, which crypto/x509 would accept as
+// an anchor all the same, so the bundle refuses it.
+func notAnAnchor(c *x509.Certificate) string {
+	switch {
+	case c.IsCA:
+		return ""
+	case c.Version < 3 && selfSigned(c):
+		return ""
+	case c.Version < 3:
+		return " is a version " + strconv.Itoa(c.Version) + " certificate that is not self-signed: only a self-signed v1 root can be a trust anchor without basicConstraints; upload the CA that issued it"
+	case !c.BasicConstraintsValid:
+		return " is not a CA certificate (no basicConstraints extension): upload the CA that issued it"
+	}
+	return " is not a CA certificate (basicConstraints CA:FALSE): upload the CA that issued it"
+}
+
+// selfSigned reports whether c names itself as issuer and its own key
+// verifies its signature. A self-issued certificate signed by another key (a
+// key-rollover link) is not self-signed: something above it can revoke it.
+func selfSigned(c *x509.Certificate) bool {
+	return string(c.RawIssuer) == string(c.RawSubject) &&
+		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
+}
+
+// anchorsAbove builds trust.above: for each anchor that is not self-signed,
+// the anchors that issued it, walking up while the issuer is itself an
+// anchor that is not self-signed. Issuers are found by name and verified by
+// signature, so a same-name anchor with another key is never taken for the
+// issuer; a cycle of cross-signed anchors stops at the first repeat.
+func anchorsAbove(anchors []*x509.Certificate) map[string][]*x509.Certificate {
+	var above map[string][]*x509.Certificate
+	for _, a := range anchors {
+		if selfSigned(a) {
+			continue
+		}
+		var path []*x509.Certificate
+		seen := map[*x509.Certificate]bool{a: true}
+		for cur := a; ; {
+			var issuer *x509.Certificate
+			for _, p := range anchors {
+				if !seen[p] && string(p.RawSubject) == string(cur.RawIssuer) && cur.CheckSignatureFrom(p) == nil {
+					issuer = p
+					break
+				}
+			}
+			if issuer == nil {
+				break
+			}
+			path = append(path, issuer)
+			seen[issuer] = true
+			if selfSigned(issuer) {
+				break
+			}
+			cur = issuer
+		}
+		if len(path) > 0 {
+			if above == nil {
+				above = map[string][]*x509.Certificate{}
+			}
+			above[string(a.Raw)] = path
+		}
+	}
+	return above
+}
+
+var (
+	oidCRLNumber                = asn1.ObjectIdentifier{2, 5, 29, 20}
+	oidAuthorityKeyID           = asn1.ObjectIdentifier{2, 5, 29, 35}
+	oidDeltaCRLIndicator        = asn1.ObjectIdentifier{2, 5, 29, 27}
+	oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
+	oidCertificateIssuer        = asn1.ObjectIdentifier{2, 5, 29, 29}
+	oidReasonCode               = asn1.ObjectIdentifier{2, 5, 29, 21}
+	oidInvalidityDate           = asn1.ObjectIdentifier{2, 5, 29, 24}
+	oidKeyUsage                 = asn1.ObjectIdentifier{2, 5, 29, 15}
+)
+
+// notCompleteCRL says why l cannot be used as the complete list of its
+// issuer's revocations, or "". crypto/x509 parses these extensions without
+// acting on them (criticality included), so the filter has to: RFC 5280
+// 5.2/5.3 forbids using a CRL with a critical extension the reader does not
+// process, and 6.3.3 scopes delta, partitioned and indirect lists, which this
+// filter does not implement.
+func notCompleteCRL(l *x509.RevocationList) string {
+	for _, x := range l.Extensions {
+		switch {
+		case x.Id.Equal(oidDeltaCRLIndicator):
+			return "is a delta CRL (deltaCRLIndicator): it lists only the changes since a base CRL, and the filter uses complete CRLs only; upload the full CRL"
+		case x.Id.Equal(oidIssuingDistributionPoint):
+			return "has an issuingDistributionPoint extension: it covers only part of the CA's certificates (a partitioned or scoped CRL), and the filter uses complete CRLs only; upload a full CRL without that extension"
+		case x.Critical && !x.Id.Equal(oidCRLNumber) && !x.Id.Equal(oidAuthorityKeyID):
+			return "has a critical extension " + x.Id.String() + " the filter does not process, so the list must not be used (RFC 5280 5.2); upload a CRL without it"
+		}
+	}
+	for _, r := range l.RevokedCertificateEntries {
+		for _, x := range r.Extensions {
+			switch {
+			case x.Id.Equal(oidCertificateIssuer):
+				return "is an indirect CRL (an entry carries certificateIssuer): the filter uses CRLs that list their own issuer's certificates only"
+			case x.Critical && !x.Id.Equal(oidReasonCode) && !x.Id.Equal(oidInvalidityDate):
+				return "has an entry with a critical extension " + x.Id.String() + " the filter does not process, so the list must not be used (RFC 5280 5.3)"
+			}
+		}
+	}
+	return ""
 }
 
 func signTag(s int) string {
@@ -180,7 +321,16 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 	o.leaf = leaf
 	o.chain = certs
 
-	verifyAt := now
+	// vleaf is what crypto/x509 verifies: the leaf itself, or for an expired
+	// leaf accepted by allowExpiredCertificates a copy whose notAfter is
+	// moved to now. Everything else (CAs, signatures, constraints, EKU) is
+	// then verified as of now. Verifying at the leaf's last valid second
+	// instead would refuse a leaf whose CA was renewed (same name and key)
+	// after the leaf expired, and pick a since-expired CA over its renewal.
+	// Only notAfter differs; Verify reads validity from the fields and checks
+	// signatures over RawTBSCertificate, so the copy verifies exactly like the
+	// leaf would with its expiry waived.
+	vleaf := leaf
 	if now.Before(leaf.NotBefore) {
 		o.until = leaf.NotBefore
 		return o.fail(ReasonNotYetValid, "certificate is valid from "+isoTime(leaf.NotBefore))
@@ -191,13 +341,16 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 		}
 		o.soft = ReasonExpired
 		o.detail = "certificate expired at " + isoTime(leaf.NotAfter) + " (accepted: allowExpiredCertificates)"
-		// Check the chain as of the last second the leaf was valid; the CAs
-		// themselves must still be valid now (checked below).
-		verifyAt = leaf.NotAfter.Add(-time.Second)
+		waived := *leaf
+		waived.NotAfter = now
+		vleaf = &waived
 	} else {
 		o.until = leaf.NotAfter.Add(time.Second)
 	}
-	if leaf.KeyUsage != 0 && opts.RequireClientAuthUsage && leaf.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageKeyAgreement) == 0 {
+	if opts.RequireClientAuthUsage && !keyUsageAllowsClient(leaf) {
+		if leaf.KeyUsage == 0 {
+			return o.fail(ReasonWrongKeyUsage, "certificate has a keyUsage extension with no usage set, so it cannot authenticate a TLS client (RFC 5280 4.2.1.3)")
+		}
 		return o.fail(ReasonWrongKeyUsage, "certificate keyUsage allows neither digitalSignature nor keyAgreement, so it cannot authenticate a TLS client")
 	}
 
@@ -224,8 +377,12 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 	if opts.RequireClientAuthUsage {
 		usages = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
-	chains, err := leaf.Verify(x509.VerifyOptions{Roots: t.roots, Intermediates: inter, CurrentTime: verifyAt, KeyUsages: usages})
+	chains, err := vleaf.Verify(x509.VerifyOptions{Roots: t.roots, Intermediates: inter, CurrentTime: now, KeyUsages: usages})
 	if err != nil {
+		// The refusal holds until a CA that is not valid yet becomes valid
+		// (the usual cause is a CA issued with a clock ahead of ours), not
+		// until the leaf expires: cache it no longer than that.
+		o.until = earliest(o.until, nextNotBefore(now, certs[1:], t.anchors))
 		// A presented CA that has expired explains the failure better than
 		// whatever candidate chain crypto/x509 reports last.
 		for _, c := range certs[1:] {
@@ -234,7 +391,7 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 				return o.fail(ReasonExpired, "CA certificate "+c.Subject.String()+" expired at "+isoTime(c.NotAfter)+": renew the CA; allowExpiredCertificates covers the client certificate only")
 			}
 		}
-		return classifyVerifyError(o, err, verifyAt)
+		return classifyVerifyError(o, err, now)
 	}
 	chain := chains[0]
 	for _, c := range chains[1:] {
@@ -242,17 +399,10 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 			chain = c
 		}
 	}
-	// The anchor is the last element; everything above the leaf must be
-	// valid now, whatever time the leaf was checked at.
+	chain[0] = leaf // not the waived copy: the outcome describes the certificate presented
+	// Verify checked every certificate of the chain as of now; the verdict
+	// holds until the first of the CAs expires.
 	for _, c := range chain[1:] {
-		if now.After(c.NotAfter) {
-			o.soft = ""
-			return o.fail(ReasonExpired, "CA certificate "+c.Subject.String()+" expired at "+isoTime(c.NotAfter)+": renew the CA; allowExpiredCertificates covers the client certificate only")
-		}
-		if now.Before(c.NotBefore) {
-			o.soft = ""
-			return o.fail(ReasonNotYetValid, "CA certificate "+c.Subject.String()+" is valid from "+isoTime(c.NotBefore))
-		}
 		o.until = earliest(o.until, c.NotAfter.Add(time.Second))
 	}
 	o.chain = chain[:len(chain)-1]
@@ -260,11 +410,42 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 		o.chain = chain
 	}
 	if opts.RevocationCheck != RevocationOff {
-		if checkRevocation(opts, t, chain, now, o); o.hard != "" {
+		if checkRevocation(opts, t, chain, t.above[string(chain[len(chain)-1].Raw)], now, o); o.hard != "" {
 			return o
 		}
 	}
 	return checkIssuerDN(opts, o)
+}
+
+// keyUsageAllowsClient reports whether the leaf's keyUsage, if it has one,
+// allows a TLS client signature. crypto/x509 reports an absent extension and
+// one with no bit set alike (KeyUsage 0), but RFC 5280 4.2.1.3 reads the first
+// as "any usage" and the second as "no usage", so look for the extension.
+func keyUsageAllowsClient(leaf *x509.Certificate) bool {
+	if leaf.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageKeyAgreement) != 0 {
+		return true
+	}
+	for _, x := range leaf.Extensions {
+		if x.Id.Equal(oidKeyUsage) {
+			return false
+		}
+	}
+	return true
+}
+
+// nextNotBefore returns the earliest notBefore after now among the given
+// certificates, or the zero time: the next moment a certificate that could
+// be part of the chain becomes valid, and so a failed verification may pass.
+func nextNotBefore(now time.Time, lists ...[]*x509.Certificate) time.Time {
+	var next time.Time
+	for _, l := range lists {
+		for _, c := range l {
+			if c.NotBefore.After(now) {
+				next = earliest(next, c.NotBefore)
+			}
+		}
+	}
+	return next
 }
 
 func hasClientAuth(c *x509.Certificate) bool {
@@ -313,22 +494,29 @@ func classifyVerifyError(o *outcome, err error, at time.Time) *outcome {
 }
 
 // checkRevocation looks up every non-anchor certificate of chain in the CRLs
-// its issuer published. A revoked intermediate is always refused: a
-// compromised CA is not the client's certificate, which is all
-// allowRevokedCertificates is about.
-func checkRevocation(opts *Options, t *trust, chain []*x509.Certificate, now time.Time, o *outcome) {
+// its issuer published, and then the anchor itself and the anchors above it
+// (trust.above) the same way, so that anchoring an intermediate as well as
+// its root does not exempt the intermediate from the root's CRL. A revoked
+// CA is always refused: a compromised CA is not the client's certificate,
+// which is all allowRevokedCertificates is about.
+func checkRevocation(opts *Options, t *trust, chain, above []*x509.Certificate, now time.Time, o *outcome) {
+	anchor := len(chain) - 1
+	if len(above) > 0 {
+		chain = append(chain[:len(chain):len(chain)], above...)
+	}
 	for i := 0; i+1 < len(chain); i++ {
 		c, issuer := chain[i], chain[i+1]
 		what := "certificate"
-		if i > 0 {
+		switch {
+		case i >= anchor && i > 0:
+			what = "trusted CA " + c.Subject.String() + " (an anchor in the trust bundle, issued by the anchor " + issuer.Subject.String() + ")"
+		case i > 0:
 			what = "intermediate CA " + c.Subject.String()
 		}
 		var found *crlEntry
 		for _, e := range t.crls[string(c.RawIssuer)] {
-			if e.anchorChecked == issuer || (e.anchorChecked == nil && e.list.CheckSignatureFrom(issuer) == nil) {
-				if found == nil || e.list.ThisUpdate.After(found.list.ThisUpdate) {
-					found = e
-				}
+			if (found == nil || e.list.ThisUpdate.After(found.list.ThisUpdate)) && e.signedBy(issuer) {
+				found = e
 			}
 		}
 		unknown := ""

@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -94,6 +96,15 @@ func cases(t testing.TB) []dnCase {
 		{"bmp", rawName(t, []attr{{oidOU, tBMP, bmp("Aé")}}), `OU=A\C3\A9`},
 		{"control", rawName(t, []attr{utf8v("a\x01b\x7f")}), `CN=a\01b\7F`},
 		{"non-string under known oid", rawName(t, []attr{{oidOU, tInteger, []byte{0x05}}}), `OU=#020105`},
+		// openssl's last-character rule wins over its first-character one:
+		// a lone '#' is not escaped, a lone space is.
+		{"lone hash", rawName(t, []attr{utf8v("#")}), `CN=#`},
+		{"lone space", rawName(t, []attr{utf8v(" ")}), `CN=\ `},
+		{"hash and space", rawName(t, []attr{utf8v("# ")}), `CN=\#\ `},
+		{"fax", rawName(t, []attr{{asn1.ObjectIdentifier{2, 5, 4, 23}, tPrintable, []byte("+1 555 0100")}}), `facsimileTelephoneNumber=\+1 555 0100`},
+		{"challengePassword", rawName(t, []attr{{asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}, tPrintable, []byte("pw")}}), `challengePassword=pw`},
+		{"registeredAddress", rawName(t, []attr{{asn1.ObjectIdentifier{2, 5, 4, 26}, tUTF8, []byte("1 Main St")}}), `registeredAddress=1 Main St`},
+		{"c3", rawName(t, []attr{{asn1.ObjectIdentifier{2, 5, 4, 98}, tPrintable, []byte("USA")}}), `c3=USA`},
 	}
 }
 
@@ -153,6 +164,78 @@ func TestFormatMatchesOpenSSL(t *testing.T) {
 	}
 }
 
+// TestShortNamesMatchOpenSSL prints one name holding every attribute of the
+// short-name table (a UTF8String each) and compares with openssl, so each
+// name in the table is checked against the tool operators copy DNs from.
+func TestShortNamesMatchOpenSSL(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl not on PATH: the comparison with openssl -nameopt RFC2253 needs it")
+	}
+	oids := make([]string, 0, len(shortNames))
+	for oid := range shortNames {
+		oids = append(oids, oid)
+	}
+	sort.Strings(oids)
+	var rdns [][]attr
+	for _, s := range oids {
+		var oid asn1.ObjectIdentifier
+		for _, part := range strings.Split(s, ".") {
+			n, err := strconv.Atoi(part)
+			if err != nil {
+				t.Fatalf("table OID %q: %v", s, err)
+			}
+			oid = append(oid, n)
+		}
+		rdns = append(rdns, []attr{{oid, tUTF8, []byte("v")}})
+	}
+	der := rawName(t, rdns...)
+	leaf := testpki.Must(testpki.Must(testpki.NewRoot(testpki.Options{})).Issue(testpki.Options{RawSubject: der}))
+	p := filepath.Join(t.TempDir(), "all.pem")
+	if err := os.WriteFile(p, leaf.PEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(openssl, "x509", "-in", p, "-noout", "-subject", "-nameopt", "RFC2253").Output()
+	if err != nil {
+		t.Fatalf("openssl: %v", err)
+	}
+	want := strings.Split(strings.TrimPrefix(strings.TrimRight(string(out), "\n"), "subject="), ",")
+	got := strings.Split(testpki.Must(Format(der)), ",")
+	if len(got) != len(want) {
+		t.Fatalf("Format printed %d RDNs, openssl %d:\n%s\n%s", len(got), len(want), got, want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Errorf("Format prints %q, openssl %q", got[i], want[i])
+		}
+	}
+}
+
+// TestAttributeNamesUnambiguous: configured DNs read attribute names
+// case-insensitively, so no two printed names may differ only in case, and
+// each must read back as its own OID.
+func TestAttributeNamesUnambiguous(t *testing.T) {
+	seen := map[string]string{}
+	for oid, name := range shortNames {
+		if other, dup := seen[strings.ToLower(name)]; dup {
+			t.Errorf("%s (%s) and %s print names equal but for case", oid, name, other)
+		}
+		seen[strings.ToLower(name)] = oid
+		if got, err := attrOID(name); err != nil || got != oid {
+			t.Errorf("attrOID(%q) = %q, %v; want %s", name, got, err, oid)
+		}
+	}
+	// openssl prints uniqueIdentifier as "uid"; read case-insensitively that
+	// is userId's "UID", so it keeps its dotted form (and "uid" means userId).
+	uniqueID := rawName(t, []attr{{asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 44}, tUTF8, []byte("u")}})
+	if got := testpki.Must(Format(uniqueID)); got != "0.9.2342.19200300.100.1.44=#0C0175" {
+		t.Errorf("uniqueIdentifier printed as %q", got)
+	}
+	if oid, _ := attrOID("uid"); oid != "0.9.2342.19200300.100.1.1" {
+		t.Errorf(`"uid" reads as %s, want userId`, oid)
+	}
+}
+
 func TestPatternMatch(t *testing.T) {
 	name := rawName(t, []attr{{oidC, tPrintable, []byte("US")}}, []attr{{oidO, tUTF8, []byte("Example  Corp")}}, []attr{utf8v("example-ca")})
 	multi := rawName(t, []attr{utf8v("svc"), {oidUID, tUTF8, []byte("u1")}})
@@ -176,6 +259,15 @@ func TestPatternMatch(t *testing.T) {
 		{"CN=svc,UID=u1", multi, false},
 		{"CN=Zo\\C3\\AB", rawName(t, []attr{utf8v("ZOË")}), true},
 		{"1.2.3.4.5=#0C0378797A", rawName(t, []attr{{oidOdd, tUTF8, []byte("xyz")}}), true},
+		{"CN=#", rawName(t, []attr{utf8v("#")}), true},
+		{`CN=\#`, rawName(t, []attr{utf8v("#")}), true},
+		{"CN=#", rawName(t, []attr{utf8v("")}), false},
+		{`CN=\ `, rawName(t, []attr{utf8v(" ")}), true},
+		{`CN=a\\ `, rawName(t, []attr{utf8v(`a\`)}), true},
+		// A name that became known still matches the dotted form printed before.
+		{`facsimileTelephoneNumber=\+1 555 0100`, rawName(t, []attr{{asn1.ObjectIdentifier{2, 5, 4, 23}, tPrintable, []byte("+1  555 0100")}}), true},
+		{"2.5.4.23=#130C2B3120203535352030313030", rawName(t, []attr{{asn1.ObjectIdentifier{2, 5, 4, 23}, tPrintable, []byte("+1  555 0100")}}), true},
+		{"CHALLENGEPASSWORD=PW", rawName(t, []attr{{asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}, tPrintable, []byte("pw")}}), true},
 	} {
 		p, err := ParsePattern(c.pattern)
 		if err != nil {

@@ -28,7 +28,15 @@ func (p *Pattern) String() string { return p.text }
 // quoted values and #hex values are understood; ';' separates RDNs like ','.
 func ParsePattern(s string) (*Pattern, error) {
 	text := s
-	t := strings.TrimSpace(s)
+	t := strings.TrimLeftFunc(s, unicode.IsSpace)
+	// openssl escapes a trailing space (`CN=a\ `): trimming must keep it, or
+	// the pattern would end in a dangling backslash. An odd run of
+	// backslashes before the cut means the first trimmed space was escaped.
+	if kept := strings.TrimRightFunc(t, unicode.IsSpace); len(kept) < len(t) && t[len(kept)] == ' ' && oddBackslashes(kept) {
+		t = t[:len(kept)+1]
+	} else {
+		t = kept
+	}
 	for _, prefix := range []string{"issuer=", "subject="} {
 		if len(t) >= len(prefix) && strings.EqualFold(t[:len(prefix)], prefix) {
 			t = t[len(prefix):]
@@ -140,6 +148,16 @@ func parseAVA(s string) (normAVA, string, byte, error) {
 		v = normalize(string(val))
 	}
 	return normAVA{oid: oid, value: v}, s[i:], sep, nil
+}
+
+// oddBackslashes reports whether s ends in an odd number of backslashes, so
+// that the character after it is escaped.
+func oddBackslashes(s string) bool {
+	n := 0
+	for n < len(s) && s[len(s)-1-n] == '\\' {
+		n++
+	}
+	return n%2 == 1
 }
 
 func isHex(c byte) bool {

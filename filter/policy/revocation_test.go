@@ -1,0 +1,264 @@
+package policy
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+)
+
+// A root renewed with the same name and key is the same CA: the CRL its key
+// signs applies to chains ending at either certificate, whichever the bundle
+// lists first.
+func TestCRLAppliesToRenewedRoot(t *testing.T) {
+	oldRoot := must(testpki.NewRoot(testpki.Options{CommonName: "Corp Root", NotBefore: now.Add(-3 * 365 * 24 * time.Hour), NotAfter: now.Add(-time.Hour)}))
+	newRoot := must(testpki.NewRoot(testpki.Options{CommonName: "Corp Root", Signer: oldRoot.Key}))
+	revoked := must(newRoot.Issue(testpki.Options{CommonName: "revoked-client"}))
+	good := must(newRoot.Issue(testpki.Options{CommonName: "good-client"}))
+	crl := must(newRoot.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{revoked}}))
+
+	for _, order := range []struct {
+		name string
+		cas  []*testpki.Cert
+	}{{"old root first", []*testpki.Cert{oldRoot, newRoot}}, {"new root first", []*testpki.Cert{newRoot, oldRoot}}} {
+		for _, opts := range []string{`{}`, `{"requireCRL":true}`} {
+			t.Run(order.name+" "+opts, func(t *testing.T) {
+				e := newEngine(t, opts, order.cas, crl)
+				expect(t, e.Evaluate(xfccReq(xfccFor(revoked, revoked.PEM()), now)), DecisionDeny, ReasonRevoked)
+				// requireCRL is satisfied by the same list.
+				expect(t, e.Evaluate(xfccReq(xfccFor(good, good.PEM()), now)), DecisionAllow, "")
+			})
+		}
+	}
+
+	// The client reaches the same CA through a cross-certificate (same name
+	// and key, issued by another anchored root) because the anchored
+	// self-signed certificate has expired: the CA's CRL still applies.
+	t.Run("cross-certificate", func(t *testing.T) {
+		bridge := must(testpki.NewRoot(testpki.Options{CommonName: "Bridge Root"}))
+		cross := must(bridge.Issue(testpki.Options{CA: true, RawSubject: oldRoot.Cert.RawSubject, Signer: oldRoot.Key}))
+		leaf := must(oldRoot.Issue(testpki.Options{CommonName: "via-cross"}))
+		crl := must(oldRoot.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{leaf}}))
+		bridgeCRL := must(bridge.CRL(testpki.CRLOptions{}))
+		for _, opts := range []string{`{}`, `{"requireCRL":true}`} {
+			e := newEngine(t, opts, []*testpki.Cert{oldRoot, bridge}, crl, bridgeCRL)
+			r := e.Evaluate(xfccReq(xfccFor(leaf, testpki.PEM(leaf, cross)), now))
+			expect(t, r, DecisionDeny, ReasonRevoked)
+		}
+	})
+}
+
+// crlWith signs a CRL from ca listing leaf, with extra CRL and entry
+// extensions. Its thisUpdate is half an hour after testpki's default, so it
+// is the newest list of its issuer.
+func crlWith(t *testing.T, ca, leaf *testpki.Cert, number int64, exts, entryExts []pkix.Extension) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{
+		ThisUpdate: now.Add(-30 * time.Minute), NextUpdate: now.Add(24 * time.Hour), Number: big.NewInt(number),
+		ExtraExtensions: exts,
+		RevokedCertificateEntries: []x509.RevocationListEntry{{
+			SerialNumber: leaf.Cert.SerialNumber, RevocationTime: now.Add(-30 * time.Minute), ExtraExtensions: entryExts,
+		}},
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
+// Delta, partitioned and indirect CRLs, and CRLs with critical extensions the
+// filter does not process, are not complete lists of a CA's revocations. Used
+// as one ("the newest wins") a delta would un-revoke everything it does not
+// repeat; the bundle is refused instead, like one with a forged CRL.
+func TestIncompleteCRLsRefused(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{CommonName: "Root"}))
+	inter := must(root.Issue(testpki.Options{CA: true, CommonName: "Issuing"}))
+	leaf := must(inter.Issue(testpki.Options{}))
+	other := must(inter.Issue(testpki.Options{}))
+	base := must(inter.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{leaf}, Number: big.NewInt(10)}))
+	rootCRL := must(root.CRL(testpki.CRLOptions{}))
+	baseNumber, _ := asn1.Marshal(10)
+	private := asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}
+
+	for _, c := range []struct {
+		name      string
+		exts      []pkix.Extension
+		entryExts []pkix.Extension
+		want      string
+	}{
+		{"delta", []pkix.Extension{{Id: oidDeltaCRLIndicator, Critical: true, Value: baseNumber}}, nil, "is a delta CRL"},
+		{"delta not marked critical", []pkix.Extension{{Id: oidDeltaCRLIndicator, Value: baseNumber}}, nil, "is a delta CRL"},
+		// onlyContainsUserCerts: a partition without the CA certificates.
+		{"partitioned", []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: []byte{0x30, 0x03, 0x81, 0x01, 0xff}}}, nil, "issuingDistributionPoint"},
+		{"unknown critical extension", []pkix.Extension{{Id: private, Critical: true, Value: []byte{0x05, 0x00}}}, nil, "critical extension 1.3.6.1.4.1.99999.1"},
+		{"indirect", nil, []pkix.Extension{{Id: oidCertificateIssuer, Critical: true, Value: []byte{0x30, 0x00}}}, "indirect CRL"},
+		{"unknown critical entry extension", nil, []pkix.Extension{{Id: private, Critical: true, Value: []byte{0x05, 0x00}}}, "entry with a critical extension 1.3.6.1.4.1.99999.1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// Newer than base and not listing leaf: taken for a complete list
+			// it would un-revoke leaf.
+			bad := crlWith(t, inter, other, 11, c.exts, c.entryExts)
+			e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root}, rootCRL, base)
+			err := e.SetBundle(mustBundle(t, []*testpki.Cert{root}, rootCRL, base, bad))
+			if err == nil || !strings.Contains(err.Error(), "crls[2]: CRL of CN=Issuing ") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("SetBundle error = %v, want one naming crls[2] and %q", err, c.want)
+			}
+			// The previous bundle stays, base CRL included.
+			expect(t, e.Evaluate(xfccReq(xfccFor(leaf, testpki.PEM(leaf, inter)), now)), DecisionDeny, ReasonRevoked)
+			// Inline, it is a configuration error.
+			if _, err := ParseConfig([]byte(`{"policies":[` + policyJSON("p", "") + `],"trustBundle":` + inlineBundle([]*testpki.Cert{root}, bad) + `}`)); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("ParseConfig error = %v, want %q", err, c.want)
+			}
+		})
+	}
+
+	t.Run("non-critical private extension is fine", func(t *testing.T) {
+		ok := crlWith(t, inter, leaf, 11, []pkix.Extension{{Id: private, Value: []byte{0x05, 0x00}}}, []pkix.Extension{{Id: private, Value: []byte{0x05, 0x00}}})
+		e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root}, rootCRL, base, ok)
+		expect(t, e.Evaluate(xfccReq(xfccFor(leaf, testpki.PEM(leaf, inter)), now)), DecisionDeny, ReasonRevoked)
+		expect(t, e.Evaluate(xfccReq(xfccFor(other, testpki.PEM(other, inter)), now)), DecisionAllow, "")
+	})
+}
+
+// An intermediate uploaded as an anchor next to its root is still revoked
+// by the root's CRL: chain building stops at the first anchor, and trusting
+// one more certificate must not weaken revocation.
+func TestAnchoredIntermediateCheckedAgainstItsIssuer(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{CommonName: "Root"}))
+	inter := must(root.Issue(testpki.Options{CA: true, CommonName: "Issuing"}))
+	leaf := must(inter.Issue(testpki.Options{CommonName: "client"}))
+	revokesInter := must(root.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{inter}}))
+	emptyRootCRL := must(root.CRL(testpki.CRLOptions{}))
+	interCRL := must(inter.CRL(testpki.CRLOptions{}))
+	withInter := xfccFor(leaf, testpki.PEM(leaf, inter))
+	leafOnly := xfccFor(leaf, leaf.PEM())
+
+	for _, cas := range [][]*testpki.Cert{{root, inter}, {inter, root}} {
+		for _, opts := range []string{`{}`, `{"requireCRL":true}`, `{"allowRevokedCertificates":true}`} {
+			e := newEngine(t, opts, cas, revokesInter, interCRL)
+			for _, x := range []string{withInter, leafOnly} {
+				r := e.Evaluate(xfccReq(x, now))
+				expect(t, r, DecisionDeny, ReasonRevoked)
+				if !strings.Contains(r.Detail(), "trusted CA CN=Issuing") {
+					t.Errorf("detail does not name the revoked anchor: %s", r.Detail())
+				}
+			}
+		}
+	}
+	// Not revoked: allowed, and the anchor is not reported as a presented
+	// intermediate.
+	e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root, inter}, emptyRootCRL, interCRL)
+	r := e.Evaluate(xfccReq(withInter, now))
+	expect(t, r, DecisionAllow, "")
+	if _, ok := header(r.SetHeaders, "client-cert-chain"); ok {
+		t.Error("client-cert-chain names the anchor")
+	}
+	// requireCRL asks for the root's list too, as it does with the root
+	// anchored alone.
+	e = newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root, inter}, interCRL)
+	expect(t, e.Evaluate(xfccReq(withInter, now)), DecisionDeny, ReasonRevocationUnknown)
+	// With the root absent from the bundle nothing above the intermediate is
+	// known, as before.
+	e = newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{inter}, revokesInter, interCRL)
+	expect(t, e.Evaluate(xfccReq(withInter, now)), DecisionAllow, "")
+
+	t.Run("two anchored levels", func(t *testing.T) {
+		i1 := must(root.Issue(testpki.Options{CA: true, CommonName: "Policy CA"}))
+		i2 := must(i1.Issue(testpki.Options{CA: true, CommonName: "Issuing 2"}))
+		l2 := must(i2.Issue(testpki.Options{}))
+		crl := must(root.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{i1}}))
+		e := newEngine(t, "", []*testpki.Cert{i2, i1, root}, crl)
+		r := e.Evaluate(xfccReq(xfccFor(l2, l2.PEM()), now))
+		expect(t, r, DecisionDeny, ReasonRevoked)
+		if !strings.Contains(r.Detail(), "trusted CA CN=Policy CA") {
+			t.Errorf("detail: %s", r.Detail())
+		}
+	})
+	t.Run("cross-signed anchors do not loop", func(t *testing.T) {
+		a := must(testpki.NewRoot(testpki.Options{CommonName: "A"}))
+		b := must(testpki.NewRoot(testpki.Options{CommonName: "B"}))
+		aByB := must(b.Issue(testpki.Options{CA: true, RawSubject: a.Cert.RawSubject, Signer: a.Key}))
+		bByA := must(a.Issue(testpki.Options{CA: true, RawSubject: b.Cert.RawSubject, Signer: b.Key}))
+		l := must(a.Issue(testpki.Options{}))
+		e := newEngine(t, "", []*testpki.Cert{aByB, bByA}, must(a.CRL(testpki.CRLOptions{})), must(b.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{aByB}})))
+		// Each anchor is issued by the other's key: the chain ends at aByB,
+		// which B's CRL revokes; the walk up stops where it started.
+		expect(t, e.Evaluate(xfccReq(xfccFor(l, l.PEM()), now)), DecisionDeny, ReasonRevoked)
+	})
+}
+
+// rawCRL signs a CRL by hand: crypto/x509 always writes nextUpdate
+// and refuses issuers without the cRLSign key usage (a v1 root has no
+// extensions at all). nextUpdate is omitted when zero.
+func rawCRL(t *testing.T, issuer *testpki.Cert, thisUpdate, nextUpdate time.Time, revoked ...*testpki.Cert) []byte {
+	t.Helper()
+	type entry struct {
+		Serial *big.Int
+		Date   time.Time
+	}
+	type tbs struct {
+		Version    int // 1: v2, which crypto/x509 requires
+		Signature  pkix.AlgorithmIdentifier
+		Issuer     asn1.RawValue
+		ThisUpdate time.Time
+		NextUpdate time.Time `asn1:"optional"`
+		Revoked    []entry   `asn1:"optional"`
+	}
+	v := tbs{Version: 1, Signature: ecdsaSHA256, Issuer: asn1.RawValue{FullBytes: issuer.Cert.RawSubject}, ThisUpdate: thisUpdate.UTC(), NextUpdate: nextUpdate.UTC()}
+	for _, r := range revoked {
+		v.Revoked = append(v.Revoked, entry{r.Cert.SerialNumber, thisUpdate.UTC()})
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: signed(t, issuer, v)})
+}
+
+// A CRL without nextUpdate (which RFC 5280 requires of issuers) is fresh
+// until replaced, in strict mode too: the filter has no lifetime to infer
+// and the sidecar never flags it stale either. Verdicts need no time limit
+// for it: the list changes only with the bundle, and a new bundle version
+// drops every cached verdict.
+func TestCRLWithoutNextUpdate(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{}))
+	inter := must(root.Issue(testpki.Options{CA: true}))
+	leaf := must(inter.Issue(testpki.Options{}))
+	other := must(inter.Issue(testpki.Options{}))
+	rootCRL := must(root.CRL(testpki.CRLOptions{NextUpdate: now.Add(365 * 24 * time.Hour)}))
+	crl := rawCRL(t, inter, now.Add(-30*24*time.Hour), time.Time{}, other)
+	if l, err := x509.ParseRevocationList(must(pemBlock(crl))); err != nil {
+		t.Fatalf("test CRL: %v", err)
+	} else if !l.NextUpdate.IsZero() {
+		t.Fatalf("test CRL has nextUpdate %v", l.NextUpdate)
+	}
+	x := xfccFor(leaf, testpki.PEM(leaf, inter))
+	e := newEngine(t, `{"revocationCheck":"strict","requireCRL":true}`, []*testpki.Cert{root}, rootCRL, crl)
+	expect(t, e.Evaluate(xfccReq(x, now)), DecisionAllow, "")
+	expect(t, e.Evaluate(xfccReq(xfccFor(other, testpki.PEM(other, inter)), now)), DecisionDeny, ReasonRevoked)
+	if r := e.Evaluate(xfccReq(x, now.Add(100*24*time.Hour))); !r.CacheHit || r.Decision != DecisionAllow {
+		t.Fatalf("verdict under a CRL without nextUpdate: %s cached=%v", r.Decision, r.CacheHit)
+	}
+	// A new list revoking leaf takes effect with the bundle that brings it.
+	if err := e.SetBundle(mustBundle(t, []*testpki.Cert{root}, rootCRL, rawCRL(t, inter, now, time.Time{}, leaf, other))); err != nil {
+		t.Fatal(err)
+	}
+	r := e.Evaluate(xfccReq(x, now))
+	expect(t, r, DecisionDeny, ReasonRevoked)
+	if r.CacheHit {
+		t.Fatal("allow cached across a bundle change")
+	}
+}
+
+func pemBlock(p []byte) ([]byte, error) {
+	b, _ := pem.Decode(p)
+	if b == nil {
+		return nil, errors.New("no PEM block")
+	}
+	return b.Bytes, nil
+}
