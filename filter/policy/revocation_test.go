@@ -99,6 +99,11 @@ func TestIncompleteCRLsRefused(t *testing.T) {
 		{"delta not marked critical", []pkix.Extension{{Id: oidDeltaCRLIndicator, Value: baseNumber}}, nil, "is a delta CRL"},
 		// onlyContainsUserCerts: a partition without the CA certificates.
 		{"partitioned", []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: []byte{0x30, 0x03, 0x81, 0x01, 0xff}}}, nil, "issuingDistributionPoint"},
+		// A distribution point and onlySomeReasons (keyCompromise).
+		{"some reasons", []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: idpValue(t, []byte{0x83, 0x02, 0x06, 0x40})}}, nil, "issuingDistributionPoint"},
+		// indirectCRL.
+		{"indirect flag", []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: idpValue(t, []byte{0x84, 0x01, 0xff})}}, nil, "issuingDistributionPoint"},
+		{"garbled", []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: []byte{0x30, 0x05, 0xa0}}}, nil, "issuingDistributionPoint"},
 		{"unknown critical extension", []pkix.Extension{{Id: private, Critical: true, Value: []byte{0x05, 0x00}}}, nil, "critical extension 1.3.6.1.4.1.99999.1"},
 		{"indirect", nil, []pkix.Extension{{Id: oidCertificateIssuer, Critical: true, Value: []byte{0x30, 0x00}}}, "indirect CRL"},
 		{"unknown critical entry extension", nil, []pkix.Extension{{Id: private, Critical: true, Value: []byte{0x05, 0x00}}}, "entry with a critical extension 1.3.6.1.4.1.99999.1"},
@@ -120,6 +125,14 @@ func TestIncompleteCRLsRefused(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("a distribution point alone is a full CRL", func(t *testing.T) {
+		// What AD CS writes on its full CRLs: the point, nothing else.
+		ok := crlWith(t, inter, leaf, 11, []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: idpValue(t)}}, nil)
+		e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root}, rootCRL, base, ok)
+		expect(t, e.Evaluate(xfccReq(xfccFor(leaf, testpki.PEM(leaf, inter)), now)), DecisionDeny, ReasonRevoked)
+		expect(t, e.Evaluate(xfccReq(xfccFor(other, testpki.PEM(other, inter)), now)), DecisionAllow, "")
+	})
 
 	t.Run("non-critical private extension is fine", func(t *testing.T) {
 		ok := crlWith(t, inter, leaf, 11, []pkix.Extension{{Id: private, Value: []byte{0x05, 0x00}}}, []pkix.Extension{{Id: private, Value: []byte{0x05, 0x00}}})
@@ -261,4 +274,19 @@ func pemBlock(p []byte) ([]byte, error) {
 		return nil, errors.New("no PEM block")
 	}
 	return b.Bytes, nil
+}
+
+// idpValue is an issuingDistributionPoint naming the URI
+// http://crl.example/issuing.crl, followed by the given extra fields.
+func idpValue(t *testing.T, extra ...[]byte) []byte {
+	t.Helper()
+	uri := []byte("http://crl.example/issuing.crl")
+	gn := append([]byte{0x86, byte(len(uri))}, uri...)   // [6] uniformResourceIdentifier
+	full := append([]byte{0xa0, byte(len(gn))}, gn...)   // [0] fullName
+	dp := append([]byte{0xa0, byte(len(full))}, full...) // [0] distributionPoint
+	body := dp
+	for _, x := range extra {
+		body = append(body, x...)
+	}
+	return append([]byte{0x30, byte(len(body))}, body...)
 }

@@ -225,9 +225,9 @@ func notCompleteCRL(l *x509.RevocationList) string {
 		switch {
 		case x.Id.Equal(oidDeltaCRLIndicator):
 			return "is a delta CRL (deltaCRLIndicator): it lists only the changes since a base CRL, and the filter uses complete CRLs only; upload the full CRL"
-		case x.Id.Equal(oidIssuingDistributionPoint):
-			return "has an issuingDistributionPoint extension: it covers only part of the CA's certificates (a partitioned or scoped CRL), and the filter uses complete CRLs only; upload a full CRL without that extension"
-		case x.Critical && !x.Id.Equal(oidCRLNumber) && !x.Id.Equal(oidAuthorityKeyID):
+		case x.Id.Equal(oidIssuingDistributionPoint) && !onlyNamesItsPoint(x.Value):
+			return "has an issuingDistributionPoint extension that limits it to some certificates or reasons (a partitioned, scoped or indirect CRL), and the filter uses complete CRLs only; upload a full CRL"
+		case x.Critical && !x.Id.Equal(oidCRLNumber) && !x.Id.Equal(oidAuthorityKeyID) && !x.Id.Equal(oidIssuingDistributionPoint):
 			return "has a critical extension " + x.Id.String() + " the filter does not process, so the list must not be used (RFC 5280 5.2); upload a CRL without it"
 		}
 	}
@@ -242,6 +242,26 @@ func notCompleteCRL(l *x509.RevocationList) string {
 		}
 	}
 	return ""
+}
+
+// onlyNamesItsPoint reports whether an issuingDistributionPoint value names
+// the list's distribution point and nothing else: no onlyContains…,
+// onlySomeReasons or indirectCRL. AD CS writes such an extension on its full
+// CRLs; the list is then complete for the certificates that name that point,
+// which for a CA with one distribution point is all of them.
+func onlyNamesItsPoint(der []byte) bool {
+	var seq asn1.RawValue
+	rest, err := asn1.Unmarshal(der, &seq)
+	if err != nil || len(rest) > 0 || seq.Class != asn1.ClassUniversal || seq.Tag != asn1.TagSequence {
+		return false
+	}
+	for in := seq.Bytes; len(in) > 0; {
+		var el asn1.RawValue
+		if in, err = asn1.Unmarshal(in, &el); err != nil || el.Class != asn1.ClassContextSpecific || el.Tag != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func signTag(s int) string {
