@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
@@ -90,9 +91,11 @@ func TestOutboundRotation(t *testing.T) {
 	if disabled.Enabled || disabled.Served {
 		t.Fatalf("disable answered %+v", disabled)
 	}
-	// Earlier pushes (the snapshot moved when backend_v2 was added) may
-	// still be queued; the disable must produce one without backend_v1.
-	sotw.until("a push without the disabled backend_v1", func(p push) bool { return p.secrets["backend_v1"] == nil })
+	// envoy-1 asks only for backend_v1, which no longer exists: it is not
+	// answered (an empty answer is what Envoy rejects, keeping the secret it
+	// has, and each rejection used to bring the same answer back). Pushes
+	// queued before the disable still carry backend_v1.
+	sotw.never("a push without the disabled backend_v1", time.Second, func(p push) bool { return p.secrets["backend_v1"] == nil })
 
 	// Still referenced by envoy-1: refused, naming the subscriber.
 	r = p.run("mtls-certificate", "delete", "--cert-id", old.ID)
