@@ -193,6 +193,12 @@ func (c *Cache) respond(w *sotwWatch) bool {
 // xdsView is the cache as go-control-plane's server sees it.
 type xdsView struct{ c *Cache }
 
+// errWildcard refuses a request for every secret. Envoy names each secret it
+// needs; a request without names would hand every outbound private key to
+// whoever can reach the SDS listener.
+var errWildcard = status.Errorf(codes.InvalidArgument,
+	"the SDS request names no secret (or names \"*\"): mtlsgate sends secrets only by name, never all of them; put the secret names in resource_names, e.g. %q or an outbound certificate's name", ClientCASecret)
+
 func checkType(typeURL string) error {
 	if typeURL != resourcev3.SecretType {
 		return status.Errorf(codes.InvalidArgument, "type %q is not served here: mtlsgate's SDS serves only %s", typeURL, resourcev3.SecretType)
@@ -203,6 +209,9 @@ func checkType(typeURL string) error {
 func (v xdsView) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
 	if err := checkType(req.GetTypeUrl()); err != nil {
 		return nil, err
+	}
+	if sub.IsWildcard() {
+		return nil, errWildcard
 	}
 	c := v.c
 	c.mu.Lock()
@@ -225,12 +234,18 @@ func (v xdsView) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscri
 	if err := checkType(req.GetTypeUrl()); err != nil {
 		return nil, err
 	}
+	if sub.IsWildcard() {
+		return nil, errWildcard
+	}
 	return v.c.sc.CreateDeltaWatch(req, sub, out)
 }
 
 func (v xdsView) Fetch(ctx context.Context, req *cachev3.Request) (cachev3.Response, error) {
 	if err := checkType(req.GetTypeUrl()); err != nil {
 		return nil, err
+	}
+	if len(req.GetResourceNames()) == 0 || slices.Contains(req.GetResourceNames(), "*") {
+		return nil, errWildcard
 	}
 	return v.c.sc.Fetch(ctx, req)
 }

@@ -2,9 +2,11 @@ package sds
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +17,9 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
@@ -334,4 +338,60 @@ func TestDeltaWaitsAndRemoves(t *testing.T) {
 	c.sendDelta(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.SecretType, ResponseNonce: r.nonce,
 		ErrorDetail: &status.Status{Code: 3, Message: "Missing SDS resources for backend_client_cert in onConfigUpdate()"}})
 	c.quiet("after a NACK of the removal", time.Second)
+}
+
+// TestWildcardRefused: a request that names no secret, or "*", would get
+// every outbound private key. Every form of it is refused with a message
+// that says to name the secrets.
+func TestWildcardRefused(t *testing.T) {
+	const key = "key for chain-1"
+	s := startServer(t, State{CAs: []store.CA{ca("mtlsca_1")}, Outbound: []store.Outbound{outbound("backend_client_cert", true, "chain-1")}})
+	client := secretv3.NewSecretDiscoveryServiceClient(s.conn)
+	refused := func(what string, err error) {
+		t.Helper()
+		if st, _ := grpcstatus.FromError(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "resource_names") {
+			t.Errorf("%s: got %v, want InvalidArgument saying to name the secrets", what, err)
+		}
+	}
+
+	for _, names := range [][]string{nil, {"*"}, {"*", "backend_client_cert"}} {
+		resp, err := client.FetchSecrets(context.Background(), &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "anyone"}, ResourceNames: names})
+		if strings.Contains(resp.String(), key) {
+			t.Fatalf("FetchSecrets %q handed out a private key", names)
+		}
+		refused(fmt.Sprintf("FetchSecrets %q", names), err)
+
+		c := s.openSotW(names...)
+		select {
+		case r := <-c.resps:
+			t.Fatalf("StreamSecrets %q answered with %v", names, r.names())
+		case err := <-c.err:
+			refused(fmt.Sprintf("StreamSecrets %q", names), err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("StreamSecrets %q: neither answered nor refused", names)
+		}
+
+		d := s.openDelta(names...)
+		select {
+		case r := <-d.resps:
+			t.Fatalf("DeltaSecrets %q answered with %v", names, r.names())
+		case err := <-d.err:
+			refused(fmt.Sprintf("DeltaSecrets %q", names), err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("DeltaSecrets %q: neither answered nor refused", names)
+		}
+	}
+
+	// A named fetch still works.
+	resp, err := client.FetchSecrets(context.Background(), &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "envoy"}, ResourceNames: []string{ClientCASecret}})
+	if err != nil || len(resp.GetResources()) != 1 {
+		t.Fatalf("named FetchSecrets: %v, %d resources", err, len(resp.GetResources()))
+	}
+
+	// A stream that drops all its names later subscribes to nothing: it is
+	// not answered, and certainly not with every secret.
+	c := s.openSotW("backend_client_cert")
+	r := c.next("the named secret")
+	c.sendSotW(&discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.SecretType, VersionInfo: r.version, ResponseNonce: r.nonce})
+	c.quiet("after dropping every name", 500*time.Millisecond, "backend_client_cert")
 }
