@@ -286,22 +286,16 @@ func (s *server) updateCA(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// managedCA refuses a change to a CA the trust directory keeps: the next
-// read of the directory would undo it.
-func (s *server) managedCA(id string) error {
-	ca, err := s.Store.GetCA(id)
-	if err != nil {
-		return err
-	}
+// notManagedCA refuses to delete a CA the trust directory keeps, or one that
+// carries a CRL from it: the next read of the directory would undo it. It runs
+// inside the store's transaction, so the directory cannot take the CA over
+// between the check and the deletion.
+func notManagedCA(ca store.CA, crls []store.CRL) error {
 	if ca.ManagedBy == store.ManagedByTrustDir {
 		return problem.Conflict("managed_by_trust_dir", "CA %s (%s) comes from the trust directory (serve --trust-dir): remove its file from the directory, or from the Secret mounted there, instead; it would be added again at the next read", ca.ID, ca.Subject)
 	}
-	crls, err := s.Store.ListCRLs()
-	if err != nil {
-		return err
-	}
 	for _, c := range crls {
-		if c.CAID == id && c.ManagedBy == store.ManagedByTrustDir {
+		if c.ManagedBy == store.ManagedByTrustDir {
 			return problem.Conflict("managed_by_trust_dir", "CA %s carries CRL %s from the trust directory (serve --trust-dir): remove that CRL's file from the directory first", ca.ID, c.ID)
 		}
 	}
@@ -309,10 +303,7 @@ func (s *server) managedCA(id string) error {
 }
 
 func (s *server) deleteCA(w http.ResponseWriter, r *http.Request) error {
-	if err := s.managedCA(r.PathValue("id")); err != nil {
-		return err
-	}
-	ca, crlIDs, err := s.Store.DeleteCA(r.PathValue("id"))
+	ca, crlIDs, err := s.Store.DeleteCA(r.PathValue("id"), notManagedCA)
 	if err != nil {
 		return err
 	}
@@ -419,8 +410,13 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	old, err := s.managedCRL(r.PathValue("id"))
+	old, err := s.Store.GetCRL(r.PathValue("id"))
 	if err != nil {
+		return err
+	}
+	// Refused before a download too, to spare it; the answer that counts is
+	// the one inside the update.
+	if err := notManagedCRL(old); err != nil {
 		return err
 	}
 	rec, err := s.loadCRL(r.Context(), old.CAID, req.CRL, req.URL)
@@ -428,8 +424,11 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	c, err := s.Store.UpdateCRL(old.ID, func(c *store.CRL) error {
-		// Checked inside the update: a refresh may have stored a newer
-		// list since the read above.
+		// Checked inside the update: the trust directory may have taken the
+		// list over, or a refresh stored a newer one, since the read above.
+		if err := notManagedCRL(*c); err != nil {
+			return err
+		}
 		if crlrefresh.Older(rec, *c) {
 			return problem.Conflict("crl_older", "the new CRL (number %s, thisUpdate %s) is older than CRL %s's (number %s, thisUpdate %s) and would un-revoke certificates; "+
 				"to roll back on purpose, delete the CRL and create it again", orDash(rec.Number), ts(rec.ThisUpdate), c.ID, orDash(c.Number), ts(c.ThisUpdate))
@@ -458,23 +457,16 @@ func orDash(s string) string {
 
 func ts(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// managedCRL is managedCA for a revocation list.
-func (s *server) managedCRL(id string) (store.CRL, error) {
-	c, err := s.Store.GetCRL(id)
-	if err != nil {
-		return c, err
-	}
+// notManagedCRL is notManagedCA for a revocation list.
+func notManagedCRL(c store.CRL) error {
 	if c.ManagedBy == store.ManagedByTrustDir {
-		return c, problem.Conflict("managed_by_trust_dir", "CRL %s comes from the trust directory (serve --trust-dir): change or remove its file there instead; the next read of the directory would undo this", c.ID)
+		return problem.Conflict("managed_by_trust_dir", "CRL %s comes from the trust directory (serve --trust-dir): change or remove its file there instead; the next read of the directory would undo this", c.ID)
 	}
-	return c, nil
+	return nil
 }
 
 func (s *server) deleteCRL(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.managedCRL(r.PathValue("id")); err != nil {
-		return err
-	}
-	c, err := s.Store.DeleteCRL(r.PathValue("id"))
+	c, err := s.Store.DeleteCRL(r.PathValue("id"), notManagedCRL)
 	if err != nil {
 		return err
 	}

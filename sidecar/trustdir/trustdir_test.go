@@ -363,7 +363,7 @@ func TestSyncAdoptsAnAdminCA(t *testing.T) {
 	if got, _ := f.store.GetCA(admin.ID); got.Name != "by_hand" {
 		t.Fatalf("adopted CA renamed or replaced: %+v", got)
 	}
-	if _, _, err := f.store.DeleteCA(admin.ID); err != nil {
+	if _, _, err := f.store.DeleteCA(admin.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	if r := f.syncOK(); r != (Result{CAsAdded: 1}) {
@@ -421,7 +421,7 @@ func TestSyncWithConcurrentAdminWrites(t *testing.T) {
 		for i := 0; i < 100; i++ {
 			ca, err := f.store.CreateCA(store.CA{Name: "admins", PEM: string(other.PEM()), Subject: "CN=admin's", Fingerprint: pki.Fingerprint(other.DER)})
 			if err == nil {
-				_, _, err = f.store.DeleteCA(ca.ID)
+				_, _, err = f.store.DeleteCA(ca.ID, nil)
 			}
 			if err != nil {
 				t.Error(err)
