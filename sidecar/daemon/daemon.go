@@ -147,6 +147,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// A token file others can read gives them the admin API. It is still
+	// used, as refusing it would stop a sidecar over a deployment detail,
+	// but the operator is told.
+	if fi, err := os.Stat(cfg.AdminTokenFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn(fmt.Sprintf("the admin token file can be read by other users: restrict it with `chmod 600 %s` (for a mounted Kubernetes Secret, set defaultMode: 0400 on the volume)", cfg.AdminTokenFile),
+			"file", cfg.AdminTokenFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+	}
 	tokens.OnReload = func(ids []string, err error) {
 		if err != nil {
 			log.Error("admin token file not taken; the previous tokens stay accepted", "file", cfg.AdminTokenFile, "err", err)
