@@ -188,6 +188,15 @@ type ref struct {
 	Enabled     *bool  `json:"enabled,omitempty"`
 	Fingerprint string `json:"sha256Fingerprint,omitempty"`
 	NotAfter    string `json:"notAfter,omitempty"`
+	// A CRL's number, thisUpdate and source: what tells one list from the
+	// next in an audit line.
+	Number     string `json:"number,omitempty"`
+	ThisUpdate string `json:"thisUpdate,omitempty"`
+	Source     string `json:"source,omitempty"`
+}
+
+func crlRef(c store.CRL) ref {
+	return ref{ID: c.ID, Number: c.Number, ThisUpdate: ts(c.ThisUpdate), Source: source(c)}
 }
 
 // ---- CA certificates
@@ -423,6 +432,7 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	var before store.CRL
 	c, err := s.Store.UpdateCRL(old.ID, func(c *store.CRL) error {
 		// Checked inside the update: the trust directory may have taken the
 		// list over, or a refresh stored a newer one, since the read above.
@@ -433,6 +443,7 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 			return problem.Conflict("crl_older", "the new CRL (number %s, thisUpdate %s) is older than CRL %s's (number %s, thisUpdate %s) and would un-revoke certificates; "+
 				"to roll back on purpose, delete the CRL and create it again", orDash(rec.Number), ts(rec.ThisUpdate), c.ID, orDash(c.Number), ts(c.ThisUpdate))
 		}
+		before = *c
 		c.URL, c.PEM, c.Number, c.ThisUpdate, c.NextUpdate, c.RevokedCount = rec.URL, rec.PEM, rec.Number, rec.ThisUpdate, rec.NextUpdate, rec.RevokedCount
 		c.LastFetchAt, c.LastError, c.LastErrorAt = rec.LastFetchAt, "", time.Time{}
 		return nil
@@ -443,7 +454,7 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 	if s.Refresher != nil {
 		s.Refresher.Wake()
 	}
-	s.audit(r, "crl.update", ref{ID: c.ID}, ref{ID: c.ID}, "caId", c.CAID, "source", source(c), "number", c.Number)
+	s.audit(r, "crl.update", crlRef(before), crlRef(c), "caId", c.CAID)
 	writeJSON(w, 200, crlView(c, time.Now()))
 	return nil
 }
