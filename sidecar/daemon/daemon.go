@@ -87,6 +87,13 @@ func Listen(addr string) (net.Listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", addr, err)
 		}
+		// Owner and group, whatever the umask: Envoy usually runs as another
+		// user, and connecting needs write permission on the socket. Who is in
+		// the group, and who can enter the directory, decide who connects.
+		if err := os.Chmod(path, 0o660); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("set the mode of socket %s: %w", path, err)
+		}
 		return l, nil
 	}
 	l, err := net.Listen("tcp", addr)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -174,6 +175,15 @@ func TestUnixSocketSDS(t *testing.T) {
 	p := startServe(t, t.TempDir(), "--sds-listen", "unix:"+sock)
 	if p.addrs.SDS != "unix:"+sock {
 		t.Fatalf("SDS bound to %s", p.addrs.SDS)
+	}
+	// Group-writable whatever the umask, so an Envoy running as another user
+	// in the group can connect; nobody else.
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o660 {
+		t.Fatalf("SDS socket mode %v, want 0660", fi.Mode().Perm())
 	}
 	cert, key, _ := outboundFiles(t, "uds")
 	p.runJSON(t, &api.MTLSCertificate{}, "mtls-certificate", "create", "--cert", cert, "--key", key, "--name", "uds", "--environment-type", "development")
