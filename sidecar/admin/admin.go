@@ -188,6 +188,15 @@ type ref struct {
 	Enabled     *bool  `json:"enabled,omitempty"`
 	Fingerprint string `json:"sha256Fingerprint,omitempty"`
 	NotAfter    string `json:"notAfter,omitempty"`
+	// A CRL's number, thisUpdate and source: what tells one list from the
+	// next in an audit line.
+	Number     string `json:"number,omitempty"`
+	ThisUpdate string `json:"thisUpdate,omitempty"`
+	Source     string `json:"source,omitempty"`
+}
+
+func crlRef(c store.CRL) ref {
+	return ref{ID: c.ID, Number: c.Number, ThisUpdate: ts(c.ThisUpdate), Source: source(c)}
 }
 
 // ---- CA certificates
@@ -286,22 +295,16 @@ func (s *server) updateCA(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// managedCA refuses a change to a CA the trust directory keeps: the next
-// read of the directory would undo it.
-func (s *server) managedCA(id string) error {
-	ca, err := s.Store.GetCA(id)
-	if err != nil {
-		return err
-	}
+// notManagedCA refuses to delete a CA the trust directory keeps, or one that
+// carries a CRL from it: the next read of the directory would undo it. It runs
+// inside the store's transaction, so the directory cannot take the CA over
+// between the check and the deletion.
+func notManagedCA(ca store.CA, crls []store.CRL) error {
 	if ca.ManagedBy == store.ManagedByTrustDir {
 		return problem.Conflict("managed_by_trust_dir", "CA %s (%s) comes from the trust directory (serve --trust-dir): remove its file from the directory, or from the Secret mounted there, instead; it would be added again at the next read", ca.ID, ca.Subject)
 	}
-	crls, err := s.Store.ListCRLs()
-	if err != nil {
-		return err
-	}
 	for _, c := range crls {
-		if c.CAID == id && c.ManagedBy == store.ManagedByTrustDir {
+		if c.ManagedBy == store.ManagedByTrustDir {
 			return problem.Conflict("managed_by_trust_dir", "CA %s carries CRL %s from the trust directory (serve --trust-dir): remove that CRL's file from the directory first", ca.ID, c.ID)
 		}
 	}
@@ -309,10 +312,7 @@ func (s *server) managedCA(id string) error {
 }
 
 func (s *server) deleteCA(w http.ResponseWriter, r *http.Request) error {
-	if err := s.managedCA(r.PathValue("id")); err != nil {
-		return err
-	}
-	ca, crlIDs, err := s.Store.DeleteCA(r.PathValue("id"))
+	ca, crlIDs, err := s.Store.DeleteCA(r.PathValue("id"), notManagedCA)
 	if err != nil {
 		return err
 	}
@@ -419,21 +419,31 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	old, err := s.managedCRL(r.PathValue("id"))
+	old, err := s.Store.GetCRL(r.PathValue("id"))
 	if err != nil {
+		return err
+	}
+	// Refused before a download too, to spare it; the answer that counts is
+	// the one inside the update.
+	if err := notManagedCRL(old); err != nil {
 		return err
 	}
 	rec, err := s.loadCRL(r.Context(), old.CAID, req.CRL, req.URL)
 	if err != nil {
 		return err
 	}
+	var before store.CRL
 	c, err := s.Store.UpdateCRL(old.ID, func(c *store.CRL) error {
-		// Checked inside the update: a refresh may have stored a newer
-		// list since the read above.
+		// Checked inside the update: the trust directory may have taken the
+		// list over, or a refresh stored a newer one, since the read above.
+		if err := notManagedCRL(*c); err != nil {
+			return err
+		}
 		if crlrefresh.Older(rec, *c) {
 			return problem.Conflict("crl_older", "the new CRL (number %s, thisUpdate %s) is older than CRL %s's (number %s, thisUpdate %s) and would un-revoke certificates; "+
 				"to roll back on purpose, delete the CRL and create it again", orDash(rec.Number), ts(rec.ThisUpdate), c.ID, orDash(c.Number), ts(c.ThisUpdate))
 		}
+		before = *c
 		c.URL, c.PEM, c.Number, c.ThisUpdate, c.NextUpdate, c.RevokedCount = rec.URL, rec.PEM, rec.Number, rec.ThisUpdate, rec.NextUpdate, rec.RevokedCount
 		c.LastFetchAt, c.LastError, c.LastErrorAt = rec.LastFetchAt, "", time.Time{}
 		return nil
@@ -444,7 +454,7 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 	if s.Refresher != nil {
 		s.Refresher.Wake()
 	}
-	s.audit(r, "crl.update", ref{ID: c.ID}, ref{ID: c.ID}, "caId", c.CAID, "source", source(c), "number", c.Number)
+	s.audit(r, "crl.update", crlRef(before), crlRef(c), "caId", c.CAID)
 	writeJSON(w, 200, crlView(c, time.Now()))
 	return nil
 }
@@ -458,23 +468,16 @@ func orDash(s string) string {
 
 func ts(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// managedCRL is managedCA for a revocation list.
-func (s *server) managedCRL(id string) (store.CRL, error) {
-	c, err := s.Store.GetCRL(id)
-	if err != nil {
-		return c, err
-	}
+// notManagedCRL is notManagedCA for a revocation list.
+func notManagedCRL(c store.CRL) error {
 	if c.ManagedBy == store.ManagedByTrustDir {
-		return c, problem.Conflict("managed_by_trust_dir", "CRL %s comes from the trust directory (serve --trust-dir): change or remove its file there instead; the next read of the directory would undo this", c.ID)
+		return problem.Conflict("managed_by_trust_dir", "CRL %s comes from the trust directory (serve --trust-dir): change or remove its file there instead; the next read of the directory would undo this", c.ID)
 	}
-	return c, nil
+	return nil
 }
 
 func (s *server) deleteCRL(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.managedCRL(r.PathValue("id")); err != nil {
-		return err
-	}
-	c, err := s.Store.DeleteCRL(r.PathValue("id"))
+	c, err := s.Store.DeleteCRL(r.PathValue("id"), notManagedCRL)
 	if err != nil {
 		return err
 	}

@@ -1,5 +1,5 @@
 // Package bundlesrv serves the trust bundle the filter polls: GET /v1/bundle,
-// read-only and free of secrets, with the bundle version as a strong ETag so
+// read-only and free of secrets, with the bundle version as a weak ETag so
 // a filter that is up to date gets a body-less 304.
 package bundlesrv
 
@@ -102,13 +102,19 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) serveBundle(w http.ResponseWriter, r *http.Request) {
 	cur := s.cur.Load()
-	etag := `"` + cur.version + `"`
+	// Weak: bodies of one version can differ in what no verdict depends on
+	// (CA ids and names, stale flags, generatedAt), so they are equivalent,
+	// not identical, which a strong tag would claim. The version stays the
+	// tag's value because the filter revalidates with the version it read
+	// from the body; a tag over the bytes would never match it, and every
+	// poll would fetch and parse the whole bundle again.
+	tag := `"` + cur.version + `"`
 	h := w.Header()
-	h.Set("ETag", etag)
+	h.Set("ETag", "W/"+tag)
 	// Clients must revalidate every time: a stale trust bundle keeps a
 	// deleted CA trusted.
 	h.Set("Cache-Control", "no-cache")
-	if match(r.Header.Get("If-None-Match"), etag) {
+	if match(r.Header.Get("If-None-Match"), tag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}

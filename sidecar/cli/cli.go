@@ -134,11 +134,19 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			_ = json.NewEncoder(stdout).Encode(a)
 			return
 		}
-		fmt.Fprintf(stdout, "mtlsgate serve: admin http://%s  sds %s  bundle http://%s/v1/bundle  token %s\n", a.Admin, a.SDS, a.Bundle, a.TokenFile)
+		fmt.Fprintf(stdout, "mtlsgate serve: admin %s  sds %s  bundle %s/v1/bundle  token %s\n", httpAddr(a.Admin), a.SDS, httpAddr(a.Bundle), a.TokenFile)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return daemon.Run(ctx, cfg)
+}
+
+// httpAddr shows a bound HTTP listener the way --server takes it.
+func httpAddr(a string) string {
+	if strings.HasPrefix(a, "unix:") {
+		return a
+	}
+	return "http://" + a
 }
 
 // health asks a running serve whether it is ready (GET /readyz, no token):
@@ -147,16 +155,15 @@ func serve(args []string, stdout, stderr io.Writer) error {
 // loopback-only admin listener where a kubelet HTTP probe cannot.
 func health(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("health", flag.ContinueOnError)
-	server := fs.String("server", "", "admin API URL of mtlsgate serve (default $MTLSGATE_SERVER or "+api.DefaultServer+")")
+	server := fs.String("server", "", "admin API of mtlsgate serve: http://HOST:PORT or unix:/path (default $MTLSGATE_SERVER or "+api.DefaultServer+")")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
-	base := serverURL(*server)
-	hc := &http.Client{Timeout: *timeout}
-	resp, err := hc.Get(strings.TrimRight(base, "/") + "/readyz")
+	addr := serverAddr(*server)
+	resp, err := httpClient(addr, *timeout).Get(baseURL(addr) + "/readyz")
 	if err != nil {
-		return fmt.Errorf("not reachable at %s: %w (is mtlsgate serve running, with this --admin-listen?)", base, err)
+		return fmt.Errorf("not reachable at %s: %w (is mtlsgate serve running, with this --admin-listen?)", addr, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
@@ -180,7 +187,7 @@ type cmd struct {
 
 func newCmd(name string, stdout, stderr io.Writer) *cmd {
 	c := &cmd{fs: flag.NewFlagSet(name, flag.ContinueOnError), w: stdout, errw: stderr}
-	c.fs.StringVar(&c.srv, "server", "", "admin API URL of mtlsgate serve (default $MTLSGATE_SERVER or "+api.DefaultServer+")")
+	c.fs.StringVar(&c.srv, "server", "", "admin API of mtlsgate serve: http://HOST:PORT or unix:/path (default $MTLSGATE_SERVER or "+api.DefaultServer+")")
 	c.fs.StringVar(&c.tok, "admin-token-file", "", "admin token file (default $MTLSGATE_ADMIN_TOKEN, then ./"+daemon.DefaultDataDir+"/"+daemon.TokenFileName+")")
 	c.fs.Var(&c.out, "output", "table or json")
 	return c

@@ -2,10 +2,12 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,14 +23,17 @@ import (
 // Client talks to a running `mtlsgate serve` admin API. Other tools (the
 // demo, the dev gateway) may use it instead of shelling out to the CLI.
 type Client struct {
+	// Server is the admin API's address as given: a URL, or unix:/path for
+	// serve --admin-listen unix:/path (NewClient then sets HTTP to dial it).
 	Server string
 	Token  string
 	HTTP   *http.Client
 }
 
-// serverURL is the admin API base URL: the flag, else $MTLSGATE_SERVER, else
-// the default; "http://" is added to a bare host:port.
-func serverURL(flagValue string) string {
+// serverAddr is the admin API address: the flag, else $MTLSGATE_SERVER, else
+// the default; "http://" is added to a bare host:port, and unix:/path (or
+// unix:///path, as gRPC spells it) is kept as a socket.
+func serverAddr(flagValue string) string {
 	server := flagValue
 	if server == "" {
 		server = os.Getenv("MTLSGATE_SERVER")
@@ -36,16 +41,51 @@ func serverURL(flagValue string) string {
 	if server == "" {
 		server = api.DefaultServer
 	}
+	if _, ok := socketPath(server); ok {
+		return server
+	}
 	if !strings.Contains(server, "://") {
 		server = "http://" + server
 	}
+	return strings.TrimRight(server, "/")
+}
+
+// socketPath is the socket a unix:/path address names.
+func socketPath(server string) (string, bool) {
+	p, ok := strings.CutPrefix(server, "unix:")
+	if !ok {
+		return "", false
+	}
+	p = strings.TrimPrefix(p, "//")
+	return p, p != ""
+}
+
+// baseURL is what request URLs start with. Over a socket the host part only
+// fills the Host header; the dialer ignores it.
+func baseURL(server string) string {
+	if _, ok := socketPath(server); ok {
+		return "http://mtlsgate-admin"
+	}
 	return server
+}
+
+// httpClient reaches server: over its socket when it is unix:/path, which
+// net/http cannot dial by URL.
+func httpClient(server string, timeout time.Duration) *http.Client {
+	hc := &http.Client{Timeout: timeout}
+	if path, ok := socketPath(server); ok {
+		var d net.Dialer
+		hc.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", path)
+		}}
+	}
+	return hc
 }
 
 // NewClient resolves the server URL and token the way the CLI does: flags
 // first, then MTLSGATE_SERVER / MTLSGATE_ADMIN_TOKEN, then the defaults.
 func NewClient(server, tokenFile string) (*Client, error) {
-	server = serverURL(server)
+	server = serverAddr(server)
 	tok := ""
 	if tokenFile != "" {
 		data, err := os.ReadFile(tokenFile)
@@ -62,7 +102,7 @@ func NewClient(server, tokenFile string) (*Client, error) {
 	if tok == "" {
 		return nil, fmt.Errorf("no admin token: set MTLSGATE_ADMIN_TOKEN or pass --admin-token-file (mtlsgate serve writes one to <data-dir>/%s)", daemon.TokenFileName)
 	}
-	return &Client{Server: strings.TrimRight(server, "/"), Token: tok, HTTP: &http.Client{Timeout: 60 * time.Second}}, nil
+	return &Client{Server: server, Token: tok, HTTP: httpClient(server, 60*time.Second)}, nil
 }
 
 // firstToken is the token the CLI sends from a token file: the server's file
@@ -85,9 +125,9 @@ func (c *Client) Do(method, path string, body, out any) error {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, c.Server+path, rd)
+	req, err := http.NewRequest(method, baseURL(c.Server)+path, rd)
 	if err != nil {
-		return fmt.Errorf("bad server URL %q: %w; pass --server http://HOST:PORT", c.Server, err)
+		return fmt.Errorf("bad server URL %q: %w; pass --server http://HOST:PORT or unix:/path", c.Server, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
 	if body != nil {

@@ -7,6 +7,7 @@ package crlrefresh
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -162,8 +163,18 @@ func (r *Refresher) Run(ctx context.Context) {
 	}
 }
 
+// errSuperseded abandons a download whose record changed while it ran.
+var errSuperseded = errors.New("CRL changed during the download")
+
 func (r *Refresher) refresh(ctx context.Context, c store.CRL) {
 	err := r.download(ctx, c)
+	if errors.Is(err, errSuperseded) {
+		// Not the URL's fault: an operator gave another list or source
+		// meanwhile, and the store already holds the list to keep.
+		r.M.CRLFetches.WithLabelValues("ok").Inc()
+		r.Log.Info("CRL changed while it was downloaded; the download is discarded", "crlId", c.ID, "caId", c.CAID, "url", c.URL)
+		return
+	}
 	if err == nil {
 		r.M.CRLFetches.WithLabelValues("ok").Inc()
 		return
@@ -171,11 +182,14 @@ func (r *Refresher) refresh(ctx context.Context, c store.CRL) {
 	r.M.CRLFetches.WithLabelValues("error").Inc()
 	r.Log.Warn("CRL refresh failed; keeping the last good list", "crlId", c.ID, "caId", c.CAID, "url", c.URL, "err", err)
 	_, uerr := r.Store.UpdateCRL(c.ID, func(s *store.CRL) error {
+		if s.URL != c.URL {
+			return errSuperseded
+		}
 		s.LastError = err.Error()
 		s.LastErrorAt = time.Now().UTC()
 		return nil
 	})
-	if uerr != nil {
+	if uerr != nil && !errors.Is(uerr, errSuperseded) {
 		r.Log.Error("record CRL refresh failure", "crlId", c.ID, "err", uerr)
 	}
 }
@@ -199,10 +213,23 @@ func (r *Refresher) download(ctx context.Context, c store.CRL) error {
 	if err != nil {
 		return err
 	}
-	if old, ok := parseNumber(c.Number); ok && rl.Number != nil && rl.Number.Cmp(old) < 0 {
-		return fmt.Errorf("downloaded CRL number %s is older than the stored %s", rl.Number, c.Number)
-	}
+	var got store.CRL
+	Apply(&got, rl, pemBytes)
+	// Judged against the record as it is when the list is stored, not as it
+	// was before the download: an operator's `crl update` may have stored a
+	// newer list (and dropped the URL) meanwhile, and overwriting it would
+	// un-revoke certificates with no refresh left to correct it.
 	_, err = r.Store.UpdateCRL(c.ID, func(s *store.CRL) error {
+		if s.URL != c.URL {
+			return errSuperseded
+		}
+		if Older(got, *s) {
+			if s.PEM != c.PEM {
+				return errSuperseded
+			}
+			return fmt.Errorf("the CRL at %s (number %s, thisUpdate %s) is older than the stored one (number %s, thisUpdate %s): check that the URL is the CA's current distribution point",
+				c.URL, orDash(got.Number), got.ThisUpdate.Format(time.RFC3339), orDash(s.Number), s.ThisUpdate.Format(time.RFC3339))
+		}
 		Apply(s, rl, pemBytes)
 		s.LastFetchAt = time.Now().UTC()
 		s.LastError = ""
@@ -213,6 +240,13 @@ func (r *Refresher) download(ctx context.Context, c store.CRL) error {
 		r.Log.Info("CRL refreshed", "crlId", c.ID, "number", rl.Number, "nextUpdate", rl.NextUpdate)
 	}
 	return err
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func parseNumber(s string) (*big.Int, bool) {

@@ -87,6 +87,13 @@ func Listen(addr string) (net.Listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", addr, err)
 		}
+		// Owner and group, whatever the umask: Envoy usually runs as another
+		// user, and connecting needs write permission on the socket. Who is in
+		// the group, and who can enter the directory, decide who connects.
+		if err := os.Chmod(path, 0o660); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("set the mode of socket %s: %w", path, err)
+		}
 		return l, nil
 	}
 	l, err := net.Listen("tcp", addr)
@@ -146,6 +153,13 @@ func Run(ctx context.Context, cfg Config) error {
 	tokens, err := admintoken.Open(cfg.AdminTokenFile)
 	if err != nil {
 		return err
+	}
+	// A token file others can read gives them the admin API. It is still
+	// used, as refusing it would stop a sidecar over a deployment detail,
+	// but the operator is told.
+	if fi, err := os.Stat(cfg.AdminTokenFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn(fmt.Sprintf("the admin token file can be read by other users: restrict it with `chmod 600 %s` (for a mounted Kubernetes Secret, set defaultMode: 0400 on the volume)", cfg.AdminTokenFile),
+			"file", cfg.AdminTokenFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 	}
 	tokens.OnReload = func(ids []string, err error) {
 		if err != nil {

@@ -220,3 +220,27 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("stopped serve: %d %s", r.code, r.stderr)
 	}
 }
+
+// TestAdminTokenFilePermissions: a token file other users can read is used,
+// with a warning at start that says how to restrict it; the generated one
+// (0600) brings no warning.
+func TestAdminTokenFilePermissions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("loose-"+strings.Repeat("5", 40)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	loose := startServe(t, t.TempDir(), "--admin-token-file", path)
+	waitFor(t, "the warning about the token file", func() bool { return strings.Contains(loose.stderr.String(), "chmod 600 "+path) })
+	if r := loose.run("ca-certificate", "list"); r.code != 0 {
+		t.Fatalf("the loose token file is not used: %s", r.stderr)
+	}
+
+	tight := startServe(t, t.TempDir())
+	waitFor(t, "the ready log line", func() bool { return strings.Contains(tight.stderr.String(), "mtlsgate serve ready") })
+	if strings.Contains(tight.stderr.String(), "chmod 600") {
+		t.Fatalf("warning about the generated token file:\n%s", tight.stderr.String())
+	}
+}

@@ -195,7 +195,7 @@ func TestBundleETag(t *testing.T) {
 	etag := resp.Header.Get("ETag")
 	var doc struct{ Version string }
 	_ = json.Unmarshal(body, &doc)
-	if resp.StatusCode != 200 || etag != `"`+doc.Version+`"` || resp.Header.Get("Cache-Control") != "no-cache" {
+	if resp.StatusCode != 200 || etag != `W/"`+doc.Version+`"` || resp.Header.Get("Cache-Control") != "no-cache" {
 		t.Fatalf("GET: %d etag %q version %q cache-control %q", resp.StatusCode, etag, doc.Version, resp.Header.Get("Cache-Control"))
 	}
 	if r, b := get(etag); r.StatusCode != http.StatusNotModified || len(b) != 0 || r.Header.Get("ETag") != etag {
@@ -217,8 +217,12 @@ func TestBundleETag(t *testing.T) {
 	if strings.Contains(string(b), "PRIVATE KEY") {
 		t.Fatal("bundle carries key material")
 	}
-	if r, _ := get(""); r.Header.Get("ETag") != `"`+parsed.Version+`"` {
+	if r, _ := get(""); r.Header.Get("ETag") != `W/"`+parsed.Version+`"` {
 		t.Fatal("ETag is not the bundle version")
+	}
+	// The filter revalidates with the version it read from the body.
+	if r, _ := get(`"` + parsed.Version + `"`); r.StatusCode != http.StatusNotModified {
+		t.Fatalf("revalidation with the quoted version: %d", r.StatusCode)
 	}
 	if resp, err := http.Post(url, "application/json", nil); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("POST to the read-only bundle endpoint: %v %v", resp.StatusCode, err)

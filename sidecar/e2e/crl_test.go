@@ -56,6 +56,14 @@ func TestCRLFileReachesSDSAndBundle(t *testing.T) {
 	if updated.ID != crl.ID || updated.Number != "8" || updated.RevokedCount != 2 || !updated.CreatedAt.Equal(crl.CreatedAt) {
 		t.Fatalf("updated %+v", updated)
 	}
+	// The audit line tells the two lists apart.
+	waitFor(t, "the crl.update audit line", func() bool { return len(auditLines(t, p, "crl.update")) == 1 })
+	line := auditLines(t, p, "crl.update")[0]
+	before, _ := line["before"].(map[string]any)
+	after, _ := line["after"].(map[string]any)
+	if before["id"] != crl.ID || before["number"] != "7" || after["number"] != "8" || before["source"] != "file" || after["thisUpdate"] == nil {
+		t.Fatalf("crl.update audit line: before %v after %v", before, after)
+	}
 	pushed := crlOf(c.next("CRL update"))
 	if pushed == crlOf(got) || !strings.Contains(pushed, "-----BEGIN X509 CRL-----") {
 		t.Fatal("the new list was not pushed over SDS")

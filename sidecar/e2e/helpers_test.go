@@ -377,6 +377,25 @@ func (c *sdsClient) until(what string, ok func(push) bool) push {
 	}
 }
 
+// never fails if a push satisfying bad arrives within d.
+func (c *sdsClient) never(what string, d time.Duration, bad func(push) bool) {
+	c.t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case p, ok := <-c.pushes:
+			if !ok {
+				c.t.Fatalf("SDS stream closed while checking for no %s", what)
+			}
+			if bad(p) {
+				c.t.Fatalf("got %s: version %s, secrets %v", what, p.version, keys(p.secrets))
+			}
+		case <-deadline:
+			return
+		}
+	}
+}
+
 func trustedCA(p push) string {
 	return p.secrets["mtlsgate-client-ca"].GetValidationContext().GetTrustedCa().GetInlineString()
 }

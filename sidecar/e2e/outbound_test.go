@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
@@ -90,9 +92,11 @@ func TestOutboundRotation(t *testing.T) {
 	if disabled.Enabled || disabled.Served {
 		t.Fatalf("disable answered %+v", disabled)
 	}
-	// Earlier pushes (the snapshot moved when backend_v2 was added) may
-	// still be queued; the disable must produce one without backend_v1.
-	sotw.until("a push without the disabled backend_v1", func(p push) bool { return p.secrets["backend_v1"] == nil })
+	// envoy-1 asks only for backend_v1, which no longer exists: it is not
+	// answered (an empty answer is what Envoy rejects, keeping the secret it
+	// has, and each rejection used to bring the same answer back). Pushes
+	// queued before the disable still carry backend_v1.
+	sotw.never("a push without the disabled backend_v1", time.Second, func(p push) bool { return p.secrets["backend_v1"] == nil })
 
 	// Still referenced by envoy-1: refused, naming the subscriber.
 	r = p.run("mtls-certificate", "delete", "--cert-id", old.ID)
@@ -171,6 +175,15 @@ func TestUnixSocketSDS(t *testing.T) {
 	p := startServe(t, t.TempDir(), "--sds-listen", "unix:"+sock)
 	if p.addrs.SDS != "unix:"+sock {
 		t.Fatalf("SDS bound to %s", p.addrs.SDS)
+	}
+	// Group-writable whatever the umask, so an Envoy running as another user
+	// in the group can connect; nobody else.
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o660 {
+		t.Fatalf("SDS socket mode %v, want 0660", fi.Mode().Perm())
 	}
 	cert, key, _ := outboundFiles(t, "uds")
 	p.runJSON(t, &api.MTLSCertificate{}, "mtls-certificate", "create", "--cert", cert, "--key", key, "--name", "uds", "--environment-type", "development")

@@ -10,8 +10,10 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"strings"
 	"time"
 	"unicode"
@@ -213,11 +215,39 @@ func CRL(data []byte, ca *x509.Certificate) (*x509.RevocationList, []byte, error
 	return rl, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: rl.Raw}), nil
 }
 
-// CheckCRL checks that ca signed the parsed list rl, for callers that
-// parse a list once and try it against several CAs.
+// CheckCRL checks that the parsed list rl is complete and that ca signed it,
+// for callers that parse a list once and try it against several CAs.
 func CheckCRL(rl *x509.RevocationList, ca *x509.Certificate) error {
+	if err := Complete(rl); err != nil {
+		return err
+	}
 	if err := rl.CheckSignatureFrom(ca); err != nil {
 		return problem.Invalid("crl_wrong_issuer", "the CRL issued by %q is not signed by CA %q (%v): pass the CRL this CA publishes, or attach it to the CA that signed it", DN(rl.RawIssuer), DN(ca.RawSubject), err)
+	}
+	return nil
+}
+
+var (
+	oidDeltaCRLIndicator        = asn1.ObjectIdentifier{2, 5, 29, 27}
+	oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
+)
+
+// Complete refuses a delta CRL or a partitioned one. Go's parser accepts
+// both (it skips their critical extensions), but Envoy and the filter treat
+// every list they get as all the CA revoked, so a certificate a delta or a
+// partition leaves out, which the CA may well have revoked, would pass.
+func Complete(rl *x509.RevocationList) error {
+	for _, e := range rl.Extensions {
+		switch {
+		case e.Id.Equal(oidDeltaCRLIndicator):
+			var base *big.Int
+			if _, err := asn1.Unmarshal(e.Value, &base); err != nil || base == nil {
+				return problem.Invalid("crl_not_complete", "the CRL issued by %q is a delta CRL (deltaCRLIndicator extension): it lists only the changes since a base CRL, and mtlsgate treats every list as complete, so certificates revoked in the base would pass; give the CA's complete (base) CRL instead", DN(rl.RawIssuer))
+			}
+			return problem.Invalid("crl_not_complete", "the CRL issued by %q is a delta CRL on base CRL number %s (deltaCRLIndicator extension): it lists only the changes since that base, and mtlsgate treats every list as complete, so certificates revoked in the base would pass; give the CA's complete (base) CRL instead", DN(rl.RawIssuer), base)
+		case e.Id.Equal(oidIssuingDistributionPoint):
+			return problem.Invalid("crl_not_complete", "the CRL issued by %q carries an issuingDistributionPoint extension, so it may cover only part of the CA's certificates (one distribution point, some revocation reasons, or only user or CA certificates), and mtlsgate treats every list as complete, so the certificates outside it would pass; give the CA's complete CRL, one without issuingDistributionPoint", DN(rl.RawIssuer))
+		}
 	}
 	return nil
 }

@@ -24,10 +24,14 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
@@ -46,12 +50,36 @@ type State struct {
 
 // Cache is the SDS view of the store. All Envoys beside one sidecar see the
 // same secrets, so one snapshot serves every node.
+//
+// State-of-the-world streams are answered here rather than by
+// go-control-plane's snapshot cache, which answers a request at once even
+// when none of the secrets it names exists. Envoy rejects such an empty
+// answer ("Missing SDS resources"), and the NACK, carrying the old version,
+// made the snapshot cache send the same answer again: tens of thousands of
+// responses a second for as long as a secret Envoy asks for is missing (an
+// outbound certificate not uploaded yet, disabled, or of another
+// environment). Here a stream is answered only when at least one secret it
+// names exists and it has not been sent that secret at the current version,
+// which also keeps a NACKed version from being sent again. Delta streams
+// (which never answer with nothing and track versions per secret) and fetches
+// still go to the snapshot cache.
 type Cache struct {
 	env string
 	sc  cachev3.SnapshotCache
 
 	mu      sync.Mutex
 	version string
+	secrets map[string]*anypb.Any
+	watches map[int64]*sotwWatch
+	nextID  int64
+}
+
+// sotwWatch is a state-of-the-world request waiting for secrets it has not
+// been sent.
+type sotwWatch struct {
+	req *cachev3.Request
+	sub cachev3.Subscription
+	out chan cachev3.Response
 }
 
 // snapshotKey is the single node key: allNodes maps every node to it.
@@ -64,11 +92,16 @@ func (allNodes) ID(*corev3.Node) string { return snapshotKey }
 // NewCache returns a cache that publishes outbound certificates whose
 // environment types include environment.
 func NewCache(environment string) *Cache {
-	return &Cache{env: environment, sc: cachev3.NewSnapshotCache(false, allNodes{}, nil)}
+	return &Cache{
+		env:     environment,
+		sc:      cachev3.NewSnapshotCache(false, allNodes{}, nil),
+		secrets: map[string]*anypb.Any{},
+		watches: map[int64]*sotwWatch{},
+	}
 }
 
 // XDS is the go-control-plane cache the server reads.
-func (c *Cache) XDS() cachev3.Cache { return c.sc }
+func (c *Cache) XDS() cachev3.Cache { return xdsView{c} }
 
 // Version is the version of the current snapshot.
 func (c *Cache) Version() string {
@@ -83,6 +116,7 @@ func (c *Cache) Update(ctx context.Context, st State) error {
 	secrets := Secrets(st, c.env)
 	h := sha256.New()
 	res := make([]types.Resource, 0, len(secrets))
+	anys := make(map[string]*anypb.Any, len(secrets))
 	for _, s := range secrets {
 		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
 		if err != nil {
@@ -90,6 +124,7 @@ func (c *Cache) Update(ctx context.Context, st State) error {
 		}
 		h.Write(b)
 		res = append(res, s)
+		anys[s.Name] = &anypb.Any{TypeUrl: resourcev3.SecretType, Value: b}
 	}
 	// Names are part of the version though no secret carries them, so a
 	// rename is pushed too and every subscriber's version moves with the
@@ -110,8 +145,109 @@ func (c *Cache) Update(ctx context.Context, st State) error {
 	if err := c.sc.SetSnapshot(ctx, snapshotKey, snap); err != nil {
 		return fmt.Errorf("publish SDS snapshot: %w", err)
 	}
-	c.version = version
+	c.version, c.secrets = version, anys
+	for id, w := range c.watches {
+		if c.respond(w) {
+			delete(c.watches, id)
+		}
+	}
 	return nil
+}
+
+// respond sends w the secrets it names at the current version, unless none
+// of them exists or the stream was already sent every one of them at this
+// version (it acknowledged or rejected them; sending them again would change
+// nothing). The caller holds c.mu.
+func (c *Cache) respond(w *sotwWatch) bool {
+	returned := w.sub.ReturnedResources()
+	names := make([]string, 0, len(w.sub.SubscribedResources()))
+	for n := range w.sub.SubscribedResources() {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var resources []*anypb.Any
+	sent := map[string]string{}
+	news := false
+	for _, n := range names {
+		a, ok := c.secrets[n]
+		if !ok {
+			continue
+		}
+		resources = append(resources, a)
+		sent[n] = c.version
+		news = news || returned[n] != c.version
+	}
+	if !news {
+		return false
+	}
+	// The server sends at most one answer per watch and gives each a channel
+	// with room for it, so this does not block.
+	w.out <- &cachev3.PassthroughResponse{
+		Request:           w.req,
+		DiscoveryResponse: &discoveryv3.DiscoveryResponse{VersionInfo: c.version, Resources: resources, TypeUrl: resourcev3.SecretType},
+		ReturnedResources: sent,
+	}
+	return true
+}
+
+// xdsView is the cache as go-control-plane's server sees it.
+type xdsView struct{ c *Cache }
+
+// errWildcard refuses a request for every secret. Envoy names each secret it
+// needs; a request without names would hand every outbound private key to
+// whoever can reach the SDS listener.
+var errWildcard = status.Errorf(codes.InvalidArgument,
+	"the SDS request names no secret (or names \"*\"): mtlsgate sends secrets only by name, never all of them; put the secret names in resource_names, e.g. %q or an outbound certificate's name", ClientCASecret)
+
+func checkType(typeURL string) error {
+	if typeURL != resourcev3.SecretType {
+		return status.Errorf(codes.InvalidArgument, "type %q is not served here: mtlsgate's SDS serves only %s", typeURL, resourcev3.SecretType)
+	}
+	return nil
+}
+
+func (v xdsView) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
+	if err := checkType(req.GetTypeUrl()); err != nil {
+		return nil, err
+	}
+	if sub.IsWildcard() {
+		return nil, errWildcard
+	}
+	c := v.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := &sotwWatch{req: req, sub: sub, out: out}
+	if c.respond(w) {
+		return func() {}, nil
+	}
+	c.nextID++
+	id := c.nextID
+	c.watches[id] = w
+	return func() {
+		c.mu.Lock()
+		delete(c.watches, id)
+		c.mu.Unlock()
+	}, nil
+}
+
+func (v xdsView) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, out chan cachev3.DeltaResponse) (func(), error) {
+	if err := checkType(req.GetTypeUrl()); err != nil {
+		return nil, err
+	}
+	if sub.IsWildcard() {
+		return nil, errWildcard
+	}
+	return v.c.sc.CreateDeltaWatch(req, sub, out)
+}
+
+func (v xdsView) Fetch(ctx context.Context, req *cachev3.Request) (cachev3.Response, error) {
+	if err := checkType(req.GetTypeUrl()); err != nil {
+		return nil, err
+	}
+	if len(req.GetResourceNames()) == 0 || slices.Contains(req.GetResourceNames(), "*") {
+		return nil, errWildcard
+	}
+	return v.c.sc.Fetch(ctx, req)
 }
 
 // Secrets builds the SDS resources: the client CA validation context and one

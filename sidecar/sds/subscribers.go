@@ -39,8 +39,8 @@ type stream struct {
 
 // Tracker records, from the server callbacks, which secret names each open
 // stream subscribes to. Only explicit names count: Envoy always names the
-// secrets it needs, and a wildcard (debugging) client should not pin every
-// certificate against deletion.
+// secrets it needs, and the cache refuses a wildcard request (the stream it
+// came on closes at once).
 type Tracker struct {
 	mu      sync.Mutex
 	streams map[streamKey]*stream

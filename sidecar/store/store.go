@@ -462,8 +462,10 @@ func (s *Store) RenameCA(id, name string) (before, after CA, err error) {
 	return before, after, err
 }
 
-// DeleteCA removes a CA and the CRLs attached to it.
-func (s *Store) DeleteCA(id string) (ca CA, crlIDs []string, err error) {
+// DeleteCA removes a CA and the CRLs attached to it, if guard (run inside
+// the transaction with the CA and those CRLs, so the trust directory cannot
+// take them over in between) allows. guard may be nil.
+func (s *Store) DeleteCA(id string, guard func(CA, []CRL) error) (ca CA, crlIDs []string, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCAs)
 		ok, err := getJSON(b, id, &ca)
@@ -478,13 +480,22 @@ func (s *Store) DeleteCA(id string) (ca CA, crlIDs []string, err error) {
 		if err != nil {
 			return err
 		}
+		var attached []CRL
 		for _, c := range list {
 			if c.CAID == id {
-				if err := crls.Delete([]byte(c.ID)); err != nil {
-					return fmt.Errorf("delete CRL %s: %w", c.ID, err)
-				}
-				crlIDs = append(crlIDs, c.ID)
+				attached = append(attached, c)
 			}
+		}
+		if guard != nil {
+			if err := guard(ca, attached); err != nil {
+				return err
+			}
+		}
+		for _, c := range attached {
+			if err := crls.Delete([]byte(c.ID)); err != nil {
+				return fmt.Errorf("delete CRL %s: %w", c.ID, err)
+			}
+			crlIDs = append(crlIDs, c.ID)
 		}
 		return b.Delete([]byte(id))
 	})
@@ -559,8 +570,9 @@ func (s *Store) UpdateCRL(id string, fn func(*CRL) error) (CRL, error) {
 	return c, err
 }
 
-// DeleteCRL removes a CRL.
-func (s *Store) DeleteCRL(id string) (CRL, error) {
+// DeleteCRL removes a CRL if guard (run inside the transaction) allows;
+// guard may be nil.
+func (s *Store) DeleteCRL(id string, guard func(CRL) error) (CRL, error) {
 	var c CRL
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCRLs)
@@ -570,6 +582,11 @@ func (s *Store) DeleteCRL(id string) (CRL, error) {
 		}
 		if !ok {
 			return crlNotFound(id)
+		}
+		if guard != nil {
+			if err := guard(c); err != nil {
+				return err
+			}
 		}
 		return b.Delete([]byte(id))
 	})

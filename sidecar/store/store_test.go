@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,7 +190,7 @@ func TestUniqueness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ids, err := s.DeleteCA(a.ID); err != nil || len(ids) != 1 || ids[0] != c.ID {
+	if _, ids, err := s.DeleteCA(a.ID, nil); err != nil || len(ids) != 1 || ids[0] != c.ID {
 		t.Fatalf("deleting a CA must delete its CRL: %v %v", ids, err)
 	}
 }
@@ -308,5 +310,70 @@ func TestApplyTrustIsOneTransaction(t *testing.T) {
 	// Nothing to do: no write, no notification.
 	if _, err := s.ApplyTrust(func([]CA, []CRL) (TrustChange, error) { return TrustChange{}, nil }); err != nil || notes != 1 {
 		t.Fatalf("empty change: %v, %d notifications", err, notes)
+	}
+}
+
+// TestDeleteGuards: the admin API's trust-directory check runs as a guard
+// inside the deletion's transaction. A refusal deletes nothing, the guard
+// sees the CA's CRLs as they are at that moment, and no other write (such
+// as the trust directory taking the CA over) lands while it decides.
+func TestDeleteGuards(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "data"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ca, err := s.CreateCA(CA{Name: "a", Fingerprint: "FP:A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := s.CreateCRL(CRL{CAID: ca.ID, Number: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("refused")
+	var seen []CRL
+	if _, _, err := s.DeleteCA(ca.ID, func(_ CA, crls []CRL) error { seen = crls; return refused }); !errors.Is(err, refused) {
+		t.Fatalf("DeleteCA with a refusing guard: %v", err)
+	}
+	if len(seen) != 1 || seen[0].ID != crl.ID {
+		t.Fatalf("guard saw CRLs %+v, want %s", seen, crl.ID)
+	}
+	if _, err := s.DeleteCRL(crl.ID, func(CRL) error { return refused }); !errors.Is(err, refused) {
+		t.Fatalf("DeleteCRL with a refusing guard: %v", err)
+	}
+	if cas, _ := s.ListCAs(); len(cas) != 1 {
+		t.Fatalf("refused deletions left %d CAs", len(cas))
+	}
+	if crls, _ := s.ListCRLs(); len(crls) != 1 {
+		t.Fatalf("refused deletions left %d CRLs", len(crls))
+	}
+
+	adopt := func(cas []CA, _ []CRL) (TrustChange, error) {
+		var ch TrustChange
+		for _, c := range cas {
+			ch.AdoptCAs = append(ch.AdoptCAs, c.ID)
+		}
+		ch.AdoptAs = ManagedByTrustDir
+		return ch, nil
+	}
+	adopted := make(chan error, 1)
+	_, ids, err := s.DeleteCA(ca.ID, func(CA, []CRL) error {
+		go func() { _, err := s.ApplyTrust(adopt); adopted <- err }()
+		select {
+		case err := <-adopted:
+			return fmt.Errorf("the takeover committed while the guard was deciding (%v)", err)
+		case <-time.After(200 * time.Millisecond):
+			return nil
+		}
+	})
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("DeleteCA: %v, CRLs %v", err, ids)
+	}
+	if err := <-adopted; err != nil {
+		t.Fatalf("takeover after the deletion: %v", err)
+	}
+	if cas, _ := s.ListCAs(); len(cas) != 0 {
+		t.Fatalf("after the deletion: %+v", cas)
 	}
 }

@@ -1,6 +1,10 @@
 package trustdir
 
 import (
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -106,6 +110,22 @@ func crl(t *testing.T, ca *testpki.Cert, number int64, revoked ...*testpki.Cert)
 	t.Helper()
 	return testpki.Must(ca.CRL(testpki.CRLOptions{Number: big.NewInt(number), Revoked: revoked,
 		ThisUpdate: time.Now().Add(time.Duration(number-100) * time.Minute)}))
+}
+
+// incompleteCRL is a DER delta CRL (on base number 1) when delta is set,
+// else one limited to user certificates by an issuingDistributionPoint.
+func incompleteCRL(t *testing.T, ca *testpki.Cert, delta bool) []byte {
+	t.Helper()
+	ext := pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 28}, Critical: true, Value: []byte{0x30, 0x03, 0x81, 0x01, 0xff}} // onlyContainsUserCerts
+	if delta {
+		ext = pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 27}, Critical: true, Value: []byte{0x02, 0x01, 0x01}} // base CRL number 1
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(2), ThisUpdate: time.Now().Add(-time.Hour),
+		NextUpdate: time.Now().Add(time.Hour), ExtraExtensions: []pkix.Extension{ext}}, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }
 
 func eq(t *testing.T, got []string, want ...string) {
@@ -218,6 +238,8 @@ func TestSyncAllOrNothing(t *testing.T) {
 		{"same CA twice", map[string][]byte{"one.pem": a.PEM(), "two.pem": a.PEM()}, "same CA certificate"},
 		{"CRL of an unknown CA", map[string][]byte{"x.crl": crl(t, other, 1)}, "signed by none of the trusted CAs"},
 		{"two CRLs of one CA", map[string][]byte{"a1.crl": crl(t, a, 1), "a2.crl": crl(t, a, 2)}, "both hold a CRL"},
+		{"delta CRL", map[string][]byte{"delta.crl": incompleteCRL(t, a, true)}, "delta CRL on base CRL number 1"},
+		{"partitioned CRL", map[string][]byte{"users.crl": incompleteCRL(t, a, false)}, "issuingDistributionPoint"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFixture(t)
@@ -363,7 +385,7 @@ func TestSyncAdoptsAnAdminCA(t *testing.T) {
 	if got, _ := f.store.GetCA(admin.ID); got.Name != "by_hand" {
 		t.Fatalf("adopted CA renamed or replaced: %+v", got)
 	}
-	if _, _, err := f.store.DeleteCA(admin.ID); err != nil {
+	if _, _, err := f.store.DeleteCA(admin.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	if r := f.syncOK(); r != (Result{CAsAdded: 1}) {
@@ -421,7 +443,7 @@ func TestSyncWithConcurrentAdminWrites(t *testing.T) {
 		for i := 0; i < 100; i++ {
 			ca, err := f.store.CreateCA(store.CA{Name: "admins", PEM: string(other.PEM()), Subject: "CN=admin's", Fingerprint: pki.Fingerprint(other.DER)})
 			if err == nil {
-				_, _, err = f.store.DeleteCA(ca.ID)
+				_, _, err = f.store.DeleteCA(ca.ID, nil)
 			}
 			if err != nil {
 				t.Error(err)
