@@ -7,6 +7,7 @@ import (
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
+	"github.com/mtlsgate/mtlsgate/internal/crlscope"
 	"math/big"
 	"strings"
 	"testing"
@@ -95,17 +96,17 @@ func TestIncompleteCRLsRefused(t *testing.T) {
 		entryExts []pkix.Extension
 		want      string
 	}{
-		{"delta", []pkix.Extension{{Id: oidDeltaCRLIndicator, Critical: true, Value: baseNumber}}, nil, "is a delta CRL"},
-		{"delta not marked critical", []pkix.Extension{{Id: oidDeltaCRLIndicator, Value: baseNumber}}, nil, "is a delta CRL"},
+		{"delta", []pkix.Extension{{Id: crlscope.DeltaCRLIndicator, Critical: true, Value: baseNumber}}, nil, "is a delta CRL"},
+		{"delta not marked critical", []pkix.Extension{{Id: crlscope.DeltaCRLIndicator, Value: baseNumber}}, nil, "is a delta CRL"},
 		// onlyContainsUserCerts: a partition without the CA certificates.
-		{"partitioned", []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: []byte{0x30, 0x03, 0x81, 0x01, 0xff}}}, nil, "issuingDistributionPoint"},
+		{"partitioned", []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: []byte{0x30, 0x03, 0x81, 0x01, 0xff}}}, nil, "issuingDistributionPoint"},
 		// A distribution point and onlySomeReasons (keyCompromise).
-		{"some reasons", []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: idpValue(t, []byte{0x83, 0x02, 0x06, 0x40})}}, nil, "issuingDistributionPoint"},
+		{"some reasons", []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, []byte{0x83, 0x02, 0x06, 0x40})}}, nil, "issuingDistributionPoint"},
 		// indirectCRL.
-		{"indirect flag", []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: idpValue(t, []byte{0x84, 0x01, 0xff})}}, nil, "issuingDistributionPoint"},
-		{"garbled", []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: []byte{0x30, 0x05, 0xa0}}}, nil, "issuingDistributionPoint"},
+		{"indirect flag", []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, []byte{0x84, 0x01, 0xff})}}, nil, "issuingDistributionPoint"},
+		{"garbled", []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: []byte{0x30, 0x05, 0xa0}}}, nil, "issuingDistributionPoint"},
 		{"unknown critical extension", []pkix.Extension{{Id: private, Critical: true, Value: []byte{0x05, 0x00}}}, nil, "critical extension 1.3.6.1.4.1.99999.1"},
-		{"indirect", nil, []pkix.Extension{{Id: oidCertificateIssuer, Critical: true, Value: []byte{0x30, 0x00}}}, "indirect CRL"},
+		{"indirect", nil, []pkix.Extension{{Id: crlscope.CertificateIssuer, Critical: true, Value: []byte{0x30, 0x00}}}, "indirect CRL"},
 		{"unknown critical entry extension", nil, []pkix.Extension{{Id: private, Critical: true, Value: []byte{0x05, 0x00}}}, "entry with a critical extension 1.3.6.1.4.1.99999.1"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -128,7 +129,7 @@ func TestIncompleteCRLsRefused(t *testing.T) {
 
 	t.Run("a distribution point alone is a full CRL", func(t *testing.T) {
 		// What AD CS writes on its full CRLs: the point, nothing else.
-		ok := crlWith(t, inter, leaf, 11, []pkix.Extension{{Id: oidIssuingDistributionPoint, Critical: true, Value: idpValue(t)}}, nil)
+		ok := crlWith(t, inter, leaf, 11, []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t)}}, nil)
 		e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root}, rootCRL, base, ok)
 		expect(t, e.Evaluate(xfccReq(xfccFor(leaf, testpki.PEM(leaf, inter)), now)), DecisionDeny, ReasonRevoked)
 		expect(t, e.Evaluate(xfccReq(xfccFor(other, testpki.PEM(other, inter)), now)), DecisionAllow, "")

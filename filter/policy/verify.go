@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mtlsgate/mtlsgate/internal/bundle"
+	"github.com/mtlsgate/mtlsgate/internal/crlscope"
 )
 
 // trust is a compiled bundle: the anchor pool and a CRL index. It is immutable
@@ -106,7 +107,7 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 		// partition would un-revoke everything it does not repeat, and
 		// skipping it silently would leave the CA unchecked. The previous
 		// bundle stays in force and the error names the list.
-		if why := notCompleteCRL(l); why != "" {
+		if why := crlscope.Incomplete(l); why != "" {
 			return nil, errors.New(where + ": CRL of " + l.Issuer.String() + " " + why)
 		}
 		e := &crlEntry{list: l, stale: c.Stale, revoked: make(map[string]struct{}, len(l.RevokedCertificateEntries))}
@@ -204,65 +205,8 @@ func anchorsAbove(anchors []*x509.Certificate) map[string][]*x509.Certificate {
 }
 
 var (
-	oidCRLNumber                = asn1.ObjectIdentifier{2, 5, 29, 20}
-	oidAuthorityKeyID           = asn1.ObjectIdentifier{2, 5, 29, 35}
-	oidDeltaCRLIndicator        = asn1.ObjectIdentifier{2, 5, 29, 27}
-	oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
-	oidCertificateIssuer        = asn1.ObjectIdentifier{2, 5, 29, 29}
-	oidReasonCode               = asn1.ObjectIdentifier{2, 5, 29, 21}
-	oidInvalidityDate           = asn1.ObjectIdentifier{2, 5, 29, 24}
 	oidKeyUsage                 = asn1.ObjectIdentifier{2, 5, 29, 15}
 )
-
-// notCompleteCRL says why l cannot be used as the complete list of its
-// issuer's revocations, or "". crypto/x509 parses these extensions without
-// acting on them (criticality included), so the filter has to: RFC 5280
-// 5.2/5.3 forbids using a CRL with a critical extension the reader does not
-// process, and 6.3.3 scopes delta, partitioned and indirect lists, which this
-// filter does not implement.
-func notCompleteCRL(l *x509.RevocationList) string {
-	for _, x := range l.Extensions {
-		switch {
-		case x.Id.Equal(oidDeltaCRLIndicator):
-			return "is a delta CRL (deltaCRLIndicator): it lists only the changes since a base CRL, and the filter uses complete CRLs only; upload the full CRL"
-		case x.Id.Equal(oidIssuingDistributionPoint) && !onlyNamesItsPoint(x.Value):
-			return "has an issuingDistributionPoint extension that limits it to some certificates or reasons (a partitioned, scoped or indirect CRL), and the filter uses complete CRLs only; upload a full CRL"
-		case x.Critical && !x.Id.Equal(oidCRLNumber) && !x.Id.Equal(oidAuthorityKeyID) && !x.Id.Equal(oidIssuingDistributionPoint):
-			return "has a critical extension " + x.Id.String() + " the filter does not process, so the list must not be used (RFC 5280 5.2); upload a CRL without it"
-		}
-	}
-	for _, r := range l.RevokedCertificateEntries {
-		for _, x := range r.Extensions {
-			switch {
-			case x.Id.Equal(oidCertificateIssuer):
-				return "is an indirect CRL (an entry carries certificateIssuer): the filter uses CRLs that list their own issuer's certificates only"
-			case x.Critical && !x.Id.Equal(oidReasonCode) && !x.Id.Equal(oidInvalidityDate):
-				return "has an entry with a critical extension " + x.Id.String() + " the filter does not process, so the list must not be used (RFC 5280 5.3)"
-			}
-		}
-	}
-	return ""
-}
-
-// onlyNamesItsPoint reports whether an issuingDistributionPoint value names
-// the list's distribution point and nothing else: no onlyContains…,
-// onlySomeReasons or indirectCRL. AD CS writes such an extension on its full
-// CRLs; the list is then complete for the certificates that name that point,
-// which for a CA with one distribution point is all of them.
-func onlyNamesItsPoint(der []byte) bool {
-	var seq asn1.RawValue
-	rest, err := asn1.Unmarshal(der, &seq)
-	if err != nil || len(rest) > 0 || seq.Class != asn1.ClassUniversal || seq.Tag != asn1.TagSequence {
-		return false
-	}
-	for in := seq.Bytes; len(in) > 0; {
-		var el asn1.RawValue
-		if in, err = asn1.Unmarshal(in, &el); err != nil || el.Class != asn1.ClassContextSpecific || el.Tag != 0 {
-			return false
-		}
-	}
-	return true
-}
 
 func signTag(s int) string {
 	if s < 0 {

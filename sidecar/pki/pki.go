@@ -10,14 +10,13 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"strings"
 	"time"
 	"unicode"
 
+	"github.com/mtlsgate/mtlsgate/internal/crlscope"
 	"github.com/mtlsgate/mtlsgate/sidecar/problem"
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
@@ -227,27 +226,15 @@ func CheckCRL(rl *x509.RevocationList, ca *x509.Certificate) error {
 	return nil
 }
 
-var (
-	oidDeltaCRLIndicator        = asn1.ObjectIdentifier{2, 5, 29, 27}
-	oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
-)
-
-// Complete refuses a delta CRL or a partitioned one. Go's parser accepts
-// both (it skips their critical extensions), but Envoy and the filter treat
-// every list they get as all the CA revoked, so a certificate a delta or a
-// partition leaves out, which the CA may well have revoked, would pass.
+// Complete refuses a list that is not all its CA revoked: a delta, a
+// partition, an indirect list, or one with a critical extension nobody here
+// processes. Go's parser accepts them all, but Envoy and the filter treat
+// every list as complete, so what such a list leaves out, which the CA may
+// well have revoked, would pass. The filter applies the same check to its
+// bundle (internal/crlscope), so a list stored here is one it takes.
 func Complete(rl *x509.RevocationList) error {
-	for _, e := range rl.Extensions {
-		switch {
-		case e.Id.Equal(oidDeltaCRLIndicator):
-			var base *big.Int
-			if _, err := asn1.Unmarshal(e.Value, &base); err != nil || base == nil {
-				return problem.Invalid("crl_not_complete", "the CRL issued by %q is a delta CRL (deltaCRLIndicator extension): it lists only the changes since a base CRL, and mtlsgate treats every list as complete, so certificates revoked in the base would pass; give the CA's complete (base) CRL instead", DN(rl.RawIssuer))
-			}
-			return problem.Invalid("crl_not_complete", "the CRL issued by %q is a delta CRL on base CRL number %s (deltaCRLIndicator extension): it lists only the changes since that base, and mtlsgate treats every list as complete, so certificates revoked in the base would pass; give the CA's complete (base) CRL instead", DN(rl.RawIssuer), base)
-		case e.Id.Equal(oidIssuingDistributionPoint):
-			return problem.Invalid("crl_not_complete", "the CRL issued by %q carries an issuingDistributionPoint extension, so it may cover only part of the CA's certificates (one distribution point, some revocation reasons, or only user or CA certificates), and mtlsgate treats every list as complete, so the certificates outside it would pass; give the CA's complete CRL, one without issuingDistributionPoint", DN(rl.RawIssuer))
-		}
+	if why := crlscope.Incomplete(rl); why != "" {
+		return problem.Invalid("crl_not_complete", "the CRL issued by %q %s", DN(rl.RawIssuer), why)
 	}
 	return nil
 }

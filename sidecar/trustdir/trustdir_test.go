@@ -238,7 +238,7 @@ func TestSyncAllOrNothing(t *testing.T) {
 		{"same CA twice", map[string][]byte{"one.pem": a.PEM(), "two.pem": a.PEM()}, "same CA certificate"},
 		{"CRL of an unknown CA", map[string][]byte{"x.crl": crl(t, other, 1)}, "signed by none of the trusted CAs"},
 		{"two CRLs of one CA", map[string][]byte{"a1.crl": crl(t, a, 1), "a2.crl": crl(t, a, 2)}, "both hold a CRL"},
-		{"delta CRL", map[string][]byte{"delta.crl": incompleteCRL(t, a, true)}, "delta CRL on base CRL number 1"},
+		{"delta CRL", map[string][]byte{"delta.crl": incompleteCRL(t, a, true)}, "is a delta CRL"},
 		{"partitioned CRL", map[string][]byte{"users.crl": incompleteCRL(t, a, false)}, "issuingDistributionPoint"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
