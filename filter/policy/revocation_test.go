@@ -227,7 +227,7 @@ func rawCRL(t *testing.T, issuer *testpki.Cert, thisUpdate, nextUpdate time.Time
 		NextUpdate time.Time `asn1:"optional"`
 		Revoked    []entry   `asn1:"optional"`
 	}
-	v := tbs{Version: 1, Signature: ecdsaSHA256, Issuer: asn1.RawValue{FullBytes: issuer.Cert.RawSubject}, ThisUpdate: thisUpdate.UTC(), NextUpdate: nextUpdate.UTC()}
+	v := tbs{Version: 1, Signature: testpki.ECDSAWithSHA256, Issuer: asn1.RawValue{FullBytes: issuer.Cert.RawSubject}, ThisUpdate: thisUpdate.UTC(), NextUpdate: nextUpdate.UTC()}
 	for _, r := range revoked {
 		v.Revoked = append(v.Revoked, entry{r.Cert.SerialNumber, thisUpdate.UTC()})
 	}

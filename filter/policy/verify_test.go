@@ -1,12 +1,9 @@
 package policy
 
 import (
-	"crypto"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"math/big"
 	"strings"
 	"testing"
@@ -15,65 +12,15 @@ import (
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
-var ecdsaSHA256 = pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}}
-
-// signed DER-encodes tbs and wraps it with an ECDSA-SHA256 signature by
-// signer's key, the shape shared by certificates and CRLs.
+// signed is testpki.Signed, failing the test on error.
 func signed(t *testing.T, signer *testpki.Cert, tbs any) []byte {
 	t.Helper()
-	der, err := asn1.Marshal(tbs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	digest := sha256.Sum256(der)
-	sig, err := signer.Key.Sign(rand.Reader, digest[:], crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := asn1.Marshal(struct {
-		TBS       asn1.RawValue
-		Algorithm pkix.AlgorithmIdentifier
-		Signature asn1.BitString
-	}{asn1.RawValue{FullBytes: der}, ecdsaSHA256, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return must(testpki.Signed(signer, tbs))
 }
 
-// v1Cert builds a version 1 certificate (no extensions, so no
-// basicConstraints), which crypto/x509 cannot create. It is signed by
-// issuer's key, or self-signed when issuer is nil. The returned Cert can
-// Issue: its parsed copy claims CA so testpki accepts it as a parent; the DER
-// and PEM are the v1 certificate.
 func v1Cert(t *testing.T, cn string, issuer *testpki.Cert) *testpki.Cert {
 	t.Helper()
-	key := must(testpki.NewKey(testpki.P256))
-	spki := must(x509.MarshalPKIXPublicKey(key.Public()))
-	name := must(asn1.Marshal(pkix.Name{CommonName: cn}.ToRDNSequence()))
-	self := &testpki.Cert{Key: key}
-	issuerName := name
-	if issuer != nil {
-		self, issuerName = issuer, issuer.Cert.RawSubject
-	}
-	type validity struct{ NotBefore, NotAfter time.Time }
-	der := signed(t, self, struct {
-		Serial    *big.Int
-		Signature pkix.AlgorithmIdentifier
-		Issuer    asn1.RawValue
-		Validity  validity
-		Subject   asn1.RawValue
-		PublicKey asn1.RawValue
-	}{big.NewInt(time.Now().UnixNano()), ecdsaSHA256, asn1.RawValue{FullBytes: issuerName},
-		validity{now.Add(-time.Hour).UTC().Truncate(time.Second), now.Add(365 * 24 * time.Hour).UTC().Truncate(time.Second)},
-		asn1.RawValue{FullBytes: name}, asn1.RawValue{FullBytes: spki}})
-	c := must(x509.ParseCertificate(der))
-	if c.Version != 1 || c.BasicConstraintsValid {
-		t.Fatalf("v1Cert made version %d, basicConstraints %v", c.Version, c.BasicConstraintsValid)
-	}
-	asCA := *c
-	asCA.IsCA = true
-	return &testpki.Cert{Cert: &asCA, DER: der, Key: key}
+	return must(testpki.NewVersion1(cn, issuer))
 }
 
 // A self-signed version 1 root is an anchor, as crypto/x509 treats it; its

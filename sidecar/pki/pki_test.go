@@ -51,6 +51,17 @@ func TestCAChecks(t *testing.T) {
 	if !IsDER(root.DER) || IsDER(root.PEM()) {
 		t.Fatal("DER detection")
 	}
+	// A self-signed version 1 root (no extensions at all) anchors, as it
+	// does in crypto/x509 and the filter; a version 1 certificate another
+	// CA signed is no CA.
+	v1 := testpki.Must(testpki.NewVersion1("Legacy Root", nil))
+	if _, err := CA(v1.PEM(), false, now); err != nil {
+		t.Fatalf("version 1 root refused: %v", err)
+	}
+	v1sub := testpki.Must(testpki.NewVersion1("Legacy Sub", v1))
+	if _, err := CA(v1sub.PEM(), true, now); err == nil || !strings.Contains(err.Error(), "not a CA certificate") {
+		t.Fatalf("version 1 certificate signed by another: %v", err)
+	}
 }
 
 func TestKeyPairKeepsChain(t *testing.T) {

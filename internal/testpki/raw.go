@@ -1,0 +1,89 @@
+package testpki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"math/big"
+	"time"
+)
+
+// ECDSAWithSHA256 is the signature algorithm Signed writes.
+var ECDSAWithSHA256 = pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}}
+
+// Signed DER-encodes tbs and wraps it with an ECDSA-SHA256 signature by
+// signer's key, the shape shared by certificates and CRLs, for structures
+// crypto/x509 will not produce (version 1 certificates, CRLs without
+// nextUpdate or with hand-made extensions).
+func Signed(signer *Cert, tbs any) ([]byte, error) {
+	if _, ok := signer.Key.(*ecdsa.PrivateKey); !ok {
+		return nil, errors.New("testpki.Signed needs an ECDSA signer")
+	}
+	der, err := asn1.Marshal(tbs)
+	if err != nil {
+		return nil, err
+	}
+	digest := sha256.Sum256(der)
+	sig, err := signer.Key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	return asn1.Marshal(struct {
+		TBS       asn1.RawValue
+		Algorithm pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}{asn1.RawValue{FullBytes: der}, ECDSAWithSHA256, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+}
+
+// NewVersion1 builds a version 1 certificate (no extensions, so no
+// basicConstraints) with a P-256 key, self-signed when issuer is nil, valid
+// from an hour ago for a year. The returned Cert reports IsCA so that it can
+// issue certificates through Issue; its DER is the real version 1 encoding.
+func NewVersion1(cn string, issuer *Cert) (*Cert, error) {
+	key, err := NewKey(P256)
+	if err != nil {
+		return nil, err
+	}
+	spki, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	name, err := asn1.Marshal(pkix.Name{CommonName: cn}.ToRDNSequence())
+	if err != nil {
+		return nil, err
+	}
+	signer, issuerName := &Cert{Key: key}, name
+	if issuer != nil {
+		signer, issuerName = issuer, issuer.Cert.RawSubject
+	}
+	now := time.Now()
+	type validity struct{ NotBefore, NotAfter time.Time }
+	der, err := Signed(signer, struct {
+		Serial    *big.Int
+		Signature pkix.AlgorithmIdentifier
+		Issuer    asn1.RawValue
+		Validity  validity
+		Subject   asn1.RawValue
+		PublicKey asn1.RawValue
+	}{big.NewInt(now.UnixNano()), ECDSAWithSHA256, asn1.RawValue{FullBytes: issuerName},
+		validity{now.Add(-time.Hour).UTC().Truncate(time.Second), now.Add(365 * 24 * time.Hour).UTC().Truncate(time.Second)},
+		asn1.RawValue{FullBytes: name}, asn1.RawValue{FullBytes: spki}})
+	if err != nil {
+		return nil, err
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	if c.Version != 1 || c.BasicConstraintsValid {
+		return nil, errors.New("testpki.NewVersion1 made a certificate with extensions")
+	}
+	asCA := *c
+	asCA.IsCA = true
+	return &Cert{Cert: &asCA, DER: der, Key: key}, nil
+}
