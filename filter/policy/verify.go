@@ -205,7 +205,7 @@ func anchorsAbove(anchors []*x509.Certificate) map[string][]*x509.Certificate {
 }
 
 var (
-	oidKeyUsage                 = asn1.ObjectIdentifier{2, 5, 29, 15}
+	oidKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 15}
 )
 
 func signTag(s int) string {
