@@ -550,3 +550,22 @@ func TestSyncUnchangedDirectoryAfterExpiry(t *testing.T) {
 	}
 	eq(t, f.cas(), "CN=partners B|trust-dir")
 }
+
+// TestSyncVersion1Root: a self-signed version 1 root is a CA like any
+// other: taken while valid, skipped (not a reason to refuse the directory)
+// once expired.
+func TestSyncVersion1Root(t *testing.T) {
+	f := newFixture(t)
+	v1 := testpki.Must(testpki.NewVersion1("Legacy Root", nil))
+	b := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "partners B", NotAfter: time.Now().AddDate(5, 0, 0)}))
+	f.write("legacy.pem", v1.PEM())
+	f.write("b.pem", b.PEM())
+	if r := f.syncOK(); r != (Result{CAsAdded: 2}) {
+		t.Fatalf("%+v", r)
+	}
+	f.sync.Now = func() time.Time { return v1.Cert.NotAfter.Add(time.Hour) }
+	if r := f.syncOK(); r != (Result{CAsRemoved: 1}) {
+		t.Fatalf("after the version 1 root expired: %+v", r)
+	}
+	eq(t, f.cas(), "CN=partners B|trust-dir")
+}
