@@ -5,8 +5,10 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mtlsgate/mtlsgate/internal/crlscope"
 	"github.com/mtlsgate/mtlsgate/sidecar/admin"
 	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
 	"github.com/mtlsgate/mtlsgate/sidecar/bundlesrv"
@@ -216,7 +219,7 @@ func Run(ctx context.Context, cfg Config) error {
 		pubMu.Lock()
 		defer pubMu.Unlock()
 		t0 := time.Now()
-		if err := publishState(ctx, st, cache, bundles, m, cfg.Environment); err != nil {
+		if err := publishState(ctx, st, cache, bundles, m, cfg.Environment, log); err != nil {
 			log.Error("publish trust material", "err", err)
 			return
 		}
@@ -322,6 +325,31 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // trustDirInterval is how often the trust directory is read.
+// completeCRLs leaves out stored lists that are not complete (delta,
+// partitioned, indirect: see internal/crlscope). The admin API, the URL
+// refresh and the trust directory refuse them, but a store written by an
+// older version may hold one, and the filter refuses a whole bundle that
+// carries one: every CA would lose its verdicts for one list's sake. Such a
+// list is withheld, loudly, until it is replaced.
+func completeCRLs(crls []store.CRL, log *slog.Logger) []store.CRL {
+	out := crls[:0:0]
+	for _, c := range crls {
+		why := "cannot be parsed"
+		if b, _ := pem.Decode([]byte(c.PEM)); b != nil {
+			if rl, err := x509.ParseRevocationList(b.Bytes); err == nil {
+				why = crlscope.Incomplete(rl)
+			}
+		}
+		if why != "" {
+			log.Error("CRL withheld from Envoy and the filter: replace it with the CA's complete CRL (`mtlsgate crl update --crl-id "+c.ID+" --file FILE`)",
+				"crl", c.ID, "ca", c.CAID, "problem", "the list "+why)
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 func trustDirInterval(cfg Config) time.Duration {
 	if cfg.TrustDirInterval <= 0 {
 		return DefaultTrustDirInterval
@@ -329,15 +357,17 @@ func trustDirInterval(cfg Config) time.Duration {
 	return cfg.TrustDirInterval
 }
 
-func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundles *bundlesrv.Server, m *metrics.Metrics, env string) error {
+func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundles *bundlesrv.Server, m *metrics.Metrics, env string, log *slog.Logger) error {
 	cas, err := st.ListCAs()
 	if err != nil {
 		return err
 	}
-	crls, err := st.ListCRLs()
+	stored, err := st.ListCRLs()
 	if err != nil {
 		return err
 	}
+	crls := completeCRLs(stored, log)
+	m.WithheldCRLs.Set(float64(len(stored) - len(crls)))
 	out, err := st.ListOutbound(true)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/json"
+	"encoding/pem"
 	"math/big"
 	"strings"
 	"testing"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
+	"github.com/mtlsgate/mtlsgate/sidecar/pki"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
 
 // TestDeltaAndPartitionedCRLsRefused: through the admin API, a delta CRL
@@ -66,5 +69,58 @@ func TestDeltaAndPartitionedCRLsRefused(t *testing.T) {
 	p.runJSON(t, &kept, "crl", "describe", "--crl-id", crl.ID)
 	if kept.Number != "1" {
 		t.Fatalf("after the refused updates the CRL is number %s, want 1", kept.Number)
+	}
+}
+
+// TestStoredIncompleteCRLWithheld: a store written before delta and
+// partitioned lists were refused may hold one. Published, it would make the
+// filter refuse the whole bundle; serve withholds it instead, says which
+// list and what to do, counts it in mtlsgate_crls_withheld, and publishes
+// everything else.
+func TestStoredIncompleteCRLWithheld(t *testing.T) {
+	dir := t.TempDir()
+	a := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Delta CA"}))
+	b := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Plain CA"}))
+	base, _ := asn1.Marshal(big.NewInt(1))
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(2), ThisUpdate: time.Now().Add(-time.Hour),
+		NextUpdate: time.Now().Add(time.Hour), ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 27}, Critical: true, Value: base}}}, a.Cert, a.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caA, err := st.CreateCA(pki.CARecord("delta_ca", a.Cert, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caB, err := st.CreateCA(pki.CARecord("plain_ca", b.Cert, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta, err := st.CreateCRL(store.CRL{CAID: caA.ID, PEM: string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := testpki.Must(b.CRL(testpki.CRLOptions{Number: big.NewInt(5)}))
+	if _, err := st.CreateCRL(store.CRL{CAID: caB.ID, PEM: string(plain)}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	p := startServe(t, dir)
+	bd := getBundle(t, p)
+	if len(bd.CRLs) != 1 || strings.TrimSpace(bd.CRLs[0].PEM) != strings.TrimSpace(string(plain)) {
+		t.Fatalf("bundle CRLs %+v, want only the plain CA's", bd.CRLs)
+	}
+	if len(bd.CACertificates) != 2 {
+		t.Fatalf("bundle has %d CAs, want both", len(bd.CACertificates))
+	}
+	if !strings.Contains(p.stderr.String(), "CRL withheld") || !strings.Contains(p.stderr.String(), delta.ID) || !strings.Contains(p.stderr.String(), "delta CRL") {
+		t.Fatalf("serve did not say which list it withheld:\n%s", p.stderr.String())
+	}
+	if m := string(httpBody(t, "http://"+p.addrs.Admin+"/metrics")); !strings.Contains(m, "mtlsgate_crls_withheld 1") {
+		t.Fatalf("metrics lack mtlsgate_crls_withheld 1")
 	}
 }

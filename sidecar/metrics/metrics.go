@@ -16,6 +16,7 @@ type Metrics struct {
 	CRLFetches     *prometheus.CounterVec
 	CACertificates prometheus.Gauge
 	StaleCRLs      prometheus.Gauge
+	WithheldCRLs   prometheus.Gauge
 	MTLSCerts      prometheus.Gauge
 	SDSStreams     prometheus.Gauge
 	TrustDirInSync prometheus.Gauge
@@ -40,13 +41,15 @@ func New() *Metrics {
 		}, []string{"result"}),
 		CACertificates: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_ca_certificates", Help: "Stored CA certificates."}),
 		StaleCRLs:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_crls_stale", Help: "CRLs whose nextUpdate has passed."}),
-		MTLSCerts:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_mtls_certificates_served", Help: "Outbound certificates published over SDS."}),
-		SDSStreams:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_sds_streams", Help: "Open SDS streams."}),
+		WithheldCRLs: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_crls_withheld",
+			Help: "Stored CRLs not published because they are not complete lists (delta, partitioned, indirect); replace them."}),
+		MTLSCerts:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_mtls_certificates_served", Help: "Outbound certificates published over SDS."}),
+		SDSStreams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_sds_streams", Help: "Open SDS streams."}),
 		TrustDirInSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_trust_dir_in_sync",
 			Help: "1 when the last read of --trust-dir was applied, 0 when it was refused (the previous state stays in force)."}),
 	}
 	m.Registry.MustRegister(m.AdminRequests, m.Changes, m.PublishSeconds, m.CRLFetches,
-		m.CACertificates, m.StaleCRLs, m.MTLSCerts, m.SDSStreams, m.TrustDirInSync,
+		m.CACertificates, m.StaleCRLs, m.WithheldCRLs, m.MTLSCerts, m.SDSStreams, m.TrustDirInSync,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
