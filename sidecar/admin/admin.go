@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -49,6 +50,31 @@ type Config struct {
 
 type server struct {
 	Config
+	refused refusalLog
+}
+
+// refusalLog writes one warning per second at most about refused admin
+// requests, with the number left unsaid since, so a client guessing tokens
+// shows in the log without flooding it.
+type refusalLog struct {
+	mu     sync.Mutex
+	last   time.Time
+	unsaid int
+}
+
+func (l *refusalLog) note(log *slog.Logger, r *http.Request, presented bool) {
+	l.mu.Lock()
+	now := time.Now()
+	if now.Sub(l.last) < time.Second {
+		l.unsaid++
+		l.mu.Unlock()
+		return
+	}
+	unsaid := l.unsaid
+	l.last, l.unsaid = now, 0
+	l.mu.Unlock()
+	log.Warn("admin request refused: missing or unknown token", "audit", true, "method", r.Method, "path", r.URL.Path,
+		"remote", r.RemoteAddr, "tokenPresented", presented, "refusedSinceLastLine", unsaid)
 }
 
 // actorKey carries the ID of the token that authenticated a request.
@@ -126,6 +152,7 @@ func (s *server) authed(h func(w http.ResponseWriter, r *http.Request) error) ht
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		id, known := s.Tokens.Check(strings.TrimSpace(tok))
 		if !ok || !known {
+			s.refused.note(s.Log, r, ok && strings.TrimSpace(tok) != "")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mtlsgate"`)
 			writeProblem(w, &problem.Error{Status: 401, Code: "unauthorized", Title: "Unauthorized",
 				Detail: "missing or wrong admin token: set MTLSGATE_ADMIN_TOKEN or pass --admin-token-file with the token file of this mtlsgate serve"})

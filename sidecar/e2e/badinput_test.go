@@ -125,6 +125,13 @@ func TestAuthAndHealth(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "wrong admin token") || !strings.Contains(r.stderr, "MTLSGATE_ADMIN_TOKEN") {
 		t.Errorf("wrong token: %d %s", r.code, r.stderr)
 	}
+	// The refusal is in the sidecar's log, once however many follow at once.
+	for i := 0; i < 5; i++ {
+		runCLI([]string{"MTLSGATE_SERVER=" + server, "MTLSGATE_ADMIN_TOKEN=guess"}, "ca-certificate", "list")
+	}
+	if n := strings.Count(p.stderr.String(), "admin request refused"); n < 1 || n >= 6 {
+		t.Errorf("%d log lines for 6 refused requests in a few seconds, want one a second:\n%s", n, p.stderr.String())
+	}
 	tok, _ := os.ReadFile(p.addrs.TokenFile)
 	r = runCLI([]string{"MTLSGATE_SERVER=" + server, "MTLSGATE_ADMIN_TOKEN=" + strings.TrimSpace(string(tok))}, "ca-certificate", "list", "--output", "json")
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
