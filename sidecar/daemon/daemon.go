@@ -358,31 +358,21 @@ func trustDirInterval(cfg Config) time.Duration {
 }
 
 func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundles *bundlesrv.Server, m *metrics.Metrics, env string, log *slog.Logger) error {
-	cas, err := st.ListCAs()
+	snap, err := st.Snapshot()
 	if err != nil {
 		return err
 	}
-	stored, err := st.ListCRLs()
-	if err != nil {
-		return err
-	}
-	crls := completeCRLs(stored, log)
-	m.WithheldCRLs.Set(float64(len(stored) - len(crls)))
-	out, err := st.ListOutbound(true)
-	if err != nil {
-		return err
-	}
+	cas, out := snap.CAs, snap.Outbound
+	crls := completeCRLs(snap.CRLs, log)
+	m.WithheldCRLs.Set(float64(len(snap.CRLs) - len(crls)))
 	if err := cache.Update(ctx, sds.State{CAs: cas, CRLs: crls, Outbound: out}); err != nil {
 		return err
 	}
 	// The active profile set travels in the bundle, so a binding change
 	// reaches every filter with its next fetch, without an Envoy reload.
 	var profiles []byte
-	pv, ok, err := st.ActiveProfiles()
-	if err != nil {
-		return err
-	}
-	if ok {
+	pv := snap.Profiles
+	if snap.HasProfiles {
 		profiles = pv.Profiles
 	}
 	now := time.Now()

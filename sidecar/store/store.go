@@ -346,6 +346,52 @@ func getJSON(b *bolt.Bucket, id string, v any) (bool, error) {
 }
 
 // listOldestFirst reads every record of a bucket, ordered by creation time.
+// Snapshot is everything the sidecar publishes, read in one transaction.
+type Snapshot struct {
+	CAs      []CA
+	CRLs     []CRL
+	Outbound []Outbound // with keys
+	// Profiles is the active profile set; HasProfiles is false when none
+	// was ever set.
+	Profiles    ProfileVersion
+	HasProfiles bool
+}
+
+// Snapshot reads CAs, CRLs, outbound certificates (keys opened) and the
+// active profile set in one read transaction, so what is published never
+// mixes two states of the store (a CA with its CRL already gone, say).
+func (s *Store) Snapshot() (Snapshot, error) {
+	var snap Snapshot
+	var recs []outboundRecord
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		if snap.CAs, err = all[CA](tx.Bucket(bucketCAs)); err != nil {
+			return err
+		}
+		if snap.CRLs, err = all[CRL](tx.Bucket(bucketCRLs)); err != nil {
+			return err
+		}
+		if recs, err = all[outboundRecord](tx.Bucket(bucketOutbound)); err != nil {
+			return err
+		}
+		snap.Profiles, snap.HasProfiles, err = lastProfiles(tx.Bucket(bucketProfiles))
+		return err
+	})
+	if err != nil {
+		return Snapshot{}, err
+	}
+	for _, r := range recs {
+		o, err := s.decode(r, true)
+		if err != nil {
+			return Snapshot{}, err
+		}
+		snap.Outbound = append(snap.Outbound, o)
+	}
+	sort.Slice(snap.CAs, func(i, j int) bool { return snap.CAs[i].CreatedAt.Before(snap.CAs[j].CreatedAt) })
+	sort.Slice(snap.CRLs, func(i, j int) bool { return snap.CRLs[i].CreatedAt.Before(snap.CRLs[j].CreatedAt) })
+	sort.Slice(snap.Outbound, func(i, j int) bool { return snap.Outbound[i].CreatedAt.Before(snap.Outbound[j].CreatedAt) })
+	return snap, nil
+}
+
 func listOldestFirst[T any](db *bolt.DB, bucket []byte, created func(T) time.Time) ([]T, error) {
 	var out []T
 	err := db.View(func(tx *bolt.Tx) (err error) {
