@@ -9,7 +9,8 @@ import (
 )
 
 // TestRoutesMatchTheNormalizedPath: a protected prefix cannot be walked
-// around with spellings an upstream resolves to the same path.
+// around with spellings an upstream resolves to the same path, nor left
+// with dot segments an upstream may not resolve.
 func TestRoutesMatchTheNormalizedPath(t *testing.T) {
 	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{}))
 	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("strict", "") + `],
@@ -24,6 +25,10 @@ func TestRoutesMatchTheNormalizedPath(t *testing.T) {
 		"/admin/": DecisionDeny, "/admin/.": DecisionDeny, "/admin": DecisionPassthrough, "/administrator": DecisionPassthrough,
 		"/metrics": DecisionDeny, "//metrics": DecisionDeny, "/metrics/.": DecisionPassthrough, "/public/./x": DecisionPassthrough,
 		"/admin%2Fx": DecisionPassthrough, // an encoded slash is not a separator, for Envoy or for us
+		// Under the prefix as written, outside it once resolved: an upstream
+		// that does not resolve dot segments (or a prefix_rewrite) serves
+		// the protected tree, so the raw reading protects too.
+		"/admin/../public": DecisionDeny, "/admin/%2e%2e/public": DecisionDeny, "/admin/users/%2E%2E/%2E%2E/x": DecisionDeny, "/admin/..": DecisionDeny,
 	} {
 		r := e.Evaluate(&Request{Method: "GET", Path: path, Now: time.Now()})
 		if r.Decision != want {

@@ -393,7 +393,21 @@ func (e *Engine) route(method, path string) (*compiledPolicy, string, bool) {
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
 	}
-	path = routePath(path)
+	// The raw path first, as Envoy routes it and a literal upstream reads
+	// it (/admin/../x stays under /admin/ there); then, if it matched
+	// nothing, the path as a normalizing upstream resolves it (//admin/x is
+	// /admin/x there). Either reading that reaches a protected route
+	// protects the request.
+	if p, name, ok := e.matchRoute(method, path); ok {
+		return p, name, true
+	}
+	if n := routePath(path); n != path {
+		return e.matchRoute(method, n)
+	}
+	return nil, "", false
+}
+
+func (e *Engine) matchRoute(method, path string) (*compiledPolicy, string, bool) {
 	for i := range e.routes {
 		r := &e.routes[i]
 		if r.Path != "" && path != r.Path {

@@ -101,9 +101,9 @@ func TestIncompleteCRLsRefused(t *testing.T) {
 		// onlyContainsUserCerts: a partition without the CA certificates.
 		{"partitioned", []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: []byte{0x30, 0x03, 0x81, 0x01, 0xff}}}, nil, "issuingDistributionPoint"},
 		// A distribution point and onlySomeReasons (keyCompromise).
-		{"some reasons", []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, []byte{0x83, 0x02, 0x06, 0x40})}}, nil, "issuingDistributionPoint"},
+		{"some reasons", []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, "", []byte{0x83, 0x02, 0x06, 0x40})}}, nil, "issuingDistributionPoint"},
 		// indirectCRL.
-		{"indirect flag", []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, []byte{0x84, 0x01, 0xff})}}, nil, "issuingDistributionPoint"},
+		{"indirect flag", []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, "", []byte{0x84, 0x01, 0xff})}}, nil, "issuingDistributionPoint"},
 		{"garbled", []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: []byte{0x30, 0x05, 0xa0}}}, nil, "issuingDistributionPoint"},
 		{"unknown critical extension", []pkix.Extension{{Id: private, Critical: true, Value: []byte{0x05, 0x00}}}, nil, "critical extension 1.3.6.1.4.1.99999.1"},
 		{"indirect", nil, []pkix.Extension{{Id: crlscope.CertificateIssuer, Critical: true, Value: []byte{0x30, 0x00}}}, "indirect CRL"},
@@ -127,12 +127,27 @@ func TestIncompleteCRLsRefused(t *testing.T) {
 		})
 	}
 
-	t.Run("a distribution point alone is a full CRL", func(t *testing.T) {
-		// What AD CS writes on its full CRLs: the point, nothing else.
-		ok := crlWith(t, inter, leaf, 11, []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t)}}, nil)
-		e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root}, rootCRL, base, ok)
-		expect(t, e.Evaluate(xfccReq(xfccFor(leaf, testpki.PEM(leaf, inter)), now)), DecisionDeny, ReasonRevoked)
-		expect(t, e.Evaluate(xfccReq(xfccFor(other, testpki.PEM(other, inter)), now)), DecisionAllow, "")
+	t.Run("a list naming its distribution point covers the certificates naming it", func(t *testing.T) {
+		// What AD CS writes on its full CRLs: the point, nothing else. A CA
+		// may publish one such list per point, so the newest list of the
+		// issuer must not stand for another point's.
+		pointA, pointB := "http://crl.example/a.crl", "http://crl.example/b.crl"
+		inA := must(inter.Issue(testpki.Options{CommonName: "in a", CRLDistributionPoints: []string{pointA}}))
+		revokedInA := must(inter.Issue(testpki.Options{CommonName: "revoked in a", CRLDistributionPoints: []string{pointA}}))
+		inB := must(inter.Issue(testpki.Options{CommonName: "in b", CRLDistributionPoints: []string{pointB}}))
+		noPoint := must(inter.Issue(testpki.Options{CommonName: "no point"}))
+		listA := crlWith(t, inter, revokedInA, 11, []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, pointA)}}, nil)
+		listB := crlWith(t, inter, inB, 12, []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, pointB)}}, nil)
+		e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root}, rootCRL, listA, listB)
+		for _, c := range []struct {
+			leaf   *testpki.Cert
+			reason Reason
+		}{{inA, ""}, {revokedInA, ReasonRevoked}, {inB, ReasonRevoked}, {noPoint, ReasonRevocationUnknown}} {
+			r := e.Evaluate(xfccReq(xfccFor(c.leaf, testpki.PEM(c.leaf, inter)), now))
+			if r.Reason != c.reason {
+				t.Errorf("%s: %s %q (%s), want %q", c.leaf.Cert.Subject, r.Decision, r.Reason, r.Detail(), c.reason)
+			}
+		}
 	})
 
 	t.Run("non-critical private extension is fine", func(t *testing.T) {
@@ -277,11 +292,14 @@ func pemBlock(p []byte) ([]byte, error) {
 	return b.Bytes, nil
 }
 
-// idpValue is an issuingDistributionPoint naming the URI
-// http://crl.example/issuing.crl, followed by the given extra fields.
-func idpValue(t *testing.T, extra ...[]byte) []byte {
+// idpValue is an issuingDistributionPoint naming the URI point (by default
+// http://crl.example/issuing.crl), followed by the given extra fields.
+func idpValue(t *testing.T, point string, extra ...[]byte) []byte {
 	t.Helper()
-	uri := []byte("http://crl.example/issuing.crl")
+	if point == "" {
+		point = "http://crl.example/issuing.crl"
+	}
+	uri := []byte(point)
 	gn := append([]byte{0x86, byte(len(uri))}, uri...)   // [6] uniformResourceIdentifier
 	full := append([]byte{0xa0, byte(len(gn))}, gn...)   // [0] fullName
 	dp := append([]byte{0xa0, byte(len(full))}, full...) // [0] distributionPoint

@@ -41,6 +41,9 @@ type crlEntry struct {
 	// request time. Lists of CAs that are not anchors (intermediates) are
 	// checked against the presented issuer at request time.
 	signerKeys []string
+	// points scope the list to the certificates naming one of them as their
+	// CRL distribution point (crlscope.Points); nil: every certificate.
+	points []string
 }
 
 // signedBy reports whether issuer's key signed the list (its name is already
@@ -110,7 +113,7 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 		if why := crlscope.Incomplete(l); why != "" {
 			return nil, errors.New(where + ": CRL of " + l.Issuer.String() + " " + why)
 		}
-		e := &crlEntry{list: l, stale: c.Stale, revoked: make(map[string]struct{}, len(l.RevokedCertificateEntries))}
+		e := &crlEntry{list: l, stale: c.Stale, revoked: make(map[string]struct{}, len(l.RevokedCertificateEntries)), points: crlscope.Points(l)}
 		for _, r := range l.RevokedCertificateEntries {
 			if r.SerialNumber != nil {
 				e.revoked[string(r.SerialNumber.Bytes())+signTag(r.SerialNumber.Sign())] = struct{}{}
@@ -479,7 +482,7 @@ func checkRevocation(opts *Options, t *trust, chain, above []*x509.Certificate, 
 		}
 		var found *crlEntry
 		for _, e := range t.crls[string(c.RawIssuer)] {
-			if (found == nil || e.list.ThisUpdate.After(found.list.ThisUpdate)) && e.signedBy(issuer) {
+			if (found == nil || e.list.ThisUpdate.After(found.list.ThisUpdate)) && crlscope.Covers(e.points, c) && e.signedBy(issuer) {
 				found = e
 			}
 		}

@@ -33,8 +33,8 @@ func Incomplete(l *x509.RevocationList) string {
 		switch {
 		case x.Id.Equal(DeltaCRLIndicator):
 			return "is a delta CRL (deltaCRLIndicator): it lists only the changes since a base CRL, and only complete CRLs are used; upload the full CRL"
-		case x.Id.Equal(IssuingDistributionPoint) && !onlyNamesItsPoint(x.Value):
-			return "has an issuingDistributionPoint extension that limits it to some certificates or reasons (a partitioned, scoped or indirect CRL), and only complete CRLs are used; upload a full CRL"
+		case x.Id.Equal(IssuingDistributionPoint) && pointURIs(x.Value) == nil:
+			return "has an issuingDistributionPoint extension that limits it to some certificates or reasons, or names its point other than by URI (a partitioned, scoped or indirect CRL), and only complete CRLs are used; upload a full CRL"
 		case x.Critical && !x.Id.Equal(CRLNumber) && !x.Id.Equal(AuthorityKeyID) && !x.Id.Equal(IssuingDistributionPoint):
 			return "has a critical extension " + x.Id.String() + " mtlsgate does not process, so the list must not be used (RFC 5280 5.2); upload a CRL without it"
 		}
@@ -52,22 +52,63 @@ func Incomplete(l *x509.RevocationList) string {
 	return ""
 }
 
-// onlyNamesItsPoint reports whether an issuingDistributionPoint value names
-// the list's distribution point and nothing else: no onlyContains…,
-// onlySomeReasons or indirectCRL. AD CS writes such an extension on its full
-// CRLs; the list is then complete for the certificates that name that point,
-// which for a CA with one distribution point is all of them.
-func onlyNamesItsPoint(der []byte) bool {
-	var seq asn1.RawValue
-	rest, err := asn1.Unmarshal(der, &seq)
-	if err != nil || len(rest) > 0 || seq.Class != asn1.ClassUniversal || seq.Tag != asn1.TagSequence {
-		return false
-	}
-	for in := seq.Bytes; len(in) > 0; {
-		var el asn1.RawValue
-		if in, err = asn1.Unmarshal(in, &el); err != nil || el.Class != asn1.ClassContextSpecific || el.Tag != 0 {
-			return false
+// Points returns the distribution point URIs a list is scoped to: nil for a
+// list without issuingDistributionPoint (it covers every certificate of its
+// issuer), else the URIs its issuingDistributionPoint names. Such a list
+// (AD CS writes one on its full CRLs) covers exactly the certificates whose
+// cRLDistributionPoints name one of them; a CA may publish one per point, so
+// it must not stand for the others. Call it on lists Incomplete accepted.
+func Points(l *x509.RevocationList) []string {
+	for _, x := range l.Extensions {
+		if x.Id.Equal(IssuingDistributionPoint) {
+			return pointURIs(x.Value)
 		}
 	}
-	return true
+	return nil
+}
+
+// Covers reports whether a list scoped to points (see Points) covers c:
+// every certificate when points is nil, else one naming a point in its
+// cRLDistributionPoints.
+func Covers(points []string, c *x509.Certificate) bool {
+	if points == nil {
+		return true
+	}
+	for _, p := range points {
+		for _, q := range c.CRLDistributionPoints {
+			if p == q {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// pointURIs returns the URIs of an issuingDistributionPoint value that names
+// the list's distribution point by URI and nothing else (no onlyContains…,
+// onlySomeReasons or indirectCRL), or nil.
+func pointURIs(der []byte) []string {
+	var idp struct {
+		Point asn1.RawValue `asn1:"optional,explicit,tag:0"`
+		Rest  asn1.RawValue `asn1:"optional"`
+	}
+	rest, err := asn1.Unmarshal(der, &idp)
+	if err != nil || len(rest) > 0 || len(idp.Rest.FullBytes) > 0 || len(idp.Point.Bytes) == 0 {
+		return nil // no point, or more than a point
+	}
+	var name asn1.RawValue // DistributionPointName
+	if rest, err = asn1.Unmarshal(idp.Point.Bytes, &name); err != nil || len(rest) > 0 || name.Class != asn1.ClassContextSpecific || name.Tag != 0 {
+		return nil // not fullName (nameRelativeToCRLIssuer cannot be matched)
+	}
+	var uris []string
+	for in := name.Bytes; len(in) > 0; { // fullName: GeneralNames
+		var gn asn1.RawValue
+		if in, err = asn1.Unmarshal(in, &gn); err != nil {
+			return nil
+		}
+		if gn.Class == asn1.ClassContextSpecific && gn.Tag == 6 { // uniformResourceIdentifier
+			uris = append(uris, string(gn.Bytes))
+		}
+	}
+	return uris
 }

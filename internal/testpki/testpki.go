@@ -102,6 +102,8 @@ type Options struct {
 	Serial *big.Int
 	// ExtraExtensions are added verbatim (e.g. a large blob to test size limits).
 	ExtraExtensions []pkix.Extension
+	// CRLDistributionPoints are cRLDistributionPoints URIs.
+	CRLDistributionPoints []string
 }
 
 // Cert is a generated certificate with its key and issuer.
@@ -224,6 +226,7 @@ func issue(parent *Cert, o Options) (*Cert, error) {
 		DNSNames:              o.DNSNames,
 		EmailAddresses:        o.EmailAddresses,
 		ExtraExtensions:       o.ExtraExtensions,
+		CRLDistributionPoints: o.CRLDistributionPoints,
 		KeyUsage:              o.KeyUsage,
 		ExtKeyUsage:           o.ExtKeyUsage,
 	}
