@@ -101,4 +101,12 @@ func TestInputHeaderUnderscoreSpelling(t *testing.T) {
 	if !slices.Contains(r.RemoveHeaders, "x_forwarded_client_cert") || slices.Contains(r.RemoveHeaders, "x-forwarded-client-cert") {
 		t.Fatalf("remove %v", r.RemoveHeaders)
 	}
+	// A configured name with underscores: its dashed spelling is the
+	// client's, and goes.
+	e = newEngine(t, `{"certificateSource":"header","certificateHeader":"ssl_client_cert","trustedSourceCIDRs":["192.0.2.0/24"]}`, []*testpki.Cert{ch.Root})
+	r = e.Evaluate(&Request{Method: "GET", Path: "/", SourceAddress: "198.51.100.7:1", Now: time.Now(),
+		Headers: []Header{{":path", "/"}, {"ssl_client_cert", "forged"}, {"ssl-client-cert", "forged"}}})
+	if !slices.Contains(r.RemoveHeaders, "ssl_client_cert") || !slices.Contains(r.RemoveHeaders, "ssl-client-cert") {
+		t.Fatalf("configured underscore name: remove %v", r.RemoveHeaders)
+	}
 }

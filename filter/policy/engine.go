@@ -782,11 +782,11 @@ func containsName(list []string, s string) bool {
 	return false
 }
 
-// sameButUnderscores reports whether s is name with some dashes written as
-// underscores.
+// sameButUnderscores reports whether s is name with dashes and underscores
+// swapped in places (a configured name may have either).
 func sameButUnderscores(name, s string) bool {
 	for i := 0; i < len(s); i++ {
-		if s[i] != name[i] && !(s[i] == '_' && name[i] == '-') {
+		if s[i] != name[i] && !(s[i] == '_' && name[i] == '-') && !(s[i] == '-' && name[i] == '_') {
 			return false
 		}
 	}

@@ -162,9 +162,10 @@ func CA(data []byte, allowIntermediate bool, now time.Time) (*x509.Certificate, 
 		return nil, problem.Invalid("multiple_certificates", "the CA certificate file holds %d certificates: upload one CA per create (the self-signed root that anchors your client certificates)", len(certs))
 	}
 	c := certs[0]
-	// A version 1 certificate cannot carry basicConstraints; self-signed, it
-	// is a (legacy) root, as crypto/x509 and the filter take it.
-	v1Root := c.Version == 1 && SelfSigned(c)
+	// A version 1 (or 2) certificate cannot carry basicConstraints;
+	// self-signed, it is a (legacy) root, as crypto/x509 and the filter take
+	// it.
+	v1Root := c.Version < 3 && SelfSigned(c)
 	if !v1Root && (!c.BasicConstraintsValid || !c.IsCA) {
 		return nil, problem.Invalid("not_a_ca", "%q is not a CA certificate (basicConstraints CA:TRUE is missing): upload the CA that issued your client certificates, not a client certificate", DN(c.RawSubject))
 	}

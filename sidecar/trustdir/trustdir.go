@@ -164,7 +164,7 @@ func (s *Syncer) parse(files []file, now time.Time) (contents, error) {
 			case b.Type == "CERTIFICATE":
 				certs++
 				cert, err := x509.ParseCertificate(b.Bytes)
-				if err == nil && now.After(cert.NotAfter) && (cert.IsCA || cert.Version == 1 && pki.SelfSigned(cert)) {
+				if err == nil && now.After(cert.NotAfter) && (cert.IsCA || cert.Version < 3 && pki.SelfSigned(cert)) {
 					// An expired CA verifies nothing; leaving it in the
 					// Secret must not hold back every other change. It
 					// still names the signer of a CRL left beside it.
