@@ -10,6 +10,7 @@ package main
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -27,12 +28,19 @@ func init() {
 	})
 }
 
-// Shared-data keys. Shared data is per plugin VM id across all workers, so one
-// VM's fetch serves every worker and the sidecar sees one poll per period.
+// Shared-data key prefixes. Envoy keeps shared data per vm_id for the whole
+// process, across every filter configuration with that vm_id and across
+// configuration reloads, so each key names what it belongs to: the bundle
+// and its fetch lease the source they come from (one VM's fetch serves every
+// worker, and every filter reading that source; the sidecar sees one poll
+// per period), rate-limit counters the plugin that counts them.
 const (
-	sharedBundleKey = "mtlsgate.bundle"
-	sharedLeaseKey  = "mtlsgate.bundle.lease"
+	sharedBundlePrefix = "mtlsgate.bundle/"
+	sharedLeasePrefix  = "mtlsgate.bundle.lease/"
+	sharedLimitPrefix  = "mtlsgate.rl/"
 )
+
+var pluginName = abi.PropertyPath("plugin_name")
 
 const (
 	// While no bundle is loaded, protected routes answer 503; look for one
@@ -48,6 +56,8 @@ type root struct {
 	proxywasm.DefaultRootContext
 	engine  *policy.Engine
 	source  *policy.SidecarSource
+	// bundleKey and leaseKey are the shared-data keys of source's bundle.
+	bundleKey, leaseKey string
 	metrics map[string]proxywasm.Metric
 	// sharedCAS is the CAS version of the shared bundle this VM last loaded, so
 	// an unchanged bundle is not parsed again on every tick.
@@ -110,9 +120,14 @@ func (r *root) OnPluginStart(int) bool {
 		return false
 	}
 	r.engine = policy.NewEngine(cfg)
-	r.engine.SetLimiter(&policy.CASLimiter{Store: sharedDataStore{}, OnError: r.limiterFailed})
+	// Another filter with this vm_id (another listener, another team's
+	// configuration) must not spend this one's budgets.
+	name, _ := proxywasm.ReadPropertyString(pluginName)
+	r.engine.SetLimiter(&policy.CASLimiter{Store: &sharedDataStore{prefix: sharedLimitPrefix + strings.Clone(name) + "/"}, OnError: r.limiterFailed})
 	r.source = cfg.TrustBundle.Sidecar
 	if r.source != nil {
+		src := r.source.Cluster + r.source.Path
+		r.bundleKey, r.leaseKey = sharedBundlePrefix+src, sharedLeasePrefix+src
 		if err := proxywasm.SetTickPeriodMilliSeconds(uint32(tickStarting / time.Millisecond)); err != nil {
 			proxywasm.LogCriticalf("mtlsgate: cannot start the bundle refresh timer: %v", err)
 			return false
@@ -135,11 +150,21 @@ func bundleDesc(e *policy.Engine, src *policy.SidecarSource) string {
 
 // sharedDataStore runs the engine's rate limiter on proxy-wasm shared data, which
 // Envoy shares between the VMs of every worker thread: one budget per client
-// for the whole proxy, not per worker. Keys start with "mtlsgate.rl/".
-type sharedDataStore struct{}
+// for the whole proxy, not per worker. Keys are the engine's with prefix
+// ("mtlsgate.rl/<plugin name>/") in front, built in buf: a concatenation
+// would allocate on every rate-limited request.
+type sharedDataStore struct {
+	prefix string
+	buf    []byte
+}
 
-func (sharedDataStore) Get(key string) ([]byte, uint32, bool, error) {
-	v, cas, err := proxywasm.ReadSharedData(key)
+func (s *sharedDataStore) key(k string) string {
+	s.buf = append(append(s.buf[:0], s.prefix...), k...)
+	return unsafe.String(unsafe.SliceData(s.buf), len(s.buf))
+}
+
+func (s *sharedDataStore) Get(key string) ([]byte, uint32, bool, error) {
+	v, cas, err := proxywasm.ReadSharedData(s.key(key))
 	if errors.Is(err, abi.StatusNotFound) {
 		return nil, 0, false, nil
 	}
@@ -149,8 +174,8 @@ func (sharedDataStore) Get(key string) ([]byte, uint32, bool, error) {
 	return v, cas, true, nil
 }
 
-func (sharedDataStore) Set(key string, value []byte, cas uint32) (bool, error) {
-	err := proxywasm.SetSharedData(key, value, cas)
+func (s *sharedDataStore) Set(key string, value []byte, cas uint32) (bool, error) {
+	err := proxywasm.SetSharedData(s.key(key), value, cas)
 	if errors.Is(err, abi.StatusCasMismatch) {
 		return true, nil
 	}
@@ -211,7 +236,7 @@ func (r *root) OnTick() {
 
 // loadShared picks up a bundle another VM (or this one) fetched.
 func (r *root) loadShared() {
-	data, cas, err := proxywasm.GetSharedData(sharedBundleKey)
+	data, cas, err := proxywasm.GetSharedData(r.bundleKey)
 	if err != nil || cas == r.sharedCAS || len(data) == 0 {
 		return
 	}
@@ -241,7 +266,7 @@ func (r *root) install(data []byte) error {
 // across all workers exactly one VM polls the sidecar per refresh period.
 func (r *root) claimFetch() bool {
 	now := time.Now().UnixNano()
-	v, cas, err := proxywasm.GetSharedData(sharedLeaseKey)
+	v, cas, err := proxywasm.GetSharedData(r.leaseKey)
 	if err != nil && !errors.Is(err, abi.StatusNotFound) {
 		return false
 	}
@@ -254,7 +279,7 @@ func (r *root) claimFetch() bool {
 	if !r.engine.HasBundle() {
 		next = min(next, retryEmpty)
 	}
-	return proxywasm.SetSharedData(sharedLeaseKey, []byte(strconv.FormatInt(now+int64(next), 10)), cas) == nil
+	return proxywasm.SetSharedData(r.leaseKey, []byte(strconv.FormatInt(now+int64(next), 10)), cas) == nil
 }
 
 func (r *root) fetch() {
@@ -297,7 +322,7 @@ func (r *root) onBundle(numHeaders, bodySize, _ int) {
 		}
 		// Publish to the other VMs. Unconditional: every writer fetched the
 		// same source, and the newest fetch is the one to keep.
-		if err := proxywasm.SetSharedData(sharedBundleKey, body, 0); err != nil {
+		if err := proxywasm.SetSharedData(r.bundleKey, body, 0); err != nil {
 			proxywasm.LogWarnf("mtlsgate: cannot share the trust bundle: %v", err)
 		}
 	default:

@@ -660,3 +660,27 @@ func TestRequestTrailersReachUpstream(t *testing.T) {
 		}
 	}
 }
+
+// TestAbsoluteFormTarget: an HTTP/1.1 request line with an absolute URI
+// reaches the filter as Envoy's codec presents it, :path /deny, so routes
+// and local replies keyed on the path apply as they do to the origin form.
+func TestAbsoluteFormTarget(t *testing.T) {
+	up := newEchoUpstream(t, nil)
+	g, sp, _ := abitestGateway(t, `{"localResponsePath": "/deny"}`, nil, up)
+	for _, target := range []string{"/deny", "https://localhost/deny", "https://localhost:443/deny"} {
+		conn, err := tls.Dial("tcp", g.Addr().String(), &tls.Config{RootCAs: sp.roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", target)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		conn.Close()
+		if resp.StatusCode == 200 || up.count() != 0 {
+			t.Fatalf("%s: status %d, upstream saw %d requests; want the filter's local reply", target, resp.StatusCode, up.count())
+		}
+	}
+}

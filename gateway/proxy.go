@@ -159,9 +159,16 @@ func connectionTokens(h http.Header) map[string]bool {
 // removed, x-forwarded-proto and x-request-id set, and x-forwarded-client-cert
 // replaced per SANITIZE_SET.
 func requestHeaders(r *http.Request, peer *PeerInfo) []abi.Header {
+	// An absolute-form target (GET https://host/p HTTP/1.1) becomes :path
+	// /p, as Envoy's HTTP/1 codec makes it (allow_absolute_url); passed on
+	// whole, it would match no route prefix.
+	path := r.RequestURI
+	if r.URL.IsAbs() {
+		path = r.URL.RequestURI()
+	}
 	hs := []abi.Header{
 		{Key: ":authority", Value: r.Host},
-		{Key: ":path", Value: r.RequestURI},
+		{Key: ":path", Value: path},
 		{Key: ":method", Value: r.Method},
 		{Key: ":scheme", Value: "https"},
 	}

@@ -164,6 +164,12 @@ type PluginConfig struct {
 	// ForeignFunctions answers proxy_call_foreign_function by name; unknown
 	// names get NotFound as in Envoy.
 	ForeignFunctions map[string]func(args []byte) ([]byte, abi.Status)
+	// SharedWith, when it has the same VMID, makes this plugin use its
+	// shared data and queues. Envoy keeps them per vm_id for the whole
+	// process (proxy-wasm-cpp-host's global SharedData), across every filter
+	// configuration with that vm_id and across reloads; each plugin gets its
+	// own store otherwise, so unit tests stay independent.
+	SharedWith *Plugin
 }
 
 // Plugin owns the state Envoy shares between the VMs of one plugin across
@@ -182,6 +188,9 @@ func (m *Module) NewPlugin(cfg PluginConfig) *Plugin {
 		cfg.HTTPClient = http.DefaultClient
 	}
 	p := &Plugin{mod: m, cfg: cfg, store: shared.NewStore()}
+	if o := cfg.SharedWith; o != nil && o.cfg.VMID == cfg.VMID {
+		p.store = o.store
+	}
 	p.level.Store(int32(cfg.LogLevel))
 	return p
 }

@@ -95,11 +95,11 @@ func (s *sidecarLike) publish(t *testing.T) {
 }
 
 // refresh makes vm fetch the bundle now and the other VMs pick it up from
-// shared data. The fetch lease ("mtlsgate.bundle.lease", one poll per
-// refresh period across VMs) is expired by hand instead of waiting for it.
+// shared data. The fetch lease (one poll per refresh period across VMs) is
+// expired by hand instead of waiting for it.
 func refresh(t *testing.T, plugin *hosttest.Plugin, vm *hosttest.VM, others ...*hosttest.VM) {
 	t.Helper()
-	if st := plugin.SetSharedData("mtlsgate.bundle.lease", []byte("0"), 0); st != abi.StatusOK {
+	if st := plugin.SetSharedData(sharedLeaseKey, []byte("0"), 0); st != abi.StatusOK {
 		t.Fatalf("expire lease: %v", st)
 	}
 	if err := vm.Tick(); err != nil {

@@ -194,10 +194,11 @@ func BenchmarkNewVM(b *testing.B) {
 	}
 }
 
-// Shared-data keys of filter/main.go.
+// Shared-data keys of filter/main.go for the sidecar source the tests use
+// (cluster mtlsgate_sidecar, path /v1/bundle).
 const (
-	sharedBundleKey = "mtlsgate.bundle"
-	sharedLeaseKey  = "mtlsgate.bundle.lease"
+	sharedBundleKey = "mtlsgate.bundle/mtlsgate_sidecar/v1/bundle"
+	sharedLeaseKey  = "mtlsgate.bundle.lease/mtlsgate_sidecar/v1/bundle"
 )
 
 // BenchmarkBundleRefresh: a new /v1/bundle document parsed and swapped in by

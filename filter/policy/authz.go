@@ -77,7 +77,7 @@ func compileProfiles(list []bundle.Profile, source string, version int) *profile
 		if p.RateLimit != nil {
 			w := p.RateLimit.WindowSeconds()
 			cp.window = time.Duration(w) * time.Second
-			cp.limitKey = "mtlsgate.rl/" + strconv.Itoa(w) + "/" + p.ID + "/"
+			cp.limitKey = strconv.Itoa(w) + "/" + p.ID + "/"
 		}
 		s.byID[p.ID] = cp
 	}
