@@ -54,11 +54,11 @@ const (
 
 type root struct {
 	proxywasm.DefaultRootContext
-	engine  *policy.Engine
-	source  *policy.SidecarSource
+	engine *policy.Engine
+	source *policy.SidecarSource
 	// bundleKey and leaseKey are the shared-data keys of source's bundle.
 	bundleKey, leaseKey string
-	metrics map[string]proxywasm.Metric
+	metrics             map[string]proxywasm.Metric
 	// sharedCAS is the CAS version of the shared bundle this VM last loaded, so
 	// an unchanged bundle is not parsed again on every tick.
 	sharedCAS uint32
