@@ -645,3 +645,40 @@ func TestStreamAfterVMClose(t *testing.T) {
 		t.Fatal("a closed VM accepted a new stream")
 	}
 }
+
+// TestHTTPCallRedirectNotFollowed: Envoy's AsyncClient hands the filter a
+// redirect as it is; it does not follow it (nor add Accept-Encoding and
+// decompress), so a URL upstream here does not either.
+func TestHTTPCallRedirectNotFollowed(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Accept-Encoding") != "" {
+			io.WriteString(w, "accept-encoding added")
+			return
+		}
+		if r.URL.Path == "/pause" {
+			w.Header().Set("Location", "/elsewhere")
+			w.WriteHeader(http.StatusFound)
+			io.WriteString(w, "moved")
+			return
+		}
+		io.WriteString(w, "followed")
+	}))
+	defer srv.Close()
+	p := module(t, abitestPkg).NewPlugin(hosttest.PluginConfig{
+		Configuration: []byte(`{"pausePath": "/pause", "cluster": "authz"}`),
+		Clusters:      map[string]hosttest.Upstream{"authz": {URL: srv.URL}},
+	})
+	vm := newVM(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := vm.Do(ctx, req("/pause"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Forwarded == nil {
+		t.Fatal("not resumed")
+	}
+	if got := get(t, res.Forwarded.Headers, "x-abitest-paused-callout"); got != "moved" {
+		t.Errorf("callout body %q, want the redirect's own body", got)
+	}
+}

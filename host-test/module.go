@@ -159,7 +159,8 @@ type PluginConfig struct {
 	LogLevel abi.LogLevel
 	// Clusters maps cluster names (proxy_http_call's upstream) to targets.
 	Clusters map[string]Upstream
-	// HTTPClient performs URL upstream calls; default http.DefaultClient.
+	// HTTPClient performs URL upstream calls; by default one that, like
+	// Envoy's AsyncClient, neither follows redirects nor decompresses.
 	HTTPClient *http.Client
 	// ForeignFunctions answers proxy_call_foreign_function by name; unknown
 	// names get NotFound as in Envoy.
@@ -182,10 +183,18 @@ type Plugin struct {
 	level atomic.Int32
 }
 
+// envoyAsyncClient calls URL upstreams as Envoy's AsyncClient does: a
+// redirect is the answer (it is not followed), and the body arrives as the
+// upstream sent it (no Accept-Encoding added, nothing decompressed).
+var envoyAsyncClient = &http.Client{
+	Transport:     &http.Transport{Proxy: http.ProxyFromEnvironment, DisableCompression: true, ForceAttemptHTTP2: true},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
 // NewPlugin makes a plugin; create VMs from it with NewVM.
 func (m *Module) NewPlugin(cfg PluginConfig) *Plugin {
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = http.DefaultClient
+		cfg.HTTPClient = envoyAsyncClient
 	}
 	p := &Plugin{mod: m, cfg: cfg, store: shared.NewStore()}
 	if o := cfg.SharedWith; o != nil && o.cfg.VMID == cfg.VMID {

@@ -52,6 +52,21 @@ func instantiateWASI(ctx context.Context, rt wazero.Runtime) error {
 		st[0] = errnoNosys
 	}), params(4), []api.ValueType{i32}).Export("fd_read")
 
+	// poll_oneoff and fd_fdstat_set_flags answer ENOSYS, as proxy-wasm-cpp-host's
+	// stubs for Go's runtime do (or stricter, where a host implements them):
+	// the Go runtime turns a failed poll_oneoff into a fatal error (usleep),
+	// so a filter that ever made its runtime sleep would trap here as it
+	// would in Envoy, instead of working in tests only.
+	for _, name := range []string{"poll_oneoff", "fd_fdstat_set_flags"} {
+		n := 4
+		if name == "fd_fdstat_set_flags" {
+			n = 2
+		}
+		b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(_ context.Context, _ api.Module, st []uint64) {
+			st[0] = errnoNosys
+		}), params(n), []api.ValueType{i32}).Export(name)
+	}
+
 	// fd_prestat_get: no preopened directories, so libc and Go stop probing.
 	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(_ context.Context, _ api.Module, st []uint64) {
 		st[0] = errnoBadf
