@@ -19,6 +19,9 @@ const (
 	ReasonIPNotAllowed     Reason = "IP_NOT_ALLOWED"
 	ReasonMethodNotAllowed Reason = "METHOD_NOT_ALLOWED"
 	ReasonRateLimited      Reason = "RATE_LIMITED"
+	// ReasonAmbiguousPath: the path reaches different policies as written
+	// and once resolved.
+	ReasonAmbiguousPath Reason = "AMBIGUOUS_PATH"
 )
 
 // Profile sources as decision records name them.

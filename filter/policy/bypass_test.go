@@ -2,6 +2,7 @@ package policy
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,5 +109,36 @@ func TestInputHeaderUnderscoreSpelling(t *testing.T) {
 		Headers: []Header{{":path", "/"}, {"ssl_client_cert", "forged"}, {"ssl-client-cert", "forged"}}})
 	if !slices.Contains(r.RemoveHeaders, "ssl_client_cert") || !slices.Contains(r.RemoveHeaders, "ssl-client-cert") {
 		t.Fatalf("configured underscore name: remove %v", r.RemoveHeaders)
+	}
+}
+
+// TestAmbiguousPathRefused: with a catch-all route beside a protected one,
+// a path that reaches the catch-all as written and the protected route once
+// resolved (or the other way round) is refused: which reading the upstream
+// acts on is unknown, and either way one of the two policies is skipped.
+func TestAmbiguousPathRefused(t *testing.T) {
+	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{}))
+	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("strict", "") + `,` + policyJSON("open", `{"allowUnauthenticatedRequests":true}`) + `],
+	"routes":[{"pathPrefix":"/admin/","policy":"strict"},{"pathPrefix":"/","policy":"open"}],"trustBundle":` + inlineBundle([]*testpki.Cert{ch.Root}) + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(cfg)
+	for path, want := range map[string]string{
+		"/admin/x": DecisionDeny, "/public/x": DecisionAllowUnauthenticated,
+		"//admin/x": "400", "/%61dmin/x": "400", "/public/../admin/x": "400", "/./admin/x": "400", "/admin/../public": "400",
+		"/public//x": DecisionAllowUnauthenticated, "/admin//x": DecisionDeny, // both readings reach the same policy
+	} {
+		r := e.Evaluate(&Request{Method: "GET", Path: path, Now: time.Now(), Headers: []Header{{":path", path}, {"x-user-sub", "forged"}}})
+		got := r.Decision
+		if r.Status == 400 {
+			got = "400"
+			if r.Reason != ReasonAmbiguousPath || r.Action != Respond || !strings.Contains(string(r.Body), "ambiguous-path") || !slices.Contains(r.RemoveHeaders, "x-user-sub") {
+				t.Errorf("%s: 400 without its reason, body or the strip: %+v", path, r)
+			}
+		}
+		if got != want {
+			t.Errorf("%s: %s (%s), want %s", path, got, r.Reason, want)
+		}
 	}
 }

@@ -223,6 +223,9 @@ type Engine struct {
 	// (rfc9440, header); with none, no request needs the source address
 	// to decide what to strip.
 	headerSourced int
+	// ambiguous answers a path whose raw and normalized readings reach
+	// different policies.
+	ambiguous *entry
 	// inputs are every policy's certificate input header names.
 	inputs    []string
 	inputLens uint64
@@ -241,7 +244,7 @@ type Engine struct {
 // NewEngine compiles cfg (which must come from ParseConfig). An inline trust
 // bundle is loaded immediately; a sidecar-sourced one arrives via SetBundle.
 func NewEngine(cfg *Config) *Engine {
-	e := &Engine{cfg: cfg, limiter: NewMemoryLimiter()}
+	e := &Engine{cfg: cfg, limiter: NewMemoryLimiter(), ambiguous: ambiguousPath()}
 	if cfg.ProfilesDefined {
 		e.configProfiles = compileProfiles(cfg.Profiles, ProfilesFromConfig, 0)
 		e.profiles.Store(e.configProfiles)
@@ -386,25 +389,34 @@ func versionOf(b *bundle.Bundle) string {
 	return strconv.Quote(b.Version)
 }
 
-func (e *Engine) route(method, path string) (*compiledPolicy, string, bool) {
+func (e *Engine) route(method, path string) (p *compiledPolicy, name string, ok, ambiguous bool) {
 	if len(e.routes) == 0 {
-		return e.policies[0], "", true
+		return e.policies[0], "", true, false
 	}
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
 	}
-	// The raw path first, as Envoy routes it and a literal upstream reads
-	// it (/admin/../x stays under /admin/ there); then, if it matched
-	// nothing, the path as a normalizing upstream resolves it (//admin/x is
-	// /admin/x there). Either reading that reaches a protected route
-	// protects the request.
-	if p, name, ok := e.matchRoute(method, path); ok {
-		return p, name, true
+	// Two readings of the path: as written (Envoy routes on it, and a
+	// literal upstream serves /admin/../x from the admin tree) and as a
+	// normalizing upstream resolves it (//admin/x is /admin/x there). A
+	// route either reading reaches protects the request; readings that
+	// reach different policies are refused, since which one the upstream
+	// acts on is unknown.
+	rp, rname, rok := e.matchRoute(method, path)
+	n := routePath(path)
+	if n == path {
+		return rp, rname, rok, false
 	}
-	if n := routePath(path); n != path {
-		return e.matchRoute(method, n)
+	np, nname, nok := e.matchRoute(method, n)
+	switch {
+	case !nok:
+		return rp, rname, rok, false
+	case !rok:
+		return np, nname, true, false
+	case rp == np:
+		return rp, rname, true, false
 	}
-	return nil, "", false
+	return nil, "", false, true
 }
 
 func (e *Engine) matchRoute(method, path string) (*compiledPolicy, string, bool) {
@@ -529,7 +541,12 @@ func (e *Engine) EvaluateInto(req *Request, res *Result) {
 func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	removeBuf, keyBuf := res.removeBuf[:0], res.keyBuf
 	remove := e.toRemove(removeBuf, req.Headers, nil)
-	p, routeName, ok := e.route(req.Method, req.Path)
+	p, routeName, ok, ambiguous := e.route(req.Method, req.Path)
+	if ambiguous {
+		*res = Result{RemoveHeaders: remove, removeBuf: remove, keyBuf: keyBuf}
+		res.fill(e.ambiguous, false)
+		return nil
+	}
 	if !ok {
 		// Unprotected routes still must not pass on a certificate header from
 		// a peer that is not allowed to send one: an upstream may read it.
@@ -844,6 +861,18 @@ func trustedSource(cidrs []netip.Prefix, addr string) bool {
 }
 
 // unavailable is the verdict while no bundle is loaded. It is not cached.
+// ambiguousPath is the 400 for a path whose readings reach different
+// policies (see route).
+func ambiguousPath() *entry {
+	ent := &entry{action: Respond, status: 400, decision: DecisionDeny, reason: ReasonAmbiguousPath, logLevel: LogInfo,
+		detail:          "the path reaches one route as written and another once resolved (dot segments, repeated slashes or escapes)",
+		body:            problemBody(ReasonAmbiguousPath, 400),
+		responseHeaders: []Header{{"content-type", "application/problem+json"}, {DefaultHeaderNames.Reason, string(ReasonAmbiguousPath)}}}
+	ent.metricsMiss = metricNames(ent.decision, ent.reason, "mtlsgate.cache.miss")
+	ent.metricsHit = ent.metricsMiss
+	return ent
+}
+
 func unavailable(p *compiledPolicy) *entry {
 	return p.render(&outcome{hard: ReasonTrustBundleUnavailable, detail: "the filter has not loaded a trust bundle yet"})
 }

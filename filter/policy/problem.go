@@ -48,6 +48,8 @@ var problems = map[Reason]problemText{
 		"Requests for your profile are accepted only from the networks its operator allowed. Connect from an allowed network."},
 	ReasonMethodNotAllowed: {"Method not allowed for this profile",
 		"Your profile does not allow this HTTP method. The Allow response header lists the methods it does allow."},
+	ReasonAmbiguousPath: {"Ambiguous request path",
+		"The request path reaches a different route once dot segments, repeated slashes or escapes are resolved. Send the path in its plain form."},
 	ReasonRateLimited: {"Rate limit exceeded",
 		"Your client has used its request budget for the current window. Retry after the number of seconds in the Retry-After response header."},
 }

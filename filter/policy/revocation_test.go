@@ -136,13 +136,20 @@ func TestIncompleteCRLsRefused(t *testing.T) {
 		revokedInA := must(inter.Issue(testpki.Options{CommonName: "revoked in a", CRLDistributionPoints: []string{pointA}}))
 		inB := must(inter.Issue(testpki.Options{CommonName: "in b", CRLDistributionPoints: []string{pointB}}))
 		noPoint := must(inter.Issue(testpki.Options{CommonName: "no point"}))
+		// Listed in C's list but naming no point, or C's in other letters:
+		// still revoked (a serial is the CA's).
+		listedNoPoint := must(inter.Issue(testpki.Options{CommonName: "listed, no point"}))
+		pointC := "http://crl.example/c.crl"
+		listedOtherCase := must(inter.Issue(testpki.Options{CommonName: "listed, other case", CRLDistributionPoints: []string{"HTTP://CRL.EXAMPLE/c.crl"}}))
 		listA := crlWith(t, inter, revokedInA, 11, []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, pointA)}}, nil)
 		listB := crlWith(t, inter, inB, 12, []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, pointB)}}, nil)
-		e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root}, rootCRL, listA, listB)
+		listC := crlWith(t, inter, listedNoPoint, 13, []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, pointC)}}, nil)
+		listD := crlWith(t, inter, listedOtherCase, 14, []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, pointC+"?d")}}, nil)
+		e := newEngine(t, `{"requireCRL":true}`, []*testpki.Cert{root}, rootCRL, listA, listB, listC, listD)
 		for _, c := range []struct {
 			leaf   *testpki.Cert
 			reason Reason
-		}{{inA, ""}, {revokedInA, ReasonRevoked}, {inB, ReasonRevoked}, {noPoint, ReasonRevocationUnknown}} {
+		}{{inA, ""}, {revokedInA, ReasonRevoked}, {inB, ReasonRevoked}, {noPoint, ""}, {listedNoPoint, ReasonRevoked}, {listedOtherCase, ReasonRevoked}} {
 			r := e.Evaluate(xfccReq(xfccFor(c.leaf, testpki.PEM(c.leaf, inter)), now))
 			if r.Reason != c.reason {
 				t.Errorf("%s: %s %q (%s), want %q", c.leaf.Cert.Subject, r.Decision, r.Reason, r.Detail(), c.reason)

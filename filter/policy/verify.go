@@ -480,11 +480,35 @@ func checkRevocation(opts *Options, t *trust, chain, above []*x509.Certificate, 
 		case i > 0:
 			what = "intermediate CA " + c.Subject.String()
 		}
-		var found *crlEntry
+		// found is the issuer's newest list covering c (one without
+		// issuingDistributionPoint covers all; a scoped one, the
+		// certificates naming its point). A scoped list that does not name
+		// c's point still revokes what it lists: a serial is the CA's, and a
+		// certificate whose point is spelt otherwise (case, LDAP, none) must
+		// not escape a list that names it. With no covering list the
+		// issuer's newest list speaks for c.
+		var found, newest *crlEntry
+		revokedElsewhere := false
+		serial := string(c.SerialNumber.Bytes()) + signTag(c.SerialNumber.Sign())
 		for _, e := range t.crls[string(c.RawIssuer)] {
-			if (found == nil || e.list.ThisUpdate.After(found.list.ThisUpdate)) && crlscope.Covers(e.points, c) && e.signedBy(issuer) {
+			if !e.signedBy(issuer) {
+				continue
+			}
+			if newest == nil || e.list.ThisUpdate.After(newest.list.ThisUpdate) {
+				newest = e
+			}
+			if !crlscope.Covers(e.points, c) {
+				if _, r := e.revoked[serial]; r {
+					revokedElsewhere = true
+				}
+				continue
+			}
+			if found == nil || e.list.ThisUpdate.After(found.list.ThisUpdate) {
 				found = e
 			}
+		}
+		if found == nil {
+			found = newest
 		}
 		unknown := ""
 		switch {
@@ -493,7 +517,7 @@ func checkRevocation(opts *Options, t *trust, chain, above []*x509.Certificate, 
 				unknown = "no CRL from " + issuer.Subject.String() + " in the trust bundle (requireCRL)"
 			}
 		default:
-			if _, revoked := found.revoked[string(c.SerialNumber.Bytes())+signTag(c.SerialNumber.Sign())]; revoked {
+			if _, revoked := found.revoked[serial]; revoked || revokedElsewhere {
 				if i == 0 && opts.AllowRevokedCertificates {
 					if o.soft == "" {
 						o.soft = ReasonRevoked

@@ -7,6 +7,7 @@ package crlrefresh
 import (
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mtlsgate/mtlsgate/internal/crlscope"
 	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
 	"github.com/mtlsgate/mtlsgate/sidecar/pki"
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
@@ -60,14 +62,29 @@ func Apply(c *store.CRL, rl *x509.RevocationList, pemBytes []byte) {
 }
 
 // Older reports whether list a is older than list b: by CRL number when
-// both have one, else by thisUpdate.
+// both have one, else by thisUpdate. Nothing is older than a stored list
+// that is not complete (a delta or partition stored by an older version,
+// withheld from publishing): deltas share the base's number sequence and run
+// ahead of it, so the complete list that replaces one has a lower number.
 func Older(a, b store.CRL) bool {
+	if !complete(b) {
+		return false
+	}
 	na, okA := parseNumber(a.Number)
 	nb, okB := parseNumber(b.Number)
 	if okA && okB {
 		return na.Cmp(nb) < 0
 	}
 	return a.ThisUpdate.Before(b.ThisUpdate)
+}
+
+func complete(c store.CRL) bool {
+	b, _ := pem.Decode([]byte(c.PEM))
+	if b == nil {
+		return false
+	}
+	rl, err := x509.ParseRevocationList(b.Bytes)
+	return err == nil && crlscope.Incomplete(rl) == ""
 }
 
 // Refresher keeps URL CRLs fresh.

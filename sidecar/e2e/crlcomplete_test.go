@@ -99,7 +99,8 @@ func TestStoredIncompleteCRLWithheld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	delta, err := st.CreateCRL(store.CRL{CAID: caA.ID, PEM: string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))})
+	delta, err := st.CreateCRL(store.CRL{CAID: caA.ID, PEM: string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})),
+		Number: "2", ThisUpdate: time.Now().Add(-time.Hour).UTC(), NextUpdate: time.Now().Add(time.Hour).UTC()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,5 +123,19 @@ func TestStoredIncompleteCRLWithheld(t *testing.T) {
 	}
 	if m := string(httpBody(t, "http://"+p.addrs.Admin+"/metrics")); !strings.Contains(m, "mtlsgate_crls_withheld 1") {
 		t.Fatalf("metrics lack mtlsgate_crls_withheld 1")
+	}
+	// The way out the log names: the CA's complete list, though its number
+	// (1) is below the delta's (2), as a base's is.
+	full := testpki.Must(a.CRL(testpki.CRLOptions{Number: big.NewInt(1)}))
+	var upd api.CRL
+	p.runJSON(t, &upd, "crl", "update", "--crl-id", delta.ID, "--file", writeFile(t, "full.crl", full))
+	if upd.Number != "1" {
+		t.Fatalf("after the update the CRL is number %s, want 1", upd.Number)
+	}
+	if bd := getBundle(t, p); len(bd.CRLs) != 2 {
+		t.Fatalf("bundle has %d CRLs after the replacement, want 2", len(bd.CRLs))
+	}
+	if m := string(httpBody(t, "http://"+p.addrs.Admin+"/metrics")); !strings.Contains(m, "mtlsgate_crls_withheld 0") {
+		t.Fatalf("metrics lack mtlsgate_crls_withheld 0 after the replacement")
 	}
 }
