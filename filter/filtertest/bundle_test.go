@@ -76,16 +76,7 @@ func TestBundleFromSidecar(t *testing.T) {
 		t.Fatalf("before any bundle: want 503 TRUST_BUNDLE_UNAVAILABLE, got %+v", res.LocalResponse)
 	}
 
-	tick := func(vm *hosttest.VM) {
-		t.Helper()
-		if err := vm.Tick(); err != nil {
-			t.Fatal(err)
-		}
-		if err := vm.WaitHTTPCalls(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tick(vm0)
+	tick(t, vm0)
 	if sc.gets.Load() != 1 {
 		t.Fatalf("sidecar fetched %d times, want 1", sc.gets.Load())
 	}
@@ -94,7 +85,7 @@ func TestBundleFromSidecar(t *testing.T) {
 			t.Fatalf("vm%d after the bundle loaded: %+v %s", i, res.LocalResponse, res.LocalResponse.Body)
 		}
 	}
-	tick(vm1) // the lease is held for the refresh period: no second fetch
+	tick(t, vm1) // the lease is held for the refresh period: no second fetch
 	if n := sc.gets.Load(); n != 1 {
 		t.Errorf("second VM fetched again (%d fetches); the bundle should come from shared data", n)
 	}
@@ -104,7 +95,7 @@ func TestBundleFromSidecar(t *testing.T) {
 	sc.failing = true
 	sc.mu.Unlock()
 	time.Sleep(1100 * time.Millisecond) // let the 1 s fetch lease expire
-	tick(vm0)
+	tick(t, vm0)
 	if sc.gets.Load() < 2 {
 		t.Fatalf("no refetch after the refresh period")
 	}
@@ -127,8 +118,8 @@ func TestBundleFromSidecar(t *testing.T) {
 	sc.mu.Unlock()
 	sc.set()
 	time.Sleep(1100 * time.Millisecond)
-	tick(vm0)
-	tick(vm1)
+	tick(t, vm0)
+	tick(t, vm1)
 	for i, vm := range []*hosttest.VM{vm0, vm1} {
 		res := do(t, vm, request("/", "", good))
 		if res.LocalResponse == nil || problem(t, res)["reason"] != "UNTRUSTED_CHAIN" {

@@ -61,6 +61,18 @@ func newVM(tb testing.TB, p *hosttest.Plugin) *hosttest.VM {
 	return vm
 }
 
+// tick runs the VM's timer once and waits for the HTTP calls it made (the
+// bundle fetch) to be answered.
+func tick(t *testing.T, vm *hosttest.VM) {
+	t.Helper()
+	if err := vm.Tick(); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.WaitHTTPCalls(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func mustJSON(tb testing.TB, v any) []byte {
 	tb.Helper()
 	if b, ok := v.([]byte); ok {

@@ -31,23 +31,14 @@ func TestFiltersSharingAVMID(t *testing.T) {
 	b := filterModule(t).NewPlugin(hosttest.PluginConfig{Name: "team-b", RootID: "mtlsgate", VMID: "mtlsgate", LogLevel: 2,
 		Configuration: mustJSON(t, config("sidecar_b")), Clusters: map[string]hosttest.Upstream{"sidecar_b": {Handler: scB}}, SharedWith: a})
 	vmA, vmB := newVM(t, a), newVM(t, b)
-	tick := func(vm *hosttest.VM) {
-		t.Helper()
-		if err := vm.Tick(); err != nil {
-			t.Fatal(err)
-		}
-		if err := vm.WaitHTTPCalls(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-	}
 	partnerA := xfccHeader(p.chainOf(p.good))
 	// The same client ID and profile as a's client, from b's CA: one key,
 	// were the budgets not the filters' own.
 	beta := testpki.Must(p.otherRoot.Issue(testpki.Options{Key: testpki.P256, Subject: pkix.Name{CommonName: "acme-mobile", OrganizationalUnit: []string{"partner-prod"}}}))
 	partnerB := xfccHeader(xfcc(beta, nil))
 	for round := 0; round < 3; round++ {
-		tick(vmA)
-		tick(vmB)
+		tick(t, vmA)
+		tick(t, vmB)
 		if round == 1 {
 			time.Sleep(1100 * time.Millisecond) // both leases expire: both fetch again
 		}

@@ -7,7 +7,6 @@ package crlrefresh
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/mtlsgate/mtlsgate/internal/crlscope"
 	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
 	"github.com/mtlsgate/mtlsgate/sidecar/pki"
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
@@ -67,7 +65,7 @@ func Apply(c *store.CRL, rl *x509.RevocationList, pemBytes []byte) {
 // withheld from publishing): deltas share the base's number sequence and run
 // ahead of it, so the complete list that replaces one has a lower number.
 func Older(a, b store.CRL) bool {
-	if !complete(b) {
+	if pki.StoredIncomplete(b.PEM) != "" {
 		return false
 	}
 	na, okA := parseNumber(a.Number)
@@ -76,15 +74,6 @@ func Older(a, b store.CRL) bool {
 		return na.Cmp(nb) < 0
 	}
 	return a.ThisUpdate.Before(b.ThisUpdate)
-}
-
-func complete(c store.CRL) bool {
-	b, _ := pem.Decode([]byte(c.PEM))
-	if b == nil {
-		return false
-	}
-	rl, err := x509.ParseRevocationList(b.Bytes)
-	return err == nil && crlscope.Incomplete(rl) == ""
 }
 
 // Refresher keeps URL CRLs fresh.

@@ -5,10 +5,8 @@ package daemon
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -24,12 +22,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mtlsgate/mtlsgate/internal/crlscope"
 	"github.com/mtlsgate/mtlsgate/sidecar/admin"
 	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
 	"github.com/mtlsgate/mtlsgate/sidecar/bundlesrv"
 	"github.com/mtlsgate/mtlsgate/sidecar/crlrefresh"
 	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
+	"github.com/mtlsgate/mtlsgate/sidecar/pki"
 	"github.com/mtlsgate/mtlsgate/sidecar/sds"
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
 	"github.com/mtlsgate/mtlsgate/sidecar/trustdir"
@@ -334,13 +332,7 @@ func Run(ctx context.Context, cfg Config) error {
 func completeCRLs(crls []store.CRL, log *slog.Logger) []store.CRL {
 	out := crls[:0:0]
 	for _, c := range crls {
-		why := "cannot be parsed"
-		if b, _ := pem.Decode([]byte(c.PEM)); b != nil {
-			if rl, err := x509.ParseRevocationList(b.Bytes); err == nil {
-				why = crlscope.Incomplete(rl)
-			}
-		}
-		if why != "" {
+		if why := pki.StoredIncomplete(c.PEM); why != "" {
 			log.Error("CRL withheld from Envoy and the filter: replace it with the CA's complete CRL (`mtlsgate crl update --crl-id "+c.ID+" --file FILE`)",
 				"crl", c.ID, "ca", c.CAID, "problem", "the list "+why)
 			continue

@@ -243,6 +243,20 @@ func Complete(rl *x509.RevocationList) error {
 	return nil
 }
 
+// StoredIncomplete says why a stored PEM list is not one to publish or to
+// compare with (see Complete), or "".
+func StoredIncomplete(pemText string) string {
+	b, _ := pem.Decode([]byte(pemText))
+	if b == nil {
+		return "cannot be parsed"
+	}
+	rl, err := x509.ParseRevocationList(b.Bytes)
+	if err != nil {
+		return "cannot be parsed"
+	}
+	return crlscope.Incomplete(rl)
+}
+
 // KeyPair checks an outbound client certificate: PEM leaf (optionally followed
 // by its chain) and the matching private key. It returns the leaf, the chain
 // PEM as Envoy should present it, and the key's PEM block alone.
