@@ -89,7 +89,7 @@ func (s *sidecarLike) publish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.srv.Update(s.cas, nil, pv.Profiles, pv.Version, time.Now()); err != nil {
+	if err := s.srv.Update(s.cas, nil, nil, pv.Profiles, pv.Version, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
+	"github.com/mtlsgate/mtlsgate/internal/bundle"
 	"github.com/mtlsgate/mtlsgate/internal/crlscope"
 	"math/big"
 	"strings"
@@ -315,4 +316,51 @@ func idpValue(t *testing.T, point string, extra ...[]byte) []byte {
 		body = append(body, x...)
 	}
 	return append([]byte{0x30, byte(len(body))}, body...)
+}
+
+// TestWithheldCRLIsUnknownRevocation: a CA the sidecar marks
+// revocationUnknown (its stored CRL is not a complete list and is withheld)
+// is not a CA without a CRL: its certificates' revocation status is unknown,
+// refused under strict, let through and labelled under best-effort.
+func TestWithheldCRLIsUnknownRevocation(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{CommonName: "Withheld"}))
+	leaf := must(root.Issue(testpki.Options{CommonName: "client"}))
+	x := xfccFor(leaf, leaf.PEM())
+	for _, c := range []struct {
+		options string
+		flagged bool
+		want    Reason
+		allowed bool
+	}{
+		{`{}`, true, ReasonRevocationUnknown, false},
+		{`{"revocationCheck":"best-effort"}`, true, ReasonRevocationUnknown, true},
+		{`{"revocationCheck":"off"}`, true, "", true},
+		{`{}`, false, "", true}, // unmarked and without a CRL: as before
+	} {
+		e := newEngine(t, c.options, []*testpki.Cert{root})
+		// Through the wire format, as the filter receives it.
+		doc, err := bundle.New([]bundle.CA{{ID: "mtlsca_1", PEM: string(root.PEM()), RevocationUnknown: c.flagged}}, nil, nil, 0, now).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := bundle.Parse(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.SetBundle(b); err != nil {
+			t.Fatal(err)
+		}
+		r := e.Evaluate(xfccReq(x, now))
+		if r.Reason != c.want || (r.Decision == DecisionAllow) != c.allowed {
+			t.Errorf("%s flagged=%v: %s %q (%s), want reason %q allowed %v", c.options, c.flagged, r.Decision, r.Reason, r.Detail(), c.want, c.allowed)
+		}
+	}
+	// The flag is part of the bundle's version: setting it drops cached
+	// verdicts.
+	b := mustBundle(t, []*testpki.Cert{root})
+	v := bundle.ComputeVersion(b.CACertificates, nil, nil, 0)
+	b.CACertificates[0].RevocationUnknown = true
+	if bundle.ComputeVersion(b.CACertificates, nil, nil, 0) == v {
+		t.Fatal("revocationUnknown does not change the bundle version")
+	}
 }

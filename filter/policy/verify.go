@@ -20,6 +20,9 @@ type trust struct {
 	anchors []*x509.Certificate
 	// crls indexes revocation lists by the DER of their issuer name.
 	crls map[string][]*crlEntry
+	// withheld holds the CAs (caKey) whose CRL the sidecar withholds: their
+	// revocation status is unknown, not absent.
+	withheld map[string]bool
 	// above maps an anchor that is not self-signed (an intermediate uploaded
 	// as a trust anchor), by its DER, to the anchors above it: its issuer, that
 	// one's issuer, and so on while they are anchors too. Chain building stops
@@ -28,6 +31,9 @@ type trust struct {
 	// more certificate would weaken revocation.
 	above map[string][]*x509.Certificate
 }
+
+// caKey names a CA for revocation: its name and key (see crlEntry).
+func caKey(c *x509.Certificate) string { return string(c.RawSubject) + "\x00" + string(c.RawSubjectPublicKeyInfo) }
 
 type crlEntry struct {
 	list    *x509.RevocationList
@@ -86,6 +92,12 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 			}
 			t.roots.AddCert(c)
 			t.anchors = append(t.anchors, c)
+			if ca.RevocationUnknown {
+				if t.withheld == nil {
+					t.withheld = map[string]bool{}
+				}
+				t.withheld[caKey(c)] = true
+			}
 			n++
 		}
 		if n == 0 {
@@ -512,6 +524,8 @@ func checkRevocation(opts *Options, t *trust, chain, above []*x509.Certificate, 
 		}
 		unknown := ""
 		switch {
+		case found == nil && t.withheld[caKey(issuer)]:
+			unknown = "the sidecar withholds the CRL of " + issuer.Subject.String() + " (not a complete list): replace it with the CA's complete CRL"
 		case found == nil:
 			if opts.RequireCRL {
 				unknown = "no CRL from " + issuer.Subject.String() + " in the trust bundle (requireCRL)"

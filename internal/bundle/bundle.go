@@ -45,6 +45,11 @@ type CA struct {
 	ID   string `json:"id,omitempty"`
 	Name string `json:"name,omitempty"`
 	PEM  string `json:"pem"`
+	// RevocationUnknown is set by the sidecar when the CA has a CRL it
+	// withholds (not a complete list): the filter then treats the CA's
+	// revocation status as unknown, as for a stale list, rather than as a CA
+	// without a CRL.
+	RevocationUnknown bool `json:"revocationUnknown,omitempty"`
 }
 
 // CRL is one certificate revocation list, PEM encoded.
@@ -63,7 +68,11 @@ func ComputeVersion(cas []CA, crls []CRL, profiles []byte, profilesVersion int) 
 	h := sha256.New()
 	pems := make([]string, 0, len(cas))
 	for _, c := range cas {
-		pems = append(pems, c.PEM)
+		p := c.PEM
+		if c.RevocationUnknown {
+			p += "\x00revocation unknown"
+		}
+		pems = append(pems, p)
 	}
 	sort.Strings(pems)
 	for _, p := range pems {
@@ -177,7 +186,8 @@ func caFrom(c gjson.Result) (CA, error) {
 	case c.Type == gjson.String:
 		return CA{PEM: c.String()}, nil
 	case c.IsObject():
-		ca := CA{ID: c.Get("id").String(), Name: c.Get("name").String(), PEM: c.Get("pem").String()}
+		ca := CA{ID: c.Get("id").String(), Name: c.Get("name").String(), PEM: c.Get("pem").String(),
+			RevocationUnknown: c.Get("revocationUnknown").Bool()}
 		if ca.PEM == "" {
 			return CA{}, errors.New("missing pem")
 		}

@@ -44,16 +44,16 @@ type Server struct {
 // New returns a server holding an empty bundle until the first Update.
 func New() *Server {
 	s := &Server{}
-	_ = s.Update(nil, nil, nil, 0, time.Now())
+	_ = s.Update(nil, nil, nil, nil, 0, time.Now())
 	return s
 }
 
 // Build converts store records into the bundle. A CRL is marked stale when
 // its nextUpdate has passed.
-func Build(cas []store.CA, crls []store.CRL, profiles []byte, profilesVersion int, now time.Time) *bundle.Bundle {
+func Build(cas []store.CA, crls []store.CRL, withheld map[string]bool, profiles []byte, profilesVersion int, now time.Time) *bundle.Bundle {
 	bc := make([]bundle.CA, 0, len(cas))
 	for _, c := range cas {
-		bc = append(bc, bundle.CA{ID: c.ID, Name: c.Name, PEM: c.PEM})
+		bc = append(bc, bundle.CA{ID: c.ID, Name: c.Name, PEM: c.PEM, RevocationUnknown: withheld[c.ID]})
 	}
 	bl := make([]bundle.CRL, 0, len(crls))
 	for _, c := range crls {
@@ -63,8 +63,10 @@ func Build(cas []store.CA, crls []store.CRL, profiles []byte, profilesVersion in
 }
 
 // Update replaces the served bundle.
-func (s *Server) Update(cas []store.CA, crls []store.CRL, profiles []byte, profilesVersion int, now time.Time) error {
-	b := Build(cas, crls, profiles, profilesVersion, now)
+// withheld names the CAs whose stored CRL is not published (see
+// bundle.CA.RevocationUnknown).
+func (s *Server) Update(cas []store.CA, crls []store.CRL, withheld map[string]bool, profiles []byte, profilesVersion int, now time.Time) error {
+	b := Build(cas, crls, withheld, profiles, profilesVersion, now)
 	labels := bodyLabels(b)
 	if cur := s.cur.Load(); cur != nil && cur.version == b.Version && cur.labels == labels {
 		// Same trust material: keep the old body so generatedAt (and so the

@@ -65,7 +65,7 @@ func TestETagNeverNamesTwoBodiesStrongly(t *testing.T) {
 		{store.CA{ID: ca.ID, Name: "renamed", PEM: ca.PEM}, now},                    // rename
 		{store.CA{ID: ca.ID, Name: "renamed", PEM: ca.PEM}, now.Add(2 * time.Hour)}, // the CRL goes stale
 	} {
-		if err := s.Update([]store.CA{step.ca}, []store.CRL{crl}, nil, 0, step.now); err != nil {
+		if err := s.Update([]store.CA{step.ca}, []store.CRL{crl}, nil, nil, 0, step.now); err != nil {
 			t.Fatal(err)
 		}
 		r := get(t, url, "")
@@ -102,7 +102,7 @@ func TestETagNeverNamesTwoBodiesStrongly(t *testing.T) {
 
 	// New trust material: a new tag.
 	other := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Other CA"}))
-	if err := s.Update([]store.CA{ca, {ID: "mtlsca_2", Name: "other", PEM: string(other.PEM())}}, []store.CRL{crl}, nil, 0, now); err != nil {
+	if err := s.Update([]store.CA{ca, {ID: "mtlsca_2", Name: "other", PEM: string(other.PEM())}}, []store.CRL{crl}, nil, nil, 0, now); err != nil {
 		t.Fatal(err)
 	}
 	if r := get(t, url, strconv.Quote(doc.Version)); r.status != 200 || r.etag == seen[2].etag {

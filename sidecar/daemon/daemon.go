@@ -328,18 +328,24 @@ func Run(ctx context.Context, cfg Config) error {
 // refresh and the trust directory refuse them, but a store written by an
 // older version may hold one, and the filter refuses a whole bundle that
 // carries one: every CA would lose its verdicts for one list's sake. Such a
-// list is withheld, loudly, until it is replaced.
-func completeCRLs(crls []store.CRL, log *slog.Logger) []store.CRL {
-	out := crls[:0:0]
+// list is withheld, loudly, until it is replaced, and its CA marked so that
+// the filter treats its revocation status as unknown (as for a stale list)
+// rather than as a CA without a CRL.
+func completeCRLs(crls []store.CRL, log *slog.Logger) (out []store.CRL, withheldCAs map[string]bool) {
+	out = crls[:0:0]
 	for _, c := range crls {
 		if why := pki.StoredIncomplete(c.PEM); why != "" {
 			log.Error("CRL withheld from Envoy and the filter: replace it with the CA's complete CRL (`mtlsgate crl update --crl-id "+c.ID+" --file FILE`)",
 				"crl", c.ID, "ca", c.CAID, "problem", "the list "+why)
+			if withheldCAs == nil {
+				withheldCAs = map[string]bool{}
+			}
+			withheldCAs[c.CAID] = true
 			continue
 		}
 		out = append(out, c)
 	}
-	return out
+	return out, withheldCAs
 }
 
 func trustDirInterval(cfg Config) time.Duration {
@@ -355,7 +361,7 @@ func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundle
 		return err
 	}
 	cas, out := snap.CAs, snap.Outbound
-	crls := completeCRLs(snap.CRLs, log)
+	crls, withheld := completeCRLs(snap.CRLs, log)
 	m.WithheldCRLs.Set(float64(len(snap.CRLs) - len(crls)))
 	if err := cache.Update(ctx, sds.State{CAs: cas, CRLs: crls, Outbound: out}); err != nil {
 		return err
@@ -368,7 +374,7 @@ func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundle
 		profiles = pv.Profiles
 	}
 	now := time.Now()
-	if err := bundles.Update(cas, crls, profiles, pv.Version, now); err != nil {
+	if err := bundles.Update(cas, crls, withheld, profiles, pv.Version, now); err != nil {
 		return err
 	}
 	m.CACertificates.Set(float64(len(cas)))

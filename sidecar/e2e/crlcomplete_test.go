@@ -74,9 +74,9 @@ func TestDeltaAndPartitionedCRLsRefused(t *testing.T) {
 
 // TestStoredIncompleteCRLWithheld: a store written before delta and
 // partitioned lists were refused may hold one. Published, it would make the
-// filter refuse the whole bundle; serve withholds it instead, says which
-// list and what to do, counts it in mtlsgate_crls_withheld, and publishes
-// everything else.
+// filter refuse the whole bundle; serve withholds it instead, marks its CA
+// revocationUnknown, says which list and what to do, counts it in
+// mtlsgate_crls_withheld, and publishes everything else.
 func TestStoredIncompleteCRLWithheld(t *testing.T) {
 	dir := t.TempDir()
 	a := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Delta CA"}))
@@ -118,6 +118,13 @@ func TestStoredIncompleteCRLWithheld(t *testing.T) {
 	if len(bd.CACertificates) != 2 {
 		t.Fatalf("bundle has %d CAs, want both", len(bd.CACertificates))
 	}
+	// The CA of the withheld list is marked, so the filter takes its
+	// revocation status as unknown, not as absent.
+	for _, c := range bd.CACertificates {
+		if c.RevocationUnknown != (c.ID == caA.ID) {
+			t.Fatalf("CA %s (%s) revocationUnknown %v", c.ID, c.Name, c.RevocationUnknown)
+		}
+	}
 	if !strings.Contains(p.stderr.String(), "CRL withheld") || !strings.Contains(p.stderr.String(), delta.ID) || !strings.Contains(p.stderr.String(), "delta CRL") {
 		t.Fatalf("serve did not say which list it withheld:\n%s", p.stderr.String())
 	}
@@ -132,8 +139,8 @@ func TestStoredIncompleteCRLWithheld(t *testing.T) {
 	if upd.Number != "1" {
 		t.Fatalf("after the update the CRL is number %s, want 1", upd.Number)
 	}
-	if bd := getBundle(t, p); len(bd.CRLs) != 2 {
-		t.Fatalf("bundle has %d CRLs after the replacement, want 2", len(bd.CRLs))
+	if bd := getBundle(t, p); len(bd.CRLs) != 2 || bd.CACertificates[0].RevocationUnknown || bd.CACertificates[1].RevocationUnknown {
+		t.Fatalf("after the replacement: %d CRLs (want 2), CAs %+v", len(bd.CRLs), bd.CACertificates)
 	}
 	if m := string(httpBody(t, "http://"+p.addrs.Admin+"/metrics")); !strings.Contains(m, "mtlsgate_crls_withheld 0") {
 		t.Fatalf("metrics lack mtlsgate_crls_withheld 0 after the replacement")
