@@ -33,7 +33,9 @@ type trust struct {
 }
 
 // caKey names a CA for revocation: its name and key (see crlEntry).
-func caKey(c *x509.Certificate) string { return string(c.RawSubject) + "\x00" + string(c.RawSubjectPublicKeyInfo) }
+func caKey(c *x509.Certificate) string {
+	return string(c.RawSubject) + "\x00" + string(c.RawSubjectPublicKeyInfo)
+}
 
 type crlEntry struct {
 	list    *x509.RevocationList
