@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
@@ -109,15 +110,25 @@ func (s *server) openSotW(names ...string) *client {
 	}
 	c := &client{t: s.t, sotw: st, resps: make(chan response, 1024), err: make(chan error, 1)}
 	c.sendSotW(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "envoy-1", Cluster: "edge"}, TypeUrl: resourcev3.SecretType, ResourceNames: names})
+	c.pump(func() (response, []*anypb.Any, error) {
+		resp, err := st.Recv()
+		return response{version: resp.GetVersionInfo(), nonce: resp.GetNonce()}, resp.GetResources(), err
+	})
+	return c
+}
+
+// pump hands the stream's responses, secrets decoded, to c.resps until the
+// stream ends.
+func (c *client) pump(recv func() (response, []*anypb.Any, error)) {
 	go func() {
 		for {
-			resp, err := st.Recv()
+			r, anys, err := recv()
 			if err != nil {
 				c.err <- err
 				return
 			}
-			r := response{version: resp.GetVersionInfo(), nonce: resp.GetNonce(), secrets: map[string]*tlsv3.Secret{}}
-			for _, a := range resp.GetResources() {
+			r.secrets = map[string]*tlsv3.Secret{}
+			for _, a := range anys {
 				var sec tlsv3.Secret
 				if err := a.UnmarshalTo(&sec); err != nil {
 					c.err <- err
@@ -128,7 +139,6 @@ func (s *server) openSotW(names ...string) *client {
 			c.resps <- r
 		}
 	}()
-	return c
 }
 
 func (s *server) openDelta(names ...string) *client {
@@ -141,25 +151,14 @@ func (s *server) openDelta(names ...string) *client {
 	}
 	c := &client{t: s.t, delta: st, resps: make(chan response, 1024), err: make(chan error, 1)}
 	c.sendDelta(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "envoy-2", Cluster: "edge"}, TypeUrl: resourcev3.SecretType, ResourceNamesSubscribe: names})
-	go func() {
-		for {
-			resp, err := st.Recv()
-			if err != nil {
-				c.err <- err
-				return
-			}
-			r := response{version: resp.GetSystemVersionInfo(), nonce: resp.GetNonce(), secrets: map[string]*tlsv3.Secret{}, removed: resp.GetRemovedResources()}
-			for _, res := range resp.GetResources() {
-				var sec tlsv3.Secret
-				if err := res.GetResource().UnmarshalTo(&sec); err != nil {
-					c.err <- err
-					return
-				}
-				r.secrets[sec.GetName()] = &sec
-			}
-			c.resps <- r
+	c.pump(func() (response, []*anypb.Any, error) {
+		resp, err := st.Recv()
+		var anys []*anypb.Any
+		for _, res := range resp.GetResources() {
+			anys = append(anys, res.GetResource())
 		}
-	}()
+		return response{version: resp.GetSystemVersionInfo(), nonce: resp.GetNonce(), removed: resp.GetRemovedResources()}, anys, err
+	})
 	return c
 }
 
