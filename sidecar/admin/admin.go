@@ -22,6 +22,7 @@ import (
 
 	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
+	"github.com/mtlsgate/mtlsgate/sidecar/audit"
 	"github.com/mtlsgate/mtlsgate/sidecar/crlrefresh"
 	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
 	"github.com/mtlsgate/mtlsgate/sidecar/pki"
@@ -205,25 +206,7 @@ func decode(r *http.Request, v any) error {
 
 // audit writes one line per management change.
 func (s *server) audit(r *http.Request, action string, before, after any, attrs ...any) {
-	s.Metrics.Changes.WithLabelValues(action).Inc()
-	s.Log.Info("audit", append([]any{"audit", true, "actor", actor(r), "action", action, "before", before, "after", after}, attrs...)...)
-}
-
-type ref struct {
-	ID          string `json:"id"`
-	Name        string `json:"name,omitempty"`
-	Enabled     *bool  `json:"enabled,omitempty"`
-	Fingerprint string `json:"sha256Fingerprint,omitempty"`
-	NotAfter    string `json:"notAfter,omitempty"`
-	// A CRL's number, thisUpdate and source: what tells one list from the
-	// next in an audit line.
-	Number     string `json:"number,omitempty"`
-	ThisUpdate string `json:"thisUpdate,omitempty"`
-	Source     string `json:"source,omitempty"`
-}
-
-func crlRef(c store.CRL) ref {
-	return ref{ID: c.ID, Number: c.Number, ThisUpdate: ts(c.ThisUpdate), Source: source(c)}
+	audit.Record(s.Log, s.Metrics, actor(r), action, before, after, attrs...)
 }
 
 // ---- CA certificates
@@ -232,20 +215,10 @@ func (s *server) caView(ca store.CA, crls []store.CRL, now time.Time) api.CACert
 	v := api.CACertificate{CA: ca}
 	for _, c := range crls {
 		if c.CAID == ca.ID {
-			v.CRL = &api.CRLState{ID: c.ID, Source: source(c), NextUpdate: c.NextUpdate, Stale: c.Stale(now), LastError: c.LastError}
+			v.CRL = &api.CRLState{ID: c.ID, Source: audit.Source(c), NextUpdate: c.NextUpdate, Stale: c.Stale(now), LastError: c.LastError}
 		}
 	}
 	return v
-}
-
-func source(c store.CRL) string {
-	if c.ManagedBy != "" {
-		return c.ManagedBy
-	}
-	if c.URL == "" {
-		return "file"
-	}
-	return c.URL
 }
 
 func (s *server) listCAs(w http.ResponseWriter, r *http.Request) error {
@@ -296,7 +269,7 @@ func (s *server) createCA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.audit(r, "ca-certificate.create", nil, ref{ID: ca.ID, Name: ca.Name}, "fingerprint", ca.Fingerprint)
+	s.audit(r, "ca-certificate.create", nil, audit.Ref{ID: ca.ID, Name: ca.Name}, "fingerprint", ca.Fingerprint)
 	writeJSON(w, 201, api.CACertificate{CA: ca})
 	return nil
 }
@@ -313,7 +286,7 @@ func (s *server) updateCA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.audit(r, "ca-certificate.update", ref{ID: before.ID, Name: before.Name}, ref{ID: after.ID, Name: after.Name})
+	s.audit(r, "ca-certificate.update", audit.Ref{ID: before.ID, Name: before.Name}, audit.Ref{ID: after.ID, Name: after.Name})
 	crls, err := s.Store.ListCRLs()
 	if err != nil {
 		return err
@@ -343,7 +316,7 @@ func (s *server) deleteCA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.audit(r, "ca-certificate.delete", ref{ID: ca.ID, Name: ca.Name}, nil, "deletedCrlIds", crlIDs)
+	s.audit(r, "ca-certificate.delete", audit.Ref{ID: ca.ID, Name: ca.Name}, nil, "deletedCrlIds", crlIDs)
 	if len(crlIDs) > 0 && s.Refresher != nil {
 		s.Refresher.Wake()
 	}
@@ -354,7 +327,7 @@ func (s *server) deleteCA(w http.ResponseWriter, r *http.Request) error {
 // ---- CRLs
 
 func crlView(c store.CRL, now time.Time) api.CRL {
-	return api.CRL{CRL: c, Source: source(c), Stale: c.Stale(now)}
+	return api.CRL{CRL: c, Source: audit.Source(c), Stale: c.Stale(now)}
 }
 
 func (s *server) listCRLs(w http.ResponseWriter, r *http.Request) error {
@@ -399,7 +372,7 @@ func (s *server) createCRL(w http.ResponseWriter, r *http.Request) error {
 	if s.Refresher != nil {
 		s.Refresher.Wake()
 	}
-	s.audit(r, "crl.create", nil, ref{ID: c.ID}, "caId", c.CAID, "source", source(c))
+	s.audit(r, "crl.create", nil, audit.Ref{ID: c.ID}, "caId", c.CAID, "source", audit.Source(c))
 	writeJSON(w, 201, crlView(c, time.Now()))
 	return nil
 }
@@ -468,7 +441,7 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 		}
 		if crlrefresh.Older(rec, *c) {
 			return problem.Conflict("crl_older", "the new CRL (number %s, thisUpdate %s) is older than CRL %s's (number %s, thisUpdate %s) and would un-revoke certificates; "+
-				"to roll back on purpose, delete the CRL and create it again", orDash(rec.Number), ts(rec.ThisUpdate), c.ID, orDash(c.Number), ts(c.ThisUpdate))
+				"to roll back on purpose, delete the CRL and create it again", orDash(rec.Number), audit.Time(rec.ThisUpdate), c.ID, orDash(c.Number), audit.Time(c.ThisUpdate))
 		}
 		before = *c
 		c.URL, c.PEM, c.Number, c.ThisUpdate, c.NextUpdate, c.RevokedCount = rec.URL, rec.PEM, rec.Number, rec.ThisUpdate, rec.NextUpdate, rec.RevokedCount
@@ -481,7 +454,7 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 	if s.Refresher != nil {
 		s.Refresher.Wake()
 	}
-	s.audit(r, "crl.update", crlRef(before), crlRef(c), "caId", c.CAID)
+	s.audit(r, "crl.update", audit.CRLRef(before), audit.CRLRef(c), "caId", c.CAID)
 	writeJSON(w, 200, crlView(c, time.Now()))
 	return nil
 }
@@ -492,8 +465,6 @@ func orDash(s string) string {
 	}
 	return s
 }
-
-func ts(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // notManagedCRL is notManagedCA for a revocation list.
 func notManagedCRL(c store.CRL) error {
@@ -511,7 +482,7 @@ func (s *server) deleteCRL(w http.ResponseWriter, r *http.Request) error {
 	if s.Refresher != nil {
 		s.Refresher.Wake()
 	}
-	s.audit(r, "crl.delete", ref{ID: c.ID}, nil, "caId", c.CAID)
+	s.audit(r, "crl.delete", audit.Ref{ID: c.ID}, nil, "caId", c.CAID)
 	writeJSON(w, 200, crlView(c, time.Now()))
 	return nil
 }
@@ -587,7 +558,7 @@ func (s *server) createOutbound(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.audit(r, "mtls-certificate.create", nil, ref{ID: o.ID, Name: o.Name}, "environmentTypes", envs)
+	s.audit(r, "mtls-certificate.create", nil, audit.Ref{ID: o.ID, Name: o.Name}, "environmentTypes", envs)
 	writeJSON(w, 201, s.outboundView(o))
 	return nil
 }
@@ -622,8 +593,8 @@ func (s *server) replaceOutboundMaterial(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	material := func(o store.Outbound) ref {
-		return ref{ID: o.ID, Name: o.Name, Fingerprint: o.Fingerprint, NotAfter: o.NotAfter.Format(time.RFC3339)}
+	material := func(o store.Outbound) audit.Ref {
+		return audit.Ref{ID: o.ID, Name: o.Name, Fingerprint: o.Fingerprint, NotAfter: o.NotAfter.Format(time.RFC3339)}
 	}
 	s.audit(r, "mtls-certificate.update", material(before), material(after))
 	writeJSON(w, 200, s.outboundView(after))
@@ -640,7 +611,7 @@ func (s *server) setEnabled(enabled bool) func(w http.ResponseWriter, r *http.Re
 		if err != nil {
 			return err
 		}
-		s.audit(r, action, ref{ID: before.ID, Name: before.Name, Enabled: &before.Enabled}, ref{ID: after.ID, Name: after.Name, Enabled: &after.Enabled})
+		s.audit(r, action, audit.Ref{ID: before.ID, Name: before.Name, Enabled: &before.Enabled}, audit.Ref{ID: after.ID, Name: after.Name, Enabled: &after.Enabled})
 		writeJSON(w, 200, s.outboundView(after))
 		return nil
 	}
@@ -665,7 +636,7 @@ func (s *server) deleteOutbound(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.audit(r, "mtls-certificate.delete", ref{ID: o.ID, Name: o.Name}, nil)
+	s.audit(r, "mtls-certificate.delete", audit.Ref{ID: o.ID, Name: o.Name}, nil)
 	writeJSON(w, 200, s.outboundView(o))
 	return nil
 }

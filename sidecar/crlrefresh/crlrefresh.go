@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mtlsgate/mtlsgate/sidecar/audit"
 	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
 	"github.com/mtlsgate/mtlsgate/sidecar/pki"
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
@@ -225,7 +226,9 @@ func (r *Refresher) download(ctx context.Context, c store.CRL) error {
 	// was before the download: an operator's `crl update` may have stored a
 	// newer list (and dropped the URL) meanwhile, and overwriting it would
 	// un-revoke certificates with no refresh left to correct it.
-	_, err = r.Store.UpdateCRL(c.ID, func(s *store.CRL) error {
+	var before store.CRL
+	after, err := r.Store.UpdateCRL(c.ID, func(s *store.CRL) error {
+		before = *s
 		if s.URL != c.URL {
 			return errSuperseded
 		}
@@ -242,10 +245,17 @@ func (r *Refresher) download(ctx context.Context, c store.CRL) error {
 		s.LastErrorAt = time.Time{}
 		return nil
 	})
-	if err == nil {
-		r.Log.Info("CRL refreshed", "crlId", c.ID, "number", rl.Number, "nextUpdate", rl.NextUpdate)
+	if err != nil {
+		return err
 	}
-	return err
+	if after.PEM == before.PEM {
+		r.Log.Debug("CRL downloaded; unchanged", "crlId", c.ID, "number", rl.Number, "nextUpdate", rl.NextUpdate)
+		return nil
+	}
+	// A new list changes which certificates are revoked: an audit line like
+	// an operator's `crl update`, so the trail shows every list in force.
+	audit.Record(r.Log, r.M, audit.ActorCRLRefresh, "crl.update", audit.CRLRef(before), audit.CRLRef(after), "caId", c.CAID, "nextUpdate", audit.Time(after.NextUpdate))
+	return nil
 }
 
 func orDash(s string) string {

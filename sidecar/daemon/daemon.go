@@ -228,7 +228,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var syncer *trustdir.Syncer
 	if cfg.TrustDir != "" {
-		syncer = &trustdir.Syncer{Dir: cfg.TrustDir, Store: st, Log: log, OnResult: func(err error) {
+		syncer = &trustdir.Syncer{Dir: cfg.TrustDir, Store: st, Log: log, M: m, OnResult: func(err error) {
 			if err != nil {
 				m.TrustDirInSync.Set(0)
 				return

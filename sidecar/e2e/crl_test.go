@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -155,6 +156,10 @@ func TestCRLURLRefresh(t *testing.T) {
 		t.Fatalf("created %+v", crl)
 	}
 	c.next("CRL 1")
+	// The same list downloaded again changes nothing: no audit line (checked
+	// at the end).
+	fetched := fetches.Load()
+	waitFor(t, "list 1 downloaded again", func() bool { return fetches.Load() > fetched })
 
 	// The CA publishes a new list; it is fetched before the old nextUpdate.
 	second := set(2, 3*time.Second)
@@ -209,4 +214,19 @@ func TestCRLURLRefresh(t *testing.T) {
 		t.Errorf("after recovery %+v", refreshed)
 	}
 	t.Logf("%d fetches", fetches.Load())
+
+	// Each new list is an audit line naming the refresher; downloads that
+	// brought the same list again are not.
+	var changes []string
+	for _, l := range auditLines(t, p, "crl.update") {
+		before, _ := l["before"].(map[string]any)
+		after, _ := l["after"].(map[string]any)
+		if l["actor"] != "crl-refresh" || after["id"] != crl.ID || l["caId"] != ca.ID {
+			t.Errorf("refresh audit line %v", l)
+		}
+		changes = append(changes, fmt.Sprint(before["number"], "->", after["number"]))
+	}
+	if strings.Join(changes, " ") != "1->2 2->3" {
+		t.Errorf("refresh audit lines record %q, want the two new lists (1->2 2->3) after %d fetches", changes, fetches.Load())
+	}
 }

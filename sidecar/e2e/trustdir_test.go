@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"encoding/json"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -131,6 +133,29 @@ func TestTrustDir(t *testing.T) {
 		return len(bd.CACertificates) == 1 && len(bd.CRLs) == 0
 	})
 	waitFor(t, "mtlsgate_trust_dir_in_sync 1", func() bool { return strings.Contains(metricsText(t, p), "mtlsgate_trust_dir_in_sync 1") })
+
+	// Every applied change is in the audit trail, like an admin change:
+	// A added first, then B with A's CRL, ..., finally A and its CRL removed.
+	applied := auditLines(t, p, "trust-dir.apply")
+	if len(applied) < 3 {
+		t.Fatalf("%d trust-dir.apply audit lines, want one per applied change:\n%v", len(applied), applied)
+	}
+	for _, l := range applied {
+		if l["actor"] != "trust-dir" || l["dir"] != dir {
+			t.Errorf("audit line %v", l)
+		}
+	}
+	first, _ := json.Marshal(applied[0]["casAdded"])
+	second, _ := json.Marshal(applied[1])
+	last, _ := json.Marshal(applied[len(applied)-1])
+	if !strings.Contains(string(first), cas[0].Fingerprint) ||
+		!strings.Contains(string(second), `"crlsAdded":[{"id":`) || !strings.Contains(string(second), `"number":"3"`) ||
+		!strings.Contains(string(last), `"casRemoved":["`+cas[0].ID+`"]`) || !strings.Contains(string(last), `"crlsRemoved":["`+crls[0].ID+`"]`) {
+		t.Errorf("trust-dir audit lines do not name the changes:\nfirst %s\nsecond %s\nlast %s", first, second, last)
+	}
+	if m := metricsText(t, p); !strings.Contains(m, `mtlsgate_trust_changes_total{action="trust-dir.apply"} `+strconv.Itoa(len(applied))) {
+		t.Errorf("trust-dir changes not counted like admin changes:\n%s", m)
+	}
 }
 
 // TestTrustDirBrokenAtStart: a replica whose Secret holds a bad file does not

@@ -669,7 +669,9 @@ func (c TrustChange) Empty() bool {
 // returns in the same write transaction: no other write lands between the
 // reading and the writing, and the change is committed, and published, whole
 // or not at all. A plan that changes nothing costs a read transaction only.
-// plan may run twice and must not have side effects.
+// plan may run twice and must not have side effects. The change returned is
+// the one applied, its new CAs and CRLs carrying the IDs they were stored
+// under.
 func (s *Store) ApplyTrust(plan func(cas []CA, crls []CRL) (TrustChange, error)) (TrustChange, error) {
 	var ch TrustChange
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -713,7 +715,7 @@ func (s *Store) applyTrust(tx *bolt.Tx, ch TrustChange, cas []CA, crls []CRL) er
 		byFP[c.Fingerprint], byID[c.ID] = c, c
 	}
 	stored := cas
-	for _, c := range ch.AddCAs {
+	for i, c := range ch.AddCAs {
 		if err := newCAConflict(stored, c); err != nil {
 			return err
 		}
@@ -721,6 +723,7 @@ func (s *Store) applyTrust(tx *bolt.Tx, ch TrustChange, cas []CA, crls []CRL) er
 		if err := putJSON(caB, c.ID, c); err != nil {
 			return err
 		}
+		ch.AddCAs[i] = c // the caller's copy names the new records (audit)
 		byFP[c.Fingerprint] = c
 		stored = append(stored[:len(stored):len(stored)], c)
 	}
@@ -747,7 +750,7 @@ func (s *Store) applyTrust(tx *bolt.Tx, ch TrustChange, cas []CA, crls []CRL) er
 			hasCRL[c.CAID] = true
 		}
 	}
-	for _, n := range ch.AddCRLs {
+	for i, n := range ch.AddCRLs {
 		ca, ok := byFP[n.CAFingerprint]
 		if !ok {
 			return fmt.Errorf("no stored CA with fingerprint %s for a new CRL", n.CAFingerprint)
@@ -760,6 +763,7 @@ func (s *Store) applyTrust(tx *bolt.Tx, ch TrustChange, cas []CA, crls []CRL) er
 		if err := putJSON(crlB, c.ID, c); err != nil {
 			return err
 		}
+		ch.AddCRLs[i].CRL = c
 		hasCRL[ca.ID] = true
 	}
 	for _, c := range ch.UpdateCRLs {

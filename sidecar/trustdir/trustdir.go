@@ -26,12 +26,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/mtlsgate/mtlsgate/sidecar/audit"
 	"github.com/mtlsgate/mtlsgate/sidecar/crlrefresh"
+	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
 	"github.com/mtlsgate/mtlsgate/sidecar/pki"
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
@@ -41,6 +44,8 @@ type Syncer struct {
 	Dir   string
 	Store *store.Store
 	Log   *slog.Logger
+	// M counts applied changes in mtlsgate_trust_changes_total; may be nil.
+	M *metrics.Metrics
 	// Now is the clock certificates are checked against; nil means time.Now.
 	Now func() time.Time
 	// OnResult hears the outcome of every sync (nil error: applied, or
@@ -281,14 +286,37 @@ func (s *Syncer) sync() (Result, error) {
 	res := Result{CAsAdded: len(ch.AddCAs), CAsAdopted: len(ch.AdoptCAs), CAsRemoved: len(ch.DeleteCAs),
 		CRLsAdded: len(ch.AddCRLs), CRLsUpdated: len(ch.UpdateCRLs), CRLsRemoved: len(ch.DeleteCRLs)}
 	if res.Changed() {
-		var added []string
-		for _, ca := range ch.AddCAs {
-			added = append(added, ca.Name+" ("+ca.Subject+")")
-		}
-		s.log().Info("trust directory applied", "dir", s.Dir, "casAdded", added, "casAdopted", ch.AdoptCAs, "casRemoved", ch.DeleteCAs,
-			"crlsAdded", res.CRLsAdded, "crlsUpdated", res.CRLsUpdated, "crlsRemoved", ch.DeleteCRLs)
+		s.audit(ch, p.crls)
 	}
 	return res, nil
+}
+
+// audit records an applied change as the audit trail's trust-dir.apply
+// action: the directory changes which CAs and lists are in force as much as
+// an operator's admin request does.
+// crls are the lists stored before the change: removing a CA removes its
+// list with it, and the line names both.
+func (s *Syncer) audit(ch store.TrustChange, crls []store.CRL) {
+	var added []audit.Ref
+	for _, ca := range ch.AddCAs {
+		added = append(added, audit.Ref{ID: ca.ID, Name: ca.Name, Fingerprint: ca.Fingerprint, NotAfter: audit.Time(ca.NotAfter)})
+	}
+	var crlsAdded, crlsUpdated []audit.Ref
+	for _, c := range ch.AddCRLs {
+		crlsAdded = append(crlsAdded, audit.CRLRef(c.CRL))
+	}
+	for _, c := range ch.UpdateCRLs {
+		crlsUpdated = append(crlsUpdated, audit.CRLRef(c))
+	}
+	removed := slices.Clone(ch.DeleteCRLs)
+	for _, c := range crls {
+		if slices.Contains(ch.DeleteCAs, c.CAID) && !slices.Contains(removed, c.ID) {
+			removed = append(removed, c.ID)
+		}
+	}
+	audit.Record(s.log(), s.M, audit.ActorTrustDir, "trust-dir.apply", nil, nil, "dir", s.Dir,
+		"casAdded", added, "casAdopted", ch.AdoptCAs, "casRemoved", ch.DeleteCAs,
+		"crlsAdded", crlsAdded, "crlsUpdated", crlsUpdated, "crlsRemoved", removed)
 }
 
 // parseCached is parse, skipped when the files are byte for byte those of
