@@ -55,8 +55,9 @@ type server struct {
 }
 
 // refusalLog writes one warning per second at most about refused admin
-// requests, with the number left unsaid since, so a client guessing tokens
-// shows in the log without flooding it.
+// requests, so a client guessing tokens shows in the log without flooding
+// it. The refusals not written are counted in a line of their own at the end
+// of the second, not left for a next refusal that may never come.
 type refusalLog struct {
 	mu     sync.Mutex
 	last   time.Time
@@ -68,14 +69,27 @@ func (l *refusalLog) note(log *slog.Logger, r *http.Request, presented bool) {
 	now := time.Now()
 	if now.Sub(l.last) < time.Second {
 		l.unsaid++
+		if l.unsaid == 1 {
+			time.AfterFunc(l.last.Add(time.Second).Sub(now), func() { l.flush(log) })
+		}
 		l.mu.Unlock()
 		return
 	}
-	unsaid := l.unsaid
-	l.last, l.unsaid = now, 0
+	l.last = now
 	l.mu.Unlock()
 	log.Warn("admin request refused: missing or unknown token", "audit", true, "method", r.Method, "path", r.URL.Path,
-		"remote", r.RemoteAddr, "tokenPresented", presented, "refusedSinceLastLine", unsaid)
+		"remote", r.RemoteAddr, "tokenPresented", presented)
+}
+
+func (l *refusalLog) flush(log *slog.Logger) {
+	l.mu.Lock()
+	unsaid := l.unsaid
+	l.unsaid = 0
+	l.last = time.Now()
+	l.mu.Unlock()
+	if unsaid > 0 {
+		log.Warn("admin requests refused: missing or unknown token (more of them, not written one by one)", "audit", true, "refused", unsaid)
+	}
 }
 
 // actorKey carries the ID of the token that authenticated a request.

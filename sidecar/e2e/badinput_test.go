@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -249,5 +250,49 @@ func TestAdminTokenFilePermissions(t *testing.T) {
 	waitFor(t, "the ready log line", func() bool { return strings.Contains(tight.stderr.String(), "mtlsgate serve ready") })
 	if strings.Contains(tight.stderr.String(), "chmod 600") {
 		t.Fatalf("warning about the generated token file:\n%s", tight.stderr.String())
+	}
+}
+
+// TestRefusedAdminRequestsCounted: a burst of refused requests writes a line
+// or two, and the rest are counted in a line at the end of the second,
+// without waiting for a further refusal to report them.
+func TestRefusedAdminRequestsCounted(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	const burst = 30
+	for i := 0; i < burst; i++ {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+p.addrs.Admin+api.PathCAs, nil)
+		req.Header.Set("Authorization", "Bearer guess-"+strconv.Itoa(i))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+	}
+	var single, counted, lines int
+	waitFor(t, "every refusal written or counted", func() bool {
+		single, counted, lines = 0, 0, 0
+		for _, line := range strings.Split(p.stderr.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) != nil || m["audit"] != true {
+				continue
+			}
+			switch msg, _ := m["msg"].(string); {
+			case strings.HasPrefix(msg, "admin request refused"):
+				single++
+				lines++
+			case strings.HasPrefix(msg, "admin requests refused"):
+				n, _ := m["refused"].(float64)
+				counted += int(n)
+				lines++
+			}
+		}
+		return single+counted >= burst
+	})
+	if single+counted != burst || lines > 6 {
+		t.Fatalf("%d refusals written one by one and %d counted, in %d lines; want %d in all, a line a second at most:\n%s",
+			single, counted, lines, burst, p.stderr.String())
 	}
 }
