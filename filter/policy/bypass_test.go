@@ -30,6 +30,10 @@ func TestRoutesMatchTheNormalizedPath(t *testing.T) {
 		// that does not resolve dot segments (or a prefix_rewrite) serves
 		// the protected tree, so the raw reading protects too.
 		"/admin/../public": DecisionDeny, "/admin/%2e%2e/public": DecisionDeny, "/admin/users/%2E%2E/%2E%2E/x": DecisionDeny, "/admin/..": DecisionDeny,
+		// A case-insensitive upstream (ASP.NET Core, IIS) serves these from
+		// the protected tree.
+		"/ADMIN/x": DecisionDeny, "/Admin/x": DecisionDeny, "//aDmIn/x": DecisionDeny, "/%41dmin/x": DecisionDeny, "/METRICS": DecisionDeny,
+		"/ADMIN/../public": DecisionDeny, "/ADMINISTRATOR": DecisionPassthrough, "/Public/x": DecisionPassthrough,
 	} {
 		r := e.Evaluate(&Request{Method: "GET", Path: path, Now: time.Now()})
 		if r.Decision != want {
@@ -128,6 +132,8 @@ func TestAmbiguousPathRefused(t *testing.T) {
 		"/admin/x": DecisionDeny, "/public/x": DecisionAllowUnauthenticated,
 		"//admin/x": "400", "/%61dmin/x": "400", "/public/../admin/x": "400", "/./admin/x": "400", "/admin/../public": "400",
 		"/public//x": DecisionAllowUnauthenticated, "/admin//x": DecisionDeny, // both readings reach the same policy
+		// The catch-all as written, the protected route with case folded.
+		"/ADMIN/x": "400", "/Admin//x": "400", "/PUBLIC/X": DecisionAllowUnauthenticated,
 	} {
 		r := e.Evaluate(&Request{Method: "GET", Path: path, Now: time.Now(), Headers: []Header{{":path", path}, {"x-user-sub", "forged"}}})
 		got := r.Decision
@@ -139,6 +145,36 @@ func TestAmbiguousPathRefused(t *testing.T) {
 		}
 		if got != want {
 			t.Errorf("%s: %s (%s), want %s", path, got, r.Reason, want)
+		}
+	}
+}
+
+// TestRouteCaseFolding: methods match routes without regard to case, and a
+// route written with capitals is reached by any spelling; a path it reaches
+// only with case folded, beside a route that takes it as written, is
+// ambiguous.
+func TestRouteCaseFolding(t *testing.T) {
+	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{}))
+	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("strict", "") + `,` + policyJSON("open", `{"allowUnauthenticatedRequests":true}`) + `],
+	"routes":[{"pathPrefix":"/Reports/","methods":["POST"],"policy":"strict"},{"path":"/api/Orders","policy":"strict"},{"pathPrefix":"/api/","policy":"open"}],
+	"trustBundle":` + inlineBundle([]*testpki.Cert{ch.Root}) + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(cfg)
+	for _, c := range []struct{ method, path, want string }{
+		{"POST", "/Reports/q", DecisionDeny}, {"post", "/Reports/q", DecisionDeny}, {"Post", "/reports/q", DecisionDeny},
+		{"GET", "/reports/q", DecisionPassthrough}, {"get", "/Reports/q", DecisionPassthrough},
+		{"GET", "/api/Orders", DecisionDeny}, {"GET", "/api/orders", "400"}, {"GET", "/API/ORDERS", DecisionDeny},
+		{"GET", "/api/customers", DecisionAllowUnauthenticated}, {"GET", "/Api/customers", DecisionAllowUnauthenticated},
+	} {
+		r := e.Evaluate(&Request{Method: c.method, Path: c.path, Now: time.Now()})
+		got := r.Decision
+		if r.Status == 400 && r.Reason == ReasonAmbiguousPath {
+			got = "400"
+		}
+		if got != c.want {
+			t.Errorf("%s %s: %s (%s), want %s", c.method, c.path, got, r.Reason, c.want)
 		}
 	}
 }

@@ -213,7 +213,11 @@ type Engine struct {
 	cfg      *Config
 	policies []*compiledPolicy
 	routes   []compiledRoute
-	strip    []string
+	// foldRoutes is set when a route's path has capitals (or non-ASCII):
+	// then even a lowercase request path has a case-folded reading that
+	// can reach another route.
+	foldRoutes bool
+	strip      []string
 	// stripLens has bit n set when a name in strip is n bytes long (n < 64;
 	// bit 63 stands for every longer name). Most request headers are not
 	// ours, and a length test rejects them without hashing: string-keyed map
@@ -285,6 +289,7 @@ func NewEngine(cfg *Config) *Engine {
 	}
 	for _, r := range cfg.Routes {
 		e.routes = append(e.routes, compiledRoute{Route: r, policy: byName[r.Policy]})
+		e.foldRoutes = e.foldRoutes || hasFoldable(r.Path) || hasFoldable(r.PathPrefix)
 	}
 	if cfg.TrustBundle.Inline != nil {
 		// ParseConfig compiled it already; an error here cannot happen for
@@ -396,42 +401,80 @@ func (e *Engine) route(method, path string) (p *compiledPolicy, name string, ok,
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
 	}
-	// Two readings of the path: as written (Envoy routes on it, and a
-	// literal upstream serves /admin/../x from the admin tree) and as a
-	// normalizing upstream resolves it (//admin/x is /admin/x there). A
-	// route either reading reaches protects the request; readings that
-	// reach different policies are refused, since which one the upstream
-	// acts on is unknown.
-	rp, rname, rok := e.matchRoute(method, path)
+	// Up to four readings of the path: as written (Envoy routes on it, and
+	// a literal upstream serves /admin/../x from the admin tree), as a
+	// normalizing upstream resolves it (//admin/x is /admin/x there), and
+	// both again with letter case folded, as a case-insensitive upstream
+	// (ASP.NET Core, IIS) reads /ADMIN/x. A route any reading reaches
+	// protects the request; readings that reach different policies are
+	// refused, since which one the upstream acts on is unknown.
+	r := e.matchRoute(method, path, false)
 	n := routePath(path)
-	if n == path {
-		return rp, rname, rok, false
+	if n != path {
+		if r, ambiguous = r.merge(e.matchRoute(method, n, false)); ambiguous {
+			return nil, "", false, true
+		}
 	}
-	np, nname, nok := e.matchRoute(method, n)
-	switch {
-	case !nok:
-		return rp, rname, rok, false
-	case !rok:
-		return np, nname, true, false
-	case rp == np:
-		return rp, rname, true, false
+	if e.foldRoutes || hasFoldable(path) || n != path && hasFoldable(n) {
+		if r, ambiguous = r.merge(e.matchRoute(method, path, true)); ambiguous {
+			return nil, "", false, true
+		}
+		if n != path {
+			if r, ambiguous = r.merge(e.matchRoute(method, n, true)); ambiguous {
+				return nil, "", false, true
+			}
+		}
 	}
-	return nil, "", false, true
+	return r.policy, r.name, r.policy != nil, false
 }
 
-func (e *Engine) matchRoute(method, path string) (*compiledPolicy, string, bool) {
+// reach is the route one reading of a path reaches (policy nil: none).
+type reach struct {
+	policy *compiledPolicy
+	name   string
+}
+
+// merge combines the routes two readings reached: either alone, or the
+// first when both reach one policy; ambiguous when they reach different
+// ones.
+func (a reach) merge(b reach) (reach, bool) {
+	switch {
+	case b.policy == nil:
+		return a, false
+	case a.policy == nil:
+		return b, false
+	}
+	return a, a.policy != b.policy
+}
+
+// hasFoldable reports whether s has a byte case folding could change: an
+// ASCII capital or any non-ASCII byte.
+func hasFoldable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+// matchRoute returns the first route for method and path. Methods compare
+// without regard to case (an upstream that takes "get" for GET must get the
+// GET route's policy); paths do too when fold is set.
+func (e *Engine) matchRoute(method, path string, fold bool) reach {
 	for i := range e.routes {
 		r := &e.routes[i]
-		if r.Path != "" && path != r.Path {
+		if r.Path != "" && path != r.Path && !(fold && strings.EqualFold(path, r.Path)) {
 			continue
 		}
-		if r.PathPrefix != "" && !strings.HasPrefix(path, r.PathPrefix) {
+		if r.PathPrefix != "" && !strings.HasPrefix(path, r.PathPrefix) &&
+			!(fold && len(path) >= len(r.PathPrefix) && strings.EqualFold(path[:len(r.PathPrefix)], r.PathPrefix)) {
 			continue
 		}
 		if len(r.Methods) > 0 {
 			ok := false
 			for _, m := range r.Methods {
-				if m == method {
+				if m == method || strings.EqualFold(m, method) {
 					ok = true
 					break
 				}
@@ -440,9 +483,9 @@ func (e *Engine) matchRoute(method, path string) (*compiledPolicy, string, bool)
 				continue
 			}
 		}
-		return r.policy, r.Name, true
+		return reach{r.policy, r.Name}
 	}
-	return nil, "", false
+	return reach{}
 }
 
 // routePath is the path routes match against: unreserved characters
