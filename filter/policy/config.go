@@ -633,8 +633,17 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 			return opts, cfgErr(join(path, "trustedSourceCIDRs"), "required when certificateSource is %q: list the addresses of the proxies allowed to send the certificate header, otherwise any client could", opts.CertificateSource)
 		}
 	case SourceXFCC:
-		if o.Get("certificateHeader").Exists() || o.Get("trustedSourceCIDRs").Exists() {
-			return opts, cfgErr(path, "certificateHeader and trustedSourceCIDRs apply only to certificateSource \"header\" or \"rfc9440\": set certificateSource or remove them")
+		if o.Get("certificateHeader").Exists() {
+			return opts, cfgErr(join(path, "certificateHeader"), "applies only to certificateSource \"header\": set certificateSource or remove it")
+		}
+		// The first element is the outermost proxy's only when the peer is
+		// that proxy: anyone else connecting to Envoy writes it themselves
+		// (Envoy appends to, and with SANITIZE_SET replaces, what arrives).
+		switch {
+		case !opts.XFCCElementLast && len(opts.TrustedSourceCIDRs) == 0:
+			return opts, cfgErr(join(path, "trustedSourceCIDRs"), "required when xfccElement is \"first\": list the addresses of the proxies in front of Envoy that write x-forwarded-client-cert, otherwise any client could")
+		case opts.XFCCElementLast && o.Get("trustedSourceCIDRs").Exists():
+			return opts, cfgErr(join(path, "trustedSourceCIDRs"), "applies to certificateSource \"xfcc\" only with xfccElement \"first\" (the element this Envoy writes needs no trusted peer): remove it, or set xfccElement")
 		}
 	}
 	if opts.CertificateSource == SourceHeader {

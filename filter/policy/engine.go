@@ -624,6 +624,12 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	dup := false
 	switch p.opts.CertificateSource {
 	case SourceXFCC:
+		if !p.opts.XFCCElementLast && !trustedSource(p.opts.TrustedSourceCIDRs, req.source()) {
+			res.RemoveHeaders = e.toRemove(remove[:0], req.Headers, append(others, p.sourceHeaders...))
+			res.removeBuf = res.RemoveHeaders
+			res.fill(p.untrusted, false)
+			return p
+		}
 		raw, dup = joinHeader(req.Headers, "x-forwarded-client-cert", ",")
 		dup = false // repeated lines are one comma-joined list
 	case SourceRFC9440, SourceHeader:
@@ -676,7 +682,7 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 			o = (&outcome{}).fail(ReasonMalformedCertificate, err.Error())
 		case digest != "" && !hasDigest(ders[0], digest):
 			o = (&outcome{}).fail(ReasonMalformedCertificate, "the x-forwarded-client-cert element read is not the certificate this connection presented "+
-				"(a certificate SAN carrying XFCC syntax, or an XFCC written by a proxy in front of this Envoy: read that one with xfccElement \"first\")")
+				"(a certificate SAN carrying XFCC syntax, or an XFCC written by a proxy in front of this Envoy: read that one with xfccElement \"first\" and trustedSourceCIDRs naming that proxy)")
 		default:
 			o = verifyChain(&p.opts, t, ders, req.Now)
 		}

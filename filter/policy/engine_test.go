@@ -410,8 +410,19 @@ func TestSources(t *testing.T) {
 		appended := chainXFCC(other) + "," + chainXFCC(ch)
 		e := newEngine(t, "", cas)
 		expect(t, e.Evaluate(xfccReq(appended, now)), DecisionAllow, "")
-		ef := newEngine(t, `{"xfccElement":"first"}`, cas)
-		expect(t, ef.Evaluate(xfccReq(appended, now)), DecisionDeny, ReasonUntrustedChain)
+		ef := newEngine(t, `{"xfccElement":"first","trustedSourceCIDRs":["192.0.2.0/24"]}`, cas)
+		fromProxy := xfccReq(appended, now)
+		fromProxy.SourceAddress = "192.0.2.7:443"
+		expect(t, ef.Evaluate(fromProxy), DecisionDeny, ReasonUntrustedChain)
+		// From anyone but the proxy in front, the first element is the
+		// client's own: not read, and not passed on.
+		direct := xfccReq(chainXFCC(ch)+","+chainXFCC(other), now)
+		direct.SourceAddress = "198.51.100.7:443"
+		r0 := ef.Evaluate(direct)
+		expect(t, r0, DecisionDeny, ReasonUntrustedSource)
+		if !contains(r0.RemoveHeaders, "x-forwarded-client-cert") {
+			t.Errorf("xfcc from an untrusted peer kept: remove %v", r0.RemoveHeaders)
+		}
 		// Two header lines are one comma-joined list.
 		r := e.Evaluate(&Request{Headers: []Header{{"x-forwarded-client-cert", chainXFCC(other)}, {"x-forwarded-client-cert", chainXFCC(ch)}}, Now: now})
 		expect(t, r, DecisionAllow, "")

@@ -91,8 +91,9 @@ func TestXFCCBoundToConnection(t *testing.T) {
 
 	// xfccElement "first" reads an element a proxy in front wrote, which
 	// does not describe this connection: not bound.
-	first := newEngine(t, `{"xfccElement":"first"}`, []*testpki.Cert{victim.Root})
+	first := newEngine(t, `{"xfccElement":"first","trustedSourceCIDRs":["192.0.2.0/24"]}`, []*testpki.Cert{victim.Root})
 	req = xfccReq(chainXFCC(victim), now)
+	req.SourceAddress = "192.0.2.7:443"
 	req.PeerCertificateDigest = digestOf(attacker)
 	expect(t, first.Evaluate(req), DecisionAllow, "")
 }
