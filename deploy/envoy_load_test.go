@@ -101,6 +101,7 @@ type envoyFacts struct {
 	files       []string
 	wasm        []*wasmv3.PluginConfig
 	downstream  []*tlsv3.DownstreamTlsContext
+	upstream    []*tlsv3.UpstreamTlsContext
 	hcms        []*hcmv3.HttpConnectionManager
 }
 
@@ -165,6 +166,8 @@ func collect(b *bootstrapv3.Bootstrap) (*envoyFacts, error) {
 			}
 		case *tlsv3.DownstreamTlsContext:
 			f.downstream = append(f.downstream, v)
+		case *tlsv3.UpstreamTlsContext:
+			f.upstream = append(f.upstream, v)
 		case *hcmv3.HttpConnectionManager:
 			f.hcms = append(f.hcms, v)
 		case *wasmv3.PluginConfig:
@@ -269,6 +272,14 @@ func checkSecrets(f *envoyFacts) []error {
 // checkListener holds the listener and HCM to the request path in DESIGN.md.
 func checkListener(f *envoyFacts) []error {
 	var errs []error
+	// Envoy accepts any upstream certificate unless given a CA and a name to
+	// match: the backend leg would be open to whoever can intercept it.
+	for _, u := range f.upstream {
+		vc := u.GetCommonTlsContext().GetValidationContext()
+		if vc.GetTrustedCa() == nil || len(vc.GetMatchTypedSubjectAltNames()) == 0 {
+			errs = append(errs, fmt.Errorf("upstream TLS context (sni %q) does not verify the server: set validation_context with trusted_ca and match_typed_subject_alt_names", u.GetSni()))
+		}
+	}
 	if len(f.downstream) == 0 {
 		errs = append(errs, errors.New("no DownstreamTlsContext: the listener must terminate TLS"))
 	}

@@ -96,7 +96,7 @@ func TestEnvoyConfigFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"build/mtlsgate.wasm", "certs/server.key", "certs/server.pem"}
+	want := []string{"build/mtlsgate.wasm", "certs/backend-ca.pem", "certs/server.key", "certs/server.pem"}
 	got := slices.Clone(f.files)
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
@@ -328,6 +328,8 @@ func TestEnvoyConfigMutationsFail(t *testing.T) {
 		{"no chain in xfcc", "            chain: true\n", "            chain: false\n", "chain"},
 		{"source from xff", "          use_remote_address: true\n", "          use_remote_address: false\n", "X-Forwarded-For"},
 		{"uri in xfcc", "            chain: true\n", "            chain: true\n            uri: true\n", "not uri or dns"},
+		{"backend not verified", "            trusted_ca: { filename: certs/backend-ca.pem }\n", "", "does not verify the server"},
+		{"backend name not matched", "            match_typed_subject_alt_names:\n            - san_type: DNS\n              matcher: { exact: backend.local }\n", "            match_subject_alt_names: []\n", "does not verify the server"},
 		{"wasm fails open (deprecated field)", "fail_open: false", "fail_open: true", "fail closed"},
 		{"wasm fails open", "failure_policy: FAIL_CLOSED", "failure_policy: FAIL_OPEN", "fail closed"},
 		{"wrong root id", "root_id: mtlsgate\n", "root_id: mtlsgate_root\n", "root_id"},

@@ -124,6 +124,8 @@ leaf outbound "envoy-to-backend" backend_ca "$ext_client"
 leaf server "localhost" demo_ca "$ext_server"
 cp pki/server.pem certs/server.pem
 cp pki/server.key certs/server.key
+# The backend serves the same certificate; envoy.yaml verifies it against its issuer.
+cp pki/demo_ca.pem certs/backend-ca.pem
 echo "e2e-envoy: demo PKI ready"
 
 # ---- sidecar ----------------------------------------------------------------
