@@ -646,6 +646,28 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 			return opts, cfgErr(join(path, "trustedSourceCIDRs"), "applies to certificateSource \"xfcc\" only with xfccElement \"first\" (the element this Envoy writes needs no trusted peer): remove it, or set xfccElement")
 		}
 	}
+	if opts.ChainVerification == "envoy" {
+		// Envoy verifies the certificate of its own connection, nothing a
+		// header carries: in envoy mode a certificate from anywhere else
+		// would be trusted with no one having verified it.
+		if opts.CertificateSource != SourceXFCC || !opts.XFCCElementLast {
+			return opts, cfgErr(join(path, "chainVerification"), "\"envoy\" applies only to certificateSource \"xfcc\" with xfccElement \"last\": Envoy verifies the certificate of its own connection, not one a proxy forwards in a header; use chainVerification \"filter\"")
+		}
+		// Revocation settings that promise a check the filter does not make
+		// in this mode (false, and "off", promise nothing and are accepted).
+		for _, c := range []struct {
+			key      string
+			promises bool
+		}{
+			{"allowRevokedCertificates", opts.AllowRevokedCertificates},
+			{"requireCRL", opts.RequireCRL},
+			{"revocationCheck", o.Get("revocationCheck").Exists() && opts.RevocationCheck != RevocationOff},
+		} {
+			if c.promises {
+				return opts, cfgErr(join(path, c.key), "has no effect with chainVerification \"envoy\": Envoy checks revocation at the handshake, against the CRLs in its validation context; remove it, or use chainVerification \"filter\"")
+			}
+		}
+	}
 	if opts.CertificateSource == SourceHeader {
 		for _, f := range opts.Headers.fields() {
 			if *f.ptr == opts.CertificateHeader {

@@ -52,6 +52,13 @@ func TestParseConfigErrors(t *testing.T) {
 		{pol(`{"certificateSource":"rfc9440","trustedSourceCIDRs":"10.0.0.0/8"}`), "policies[0].handler.options.trustedSourceCIDRs"},
 		{pol(`{"trustedSourceCIDRs":["10.0.0.0/8"]}`), "policies[0].handler.options.trustedSourceCIDRs"},
 		{pol(`{"xfccElement":"first"}`), "policies[0].handler.options.trustedSourceCIDRs"},
+		// Envoy verified only its own connection's certificate.
+		{pol(`{"chainVerification":"envoy","certificateSource":"header","certificateHeader":"x-cert","trustedSourceCIDRs":["10.0.0.0/8"]}`), "policies[0].handler.options.chainVerification"},
+		{pol(`{"chainVerification":"envoy","certificateSource":"rfc9440","trustedSourceCIDRs":["10.0.0.0/8"]}`), "policies[0].handler.options.chainVerification"},
+		{pol(`{"chainVerification":"envoy","xfccElement":"first","trustedSourceCIDRs":["10.0.0.0/8"]}`), "policies[0].handler.options.chainVerification"},
+		{pol(`{"chainVerification":"envoy","allowRevokedCertificates":true}`), "policies[0].handler.options.allowRevokedCertificates"},
+		{pol(`{"chainVerification":"envoy","requireCRL":true}`), "policies[0].handler.options.requireCRL"},
+		{pol(`{"chainVerification":"envoy","revocationCheck":"strict"}`), "policies[0].handler.options.revocationCheck"},
 		{pol(`{"certificateHeader":"x-cert"}`), "policies[0].handler.options.certificateHeader"},
 		{pol(`{"certificateHeaderFormat":"der"}`), "policies[0].handler.options.certificateHeaderFormat"},
 		{pol(`{"xfccElement":"middle"}`), "policies[0].handler.options.xfccElement"},

@@ -76,7 +76,7 @@ var groups = map[string]map[string]verb{
 				})
 			}
 		}},
-		"delete": {"delete a CA certificate (verification against it stops at once)", byID(caID, http.MethodDelete, "", func(c *cmd, ca api.CACertificate) {
+		"delete": {"delete a CA certificate (Envoy drops it from new handshakes at once; the filter at its next bundle refresh, refreshSeconds)", byID(caID, http.MethodDelete, "", func(c *cmd, ca api.CACertificate) {
 			fmt.Fprintf(c.w, "Deleted CA certificate %s (%s)\n", ca.Name, ca.ID)
 		})},
 	},
