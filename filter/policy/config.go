@@ -101,7 +101,7 @@ type Options struct {
 	AllowUnauthenticatedRequests bool // default false
 	AllowExpiredCertificates     bool // default false: an expired leaf is refused (never an expired CA)
 	AllowRevokedCertificates     bool // default false
-	CertIssuerDN                 *dn.Pattern
+	CertIssuerDN                 []*dn.Pattern // any of them; nil: any issuer
 
 	CertificateSource       Source         // default xfcc
 	CertificateHeader       string         // lowercase; required for source header
@@ -532,14 +532,33 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 	if opts.ProfileAuthorization && opts.AllowUnauthenticatedRequests {
 		return opts, cfgErr(join(path, "profileAuthorization"), "cannot be combined with allowUnauthenticatedRequests: a request without a verified certificate has no profile to check; use a separate route for unauthenticated traffic")
 	}
-	if s, err := str(o, path, "certIssuerDN", false); err != nil {
+	// certIssuerDN is one DN, as in the reference, or a list of them for a
+	// CA rotation that changes the subject DN: both issuers stay accepted,
+	// with their clients' identities, until the old one is dropped.
+	if v := o.Get("certIssuerDN"); v.IsArray() {
+		list := v.Array()
+		if len(list) == 0 || len(list) > 64 {
+			return opts, cfgErr(join(path, "certIssuerDN"), "a list needs 1 to 64 DNs; remove the option to accept any issuer")
+		}
+		for i, d := range list {
+			where := join(path, "certIssuerDN") + "[" + strconv.Itoa(i) + "]"
+			if d.Type != gjson.String {
+				return opts, cfgErr(where, "must be a string, the issuer DN as openssl -nameopt RFC2253 prints it")
+			}
+			pat, err := dn.ParsePattern(d.String())
+			if err != nil {
+				return opts, cfgErr(where, "%v", err)
+			}
+			opts.CertIssuerDN = append(opts.CertIssuerDN, pat)
+		}
+	} else if s, err := str(o, path, "certIssuerDN", false); err != nil {
 		return opts, err
-	} else if o.Get("certIssuerDN").Exists() {
+	} else if v.Exists() {
 		pat, err := dn.ParsePattern(s)
 		if err != nil {
 			return opts, cfgErr(join(path, "certIssuerDN"), "%v", err)
 		}
-		opts.CertIssuerDN = pat
+		opts.CertIssuerDN = []*dn.Pattern{pat}
 	}
 	if s, err := str(o, path, "certificateHeader", false); err != nil {
 		return opts, err

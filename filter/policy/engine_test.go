@@ -172,6 +172,19 @@ func TestReasons(t *testing.T) {
 		expect(t, bad.Evaluate(xfccReq(chainOf(good), now)), DecisionDeny, ReasonIssuerDNMismatch)
 		order := newEngine(t, `{"certIssuerDN":"C=US,O=Example,CN=Issuing CA"}`, []*testpki.Cert{root})
 		expect(t, order.Evaluate(xfccReq(chainOf(good), now)), DecisionDeny, ReasonIssuerDNMismatch)
+		// A list, for a rotation that renames the issuing CA: any of them.
+		either := newEngine(t, `{"certIssuerDN":["CN=Issuing CA 2027,O=Example,C=US","cn=issuing ca,O=Example,C=US"]}`, []*testpki.Cert{root})
+		r := either.Evaluate(xfccReq(chainOf(good), now))
+		expect(t, r, DecisionAllow, "")
+		if sub, _ := header(r.SetHeaders, "x-user-sub"); sub == "" {
+			t.Error("a client of either issuer keeps its identity")
+		}
+		neither := newEngine(t, `{"certIssuerDN":["CN=Issuing CA 2027,O=Example,C=US","CN=Root CA,O=Example,C=US"]}`, []*testpki.Cert{root})
+		r = neither.Evaluate(xfccReq(chainOf(good), now))
+		expect(t, r, DecisionDeny, ReasonIssuerDNMismatch)
+		if !strings.Contains(r.LogLine(), "any of 2") {
+			t.Errorf("mismatch log line does not say a list was compared: %s", r.LogLine())
+		}
 	})
 	t.Run("intermediate as the only anchor", func(t *testing.T) {
 		ei := newEngine(t, "", []*testpki.Cert{inter})

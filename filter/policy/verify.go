@@ -442,10 +442,19 @@ func hasClientAuth(c *x509.Certificate) bool {
 }
 
 func checkIssuerDN(opts *Options, o *outcome) *outcome {
-	if opts.CertIssuerDN != nil && !opts.CertIssuerDN.Match(o.leaf.RawIssuer) {
-		return o.fail(ReasonIssuerDNMismatch, "certificate issuer does not match certIssuerDN "+opts.CertIssuerDN.String())
+	if len(opts.CertIssuerDN) == 0 {
+		return o
 	}
-	return o
+	for _, p := range opts.CertIssuerDN {
+		if p.Match(o.leaf.RawIssuer) {
+			return o
+		}
+	}
+	want := opts.CertIssuerDN[0].String()
+	if len(opts.CertIssuerDN) > 1 {
+		want = "(any of " + strconv.Itoa(len(opts.CertIssuerDN)) + ", first " + want + ")"
+	}
+	return o.fail(ReasonIssuerDNMismatch, "certificate issuer does not match certIssuerDN "+want)
 }
 
 func classifyVerifyError(o *outcome, err error, at time.Time) *outcome {
