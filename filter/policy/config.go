@@ -98,9 +98,9 @@ func (h *HeaderNames) fields() []struct {
 
 // Options are a policy's handler.options, with defaults applied.
 type Options struct {
-	AllowUnauthenticatedRequests bool // default false
-	AllowExpiredCertificates     bool // default false: an expired leaf is refused (never an expired CA)
-	AllowRevokedCertificates     bool // default false
+	AllowUnauthenticatedRequests bool          // default false
+	AllowExpiredCertificates     bool          // default false: an expired leaf is refused (never an expired CA)
+	AllowRevokedCertificates     bool          // default false
 	CertIssuerDN                 []*dn.Pattern // any of them; nil: any issuer
 
 	CertificateSource       Source         // default xfcc
