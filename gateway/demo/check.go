@@ -88,6 +88,7 @@ func (d *demo) printCurls() {
 // curl commands use.
 func (d *demo) check(ctx context.Context) int {
 	failed := 0
+	results := map[string][]checkResult{}
 	for _, s := range scenarios() {
 		d.say("$ %s", d.curl(s))
 		d.say("  expect: %s", s.expect)
@@ -100,12 +101,17 @@ func (d *demo) check(ctx context.Context) int {
 			if err != nil {
 				failed++
 				d.say("  FAIL %-8s %v", proto, err)
+				results[s.name] = append(results[s.name], checkResult{Protocol: proto, Error: err.Error()})
 				continue
 			}
 			d.say("  ok   %-8s %s", proto, got)
+			results[s.name] = append(results[s.name], checkResult{Protocol: proto, OK: true, Got: got})
 		}
 	}
 	d.say("")
+	if d.o.json {
+		d.report(results)
+	}
 	if failed > 0 {
 		d.say("%d check(s) failed; logs are in %s", failed, d.o.state)
 		return 1
@@ -171,4 +177,45 @@ func (d *demo) runScenario(ctx context.Context, s scenario, h2 bool) (string, er
 		}
 	}
 	return fmt.Sprintf("%d x-mtls-subject=%q gateway-cert=%q", resp.StatusCode, strings.Join(e.Headers["X-Mtls-Subject"], ","), e.GatewayCert), nil
+}
+
+// checkResult is one scenario over one protocol, in --output json.
+type checkResult struct {
+	Protocol string `json:"protocol"`
+	OK       bool   `json:"ok"`
+	Got      string `json:"got,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// report writes --output json's one document: where everything listens, the
+// requests to try and, after --check (results non-nil), how each went.
+func (d *demo) report(results map[string][]checkResult) {
+	type scenarioDoc struct {
+		Name    string        `json:"name"`
+		Expect  string        `json:"expect"`
+		Curl    string        `json:"curl"`
+		Results []checkResult `json:"results,omitempty"`
+	}
+	doc := struct {
+		Gateway  string        `json:"gateway"`
+		Upstream string        `json:"upstream"`
+		Sidecar  sidecarAddrs  `json:"sidecar"`
+		State    string        `json:"state"`
+		Requests []scenarioDoc `json:"requests"`
+		Passed   *bool         `json:"passed,omitempty"`
+	}{Gateway: d.url(""), Upstream: "https://" + d.upstreamAddr, Sidecar: d.addrs, State: d.o.state}
+	passed := true
+	for _, s := range scenarios() {
+		r := results[s.name]
+		for _, x := range r {
+			passed = passed && x.OK
+		}
+		doc.Requests = append(doc.Requests, scenarioDoc{Name: s.name, Expect: s.expect, Curl: d.curl(s), Results: r})
+	}
+	if results != nil {
+		doc.Passed = &passed
+	}
+	enc := json.NewEncoder(d.stdout)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(doc)
 }

@@ -45,7 +45,7 @@ type options struct {
 	state, wasm, policy, bin             string
 	listen, upstreamListen               string
 	adminListen, sdsListen, bundleListen string
-	check, interactive                   bool
+	check, interactive, json             bool
 	refreshSeconds                       int
 	readyTimeout                         time.Duration
 }
@@ -74,6 +74,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.bundleListen, "bundle-listen", "", "sidecar bundle endpoint (default 127.0.0.1:9913; --check: a free port)")
 	fs.IntVar(&o.refreshSeconds, "refresh-seconds", 5, "how often the filter refreshes its trust bundle from the sidecar")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "how long to wait for the pieces to come up")
+	fs.Func("output", "text (the default) or json: one JSON document on stdout (addresses, curl commands and, with --check, each result); progress goes to stderr", func(v string) error {
+		switch v {
+		case "text":
+			o.json = false
+		case "json":
+			o.json = true
+		default:
+			return fmt.Errorf("%q: use text or json", v)
+		}
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -142,7 +153,15 @@ type sidecarAddrs struct {
 	TokenFile string `json:"adminTokenFile"`
 }
 
-func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.stdout, format+"\n", args...) }
+// say reports progress: on stdout for a reader, on stderr when stdout
+// carries the JSON document.
+func (d *demo) say(format string, args ...any) {
+	w := d.stdout
+	if d.o.json {
+		w = d.stderr
+	}
+	fmt.Fprintf(w, format+"\n", args...)
+}
 
 func (d *demo) fail(format string, args ...any) int {
 	fmt.Fprintf(d.stderr, "mtlsgate demo: "+format+"\n", args...)
@@ -194,6 +213,9 @@ func (d *demo) run(ctx context.Context) int {
 	d.say("")
 	if o.check {
 		return d.check(ctx)
+	}
+	if o.json {
+		d.report(nil)
 	}
 	d.printCurls()
 	d.say("Press Ctrl-C to stop.")

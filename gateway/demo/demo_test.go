@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,6 +88,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--check", "--interactive"}, "exclude each other"},
 		{[]string{"stray"}, "unexpected argument"},
 		{[]string{"--refresh-seconds", "0"}, "at least 1"},
+		{[]string{"--output", "xml"}, "use text or json"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), c.args, &out, &errb); code != 2 || !strings.Contains(errb.String(), c.want) {
@@ -128,6 +130,36 @@ func TestCheck(t *testing.T) {
 	for _, want := range []string{"ok   HTTP/1.1 200", "ok   HTTP/2   401 reason=NO_CERTIFICATE", "reason=UNTRUSTED_CHAIN", "reason=EXPIRED", "All checks passed."} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
+		}
+	}
+
+	// --output json: stdout is one document with every result; the
+	// progress lines go to stderr.
+	out.Reset()
+	errb.Reset()
+	code = run(context.Background(), []string{"--check", "--output", "json", "--state", filepath.Join(dir, "state"), "--mtlsgate", bin,
+		"--wasm", wasm, "--policy", "../../policies/basic.json", "--refresh-seconds", "1"}, &out, &errb)
+	var doc struct {
+		Gateway  string `json:"gateway"`
+		Passed   *bool  `json:"passed"`
+		Requests []struct {
+			Name, Curl string
+			Results    []struct {
+				Protocol string
+				OK       bool
+				Got      string
+			}
+		}
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil || code != 0 {
+		t.Fatalf("--output json: exit %d, %v:\n%s\nstderr:\n%s", code, err, out.String(), errb.String())
+	}
+	if doc.Passed == nil || !*doc.Passed || len(doc.Requests) != 4 || !strings.HasPrefix(doc.Gateway, "https://localhost:") || !strings.Contains(errb.String(), "All checks passed.") {
+		t.Fatalf("--output json document %+v", doc)
+	}
+	for _, r := range doc.Requests {
+		if len(r.Results) != 2 || !r.Results[0].OK || !r.Results[1].OK || !strings.HasPrefix(r.Curl, "curl ") {
+			t.Errorf("%s: %+v", r.Name, r)
 		}
 	}
 }

@@ -86,6 +86,11 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 			fs.Usage()
 			return flag.ErrHelp
 		}
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok && (name == "account" || name == "project") {
+			// Commands copied from a hosted gateway's documentation.
+			fmt.Fprintf(stderr, "mtlsgate %s: --%s: mtlsgate has no accounts or projects; it manages the sidecar at --server (default $MTLSGATE_SERVER or %s), so drop --%s\n", fs.Name(), name, api.DefaultServer, name)
+			return errUsage
+		}
 		fmt.Fprintf(stderr, "mtlsgate %s: %v; run with -h for the flags\n", fs.Name(), err)
 		return errUsage
 	}
@@ -157,11 +162,28 @@ func health(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("health", flag.ContinueOnError)
 	server := fs.String("server", "", "admin API of mtlsgate serve: http://HOST:PORT or unix:/path (default $MTLSGATE_SERVER or "+api.DefaultServer+")")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
+	var out outputFlag
+	fs.Var(&out, "output", "table (a word) or json ({status, server, error})")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
 	addr := serverAddr(*server)
-	resp, err := httpClient(addr, *timeout).Get(baseURL(addr) + "/readyz")
+	err := checkReady(addr, *timeout)
+	if out.json {
+		doc := map[string]string{"status": "ready", "server": addr}
+		if err != nil {
+			doc["status"], doc["error"] = "not ready", err.Error()
+		}
+		enc := json.NewEncoder(stdout)
+		_ = enc.Encode(doc)
+	} else if err == nil {
+		fmt.Fprintln(stdout, "ready")
+	}
+	return err
+}
+
+func checkReady(addr string, timeout time.Duration) error {
+	resp, err := httpClient(addr, timeout).Get(baseURL(addr) + "/readyz")
 	if err != nil {
 		return fmt.Errorf("not reachable at %s: %w (is mtlsgate serve running, with this --admin-listen?)", addr, err)
 	}
@@ -170,7 +192,6 @@ func health(args []string, stdout, stderr io.Writer) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("not ready (%d): %s", resp.StatusCode, strings.TrimSpace(string(body)))
 	}
-	fmt.Fprintln(stdout, "ready")
 	return nil
 }
 

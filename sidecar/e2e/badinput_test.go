@@ -223,9 +223,30 @@ func TestHealth(t *testing.T) {
 	if r := runCLI([]string{"MTLSGATE_SERVER=" + p.addrs.Admin}, "health"); r.code != 0 {
 		t.Fatalf("MTLSGATE_SERVER: %d %s", r.code, r.stderr)
 	}
+	var doc map[string]string
+	r := runCLI(nil, "health", "--server", "http://"+p.addrs.Admin, "--output", "json")
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || r.code != 0 || doc["status"] != "ready" || doc["server"] != "http://"+p.addrs.Admin {
+		t.Fatalf("health --output json: %d %q %v", r.code, r.stdout, err)
+	}
 	p.stop()
 	if r := runCLI(nil, "health", "--server", "http://"+p.addrs.Admin, "--timeout", "1s"); r.code != 1 || !strings.Contains(r.stderr, "not reachable") {
 		t.Fatalf("stopped serve: %d %s", r.code, r.stderr)
+	}
+	doc = nil
+	r = runCLI(nil, "health", "--server", "http://"+p.addrs.Admin, "--timeout", "1s", "--output", "json")
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || r.code != 1 || doc["status"] != "not ready" || !strings.Contains(doc["error"], "not reachable") {
+		t.Fatalf("stopped serve, --output json: %d %q %v", r.code, r.stdout, err)
+	}
+}
+
+// TestHostedGatewayFlags: --account and --project, in commands copied from a
+// hosted gateway's documentation, get a line that says to drop them.
+func TestHostedGatewayFlags(t *testing.T) {
+	for _, f := range []string{"--account", "--project"} {
+		r := runCLI(nil, "ca-certificate", "list", f, "my-account")
+		if r.code != 2 || !strings.Contains(r.stderr, "no accounts or projects") || !strings.Contains(r.stderr, "drop "+f) {
+			t.Errorf("%s: %d %s", f, r.code, r.stderr)
+		}
 	}
 }
 
