@@ -19,6 +19,9 @@ const (
 	ReasonIPNotAllowed     Reason = "IP_NOT_ALLOWED"
 	ReasonMethodNotAllowed Reason = "METHOD_NOT_ALLOWED"
 	ReasonRateLimited      Reason = "RATE_LIMITED"
+	// ReasonProfileNotAllowed: the bound profile is not among the policy's
+	// allowedProfiles.
+	ReasonProfileNotAllowed Reason = "PROFILE_NOT_ALLOWED"
 	// ReasonAmbiguousPath: the path reaches different policies as written
 	// and once resolved.
 	ReasonAmbiguousPath Reason = "AMBIGUOUS_PATH"
@@ -258,6 +261,11 @@ func (e *Engine) authorize(p *compiledPolicy, ent *entry, req *Request, res *Res
 	}
 	if prof == nil {
 		e.deny(p, res, ReasonProfileUnknown, 403, "profile "+strconv.Quote(ent.profileID)+" is not defined in profiles "+set.describe(), nil)
+		return
+	}
+	if len(p.opts.AllowedProfiles) > 0 && !contains(p.opts.AllowedProfiles, prof.ID) {
+		e.deny(p, res, ReasonProfileNotAllowed, 403, "profile "+strconv.Quote(prof.ID)+" may not use the routes of policy "+strconv.Quote(p.name)+
+			" (allowedProfiles: "+clip(strings.Join(p.opts.AllowedProfiles, ", "))+")", nil)
 		return
 	}
 	if ent.clientID == "" {

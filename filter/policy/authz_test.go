@@ -204,6 +204,39 @@ func TestProfileDecisions(t *testing.T) {
 	}
 }
 
+// TestAllowedProfiles: a policy's allowedProfiles keep the other profiles
+// off its routes (403 PROFILE_NOT_ALLOWED), after the profile is known and
+// before the profile's own rules; routes of a policy without the option
+// take every profile.
+func TestAllowedProfiles(t *testing.T) {
+	p := theAuthzPKI()
+	staging := testpki.Must(p.inter.Issue(testpki.Options{Key: testpki.P256, Subject: pkix.Name{CommonName: "tester", OrganizationalUnit: []string{"partner-staging"}}}))
+	cfg, err := ParseConfig([]byte(`{"policies":[` +
+		policyJSON("orders", `{"profileAuthorization":"enforce","allowedProfiles":["partner-prod","metered"]}`) + `,` +
+		policyJSON("sandbox", `{"profileAuthorization":"enforce"}`) + `],
+	"routes":[{"pathPrefix":"/orders/","policy":"orders"},{"pathPrefix":"/sandbox/","policy":"sandbox"}],
+	"trustBundle":` + inlineBundle([]*testpki.Cert{p.root}) + `,"profiles":` + partnerProfiles + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(cfg)
+	src := "203.0.113.9:4000"
+	at := func(path string, leaf *testpki.Cert) *Request {
+		r := authzReq("GET", p.xfcc(leaf), src)
+		r.Path = path
+		return r
+	}
+	expect(t, e.Evaluate(at("/orders/1", p.acme)), DecisionAllow, "")
+	r := e.Evaluate(at("/orders/1", staging))
+	expect(t, r, DecisionDeny, ReasonProfileNotAllowed)
+	if r.Status != 403 || !strings.Contains(string(r.Body), "profile-not-allowed") || !strings.Contains(r.Detail(), `"partner-staging"`) {
+		t.Fatalf("denial %d %s (%s)", r.Status, r.Body, r.Detail())
+	}
+	expect(t, e.Evaluate(at("/sandbox/1", staging)), DecisionAllow, "")
+	// An unknown profile is still PROFILE_UNKNOWN, not "not allowed".
+	expect(t, e.Evaluate(at("/orders/1", p.noOU)), DecisionDeny, ReasonProfileUnknown)
+}
+
 // TestRequestedProfileRecord: the decision record shows the named profiles
 // normalized (one comma between names, no spaces), every line included,
 // and clipped like every client-supplied value, however many lines come.

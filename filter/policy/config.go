@@ -126,6 +126,10 @@ type Options struct {
 	// ProfileAuthorization enforces the bound profile's rules on every
 	// verified request ("profileAuthorization": "enforce").
 	ProfileAuthorization bool
+	// AllowedProfiles, when set, are the only profiles that may use the
+	// policy's routes (the reference's "collection access"): a verified
+	// client bound to another profile gets 403 PROFILE_NOT_ALLOWED.
+	AllowedProfiles []string
 	// DecisionLogAll logs allowed requests at info too ("decisionLog": "all");
 	// by default only denials and unauthenticated pass-through are.
 	DecisionLogAll bool
@@ -409,7 +413,7 @@ var optionKeys = []string{
 	"trustedSourceCIDRs", "xfccElement", "chainVerification", "requireClientAuthUsage",
 	"maxCertificateBytes", "revocationCheck", "requireCRL", "cacheSize", "headerNames",
 	"clientIdField", "profileIdField", "spiffeTrustDomains", "requestedProfileHeader",
-	"profileAuthorization", "decisionLog",
+	"profileAuthorization", "decisionLog", "allowedProfiles",
 }
 
 func parseOptions(o gjson.Result, path string) (Options, error) {
@@ -528,6 +532,21 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 			return opts, cfgErr(join(path, "requestedProfileHeader"), "%q is not a valid header name", s)
 		}
 		opts.RequestedProfileHeader = strings.ToLower(s)
+	}
+	if v := o.Get("allowedProfiles"); v.Exists() {
+		p := join(path, "allowedProfiles")
+		if !v.IsArray() || len(v.Array()) == 0 {
+			return opts, cfgErr(p, "must be a non-empty array of profile IDs (remove it to let every profile use these routes)")
+		}
+		for i, id := range v.Array() {
+			if id.Type != gjson.String || id.String() == "" || len(id.String()) > 256 {
+				return opts, cfgErr(p+"["+strconv.Itoa(i)+"]", "%s is not a profile ID: a non-empty string, as in the profiles' \"id\"", clip(id.Raw))
+			}
+			opts.AllowedProfiles = append(opts.AllowedProfiles, id.String())
+		}
+		if !opts.ProfileAuthorization {
+			return opts, cfgErr(p, "needs profileAuthorization \"enforce\": without it no profile is bound to check")
+		}
 	}
 	if opts.ProfileAuthorization && opts.AllowUnauthenticatedRequests {
 		return opts, cfgErr(join(path, "profileAuthorization"), "cannot be combined with allowUnauthenticatedRequests: a request without a verified certificate has no profile to check; use a separate route for unauthenticated traffic")

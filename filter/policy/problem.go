@@ -46,10 +46,12 @@ var problems = map[Reason]problemText{
 		"Your client is not among the clients allowed to use the profile your certificate is bound to. Ask the API operator to add it."},
 	ReasonIPNotAllowed: {"Source address not allowed for this profile",
 		"Requests for your profile are accepted only from the networks its operator allowed. Connect from an allowed network."},
+	ReasonProfileNotAllowed: {"Profile not allowed on this route",
+		"The profile your client certificate is bound to may not use this API. Ask the API operator for access, or use an endpoint your profile covers."},
 	ReasonMethodNotAllowed: {"Method not allowed for this profile",
 		"Your profile does not allow this HTTP method. The Allow response header lists the methods it does allow."},
 	ReasonAmbiguousPath: {"Ambiguous request path",
-		"The request path reaches a different route once dot segments, repeated slashes or escapes are resolved. Send the path in its plain form."},
+		"The request path reaches a different route once dot segments, repeated slashes or escapes are resolved, or letter case is ignored. Send the path in its plain form."},
 	ReasonRateLimited: {"Rate limit exceeded",
 		"Your client has used its request budget for the current window. Retry after the number of seconds in the Retry-After response header."},
 }
