@@ -24,7 +24,7 @@ case "${1:-}" in
 esac
 
 if [[ $mode == full ]] && ! command -v envoy >/dev/null 2>&1; then
-  echo "e2e-envoy: skipped — no envoy binary on PATH (install an Envoy with the v8 wasm runtime whose proxy-wasm-cpp-host includes PR #533 (March 2026; older builds refuse the module for missing WASI imports, see README "Envoy version"), and re-run; envoy.yaml is still validated by go test ./deploy/...)"
+  echo "e2e-envoy: skipped — no envoy binary on PATH (install an Envoy with the v8 wasm runtime whose proxy-wasm-cpp-host includes PR #533 (March 2026; older builds refuse the module for missing WASI imports, see the README's Envoy version note), and re-run; envoy.yaml is still validated by go test ./deploy/...)"
   exit 0
 fi
 for tool in curl openssl; do
