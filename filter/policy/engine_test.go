@@ -182,7 +182,7 @@ func TestReasons(t *testing.T) {
 		neither := newEngine(t, `{"certIssuerDN":["CN=Issuing CA 2027,O=Example,C=US","CN=Root CA,O=Example,C=US"]}`, []*testpki.Cert{root})
 		r = neither.Evaluate(xfccReq(chainOf(good), now))
 		expect(t, r, DecisionDeny, ReasonIssuerDNMismatch)
-		if !strings.Contains(r.LogLine(), "any of 2") {
+		if !strings.Contains(r.LogLine(), "any of 2") || !strings.Contains(r.LogLine(), "certificate issuer CN=Issuing CA,O=Example,C=US does not match") {
 			t.Errorf("mismatch log line does not say a list was compared: %s", r.LogLine())
 		}
 	})

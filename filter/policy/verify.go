@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mtlsgate/mtlsgate/filter/policy/dn"
 	"github.com/mtlsgate/mtlsgate/internal/bundle"
 	"github.com/mtlsgate/mtlsgate/internal/crlscope"
 )
@@ -454,7 +455,11 @@ func checkIssuerDN(opts *Options, o *outcome) *outcome {
 	if len(opts.CertIssuerDN) > 1 {
 		want = "(any of " + strconv.Itoa(len(opts.CertIssuerDN)) + ", first " + want + ")"
 	}
-	return o.fail(ReasonIssuerDNMismatch, "certificate issuer does not match certIssuerDN "+want)
+	got, err := dn.Format(o.leaf.RawIssuer)
+	if err != nil {
+		got = "(unparseable)"
+	}
+	return o.fail(ReasonIssuerDNMismatch, "certificate issuer "+got+" does not match certIssuerDN "+want)
 }
 
 func classifyVerifyError(o *outcome, err error, at time.Time) *outcome {
@@ -478,7 +483,8 @@ func classifyVerifyError(o *outcome, err error, at time.Time) *outcome {
 		}
 		return o.fail(ReasonUntrustedChain, err.Error())
 	case errors.As(err, &ua):
-		return o.fail(ReasonUntrustedChain, "no chain to a trusted CA: "+err.Error())
+		return o.fail(ReasonUntrustedChain, "no chain to a trusted CA: "+err.Error()+
+			" (the client must send its intermediate CAs after the leaf, and the root must be uploaded: mtlsgate ca-certificate list)")
 	}
 	return o.fail(ReasonUntrustedChain, err.Error())
 }

@@ -189,6 +189,11 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	if res.Reason == policy.ReasonIPNotAllowed && *source == "" {
 		return bad(stderr, "profile "+strconv.Quote(res.ProfileID)+" admits only some source addresses (sourceCIDRs); add --source with the client's address")
 	}
+	if *profilesFile != "" {
+		// The engine calls a set given in configuration "config"; here it
+		// came from a file, and the record should say which.
+		res.ProfilesVersion = "file " + *profilesFile
+	}
 	return report(res, *output, stdout)
 }
 
@@ -332,7 +337,11 @@ func report(res *policy.Result, output string, w io.Writer) int {
 		fmt.Fprintf(w, "reason:   %s\n", rep.Reason)
 	}
 	if rep.FilterDecision != rep.Decision {
-		fmt.Fprintf(w, "filter:   %s\n", rep.FilterDecision)
+		what := ""
+		if rep.FilterDecision == policy.DecisionAllowUnauthenticated {
+			what = " (allowUnauthenticatedRequests: the filter forwards the request marked FAILED, without x-user-sub)"
+		}
+		fmt.Fprintf(w, "filter:   %s%s\n", rep.FilterDecision, what)
 	}
 	if rep.Detail != "" {
 		fmt.Fprintf(w, "detail:   %s\n", rep.Detail)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -150,7 +151,11 @@ func TestVerifyProfiles(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatalf("%s: %v: %s", c.name, err, out)
 		}
-		if rep.Status != c.status || rep.Reason != c.reason || rep.Profiles != "config" || rep.ClientID == "" || rep.ProfileID == "" {
+		wantSet := "config"
+		if slices.Contains(c.args, "--profiles") {
+			wantSet = "file " + profiles
+		}
+		if rep.Status != c.status || rep.Reason != c.reason || rep.Profiles != wantSet || rep.ClientID == "" || rep.ProfileID == "" {
 			t.Errorf("%s: %+v", c.name, rep)
 		}
 	}
@@ -172,8 +177,8 @@ func TestVerifyProfiles(t *testing.T) {
 	if code, _, errOut := run("--ca", ca, "--policy", enforce, "--cert", acme); code != ExitBadInput || !strings.Contains(errOut, "--profiles") {
 		t.Errorf("no profile set: exit %d, %q", code, errOut)
 	}
-	if code, out, _ := run("--ca", ca, "--policy", enforce, "--profiles", profiles, "--cert", acme, "--source", "203.0.113.1"); code != ExitAllowed {
-		t.Errorf("policy object + --profiles: exit %d: %s", code, out)
+	if code, out, _ := run("--ca", ca, "--policy", enforce, "--profiles", profiles, "--cert", acme, "--source", "203.0.113.1"); code != ExitAllowed || !strings.Contains(out, "profiles: file "+profiles) {
+		t.Errorf("policy object + --profiles: exit %d, want the file named as the profile set: %s", code, out)
 	}
 	// Several policies: --policy-name picks one.
 	two := write(t, dir, "two.json", []byte(`{"policies":[
@@ -226,7 +231,7 @@ func TestVerifyBundle(t *testing.T) {
 	}
 	// --profiles replaces the bundle's set: partner-staging allows GET only.
 	staging := write(t, dir, "staging.json", []byte(`{"profiles":[{"id":"partner-prod","clients":["*"],"methods":["GET"]}]}`))
-	if code, out, _ := run("--bundle", b, "--policy", enforce, "--profiles", staging, "--cert", acmeFile, "--method", "POST", "--output", "json"); code != ExitDenied || !strings.Contains(out, `"profiles": "config"`) || !strings.Contains(out, "METHOD_NOT_ALLOWED") {
+	if code, out, _ := run("--bundle", b, "--policy", enforce, "--profiles", staging, "--cert", acmeFile, "--method", "POST", "--output", "json"); code != ExitDenied || !strings.Contains(out, `"profiles": "file `+staging+`"`) || !strings.Contains(out, "METHOD_NOT_ALLOWED") {
 		t.Fatalf("--profiles over the bundle's: exit %d %s", code, out)
 	}
 	notBundle := write(t, dir, "not.json", []byte(`{"caCertificates": 3}`))
