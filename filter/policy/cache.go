@@ -28,13 +28,21 @@ type verdictCache struct {
 // verdict (a 2-deep RSA-2048 chain in XFCC and its rendered headers) is 6–9
 // KB, so the default 1024 entries get 16 MiB and the entry bound is the one
 // that binds for ordinary clients.
+//
+// cacheBytesTotal bounds all of a VM's verdict caches together, whatever
+// cacheSize says: Envoy gives a VM 1 GiB of linear memory at most, wasm32
+// addresses 4 GiB, and a full cache of large chains must stay a small share
+// of either.
 const (
 	cacheBytesPerEntry = 16 << 10
 	maxCachedValue     = 64 << 10
+	cacheBytesTotal    = 64 << 20
 )
 
-func newVerdictCache(max int) *verdictCache {
-	c := &verdictCache{max: max, maxBytes: max * cacheBytesPerEntry, items: make(map[uint64]*entry)}
+// newVerdictCache holds max verdicts in at most min(max×cacheBytesPerEntry,
+// maxBytes) bytes.
+func newVerdictCache(max, maxBytes int) *verdictCache {
+	c := &verdictCache{max: max, maxBytes: min(max*cacheBytesPerEntry, maxBytes), items: make(map[uint64]*entry)}
 	c.head.next, c.head.prev = &c.head, &c.head
 	return c
 }

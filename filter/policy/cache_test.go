@@ -68,3 +68,31 @@ func TestCacheBoundedInBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheBudgetCapped: cacheSize sizes the entry bound, but all of a VM's
+// verdict caches together never get more than cacheBytesTotal, however large
+// it is set: 1<<20 entries at 16 KiB each would be 16 GiB, past what a VM can
+// address, and a client sending distinct large chains would fill it.
+func TestCacheBudgetCapped(t *testing.T) {
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "trusted"}))
+	e := newEngine(t, `{"cacheSize":1048576}`, []*testpki.Cert{root})
+	if got := e.policies[0].cache.maxBytes; got != cacheBytesTotal {
+		t.Fatalf("one policy with cacheSize 1<<20: budget %d bytes, want %d", got, cacheBytesTotal)
+	}
+	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("a", `{"cacheSize":1048576}`) + `,` + policyJSON("b", `{"cacheSize":1048576}`) + `,` +
+		policyJSON("c", `{"cacheSize":16}`) + `],"routes":[{"pathPrefix":"/a","policy":"a"},{"pathPrefix":"/b","policy":"b"},{"pathPrefix":"/c","policy":"c"}],"trustBundle":` +
+		inlineBundle([]*testpki.Cert{root}) + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, p := range NewEngine(cfg).policies {
+		total += p.cache.maxBytes
+	}
+	if total > cacheBytesTotal {
+		t.Fatalf("three policies' caches may hold %d bytes together, over %d", total, cacheBytesTotal)
+	}
+	if small := NewEngine(cfg).policies[2].cache.maxBytes; small != 16*cacheBytesPerEntry {
+		t.Fatalf("a small cacheSize keeps its own budget: %d", small)
+	}
+}

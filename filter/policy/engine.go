@@ -256,7 +256,7 @@ func NewEngine(cfg *Config) *Engine {
 	byName := map[string]*compiledPolicy{}
 	for _, p := range cfg.Policies {
 		cp := &compiledPolicy{name: p.Name, opts: p.Options, needsBundle: p.Options.ChainVerification == "filter",
-			cache: newVerdictCache(p.Options.CacheSize)}
+			cache: newVerdictCache(p.Options.CacheSize, cacheBytesTotal/len(cfg.Policies))}
 		switch p.Options.CertificateSource {
 		case SourceXFCC:
 			cp.sourceHeaders = []string{"x-forwarded-client-cert"}
