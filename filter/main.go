@@ -70,6 +70,10 @@ type root struct {
 	stream *stream
 	// result is the verdict of the request being handled, reused likewise.
 	result policy.Result
+	// sourceBuf holds the request's source address: the host's property
+	// buffer is rewritten by the next property read (the certificate
+	// digest's), and the engine keeps the address for the whole request.
+	sourceBuf []byte
 	// logLevel is the host's log level as read at logLevelAt (unix ns).
 	logLevel   abi.LogLevel
 	logLevelAt int64
@@ -336,10 +340,11 @@ func (r *root) onBundle(numHeaders, bodySize, _ int) {
 
 // SourceAddress reads Envoy's source.address for the request being handled;
 // the engine asks only when a decision or a log line needs it. The string
-// shares a buffer the next read reuses.
+// lives in sourceBuf, valid until the next request's read.
 func (r *root) SourceAddress() string {
 	addr, _ := proxywasm.ReadPropertyString(sourceAddress)
-	return addr
+	r.sourceBuf = append(r.sourceBuf[:0], addr...)
+	return unsafe.String(unsafe.SliceData(r.sourceBuf), len(r.sourceBuf))
 }
 
 // PeerCertificateDigest reads Envoy's connection.sha256_peer_certificate_digest,

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/mtlsgate/mtlsgate/internal/bundle"
@@ -83,7 +84,10 @@ func compileProfiles(list []bundle.Profile, source string, version int) *profile
 		if p.RateLimit != nil {
 			w := p.RateLimit.WindowSeconds()
 			cp.window = time.Duration(w) * time.Second
-			cp.limitKey = strconv.Itoa(w) + "/" + p.ID + "/"
+			// The profile ID's length makes the key unambiguous: IDs may
+			// hold "/", and profile "a/b" with client "c" must not share
+			// the budget of profile "a" with client "b/c".
+			cp.limitKey = strconv.Itoa(w) + "/" + strconv.Itoa(len(p.ID)) + ":" + p.ID + "/"
 		}
 		s.byID[p.ID] = cp
 	}
@@ -203,7 +207,12 @@ const maxLoggedValue = 128
 
 func clip(s string) string {
 	if len(s) > maxLoggedValue {
-		return s[:maxLoggedValue] + "..."
+		// Cut at a character boundary, not through a UTF-8 sequence.
+		n := maxLoggedValue
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		return s[:n] + "..."
 	}
 	return s
 }

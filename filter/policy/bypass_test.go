@@ -24,7 +24,8 @@ func TestRoutesMatchTheNormalizedPath(t *testing.T) {
 		"/admin/x": DecisionDeny, "//admin/x": DecisionDeny, "/%61dmin/x": DecisionDeny, "/%2561dmin/x": DecisionPassthrough,
 		"/./admin/x": DecisionDeny, "/public/../admin/x": DecisionDeny, "/%2E%2E/admin/x": DecisionDeny, "/admin//x?q=1": DecisionDeny,
 		"/admin/": DecisionDeny, "/admin/.": DecisionDeny, "/admin": DecisionPassthrough, "/administrator": DecisionPassthrough,
-		"/metrics": DecisionDeny, "//metrics": DecisionDeny, "/metrics/.": DecisionPassthrough, "/public/./x": DecisionPassthrough,
+		"/metrics": DecisionDeny, "//metrics": DecisionDeny, "/metrics/.": DecisionDeny, "/metrics/": DecisionDeny, "/metrics//": DecisionDeny,
+		"/metrics/x": DecisionPassthrough, "/public/./x": DecisionPassthrough,
 		"/admin%2Fx": DecisionPassthrough, // an encoded slash is not a separator, for Envoy or for us
 		// Under the prefix as written, outside it once resolved: an upstream
 		// that does not resolve dot segments (or a prefix_rewrite) serves
@@ -34,13 +35,19 @@ func TestRoutesMatchTheNormalizedPath(t *testing.T) {
 		// the protected tree.
 		"/ADMIN/x": DecisionDeny, "/Admin/x": DecisionDeny, "//aDmIn/x": DecisionDeny, "/%41dmin/x": DecisionDeny, "/METRICS": DecisionDeny,
 		"/ADMIN/../public": DecisionDeny, "/ADMINISTRATOR": DecisionPassthrough, "/Public/x": DecisionPassthrough,
+		// Path parameters end a segment for Tomcat, Jetty and Spring; a
+		// backslash separates for IIS and ASP.NET.
+		"/admin;/x": DecisionDeny, "/admin;jsessionid=1/x": DecisionDeny, "/public/..;/admin/x": DecisionDeny,
+		`/admin\x`: DecisionDeny, `/public\..\admin\x`: DecisionDeny, `/admin\`: DecisionDeny, "/metrics;x": DecisionDeny,
+		"/public;a=b/x": DecisionPassthrough,
 	} {
 		r := e.Evaluate(&Request{Method: "GET", Path: path, Now: time.Now()})
 		if r.Decision != want {
 			t.Errorf("%s: %s, want %s", path, r.Decision, want)
 		}
 	}
-	for in, want := range map[string]string{"/": "/", "/a/b": "/a/b", "/a//b/": "/a/b/", "/a/./b/../c": "/a/c", "/../../a": "/a", "/a/%7Euser": "/a/~user", "/a%2fb": "/a%2fb", "/%zz": "/%zz", "/%4": "/%4"} {
+	for in, want := range map[string]string{"/": "/", "/a/b": "/a/b", "/a//b/": "/a/b/", "/a/./b/../c": "/a/c", "/../../a": "/a", "/a/%7Euser": "/a/~user", "/a%2fb": "/a%2fb", "/%zz": "/%zz", "/%4": "/%4",
+		"/a;b=c/d": "/a/d", "/a/..;/b": "/b", `/a\b\`: "/a/b/", "/a/%2e": "/a/"} {
 		if got := routePath(in); got != want {
 			t.Errorf("routePath(%q) = %q, want %q", in, got, want)
 		}
@@ -156,7 +163,7 @@ func TestAmbiguousPathRefused(t *testing.T) {
 func TestRouteCaseFolding(t *testing.T) {
 	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{}))
 	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("strict", "") + `,` + policyJSON("open", `{"allowUnauthenticatedRequests":true}`) + `],
-	"routes":[{"pathPrefix":"/Reports/","methods":["POST"],"policy":"strict"},{"path":"/api/Orders","policy":"strict"},{"pathPrefix":"/api/","policy":"open"}],
+	"routes":[{"pathPrefix":"/Reports/","methods":["POST"],"policy":"strict"},{"path":"/api/Orders","policy":"strict"},{"pathPrefix":"/api/","policy":"open"},{"path":"/export","methods":["GET"],"policy":"strict"}],
 	"trustBundle":` + inlineBundle([]*testpki.Cert{ch.Root}) + `}`))
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +172,8 @@ func TestRouteCaseFolding(t *testing.T) {
 	for _, c := range []struct{ method, path, want string }{
 		{"POST", "/Reports/q", DecisionDeny}, {"post", "/Reports/q", DecisionDeny}, {"Post", "/reports/q", DecisionDeny},
 		{"GET", "/reports/q", DecisionPassthrough}, {"get", "/Reports/q", DecisionPassthrough},
+		{"HEAD", "/export", DecisionDeny}, {"head", "/export", DecisionDeny}, {"DELETE", "/export", DecisionPassthrough}, // HEAD goes with GET
+		{"head", "/Reports/q", DecisionPassthrough}, // ...and only with GET
 		{"GET", "/api/Orders", DecisionDeny}, {"GET", "/api/orders", "400"}, {"GET", "/API/ORDERS", DecisionDeny},
 		{"GET", "/api/customers", DecisionAllowUnauthenticated}, {"GET", "/Api/customers", DecisionAllowUnauthenticated},
 	} {

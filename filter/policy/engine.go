@@ -68,7 +68,9 @@ func (req *Request) peerDigest() string {
 // AddressSource supplies the source address on demand. A cached verdict on
 // an XFCC route never depends on it, and reading it from the host is a host
 // call plus a call back into the guest for the buffer; the filter reads it
-// only for the requests that need it.
+// only for the requests that need it. The string must stay unchanged until
+// the request is decided and logged, whatever else is read from the host
+// meanwhile.
 type AddressSource interface {
 	SourceAddress() string
 }
@@ -447,6 +449,16 @@ func (a reach) merge(b reach) (reach, bool) {
 	return a, a.policy != b.policy
 }
 
+// samePath reports whether path is the exact route path want: as written,
+// with one trailing slash more (Express, and Spring before 6, serve /login/
+// as /login), and ignoring case when fold is set.
+func samePath(path, want string, fold bool) bool {
+	if len(path) == len(want)+1 && path[len(path)-1] == '/' && !strings.HasSuffix(want, "/") {
+		path = path[:len(want)]
+	}
+	return path == want || fold && strings.EqualFold(path, want)
+}
+
 // hasFoldable reports whether s has a byte case folding could change: an
 // ASCII capital or any non-ASCII byte.
 func hasFoldable(s string) bool {
@@ -460,11 +472,12 @@ func hasFoldable(s string) bool {
 
 // matchRoute returns the first route for method and path. Methods compare
 // without regard to case (an upstream that takes "get" for GET must get the
-// GET route's policy); paths do too when fold is set.
+// GET route's policy), and HEAD matches a route for GET; paths compare
+// without regard to case when fold is set.
 func (e *Engine) matchRoute(method, path string, fold bool) reach {
 	for i := range e.routes {
 		r := &e.routes[i]
-		if r.Path != "" && path != r.Path && !(fold && strings.EqualFold(path, r.Path)) {
+		if r.Path != "" && !samePath(path, r.Path, fold) {
 			continue
 		}
 		if r.PathPrefix != "" && !strings.HasPrefix(path, r.PathPrefix) &&
@@ -474,7 +487,9 @@ func (e *Engine) matchRoute(method, path string, fold bool) reach {
 		if len(r.Methods) > 0 {
 			ok := false
 			for _, m := range r.Methods {
-				if m == method || strings.EqualFold(m, method) {
+				// HEAD is GET without the body, and most frameworks answer it
+				// with the GET handler: a GET route covers it.
+				if m == method || strings.EqualFold(m, method) || m == "GET" && strings.EqualFold(method, "HEAD") {
 					ok = true
 					break
 				}
@@ -495,8 +510,12 @@ func (e *Engine) matchRoute(method, path string, fold bool) reach {
 // upstream that reads them all as /admin; Envoy normalizes only when
 // normalize_path and merge_slashes are on. Encoded slashes stay encoded, as
 // Envoy keeps them by default.
+//
+// Two server conventions count too: a backslash is a separator to IIS and
+// ASP.NET, and ";params" end a segment for Tomcat, Jetty and Spring
+// (/admin;jsessionid=1/x and /public/..;/admin are /admin/x there).
 func routePath(p string) string {
-	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") && strings.IndexByte(p, '%') < 0 {
+	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") && strings.IndexAny(p, "%;\\") < 0 {
 		return p
 	}
 	var b strings.Builder
@@ -508,10 +527,18 @@ func routePath(p string) string {
 				continue
 			}
 		}
+		if p[i] == '\\' {
+			b.WriteByte('/')
+			continue
+		}
 		b.WriteByte(p[i])
 	}
+	q := b.String()
 	var segs []string
-	for _, s := range strings.Split(b.String(), "/") {
+	for _, s := range strings.Split(q, "/") {
+		if i := strings.IndexByte(s, ';'); i >= 0 {
+			s = s[:i]
+		}
 		switch s {
 		case "", ".":
 		case "..":
@@ -525,7 +552,7 @@ func routePath(p string) string {
 	out := "/" + strings.Join(segs, "/")
 	// A trailing slash (or a trailing dot segment) keeps the path a
 	// directory: /admin/ is still under /admin/.
-	if len(segs) > 0 && (strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")) {
+	if len(segs) > 0 && (strings.HasSuffix(q, "/") || strings.HasSuffix(q, "/.") || strings.HasSuffix(q, "/..")) {
 		out += "/"
 	}
 	return out
@@ -571,6 +598,15 @@ func (e *Engine) EvaluateInto(req *Request, res *Result) {
 	p := e.evaluate(req, res)
 	if p != nil && res.Decision == DecisionAllow && res.e != nil {
 		e.authorize(p, res.e, req, res)
+	}
+	// Envoy writes XFCC for any certificate the listener took, verified or
+	// not (ACCEPT_UNTRUSTED), and Envoy-aware upstreams read it as proof of
+	// identity: it goes upstream only with a certificate this filter
+	// verified from it.
+	if res.Action == Continue && (p == nil || res.Decision != DecisionAllow || p.opts.CertificateSource != SourceXFCC) &&
+		hasHeader(req.Headers, xfccHeader) && !contains(res.RemoveHeaders, xfccHeader) {
+		res.RemoveHeaders = append(res.RemoveHeaders, xfccHeader)
+		res.removeBuf = res.RemoveHeaders
 	}
 	if p != nil && p.opts.DecisionLogAll && res.LogLevel < LogInfo {
 		res.LogLevel = LogInfo
@@ -787,6 +823,17 @@ func (p *compiledPolicy) extract(headers []Header, raw, digest string) ([][]byte
 	}
 }
 
+const xfccHeader = "x-forwarded-client-cert"
+
+func hasHeader(headers []Header, name string) bool {
+	for _, h := range headers {
+		if len(h.Key) == len(name) && h.Key == name {
+			return true
+		}
+	}
+	return false
+}
+
 // joinHeader returns the value of name, joining repeated lines with sep, and
 // whether the header was repeated.
 func joinHeader(headers []Header, name, sep string) (string, bool) {
@@ -933,8 +980,7 @@ func (p *compiledPolicy) render(o *outcome) *entry {
 	ent := &entry{detail: o.detail}
 	var meta []Header
 	if o.leaf != nil {
-		meta = metadata(h, o)
-		ent.subject, ent.issuer = headerValue(meta, h.Subject), headerValue(meta, h.Issuer)
+		meta, ent.subject, ent.issuer = metadata(h, o)
 		ent.fingerprint = fingerprint(o.leaf.Raw)
 		if o.hard == "" {
 			ent.clientID = extractID(p.opts.ClientIDField, o.leaf, p.opts.SPIFFETrustDomains)
@@ -1006,30 +1052,21 @@ func metricNames(decision string, reason Reason, cache string) []string {
 	return append(m, cache)
 }
 
-func headerValue(hs []Header, k string) string {
-	for _, h := range hs {
-		if h.Key == k {
-			return h.Value
-		}
-	}
-	return ""
-}
-
-// metadata renders the certificate description headers.
-func metadata(h *HeaderNames, o *outcome) []Header {
+// metadata renders the descriptive headers of o's leaf, and its subject and
+// issuer DNs whether or not their headers are renamed away: x-user-sub and
+// the decision log need the subject all the same.
+func metadata(h *HeaderNames, o *outcome) (out []Header, subject, issuer string) {
 	c := o.leaf
-	var out []Header
 	add := func(k, v string) {
 		if k != "" && v != "" {
 			out = append(out, Header{k, headerSafe(v)})
 		}
 	}
-	subject, err := dn.Format(c.RawSubject)
-	if err != nil {
+	var err error
+	if subject, err = dn.Format(c.RawSubject); err != nil {
 		subject = c.Subject.String()
 	}
-	issuer, err := dn.Format(c.RawIssuer)
-	if err != nil {
+	if issuer, err = dn.Format(c.RawIssuer); err != nil {
 		issuer = c.Issuer.String()
 	}
 	add(h.Subject, subject)
@@ -1044,7 +1081,7 @@ func metadata(h *HeaderNames, o *outcome) []Header {
 	}
 	add(h.SANURI, strings.Join(uris, ","))
 	add(h.SANDNS, strings.Join(c.DNSNames, ","))
-	return out
+	return out, headerSafe(subject), headerSafe(issuer)
 }
 
 // headerSafe replaces bytes a header value cannot carry. DNs are already

@@ -106,7 +106,9 @@ func extractID(f IDField, c *x509.Certificate, spiffeDomains []string) string {
 			}
 		}
 	}
-	return headerSafe(v)
+	// Trimmed: an upstream reads "admin " in a header as "admin" (HTTP
+	// drops the whitespace around a value), so the profile rules must too.
+	return headerSafe(strings.TrimSpace(v))
 }
 
 // subjectAttr returns the first subject attribute with oid as a string.

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ProblemBase prefixes the problem type URI of every reason: the type of
@@ -92,6 +93,16 @@ func appendJSONString(b []byte, s string) []byte {
 			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&15])
 		case c == '<' || c == '>' || c == '&':
 			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&15])
+		case c >= utf8.RuneSelf:
+			// Client bytes that are not UTF-8 would make the whole line
+			// invalid JSON for log pipelines; U+FFFD, as encoding/json does.
+			r, n := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && n == 1 {
+				b = append(b, `\ufffd`...)
+			} else {
+				b = append(b, s[i:i+n]...)
+			}
+			i += n - 1
 		default:
 			b = append(b, c)
 		}
