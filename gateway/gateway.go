@@ -192,7 +192,13 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		ConnContext:       g.connContext,
 		ConnState:         g.trackConn,
 		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          log.New(writerFunc(func(p []byte) (int, error) { g.logf("%s", strings.TrimSpace(string(p))); return len(p), nil }), "", 0),
+		// Envoy's max_request_headers_kb default: larger headers get 431
+		// before any filter runs.
+		MaxHeaderBytes: maxRequestHeadersKB << 10,
+		// OPTIONS * is Envoy's to answer (404, a non-relative path), not
+		// net/http's built-in 200.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     log.New(writerFunc(func(p []byte) (int, error) { g.logf("%s", strings.TrimSpace(string(p))); return len(p), nil }), "", 0),
 	}
 	ok = true
 	return g, nil

@@ -153,22 +153,40 @@ func connectionTokens(h http.Header) map[string]bool {
 	return m
 }
 
+// Envoy's defaults for the size of a request's headers.
+const (
+	maxRequestHeadersKB = 60
+	maxHeadersCount     = 100
+)
+
+// headerCount counts header lines as Envoy does, the host included.
+func headerCount(r *http.Request) int {
+	n := 1
+	for _, v := range r.Header {
+		n += len(v)
+	}
+	return n
+}
+
+// requestPath is the :path Envoy's codec makes of the request target: an
+// absolute-form target (GET https://host/p HTTP/1.1) becomes /p
+// (allow_absolute_url); passed on whole, it would match no route prefix.
+func requestPath(r *http.Request) string {
+	if r.URL.IsAbs() {
+		return r.URL.RequestURI()
+	}
+	return r.RequestURI
+}
+
 // requestHeaders is the header map Envoy's HTTP connection manager hands the
 // filter chain: pseudo-headers first (as the HTTP/1 codec synthesises them
 // and HTTP/2 carries them), keys lowercased, connection-specific headers
 // removed, x-forwarded-proto and x-request-id set, and x-forwarded-client-cert
 // replaced per SANITIZE_SET.
 func requestHeaders(r *http.Request, peer *PeerInfo) []abi.Header {
-	// An absolute-form target (GET https://host/p HTTP/1.1) becomes :path
-	// /p, as Envoy's HTTP/1 codec makes it (allow_absolute_url); passed on
-	// whole, it would match no route prefix.
-	path := r.RequestURI
-	if r.URL.IsAbs() {
-		path = r.URL.RequestURI()
-	}
 	hs := []abi.Header{
 		{Key: ":authority", Value: r.Host},
-		{Key: ":path", Value: path},
+		{Key: ":path", Value: requestPath(r)},
 		{Key: ":method", Value: r.Method},
 		{Key: ":scheme", Value: "https"},
 	}
@@ -239,12 +257,30 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	ae := &accessEntry{method: r.Method, path: r.URL.RequestURI(), proto: r.Proto}
 	defer func() { g.access(ae, time.Since(start)) }()
 
-	if isUpgrade(r) {
-		// envoy.yaml configures no upgrade_configs, so Envoy's connection
-		// manager refuses upgrades before the filter chain exists.
+	if isUpgrade(r) || r.Method == http.MethodConnect {
+		// envoy.yaml configures no upgrade_configs (CONNECT is one to
+		// Envoy), so its connection manager refuses upgrades before the
+		// filter chain exists.
 		ae.status, ae.reason = http.StatusForbidden, "upgrade_failed"
 		w.Header().Set("content-length", "0")
 		w.WriteHeader(http.StatusForbidden)
+		return
+	}
+	if n := headerCount(r); n > maxHeadersCount {
+		// Envoy's max_headers_count default; the filter never sees the
+		// request (and thousands of lines would each be matched against
+		// the names it strips).
+		ae.status, ae.reason = http.StatusRequestHeaderFieldsTooLarge, "header_overflow"
+		w.Header().Set("content-length", "0")
+		w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
+	if p := requestPath(r); p == "" || p[0] != '/' {
+		// Envoy's connection manager answers a target that is not a path
+		// (OPTIONS *, an authority) 404 before any filter runs.
+		ae.status, ae.reason = http.StatusNotFound, "non_relative_path"
+		w.Header().Set("content-length", "0")
+		w.WriteHeader(http.StatusNotFound)
 		return
 	}
 	hconn, peer, props := g.connection(r)
