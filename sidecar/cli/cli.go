@@ -1,6 +1,6 @@
-// Package cli implements `mtlsgate serve` and the management commands
-// (ca-certificate, crl, mtls-certificate) that drive a running sidecar
-// through its admin API.
+// Package cli implements `mtlsgate serve`, `mtlsgate health` and the
+// management commands (ca-certificate, crl, mtls-certificate, profile) that
+// drive a running sidecar through its admin API.
 package cli
 
 import (
