@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
+	"github.com/mtlsgate/mtlsgate/sidecar/problem"
 )
 
 // TestBadInputs checks every refusal: non-zero exit, one line on stderr that
@@ -315,5 +317,48 @@ func TestRefusedAdminRequestsCounted(t *testing.T) {
 	if single+counted != burst || lines > 6 {
 		t.Fatalf("%d refusals written one by one and %d counted, in %d lines; want %d in all, a line a second at most:\n%s",
 			single, counted, lines, burst, p.stderr.String())
+	}
+}
+
+// TestAdminBodyMistakes: a body written by hand, often copied from a GET
+// answer, is refused with the field to use and where the bodies are listed.
+func TestAdminBodyMistakes(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	cl := p.client(t)
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Body Root"}))
+	var ca api.CACertificate
+	if err := cl.Do(http.MethodPost, api.PathCAs, api.CreateCA{Name: "body", CertPEM: string(root.PEM())}, &ca); err != nil {
+		t.Fatal(err)
+	}
+	crlPEM := string(testpki.Must(root.CRL(testpki.CRLOptions{})))
+	cases := []struct {
+		name, method, path string
+		body               any
+		want               string
+	}{
+		{"CA as pem", http.MethodPost, api.PathCAs, map[string]string{"name": "x", "pem": string(root.PEM())}, `use "certPem"`},
+		{"CRL as pem", http.MethodPost, api.PathCRLs, map[string]string{"caId": ca.ID, "pem": crlPEM}, `use "crl"`},
+		{"CRL not base64", http.MethodPost, api.PathCRLs, map[string]string{"caId": ca.ID, "crl": crlPEM}, `in base64`},
+		{"outbound as chainPem", http.MethodPost, api.PathOutbound, map[string]string{"name": "x", "chainPem": "x"}, `use "certPem"`},
+		{"other unknown field", http.MethodPatch, api.PathCAs + "/" + ca.ID, map[string]string{"nam": "x"}, `unknown field "nam"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := cl.Do(c.method, c.path, c.body, nil)
+			pe, ok := err.(*problem.Error)
+			if !ok || pe.Status != http.StatusBadRequest || pe.Code != "bad_json" {
+				t.Fatalf("want a 400 bad_json problem, got %v", err)
+			}
+			for _, w := range []string{c.want, "sidecar/README.md"} {
+				if !strings.Contains(pe.Detail, w) {
+					t.Errorf("detail %q lacks %q", pe.Detail, w)
+				}
+			}
+		})
+	}
+	// A CRL given as base64, as the README's table says, is taken.
+	var crl api.CRL
+	if err := cl.Do(http.MethodPost, api.PathCRLs, map[string]string{"caId": ca.ID, "crl": base64.StdEncoding.EncodeToString([]byte(crlPEM))}, &crl); err != nil || crl.CAID != ca.ID {
+		t.Fatalf("base64 crl: %v %+v", err, crl)
 	}
 }
