@@ -120,18 +120,24 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
+	// Flag values that cannot work are usage mistakes (exit 2), as for every
+	// other command: a supervisor restarting on exit 1 would only loop.
+	usage := func(format string, a ...any) error {
+		fmt.Fprintf(stderr, "mtlsgate serve: "+format+"\n", a...)
+		return errUsage
+	}
 	if cfg.TrustDirInterval <= 0 {
-		return fmt.Errorf("--trust-dir-interval must be positive, e.g. 10s")
+		return usage("--trust-dir-interval must be positive, e.g. 10s")
 	}
 	valid := false
 	for _, e := range api.EnvironmentTypes {
 		valid = valid || e == cfg.Environment
 	}
 	if !valid {
-		return fmt.Errorf("--environment %q is not one of %s", cfg.Environment, strings.Join(api.EnvironmentTypes, ", "))
+		return usage("--environment %q is not one of %s", cfg.Environment, strings.Join(api.EnvironmentTypes, ", "))
 	}
 	if cfg.CRLMinInterval <= 0 || cfg.CRLMaxInterval < cfg.CRLMinInterval {
-		return fmt.Errorf("--crl-refresh-min-interval must be positive and at most --crl-refresh-max-interval")
+		return usage("--crl-refresh-min-interval must be positive and at most --crl-refresh-max-interval")
 	}
 	cfg.Log = slog.New(slog.NewJSONHandler(stderr, nil))
 	cfg.Ready = func(a daemon.Addrs) {

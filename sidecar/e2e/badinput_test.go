@@ -362,3 +362,44 @@ func TestAdminBodyMistakes(t *testing.T) {
 		t.Fatalf("base64 crl: %v %+v", err, crl)
 	}
 }
+
+// TestServeUsageMistakes: serve refuses flags it cannot work with as a usage
+// mistake (exit 2, one line saying what to change) before it opens anything.
+func TestServeUsageMistakes(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"bad environment", []string{"--environment", "prod"}, []string{`--environment "prod" is not one of development, preview, production`}},
+		{"unknown flag", []string{"--bogus"}, []string{"-bogus", "-h"}},
+		{"bad duration", []string{"--trust-dir-interval", "soon"}, []string{"-trust-dir-interval", "soon"}},
+		{"zero trust-dir interval", []string{"--trust-dir-interval", "0s"}, []string{"--trust-dir-interval must be positive"}},
+		{"CRL intervals crossed", []string{"--crl-refresh-min-interval", "2h", "--crl-refresh-max-interval", "1h"}, []string{"--crl-refresh-min-interval must be positive and at most --crl-refresh-max-interval"}},
+		{"bad output", []string{"--output", "yaml"}, []string{"use json or table"}},
+		{"stray argument", []string{"now"}, []string{"unexpected argument"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dataDir := filepath.Join(t.TempDir(), "data")
+			args := append([]string{"serve", "--data-dir", dataDir, "--admin-listen", "127.0.0.1:0",
+				"--sds-listen", "127.0.0.1:0", "--bundle-listen", "127.0.0.1:0"}, c.args...)
+			r := runCLI(nil, args...)
+			if r.code != 2 {
+				t.Fatalf("exit %d, want 2; stdout %q stderr %q", r.code, r.stdout, r.stderr)
+			}
+			line := strings.TrimSpace(r.stderr)
+			if strings.Count(line, "\n") != 0 {
+				t.Errorf("error is not one line:\n%s", r.stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("error %q lacks %q", line, w)
+				}
+			}
+			if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+				t.Errorf("the data dir was created before the flags were checked (%v)", err)
+			}
+		})
+	}
+}
