@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -309,8 +310,23 @@ func (c *cmd) required(pairs ...string) error {
 	return nil
 }
 
-// readFile reads a file named by a flag with an error that says which flag.
+// stdin is standard input, read once: --cert - --key - both take it.
+var stdin struct {
+	once sync.Once
+	data []byte
+	err  error
+}
+
+// readFile reads a file named by a flag with an error that says which flag;
+// "-" is standard input.
 func readFile(flagName, path string) ([]byte, error) {
+	if path == "-" {
+		stdin.once.Do(func() { stdin.data, stdin.err = io.ReadAll(os.Stdin) })
+		if stdin.err != nil {
+			return nil, fmt.Errorf("cannot read --%s from standard input: %w", flagName, stdin.err)
+		}
+		return stdin.data, nil
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read --%s %s: %w", flagName, path, unwrapPath(err))
