@@ -80,8 +80,11 @@ clean:
 
 # The README's main command: demo PKI, sidecar, upstream and the local gateway
 # running build/mtlsgate.wasm; prints curl commands and runs until Ctrl-C.
+# DEMOFLAGS passes demo flags, e.g. other ports when the defaults are taken:
+# make run DEMOFLAGS="--admin-listen 127.0.0.1:19911" (mtlsgate demo -h lists them).
+DEMOFLAGS ?=
 run: build
-	./$(BUILD)/mtlsgate demo --state $(STATE)/demo --wasm $(BUILD)/mtlsgate.wasm
+	./$(BUILD)/mtlsgate demo --state $(STATE)/demo --wasm $(BUILD)/mtlsgate.wasm $(DEMOFLAGS)
 
 # The same flow, non-interactive: runs every documented request on free
 # ports and fails unless each answers as documented.

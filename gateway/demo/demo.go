@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -193,18 +194,18 @@ func (d *demo) run(ctx context.Context) int {
 	}
 
 	if err := d.startSidecar(ctx, dataDir); err != nil {
-		return d.fail("%v", err)
+		return d.fail("%v%s", err, d.portHint(err))
 	}
 	d.say("Sidecar:  admin http://%s  SDS %s  bundle http://%s/v1/bundle (log: %s)", d.addrs.Admin, d.addrs.SDS, d.addrs.Bundle, filepath.Join(o.state, "sidecar.log"))
 	if err := d.register(ctx); err != nil {
 		return d.fail("%v", err)
 	}
 	if err := d.startUpstream(); err != nil {
-		return d.fail("%v", err)
+		return d.fail("%v%s", err, d.portHint(err))
 	}
 	d.say("Upstream: https://%s (echoes the request headers as JSON; requires the gateway's client certificate)", d.upstreamAddr)
 	if err := d.startGateway(ctx); err != nil {
-		return d.fail("%v", err)
+		return d.fail("%v%s", err, d.portHint(err))
 	}
 	if err := d.waitReady(ctx); err != nil {
 		return d.fail("%v", err)
@@ -246,6 +247,11 @@ func (d *demo) startSidecar(ctx context.Context, dataDir string) error {
 	if err != nil {
 		return err
 	}
+	// The log is kept across runs; only this run's lines explain a failure.
+	var from int64
+	if fi, err := logf.Stat(); err == nil {
+		from = fi.Size()
+	}
 	cmd := exec.Command(d.o.bin, "serve", "--data-dir", dataDir, "--admin-listen", d.o.adminListen,
 		"--sds-listen", d.o.sdsListen, "--bundle-listen", d.o.bundleListen, "--environment", "development", "--output", "json")
 	cmd.Stderr = logf
@@ -283,7 +289,7 @@ func (d *demo) startSidecar(ctx context.Context, dataDir string) error {
 	case line, ok := <-lines:
 		if !ok {
 			<-exited
-			return fmt.Errorf("sidecar exited before it was ready; see %s", logf.Name())
+			return fmt.Errorf("sidecar exited before it was ready: %s (see %s)", lastLines(logf.Name(), from, 3), logf.Name())
 		}
 		if err := json.Unmarshal([]byte(line), &d.addrs); err != nil || d.addrs.Admin == "" {
 			return fmt.Errorf("sidecar ready line %q: %v", line, err)
@@ -521,4 +527,54 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 		fmt.Fprint(p.w, p.prefix+string(b))
 	}
 	return len(b), nil
+}
+
+// lastLines is the last n non-empty lines written to path after offset from,
+// joined by " | ": the reason a child process gave for exiting.
+func lastLines(path string, from int64, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "no log"
+	}
+	defer f.Close()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		return "no log"
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, 1<<20))
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		return "it wrote nothing"
+	}
+	return strings.Join(lines[max(0, len(lines)-n):], " | ")
+}
+
+// portHint names the flag that moves a listener an error reports as taken,
+// with a free-looking alternative: ports clash when another demo or sidecar
+// is still running.
+func (d *demo) portHint(err error) string {
+	msg := err.Error()
+	if !strings.Contains(msg, "address already in use") {
+		return ""
+	}
+	for _, l := range []struct{ flag, addr string }{
+		{"--admin-listen", d.o.adminListen}, {"--sds-listen", d.o.sdsListen}, {"--bundle-listen", d.o.bundleListen},
+		{"--listen", d.o.listen}, {"--upstream-listen", d.o.upstreamListen},
+	} {
+		host, port, err := net.SplitHostPort(l.addr)
+		n, perr := strconv.Atoi(port)
+		if err != nil || perr != nil || n == 0 || !strings.Contains(msg, "listen on "+l.addr+":") {
+			continue
+		}
+		if n += 10000; n > 65535 {
+			n -= 20000
+		}
+		alt := l.flag + " " + net.JoinHostPort(host, strconv.Itoa(n))
+		return fmt.Sprintf("; %s is taken (another make run or mtlsgate serve?): stop it, or move this listener with %s (make run DEMOFLAGS=\"%s\")", l.addr, alt, alt)
+	}
+	return ""
 }
