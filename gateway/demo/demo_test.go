@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -214,5 +216,76 @@ func TestBusyPort(t *testing.T) {
 		if n := strings.Count(msg, "mtlsgate serve: listen on"); n != 1 {
 			t.Errorf("run %d: the sidecar's error appears %d times (earlier runs' lines?): %s", i+1, n, msg)
 		}
+	}
+}
+
+// syncBuffer is written by the gateway's access log while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestInteractive is `make run` on free ports, stopped once it prints its
+// commands: the hint about protocols is curl's way round, and the readiness
+// probes stay off the console and are explained in the access log.
+func TestInteractive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the mtlsgate binary and the filter")
+	}
+	bin, wasm := buildMtlsgate(t), buildFilter(t)
+	state := filepath.Join(t.TempDir(), "state")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		args := []string{"--state", state, "--mtlsgate", bin, "--wasm", wasm, "--policy", "../../policies/basic.json", "--refresh-seconds", "1"}
+		for _, f := range []string{"--listen", "--upstream-listen", "--admin-listen", "--sds-listen", "--bundle-listen"} {
+			args = append(args, f, "127.0.0.1:0")
+		}
+		done <- run(ctx, args, &out, &errb)
+	}()
+	deadline := time.After(90 * time.Second)
+	for !strings.Contains(out.String(), "Press Ctrl-C") {
+		select {
+		case code := <-done:
+			t.Fatalf("demo exited %d before it was ready:\n%s\n%s", code, out.String(), errb.String())
+		case <-deadline:
+			t.Fatalf("demo not ready:\n%s\n%s", out.String(), errb.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("exit %d after Ctrl-C: %s", code, errb.String())
+	}
+	stdout := out.String()
+	if !strings.Contains(stdout, "add --http1.1 to any of them for HTTP/1.1") || strings.Contains(stdout, "--http2") {
+		t.Errorf("protocol hint:\n%s", stdout)
+	}
+	if strings.Contains(stdout, "access: ") {
+		t.Errorf("readiness probes on the console:\n%s", stdout)
+	}
+	log, err := os.ReadFile(filepath.Join(state, "gateway.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every access line in the log comes after the line explaining the probes.
+	explained := strings.Index(string(log), "demo: readiness probes follow")
+	first := regexp.MustCompile(`(?m) GET "/" HTTP/\S+ \d{3} reason=`).FindIndex(log)
+	if explained < 0 || first == nil || first[0] < explained {
+		t.Errorf("gateway.log does not explain its probe lines first:\n%s", log)
 	}
 }
