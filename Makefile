@@ -24,9 +24,12 @@ wasm:
 	$(WASMENV) $(GO) build $(WASMFLAGS) -overlay $(BUILD)/overlay.json -o $(BUILD)/mtlsgate.wasm ./filter
 	$(WASMENV) $(GO) build $(WASMFLAGS) -overlay $(BUILD)/overlay.json -o $(BUILD)/noop.wasm ./filter/examples/noop
 
+# CGO_ENABLED=0: without it the net and os/user packages link libc when a C
+# compiler is present, and the binary no longer starts in a distroless or
+# scratch image. Nothing here needs cgo.
 cli:
 	@mkdir -p $(BUILD)
-	$(GO) build -trimpath -ldflags="-s -w -X main.version=$(VERSION)" -o $(BUILD)/mtlsgate ./cmd/mtlsgate
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w -X main.version=$(VERSION)" -o $(BUILD)/mtlsgate ./cmd/mtlsgate
 
 # The README's test command: builds both artifacts, checks style, runs every test
 # (the tests compile the .wasm themselves too, so plain `go test ./...` works).
@@ -77,8 +80,11 @@ clean:
 
 # The README's main command: demo PKI, sidecar, upstream and the local gateway
 # running build/mtlsgate.wasm; prints curl commands and runs until Ctrl-C.
+# DEMOFLAGS passes demo flags, e.g. other ports when the defaults are taken:
+# make run DEMOFLAGS="--admin-listen 127.0.0.1:19911" (mtlsgate demo -h lists them).
+DEMOFLAGS ?=
 run: build
-	./$(BUILD)/mtlsgate demo --state $(STATE)/demo --wasm $(BUILD)/mtlsgate.wasm
+	./$(BUILD)/mtlsgate demo --state $(STATE)/demo --wasm $(BUILD)/mtlsgate.wasm $(DEMOFLAGS)
 
 # The same flow, non-interactive: runs every documented request on free
 # ports and fails unless each answers as documented.

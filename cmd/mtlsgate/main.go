@@ -4,6 +4,9 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -28,8 +31,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "version", "--version":
-		fmt.Fprintf(stdout, "mtlsgate %s\n", version)
-		return 0
+		return printVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
@@ -44,6 +46,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "mtlsgate: unknown command %q; run 'mtlsgate help' for the list\n", args[0])
 	return 2
+}
+
+// printVersion takes --output like every other command, so scripts and
+// inventory tooling can read the version without parsing the text line.
+func printVersion(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	output := fs.String("output", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "Usage: mtlsgate version [--output json]")
+			return 0
+		}
+		fmt.Fprintf(stderr, "mtlsgate version: %v; the only flag is --output json\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mtlsgate version: unexpected argument %q; the only flag is --output json\n", fs.Arg(0))
+		return 2
+	}
+	switch *output {
+	case "json":
+		_ = json.NewEncoder(stdout).Encode(map[string]string{"version": version})
+	case "text", "table":
+		fmt.Fprintf(stdout, "mtlsgate %s\n", version)
+	default:
+		fmt.Fprintf(stderr, "mtlsgate version: --output %q: use --output json, or leave it out for text\n", *output)
+		return 2
+	}
+	return 0
 }
 
 func usage(w io.Writer) {
@@ -64,6 +96,6 @@ Commands:
   version            print the version
   help               this text
 
-Every command takes --output json.
+Every command but help takes --output json; run 'mtlsgate <command> -h' for its flags.
 `)
 }

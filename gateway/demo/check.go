@@ -79,7 +79,7 @@ func (d *demo) printCurls() {
 		d.say("%s", d.curl(s))
 	}
 	d.say("")
-	d.say("Add --http2 to any of them for HTTP/2, -v to see the TLS handshake.")
+	d.say("curl speaks HTTP/2 to the gateway by itself (ALPN); add --http1.1 to any of them for HTTP/1.1, -v to see the TLS handshake.")
 	d.say("Manage trust while it runs: %s ca-certificate list --server http://%s --admin-token-file %s", d.o.bin, d.addrs.Admin, d.addrs.TokenFile)
 	d.say("")
 }

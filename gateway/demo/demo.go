@@ -23,7 +23,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -143,7 +145,11 @@ type demo struct {
 	upstreamAddr   string
 	gw             *gateway.Gateway
 	gwDone         chan error
-	logs           []*os.File
+	gwLog          *os.File
+	// echo turns on the access lines on the console once the gateway is
+	// ready, so the readiness probes do not show there.
+	echo atomic.Bool
+	logs []*os.File
 }
 
 type sidecarAddrs struct {
@@ -193,22 +199,23 @@ func (d *demo) run(ctx context.Context) int {
 	}
 
 	if err := d.startSidecar(ctx, dataDir); err != nil {
-		return d.fail("%v", err)
+		return d.fail("%v%s", err, d.portHint(err))
 	}
 	d.say("Sidecar:  admin http://%s  SDS %s  bundle http://%s/v1/bundle (log: %s)", d.addrs.Admin, d.addrs.SDS, d.addrs.Bundle, filepath.Join(o.state, "sidecar.log"))
 	if err := d.register(ctx); err != nil {
 		return d.fail("%v", err)
 	}
 	if err := d.startUpstream(); err != nil {
-		return d.fail("%v", err)
+		return d.fail("%v%s", err, d.portHint(err))
 	}
 	d.say("Upstream: https://%s (echoes the request headers as JSON; requires the gateway's client certificate)", d.upstreamAddr)
 	if err := d.startGateway(ctx); err != nil {
-		return d.fail("%v", err)
+		return d.fail("%v%s", err, d.portHint(err))
 	}
 	if err := d.waitReady(ctx); err != nil {
 		return d.fail("%v", err)
 	}
+	d.echo.Store(!o.check)
 	d.say("Gateway:  https://%s (filter %s, policy %s; access log: %s)", d.gw.Addr(), o.wasm, o.policy, filepath.Join(o.state, "gateway.log"))
 	d.say("")
 	if o.check {
@@ -245,6 +252,11 @@ func (d *demo) startSidecar(ctx context.Context, dataDir string) error {
 	logf, err := d.logFile("sidecar.log")
 	if err != nil {
 		return err
+	}
+	// The log is kept across runs; only this run's lines explain a failure.
+	var from int64
+	if fi, err := logf.Stat(); err == nil {
+		from = fi.Size()
 	}
 	cmd := exec.Command(d.o.bin, "serve", "--data-dir", dataDir, "--admin-listen", d.o.adminListen,
 		"--sds-listen", d.o.sdsListen, "--bundle-listen", d.o.bundleListen, "--environment", "development", "--output", "json")
@@ -283,7 +295,7 @@ func (d *demo) startSidecar(ctx context.Context, dataDir string) error {
 	case line, ok := <-lines:
 		if !ok {
 			<-exited
-			return fmt.Errorf("sidecar exited before it was ready; see %s", logf.Name())
+			return fmt.Errorf("sidecar exited before it was ready: %s (see %s)", lastLines(logf.Name(), from, 3), logf.Name())
 		}
 		if err := json.Unmarshal([]byte(line), &d.addrs); err != nil || d.addrs.Admin == "" {
 			return fmt.Errorf("sidecar ready line %q: %v", line, err)
@@ -408,12 +420,17 @@ func (d *demo) startGateway(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.gwLog = logf
+	echo := d.stdout
+	if d.o.json {
+		echo = d.stderr // stdout carries only the JSON document
+	}
 	g, err := gateway.New(ctx, gateway.Config{
 		WasmPath: d.o.wasm, PluginConfig: plugin, Listen: d.o.listen, Certificate: cert,
 		Upstream: &url.URL{Scheme: "https", Host: "localhost:" + port}, UpstreamCAs: pool,
 		Clusters: map[string]string{sidecarName: "http://" + d.addrs.Bundle},
 		SDSAddr:  d.addrs.SDS, UpstreamMTLSCert: outboundName, NodeID: "mtlsgate-demo",
-		AccessLog: io.MultiWriter(logf, prefixWriter{w: d.stdout, prefix: "access: ", on: !d.o.check}), Log: logf,
+		AccessLog: io.MultiWriter(logf, prefixWriter{w: echo, prefix: "access: ", on: &d.echo}), Log: logf,
 	})
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
@@ -439,6 +456,9 @@ func (d *demo) waitReady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The probes land in the access log; say so there, so their 503s and 401
+	// do not read as failures.
+	fmt.Fprintf(d.gwLog, "%s demo: readiness probes follow: GET / without a certificate until the filter has its first trust bundle (503 TRUST_BUNDLE_UNAVAILABLE before it, then 401 NO_CERTIFICATE)\n", time.Now().Format(time.RFC3339))
 	for {
 		resp, err := c.Get(d.url("/"))
 		if err == nil {
@@ -509,16 +529,66 @@ func (d *demo) stop() {
 	}
 }
 
-// prefixWriter copies whole lines to w with a prefix, when on.
+// prefixWriter copies whole lines to w with a prefix, while on.
 type prefixWriter struct {
 	w      io.Writer
 	prefix string
-	on     bool
+	on     *atomic.Bool
 }
 
 func (p prefixWriter) Write(b []byte) (int, error) {
-	if p.on {
+	if p.on.Load() {
 		fmt.Fprint(p.w, p.prefix+string(b))
 	}
 	return len(b), nil
+}
+
+// lastLines is the last n non-empty lines written to path after offset from,
+// joined by " | ": the reason a child process gave for exiting.
+func lastLines(path string, from int64, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "no log"
+	}
+	defer f.Close()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		return "no log"
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, 1<<20))
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		return "it wrote nothing"
+	}
+	return strings.Join(lines[max(0, len(lines)-n):], " | ")
+}
+
+// portHint names the flag that moves a listener an error reports as taken,
+// with a free-looking alternative: ports clash when another demo or sidecar
+// is still running.
+func (d *demo) portHint(err error) string {
+	msg := err.Error()
+	if !strings.Contains(msg, "address already in use") {
+		return ""
+	}
+	for _, l := range []struct{ flag, addr string }{
+		{"--admin-listen", d.o.adminListen}, {"--sds-listen", d.o.sdsListen}, {"--bundle-listen", d.o.bundleListen},
+		{"--listen", d.o.listen}, {"--upstream-listen", d.o.upstreamListen},
+	} {
+		host, port, err := net.SplitHostPort(l.addr)
+		n, perr := strconv.Atoi(port)
+		if err != nil || perr != nil || n == 0 || !strings.Contains(msg, "listen on "+l.addr+":") {
+			continue
+		}
+		if n += 10000; n > 65535 {
+			n -= 20000
+		}
+		alt := l.flag + " " + net.JoinHostPort(host, strconv.Itoa(n))
+		return fmt.Sprintf("; %s is taken (another make run or mtlsgate serve?): stop it, or move this listener with %s (make run DEMOFLAGS=\"%s\")", l.addr, alt, alt)
+	}
+	return ""
 }

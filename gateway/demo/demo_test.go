@@ -5,10 +5,13 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,18 +108,8 @@ func TestCheck(t *testing.T) {
 		t.Skip("builds the mtlsgate binary and the filter")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "mtlsgate")
-	build := exec.Command("go", "build", "-o", bin, "github.com/mtlsgate/mtlsgate/cmd/mtlsgate")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build mtlsgate: %v\n%s", err, out)
-	}
-	wasm := os.Getenv("MTLSGATE_WASM")
-	if wasm == "" {
-		var err error
-		if wasm, err = hosttest.BuildWasm("github.com/mtlsgate/mtlsgate/filter"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bin := buildMtlsgate(t)
+	wasm := buildFilter(t)
 	var out, errb bytes.Buffer
 	code := run(context.Background(), []string{"--check", "--state", filepath.Join(dir, "state"), "--mtlsgate", bin,
 		"--wasm", wasm, "--policy", "../../policies/basic.json", "--refresh-seconds", "1"}, &out, &errb)
@@ -161,5 +154,138 @@ func TestCheck(t *testing.T) {
 		if len(r.Results) != 2 || !r.Results[0].OK || !r.Results[1].OK || !strings.HasPrefix(r.Curl, "curl ") {
 			t.Errorf("%s: %+v", r.Name, r)
 		}
+	}
+}
+
+func buildMtlsgate(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "mtlsgate")
+	build := exec.Command("go", "build", "-o", bin, "github.com/mtlsgate/mtlsgate/cmd/mtlsgate")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build mtlsgate: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func buildFilter(t *testing.T) string {
+	t.Helper()
+	if wasm := os.Getenv("MTLSGATE_WASM"); wasm != "" {
+		return wasm
+	}
+	wasm, err := hosttest.BuildWasm("github.com/mtlsgate/mtlsgate/filter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wasm
+}
+
+// TestBusyPort: when a sidecar port is taken (another make run still up),
+// the demo says why the sidecar exited and which flag moves the port, with
+// only this run's lines from the sidecar log it keeps across runs.
+func TestBusyPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the mtlsgate binary")
+	}
+	bin := buildMtlsgate(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().String()
+	// The sidecar fails before the gateway loads the filter: any file will do.
+	wasm := filepath.Join(t.TempDir(), "unused.wasm")
+	if err := os.WriteFile(wasm, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	for i := 0; i < 2; i++ {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), []string{"--check", "--state", state, "--mtlsgate", bin, "--wasm", wasm,
+			"--admin-listen", busy}, &out, &errb)
+		msg := errb.String()
+		if code != 1 {
+			t.Fatalf("exit %d, want 1: %s", code, msg)
+		}
+		for _, want := range []string{"sidecar exited before it was ready", "listen on " + busy, "address already in use",
+			"sidecar.log", "--admin-listen 127.0.0.1:", `make run DEMOFLAGS="--admin-listen 127.0.0.1:`} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("run %d: %q lacks %q", i+1, msg, want)
+			}
+		}
+		if n := strings.Count(msg, "mtlsgate serve: listen on"); n != 1 {
+			t.Errorf("run %d: the sidecar's error appears %d times (earlier runs' lines?): %s", i+1, n, msg)
+		}
+	}
+}
+
+// syncBuffer is written by the gateway's access log while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestInteractive is `make run` on free ports, stopped once it prints its
+// commands: the hint about protocols is curl's way round, and the readiness
+// probes stay off the console and are explained in the access log.
+func TestInteractive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the mtlsgate binary and the filter")
+	}
+	bin, wasm := buildMtlsgate(t), buildFilter(t)
+	state := filepath.Join(t.TempDir(), "state")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		args := []string{"--state", state, "--mtlsgate", bin, "--wasm", wasm, "--policy", "../../policies/basic.json", "--refresh-seconds", "1"}
+		for _, f := range []string{"--listen", "--upstream-listen", "--admin-listen", "--sds-listen", "--bundle-listen"} {
+			args = append(args, f, "127.0.0.1:0")
+		}
+		done <- run(ctx, args, &out, &errb)
+	}()
+	deadline := time.After(90 * time.Second)
+	for !strings.Contains(out.String(), "Press Ctrl-C") {
+		select {
+		case code := <-done:
+			t.Fatalf("demo exited %d before it was ready:\n%s\n%s", code, out.String(), errb.String())
+		case <-deadline:
+			t.Fatalf("demo not ready:\n%s\n%s", out.String(), errb.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("exit %d after Ctrl-C: %s", code, errb.String())
+	}
+	stdout := out.String()
+	if !strings.Contains(stdout, "add --http1.1 to any of them for HTTP/1.1") || strings.Contains(stdout, "--http2") {
+		t.Errorf("protocol hint:\n%s", stdout)
+	}
+	if strings.Contains(stdout, "access: ") {
+		t.Errorf("readiness probes on the console:\n%s", stdout)
+	}
+	log, err := os.ReadFile(filepath.Join(state, "gateway.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every access line in the log comes after the line explaining the probes.
+	explained := strings.Index(string(log), "demo: readiness probes follow")
+	first := regexp.MustCompile(`(?m) GET "/" HTTP/\S+ \d{3} reason=`).FindIndex(log)
+	if explained < 0 || first == nil || first[0] < explained {
+		t.Errorf("gateway.log does not explain its probe lines first:\n%s", log)
 	}
 }

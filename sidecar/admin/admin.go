@@ -6,6 +6,7 @@ package admin
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -213,9 +214,38 @@ func decode(r *http.Request, v any) error {
 		if errors.As(err, &mbe) {
 			return problem.Invalid("too_large", "request body is larger than %d bytes: upload large CRLs by URL (--url)", MaxBody)
 		}
-		return problem.Invalid("bad_json", "request body is not the expected JSON (%v): use the mtlsgate CLI or see the API documentation", err)
+		return problem.Invalid("bad_json", "request body is not the expected JSON (%v)%s: see the request body table under Admin API in sidecar/README.md, or use the mtlsgate CLI", err, bodyHint(v, err))
 	}
 	return nil
+}
+
+// bodyHint names the right field for the mistakes a body copied from a GET
+// answer makes: the answers show PEM text as "pem" or "chainPem", while the
+// write bodies take "certPem", and a CRL as base64 "crl".
+func bodyHint(v any, err error) string {
+	field := ""
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		field, _ = strconv.Unquote(f)
+	}
+	var b64 base64.CorruptInputError
+	switch v.(type) {
+	case *api.CreateCA:
+		if field == "pem" {
+			return `; use "certPem" for the CA certificate's PEM (GET answers call it "pem")`
+		}
+	case *api.CreateCRL, *api.ReplaceCRL:
+		if field == "pem" {
+			return `; use "crl" with the CRL file's bytes (PEM or DER) in base64, or "url"`
+		}
+		if errors.As(err, &b64) {
+			return `; "crl" is the CRL file's bytes (PEM or DER) in base64, e.g. the output of base64 -w0 ca.crl`
+		}
+	case *api.CreateMTLSCertificate, *api.UpdateMTLSCertificateMaterial:
+		if field == "chainPem" {
+			return `; use "certPem" for the certificate chain (GET answers call it "chainPem") and "keyPem" for its key`
+		}
+	}
+	return ""
 }
 
 // audit writes one line per management change.

@@ -1,6 +1,6 @@
-// Package cli implements `mtlsgate serve` and the management commands
-// (ca-certificate, crl, mtls-certificate) that drive a running sidecar
-// through its admin API.
+// Package cli implements `mtlsgate serve`, `mtlsgate health` and the
+// management commands (ca-certificate, crl, mtls-certificate, profile) that
+// drive a running sidecar through its admin API.
 package cli
 
 import (
@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -120,18 +121,24 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
+	// Flag values that cannot work are usage mistakes (exit 2), as for every
+	// other command: a supervisor restarting on exit 1 would only loop.
+	usage := func(format string, a ...any) error {
+		fmt.Fprintf(stderr, "mtlsgate serve: "+format+"\n", a...)
+		return errUsage
+	}
 	if cfg.TrustDirInterval <= 0 {
-		return fmt.Errorf("--trust-dir-interval must be positive, e.g. 10s")
+		return usage("--trust-dir-interval must be positive, e.g. 10s")
 	}
 	valid := false
 	for _, e := range api.EnvironmentTypes {
 		valid = valid || e == cfg.Environment
 	}
 	if !valid {
-		return fmt.Errorf("--environment %q is not one of %s", cfg.Environment, strings.Join(api.EnvironmentTypes, ", "))
+		return usage("--environment %q is not one of %s", cfg.Environment, strings.Join(api.EnvironmentTypes, ", "))
 	}
 	if cfg.CRLMinInterval <= 0 || cfg.CRLMaxInterval < cfg.CRLMinInterval {
-		return fmt.Errorf("--crl-refresh-min-interval must be positive and at most --crl-refresh-max-interval")
+		return usage("--crl-refresh-min-interval must be positive and at most --crl-refresh-max-interval")
 	}
 	cfg.Log = slog.New(slog.NewJSONHandler(stderr, nil))
 	cfg.Ready = func(a daemon.Addrs) {
@@ -303,8 +310,23 @@ func (c *cmd) required(pairs ...string) error {
 	return nil
 }
 
-// readFile reads a file named by a flag with an error that says which flag.
+// stdin is standard input, read once: --cert - --key - both take it.
+var stdin struct {
+	once sync.Once
+	data []byte
+	err  error
+}
+
+// readFile reads a file named by a flag with an error that says which flag;
+// "-" is standard input.
 func readFile(flagName, path string) ([]byte, error) {
+	if path == "-" {
+		stdin.once.Do(func() { stdin.data, stdin.err = io.ReadAll(os.Stdin) })
+		if stdin.err != nil {
+			return nil, fmt.Errorf("cannot read --%s from standard input: %w", flagName, stdin.err)
+		}
+		return stdin.data, nil
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read --%s %s: %w", flagName, path, unwrapPath(err))

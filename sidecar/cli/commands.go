@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -26,7 +27,7 @@ var groups = map[string]map[string]verb{
 	"ca-certificate": {
 		"create": {"upload a self-signed root CA (PEM) that client certificates chain to", func(c *cmd) func() error {
 			name := c.fs.String("name", "", "name: a JavaScript identifier (letters, digits, _, $; not starting with a digit)")
-			file := c.fs.String("cert", "", "PEM file of the CA certificate")
+			file := c.fs.String("cert", "", "PEM file of the CA certificate (- for stdin)")
 			inter := c.fs.Bool("allow-intermediate", false, "accept an intermediate CA as trust anchor")
 			return func() error {
 				if err := c.required("name", *name, "cert", *file); err != nil {
@@ -83,7 +84,7 @@ var groups = map[string]map[string]verb{
 	"crl": {
 		"create": {"attach a CRL to a CA, from a file (PEM or DER) or a URL refreshed before nextUpdate", func(c *cmd) func() error {
 			id := c.fs.String("cert-id", "", "ID of the CA certificate that signed the CRL")
-			file := c.fs.String("file", "", "CRL file, PEM or DER")
+			file := c.fs.String("file", "", "CRL file, PEM or DER (- for stdin)")
 			u := c.fs.String("url", "", "URL the CA publishes the CRL at")
 			return func() error {
 				if err := c.required("cert-id", *id); err != nil {
@@ -122,7 +123,7 @@ var groups = map[string]map[string]verb{
 		"describe": {"show one CRL", byID(crlID, http.MethodGet, "", func(c *cmd, crl api.CRL) { c.describeCRL(crl) })},
 		"update": {"replace a CRL's list in one step, from a file or a URL (refused if older than the stored one)", func(c *cmd) func() error {
 			id := c.fs.String(crlID.flag, "", crlID.usage)
-			file := c.fs.String("file", "", "CRL file, PEM or DER")
+			file := c.fs.String("file", "", "CRL file, PEM or DER (- for stdin)")
 			u := c.fs.String("url", "", "URL the CA publishes the CRL at (refreshed from then on)")
 			return func() error {
 				if err := c.required(crlID.flag, *id); err != nil {
@@ -146,8 +147,8 @@ var groups = map[string]map[string]verb{
 	"mtls-certificate": {
 		"create": {"upload a client certificate and key the gateway presents to backends", func(c *cmd) func() error {
 			name := c.fs.String("name", "", "name Envoy's SDS config refers to (a JavaScript identifier)")
-			certFile := c.fs.String("cert", "", "PEM certificate, optionally followed by its chain")
-			keyFile := c.fs.String("key", "", "PEM private key matching the certificate")
+			certFile := c.fs.String("cert", "", "PEM certificate, optionally followed by its chain (- for stdin)")
+			keyFile := c.fs.String("key", "", "PEM private key matching the certificate (- for stdin; with --cert - too, one stream holding both)")
 			var envs multiFlag
 			c.fs.Var(&envs, "environment-type", "development, preview or production (repeatable)")
 			return func() error {
@@ -161,14 +162,7 @@ var groups = map[string]map[string]verb{
 				if err := pki.ValidName(*name); err != nil {
 					return err
 				}
-				certPEM, err := readFile("cert", *certFile)
-				if err != nil {
-					return err
-				}
-				if pki.IsDER(certPEM) {
-					return pki.DERCertificateError(*certFile)
-				}
-				keyPEM, err := readFile("key", *keyFile)
+				certPEM, keyPEM, err := readKeyPair(*certFile, *keyFile)
 				if err != nil {
 					return err
 				}
@@ -192,20 +186,13 @@ var groups = map[string]map[string]verb{
 		"describe": {"show one outbound certificate and who subscribes to it", byID(outboundID, http.MethodGet, "", func(c *cmd, m api.MTLSCertificate) { c.describeOutbound(m) })},
 		"update": {"replace the certificate and key behind the same name; subscribed Envoys get them over SDS", func(c *cmd) func() error {
 			id := c.fs.String("cert-id", "", "ID of the mTLS certificate (mtlscert_...)")
-			certFile := c.fs.String("cert", "", "new PEM certificate, optionally followed by its chain")
-			keyFile := c.fs.String("key", "", "PEM private key matching the new certificate")
+			certFile := c.fs.String("cert", "", "new PEM certificate, optionally followed by its chain (- for stdin)")
+			keyFile := c.fs.String("key", "", "PEM private key matching the new certificate (- for stdin; with --cert - too, one stream holding both)")
 			return func() error {
 				if err := c.required("cert-id", *id, "cert", *certFile, "key", *keyFile); err != nil {
 					return err
 				}
-				certPEM, err := readFile("cert", *certFile)
-				if err != nil {
-					return err
-				}
-				if pki.IsDER(certPEM) {
-					return pki.DERCertificateError(*certFile)
-				}
-				keyPEM, err := readFile("key", *keyFile)
+				certPEM, keyPEM, err := readKeyPair(*certFile, *keyFile)
 				if err != nil {
 					return err
 				}
@@ -231,6 +218,41 @@ var groups = map[string]map[string]verb{
 			fmt.Fprintf(c.w, "Deleted mTLS certificate %s (%s)\n", m.Name, m.ID)
 		})},
 	},
+}
+
+// readKeyPair reads --cert and --key. Both "-" means one PEM stream on stdin
+// holding the certificate and its key (cat c.pem c.key | kubectl exec -i ...),
+// for containers with no shell to copy files into; the key blocks are kept
+// out of the certificate, which the sidecar refuses to see a key in.
+func readKeyPair(certFile, keyFile string) (certPEM, keyPEM []byte, err error) {
+	if certPEM, err = readFile("cert", certFile); err != nil {
+		return nil, nil, err
+	}
+	if pki.IsDER(certPEM) {
+		return nil, nil, pki.DERCertificateError(certFile)
+	}
+	if keyPEM, err = readFile("key", keyFile); err != nil {
+		return nil, nil, err
+	}
+	if certFile == "-" && keyFile == "-" {
+		certPEM = withoutKeys(certPEM)
+	}
+	return certPEM, keyPEM, nil
+}
+
+// withoutKeys is data with its private key blocks left out.
+func withoutKeys(data []byte) []byte {
+	var out []byte
+	for {
+		b, rest := pem.Decode(data)
+		if b == nil {
+			return out
+		}
+		if !strings.Contains(b.Type, "PRIVATE KEY") {
+			out = append(out, pem.EncodeToMemory(b)...)
+		}
+		data = rest
+	}
 }
 
 // idFlag names the flag that selects one object and the API collection it is in.

@@ -17,7 +17,7 @@ func init() {
 	verbOrder["profile"] = []string{"set", "list", "history", "rollback"}
 	groups["profile"] = map[string]verb{
 		"set": {"replace the authorization profile set from a profiles.json file (a new version)", func(c *cmd) func() error {
-			file := c.fs.String("file", "", "profiles.json: {\"profiles\": [{\"id\", \"clients\", \"methods\", \"sourceCIDRs\", \"rateLimit\"}, ...]}")
+			file := c.fs.String("file", "", "profiles.json (- for stdin): {\"profiles\": [{\"id\", \"clients\", \"methods\", \"sourceCIDRs\", \"rateLimit\"}, ...]}")
 			return func() error {
 				if err := c.required("file", *file); err != nil {
 					return err

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
+	"github.com/mtlsgate/mtlsgate/sidecar/problem"
 )
 
 // TestBadInputs checks every refusal: non-zero exit, one line on stderr that
@@ -315,5 +317,89 @@ func TestRefusedAdminRequestsCounted(t *testing.T) {
 	if single+counted != burst || lines > 6 {
 		t.Fatalf("%d refusals written one by one and %d counted, in %d lines; want %d in all, a line a second at most:\n%s",
 			single, counted, lines, burst, p.stderr.String())
+	}
+}
+
+// TestAdminBodyMistakes: a body written by hand, often copied from a GET
+// answer, is refused with the field to use and where the bodies are listed.
+func TestAdminBodyMistakes(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	cl := p.client(t)
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Body Root"}))
+	var ca api.CACertificate
+	if err := cl.Do(http.MethodPost, api.PathCAs, api.CreateCA{Name: "body", CertPEM: string(root.PEM())}, &ca); err != nil {
+		t.Fatal(err)
+	}
+	crlPEM := string(testpki.Must(root.CRL(testpki.CRLOptions{})))
+	cases := []struct {
+		name, method, path string
+		body               any
+		want               string
+	}{
+		{"CA as pem", http.MethodPost, api.PathCAs, map[string]string{"name": "x", "pem": string(root.PEM())}, `use "certPem"`},
+		{"CRL as pem", http.MethodPost, api.PathCRLs, map[string]string{"caId": ca.ID, "pem": crlPEM}, `use "crl"`},
+		{"CRL not base64", http.MethodPost, api.PathCRLs, map[string]string{"caId": ca.ID, "crl": crlPEM}, `in base64`},
+		{"outbound as chainPem", http.MethodPost, api.PathOutbound, map[string]string{"name": "x", "chainPem": "x"}, `use "certPem"`},
+		{"other unknown field", http.MethodPatch, api.PathCAs + "/" + ca.ID, map[string]string{"nam": "x"}, `unknown field "nam"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := cl.Do(c.method, c.path, c.body, nil)
+			pe, ok := err.(*problem.Error)
+			if !ok || pe.Status != http.StatusBadRequest || pe.Code != "bad_json" {
+				t.Fatalf("want a 400 bad_json problem, got %v", err)
+			}
+			for _, w := range []string{c.want, "sidecar/README.md"} {
+				if !strings.Contains(pe.Detail, w) {
+					t.Errorf("detail %q lacks %q", pe.Detail, w)
+				}
+			}
+		})
+	}
+	// A CRL given as base64, as the README's table says, is taken.
+	var crl api.CRL
+	if err := cl.Do(http.MethodPost, api.PathCRLs, map[string]string{"caId": ca.ID, "crl": base64.StdEncoding.EncodeToString([]byte(crlPEM))}, &crl); err != nil || crl.CAID != ca.ID {
+		t.Fatalf("base64 crl: %v %+v", err, crl)
+	}
+}
+
+// TestServeUsageMistakes: serve refuses flags it cannot work with as a usage
+// mistake (exit 2, one line saying what to change) before it opens anything.
+func TestServeUsageMistakes(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"bad environment", []string{"--environment", "prod"}, []string{`--environment "prod" is not one of development, preview, production`}},
+		{"unknown flag", []string{"--bogus"}, []string{"-bogus", "-h"}},
+		{"bad duration", []string{"--trust-dir-interval", "soon"}, []string{"-trust-dir-interval", "soon"}},
+		{"zero trust-dir interval", []string{"--trust-dir-interval", "0s"}, []string{"--trust-dir-interval must be positive"}},
+		{"CRL intervals crossed", []string{"--crl-refresh-min-interval", "2h", "--crl-refresh-max-interval", "1h"}, []string{"--crl-refresh-min-interval must be positive and at most --crl-refresh-max-interval"}},
+		{"bad output", []string{"--output", "yaml"}, []string{"use json or table"}},
+		{"stray argument", []string{"now"}, []string{"unexpected argument"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dataDir := filepath.Join(t.TempDir(), "data")
+			args := append([]string{"serve", "--data-dir", dataDir, "--admin-listen", "127.0.0.1:0",
+				"--sds-listen", "127.0.0.1:0", "--bundle-listen", "127.0.0.1:0"}, c.args...)
+			r := runCLI(nil, args...)
+			if r.code != 2 {
+				t.Fatalf("exit %d, want 2; stdout %q stderr %q", r.code, r.stdout, r.stderr)
+			}
+			line := strings.TrimSpace(r.stderr)
+			if strings.Count(line, "\n") != 0 {
+				t.Errorf("error is not one line:\n%s", r.stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("error %q lacks %q", line, w)
+				}
+			}
+			if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+				t.Errorf("the data dir was created before the flags were checked (%v)", err)
+			}
+		})
 	}
 }
