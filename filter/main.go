@@ -299,7 +299,11 @@ func (r *root) fetch() {
 	_, err := proxywasm.DispatchHTTPCall(r.source.Cluster, hs, nil, nil, fetchTimeout, r.onBundle)
 	if err != nil {
 		r.count("mtlsgate.bundle.fetch_failed")
-		proxywasm.LogWarnf("mtlsgate: cannot call cluster %q for the trust bundle (%v); keeping the last good bundle. Check that the cluster is defined", r.source.Cluster, err)
+		kept := "keeping the last good bundle"
+		if r.engine.BundleVersion() == "" {
+			kept = "no bundle loaded yet, so protected routes answer 503"
+		}
+		proxywasm.LogWarnf("mtlsgate: cannot call cluster %q for the trust bundle (%v); %s. Define the cluster in Envoy (with mtlsgate dev: --cluster %s=http://127.0.0.1:9913)", r.source.Cluster, err, kept, r.source.Cluster)
 		return
 	}
 	r.fetching = true

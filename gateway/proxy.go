@@ -755,6 +755,7 @@ func (g *Gateway) access(ae *accessEntry, d time.Duration) {
 			"protocol": ae.proto, "status": ae.status, "reason": ae.reason, "durationMs": float64(d.Microseconds()) / 1000}
 		if ae.upstreamErr != nil {
 			rec["upstreamError"] = ae.upstreamErr.Error()
+			rec["responseFlags"] = upstreamFlag(ae.status)
 		}
 		b, _ := json.Marshal(rec)
 		g.logMu.Lock()
@@ -768,9 +769,20 @@ func (g *Gateway) access(ae *accessEntry, d time.Duration) {
 	}
 	line := fmt.Sprintf("%s %s %q %s %d reason=%s duration=%s", time.Now().Format(time.RFC3339), ae.method, ae.path, ae.proto, ae.status, reason, d.Round(time.Microsecond))
 	if ae.upstreamErr != nil {
-		line += fmt.Sprintf(" upstream_error=%q", ae.upstreamErr.Error())
+		// reason is the filter's verdict; the response flag, as in Envoy's
+		// access log, says the status came from the upstream leg.
+		line += fmt.Sprintf(" flags=%s upstream_error=%q", upstreamFlag(ae.status), ae.upstreamErr.Error())
 	}
 	g.logMu.Lock()
 	fmt.Fprintln(g.accessw, line)
 	g.logMu.Unlock()
+}
+
+// upstreamFlag is Envoy's response flag for a failed upstream leg: UT for
+// the route timeout (504), UF for anything else (no connection, a reset).
+func upstreamFlag(status int) string {
+	if status == http.StatusGatewayTimeout {
+		return "UT"
+	}
+	return "UF"
 }

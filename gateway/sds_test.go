@@ -128,7 +128,7 @@ func TestUpstreamRequiresOutboundCertificate(t *testing.T) {
 	if r.status != 503 {
 		t.Fatalf("status %d without an outbound certificate, want 503; body %s", r.status, r.body)
 	}
-	if want := "upstream_error="; !strings.Contains(access.String(), want) {
+	if want := "flags=UF upstream_error="; !strings.Contains(access.String(), want) {
 		t.Errorf("access log lacks the upstream error:\n%s", access.String())
 	}
 }
