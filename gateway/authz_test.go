@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mtlsgate/mtlsgate/gateway"
+	"github.com/mtlsgate/mtlsgate/internal/syncbuf"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
@@ -51,7 +52,7 @@ type authzEnv struct {
 	sp    serverPKI
 	up    *upstream
 	certs authzCerts
-	flog  *syncBuffer // the filter's log lines (decision records)
+	flog  *syncbuf.Buffer // the filter's log lines (decision records)
 }
 
 // newAuthzEnv stores profileFile in the sidecar as its first profile set, then
@@ -59,7 +60,7 @@ type authzEnv struct {
 func newAuthzEnv(t *testing.T, profileFile string) *authzEnv {
 	t.Helper()
 	cp := newClientPKI(t)
-	e := &authzEnv{sc: startSidecar(t), sp: newServerPKI(t), certs: newAuthzCerts(t, cp), flog: &syncBuffer{}}
+	e := &authzEnv{sc: startSidecar(t), sp: newServerPKI(t), certs: newAuthzCerts(t, cp), flog: &syncbuf.Buffer{}}
 	e.sc.addCA("client_root", cp.root)
 	var set struct{ Version int }
 	e.sc.cli(&set, "profile", "set", "--file", profileFile)

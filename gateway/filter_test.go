@@ -23,6 +23,7 @@ import (
 
 	"github.com/mtlsgate/mtlsgate/gateway"
 	"github.com/mtlsgate/mtlsgate/gateway/demo"
+	"github.com/mtlsgate/mtlsgate/internal/syncbuf"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 	"github.com/mtlsgate/mtlsgate/sidecar/cli"
 	"github.com/mtlsgate/mtlsgate/sidecar/daemon"
@@ -177,7 +178,7 @@ type filterEnv struct {
 	sp   serverPKI
 	cp   clientPKI
 	up   *upstream
-	logs *bytes.Buffer
+	logs *syncbuf.Buffer
 }
 
 func newFilterEnv(t *testing.T, allowUnauthenticated bool, trustRoot bool) *filterEnv {

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -21,6 +20,7 @@ import (
 	"github.com/mtlsgate/mtlsgate/gateway"
 	"github.com/mtlsgate/mtlsgate/gateway/demo"
 	hosttest "github.com/mtlsgate/mtlsgate/host-test"
+	"github.com/mtlsgate/mtlsgate/internal/syncbuf"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
@@ -104,14 +104,14 @@ func newEchoUpstream(t testing.TB, extra func(w http.ResponseWriter, r *http.Req
 }
 
 // startGateway starts a gateway on a loopback port and stops it with the test.
-func startGateway(t testing.TB, cfg gateway.Config) (*gateway.Gateway, *bytes.Buffer) {
+func startGateway(t testing.TB, cfg gateway.Config) (*gateway.Gateway, *syncbuf.Buffer) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Listener = ln
-	access := &syncBuffer{}
+	access := &syncbuf.Buffer{}
 	if cfg.AccessLog == nil {
 		cfg.AccessLog = access
 	}
@@ -134,18 +134,7 @@ func startGateway(t testing.TB, cfg gateway.Config) (*gateway.Gateway, *bytes.Bu
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return g, &access.Buffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
+	return g, access
 }
 
 type testWriter struct{ t testing.TB }

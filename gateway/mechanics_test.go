@@ -26,12 +26,13 @@ import (
 	"time"
 
 	"github.com/mtlsgate/mtlsgate/gateway"
+	"github.com/mtlsgate/mtlsgate/internal/syncbuf"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
 // abitestGateway runs the ABI-walk example plugin, which reports what it saw
 // in x-abitest-* request headers, in front of an echo upstream.
-func abitestGateway(t *testing.T, pluginJSON string, clusters map[string]string, up *upstream) (*gateway.Gateway, serverPKI, *bytes.Buffer) {
+func abitestGateway(t *testing.T, pluginJSON string, clusters map[string]string, up *upstream) (*gateway.Gateway, serverPKI, *syncbuf.Buffer) {
 	t.Helper()
 	sp := newServerPKI(t)
 	g, access := startGateway(t, gateway.Config{
@@ -466,7 +467,7 @@ func TestUpstreamHeaderNamesAsEnvoySendsThem(t *testing.T) {
 
 // routeTimeoutGateway runs the ABI-walk plugin with a short route timeout in
 // front of handler.
-func routeTimeoutGateway(t *testing.T, timeout time.Duration, handler http.HandlerFunc) (*gateway.Gateway, serverPKI, *bytes.Buffer) {
+func routeTimeoutGateway(t *testing.T, timeout time.Duration, handler http.HandlerFunc) (*gateway.Gateway, serverPKI, *syncbuf.Buffer) {
 	t.Helper()
 	up := httptest.NewServer(handler)
 	t.Cleanup(up.Close)

@@ -11,11 +11,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	hosttest "github.com/mtlsgate/mtlsgate/host-test"
+	"github.com/mtlsgate/mtlsgate/internal/syncbuf"
 )
 
 func TestPKI(t *testing.T) {
@@ -219,24 +219,6 @@ func TestBusyPort(t *testing.T) {
 	}
 }
 
-// syncBuffer is written by the gateway's access log while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestInteractive is `make run` on free ports, stopped once it prints its
 // commands: the hint about protocols is curl's way round, and the readiness
 // probes stay off the console and are explained in the access log.
@@ -248,7 +230,7 @@ func TestInteractive(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		args := []string{"--state", state, "--mtlsgate", bin, "--wasm", wasm, "--policy", "../../policies/basic.json", "--refresh-seconds", "1"}

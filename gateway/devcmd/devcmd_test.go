@@ -12,11 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	hosttest "github.com/mtlsgate/mtlsgate/host-test"
+	"github.com/mtlsgate/mtlsgate/internal/syncbuf"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
@@ -75,23 +75,6 @@ func TestBadFlagsSayWhatToDo(t *testing.T) {
 	}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestServesAndStopsCleanly runs the command as `mtlsgate dev` runs it, sends
 // one request, then cancels it (as SIGINT does) and expects exit 0.
 func TestServesAndStopsCleanly(t *testing.T) {
@@ -108,7 +91,7 @@ func TestServesAndStopsCleanly(t *testing.T) {
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	stdout, stderr := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	exit := make(chan int, 1)
 	go func() {
 		exit <- run(ctx, []string{"--wasm", f.wasm, "--plugin-config", f.plugin, "--tls-cert", f.cert, "--tls-key", f.key,

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/mtlsgate/mtlsgate/internal/syncbuf"
 	"github.com/mtlsgate/mtlsgate/sidecar/cli"
 	"github.com/mtlsgate/mtlsgate/sidecar/daemon"
 )
@@ -59,29 +60,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a process's stderr while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type serveProc struct {
 	t       *testing.T
 	cmd     *exec.Cmd
 	addrs   daemon.Addrs
-	stderr  *syncBuffer
+	stderr  *syncbuf.Buffer
 	dataDir string
 	exited  chan struct{} // closed when the process has been reaped
 	exitErr error
@@ -106,7 +89,7 @@ func tryServe(t *testing.T, dataDir string, extra ...string) (*serveProc, error)
 	if err != nil {
 		return nil, err
 	}
-	p := &serveProc{t: t, cmd: cmd, stderr: &syncBuffer{}, dataDir: dataDir, exited: make(chan struct{})}
+	p := &serveProc{t: t, cmd: cmd, stderr: &syncbuf.Buffer{}, dataDir: dataDir, exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
