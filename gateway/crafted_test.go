@@ -55,23 +55,27 @@ func rawHTTP1(t *testing.T, g *gateway.Gateway, sp serverPKI, requestLine string
 	return resp.Status, string(b)
 }
 
-// TestNonPathTargetRefused: Envoy's connection manager answers 404 to any
-// request whose :path does not start with '/' (downstream_rq_non_relative_path)
-// before filters run; the dev gateway used to hand ":path *" to the filter,
-// which matched no route, and send it upstream as "/*".
-func TestNonPathTargetRefused(t *testing.T) {
+// TestRefusedBeforeTheFilter: what Envoy's connection manager answers
+// before any filter runs never reaches the upstream: 404 to a target that is
+// not a path (downstream_rq_non_relative_path; the dev gateway used to hand
+// ":path *" to the filter, which matched no route, and send it upstream as
+// "/*"), and 403 to CONNECT, an upgrade envoy.yaml has no upgrade_configs for.
+func TestRefusedBeforeTheFilter(t *testing.T) {
 	g, up, sp := catchAllGateway(t)
 	if st, _ := rawHTTP1(t, g, sp, "GET /anything HTTP/1.1"); !strings.HasPrefix(st, "401") {
 		t.Fatalf("GET /anything without a certificate: %s, want 401", st)
 	}
-	for _, line := range []string{"GET * HTTP/1.1", "OPTIONS * HTTP/1.1", "POST * HTTP/1.1"} {
+	for _, c := range []struct{ line, status string }{
+		{"GET * HTTP/1.1", "404"}, {"OPTIONS * HTTP/1.1", "404"}, {"POST * HTTP/1.1", "404"},
+		{"CONNECT localhost:443 HTTP/1.1", "403"}, {"CONNECT /admin HTTP/1.1", "403"},
+	} {
 		before := up.count()
-		st, body := rawHTTP1(t, g, sp, line)
-		if !strings.HasPrefix(st, "404") {
-			t.Errorf("%q: %s, want Envoy's 404", line, st)
+		st, body := rawHTTP1(t, g, sp, c.line)
+		if !strings.HasPrefix(st, c.status) {
+			t.Errorf("%q: %s, want Envoy's %s", c.line, st, c.status)
 		}
 		if up.count() != before {
-			t.Errorf("%q without a certificate reached the upstream (%s): %s", line, st, strings.TrimSpace(body))
+			t.Errorf("%q without a certificate reached the upstream (%s): %s", c.line, st, strings.TrimSpace(body))
 		}
 	}
 }
@@ -100,22 +104,6 @@ func TestLowercaseMethodRouted(t *testing.T) {
 	st, body := rawHTTP1(t, g, sp, "get /admin/users HTTP/1.1")
 	if up.count() != before {
 		t.Errorf("\"get /admin/users\" without a certificate reached the upstream (%s): %s", st, strings.TrimSpace(body))
-	}
-}
-
-// TestConnectRefused: Envoy refuses CONNECT without upgrade_configs (none
-// in envoy.yaml); the request must never reach the upstream unauthenticated.
-func TestConnectRefused(t *testing.T) {
-	g, up, sp := catchAllGateway(t)
-	for _, line := range []string{"CONNECT localhost:443 HTTP/1.1", "CONNECT /admin HTTP/1.1"} {
-		before := up.count()
-		st, body := rawHTTP1(t, g, sp, line)
-		if !strings.HasPrefix(st, "403") {
-			t.Errorf("%q: %s, want Envoy's 403 for an upgrade it has no upgrade_configs for", line, st)
-		}
-		if up.count() != before {
-			t.Errorf("%q without a certificate reached the upstream (%s): %s", line, st, strings.TrimSpace(body))
-		}
 	}
 }
 
