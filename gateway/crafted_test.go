@@ -21,11 +21,17 @@ import (
 
 // catchAllGateway protects every path (catch-all route) with an inline bundle.
 func catchAllGateway(t *testing.T) (*gateway.Gateway, *upstream, serverPKI) {
-	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "adv root"}))
+	return routedGateway(t, map[string]any{"pathPrefix": "/", "policy": "mtls"})
+}
+
+// routedGateway runs the filter with one mtls policy on route, trusting a
+// root no test client has, in front of an echo upstream.
+func routedGateway(t *testing.T, route map[string]any) (*gateway.Gateway, *upstream, serverPKI) {
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "unused root"}))
 	cfg := map[string]any{
 		"policies": []any{map[string]any{"name": "mtls", "policyType": "mtls-auth-inbound",
 			"handler": map[string]any{"export": "MTLSAuthInboundPolicy", "module": "$import(@zuplo/runtime)", "options": map[string]any{}}}},
-		"routes":      []any{map[string]any{"pathPrefix": "/", "policy": "mtls"}},
+		"routes":      []any{route},
 		"trustBundle": map[string]any{"caCertificates": []string{string(root.PEM())}},
 	}
 	pc, _ := json.Marshal(cfg)
@@ -85,18 +91,7 @@ func TestRefusedBeforeTheFilter(t *testing.T) {
 // the GET route's policy, since upstreams that upper-case the method serve it
 // as GET.
 func TestLowercaseMethodRouted(t *testing.T) {
-	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "adv root"}))
-	cfg := map[string]any{
-		"policies": []any{map[string]any{"name": "mtls", "policyType": "mtls-auth-inbound",
-			"handler": map[string]any{"export": "MTLSAuthInboundPolicy", "module": "$import(@zuplo/runtime)", "options": map[string]any{}}}},
-		"routes":      []any{map[string]any{"pathPrefix": "/admin/", "methods": []string{"GET"}, "policy": "mtls"}},
-		"trustBundle": map[string]any{"caCertificates": []string{string(root.PEM())}},
-	}
-	pc, _ := json.Marshal(cfg)
-	sp := newServerPKI(t)
-	up := newEchoUpstream(t, nil)
-	g, _ := startGateway(t, gateway.Config{Wasm: filterWasm(t), PluginConfig: pc, Workers: 1,
-		Certificate: sp.cert, Upstream: mustURL(t, up.srv.URL)})
+	g, up, sp := routedGateway(t, map[string]any{"pathPrefix": "/admin/", "methods": []string{"GET"}, "policy": "mtls"})
 	if st, _ := rawHTTP1(t, g, sp, "GET /admin/users HTTP/1.1"); !strings.HasPrefix(st, "401") {
 		t.Fatalf("GET: %s, want 401", st)
 	}

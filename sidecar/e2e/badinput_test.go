@@ -83,15 +83,7 @@ func TestBadInputs(t *testing.T) {
 			if r.code == 0 {
 				t.Fatalf("accepted: %s", r.stdout)
 			}
-			line := strings.TrimSpace(r.stderr)
-			if strings.Count(line, "\n") != 0 {
-				t.Errorf("error is not one line:\n%s", r.stderr)
-			}
-			for _, w := range c.want {
-				if !strings.Contains(line, w) {
-					t.Errorf("error %q lacks %q", line, w)
-				}
-			}
+			oneLineError(t, r.stderr, c.want...)
 		})
 	}
 	// --output json errors are machine-readable too.
@@ -388,18 +380,24 @@ func TestServeUsageMistakes(t *testing.T) {
 			if r.code != 2 {
 				t.Fatalf("exit %d, want 2; stdout %q stderr %q", r.code, r.stdout, r.stderr)
 			}
-			line := strings.TrimSpace(r.stderr)
-			if strings.Count(line, "\n") != 0 {
-				t.Errorf("error is not one line:\n%s", r.stderr)
-			}
-			for _, w := range c.want {
-				if !strings.Contains(line, w) {
-					t.Errorf("error %q lacks %q", line, w)
-				}
-			}
+			oneLineError(t, r.stderr, c.want...)
 			if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
 				t.Errorf("the data dir was created before the flags were checked (%v)", err)
 			}
 		})
+	}
+}
+
+// oneLineError checks that stderr is one line naming every wanted phrase.
+func oneLineError(t *testing.T, stderr string, want ...string) {
+	t.Helper()
+	line := strings.TrimSpace(stderr)
+	if strings.Count(line, "\n") != 0 {
+		t.Errorf("error is not one line:\n%s", stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(line, w) {
+			t.Errorf("error %q lacks %q", line, w)
+		}
 	}
 }
