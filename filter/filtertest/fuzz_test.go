@@ -72,6 +72,10 @@ func FuzzFilter(f *testing.F) {
 			if sub, ok := header(res.Forwarded.Headers, "x-user-sub"); ok && st != "SUCCESS" {
 				t.Fatalf("x-user-sub %q forwarded with verification status %q", sub, st)
 			}
+			// Envoy-aware upstreams read XFCC as identity: only a verified one goes on.
+			if x, ok := header(res.Forwarded.Headers, "x-forwarded-client-cert"); ok && st != "SUCCESS" {
+				t.Fatalf("x-forwarded-client-cert %.60q forwarded with verification status %q", x, st)
+			}
 		}
 	})
 }
