@@ -197,9 +197,8 @@ func TestManyOwnedHeaders(t *testing.T) {
 }
 
 // TestPathSpellings: every spelling of a protected path an upstream may
-// resolve to it is protected; the ones left are named in the README
-// (encoded slashes stay encoded as in Envoy, escapes are decoded once) or
-// are other names to any upstream. "*" and "" never reach the filter in
+// resolve to it is protected; the ones left are named in the README (escapes
+// are decoded once) or are other names to any upstream. "*" and "" never reach the filter in
 // Envoy (404 before the filter chain).
 func TestPathSpellings(t *testing.T) {
 	p := thePKI(t)
@@ -209,7 +208,7 @@ func TestPathSpellings(t *testing.T) {
 		"trustBundle": inlineBundle([]*testpki.Cert{p.root}),
 	}
 	_, vm := newPlugin(t, cfg, nil)
-	passes := map[string]bool{"/admin": true, "/admin%2fx": true, "/admin%2Fx": true, "/login%2f": true, "/%2561dmin/x": true,
+	passes := map[string]bool{"/%2561dmin/x": true,
 		"/admin%00/x": true, "/admin\x00/x": true, "/admin%20/x": true, "/login.": true, "*": true, "": true}
 	for _, path := range []string{
 		"/admin/x", "//admin/x", "/./admin/x", "/%61dmin/x", "/public/../admin/x", "/public/%2e%2e/admin/x", "/public/%2E%2E/admin/x",

@@ -289,8 +289,15 @@ func (e *Engine) authorize(p *compiledPolicy, ent *entry, req *Request, res *Res
 		e.deny(p, res, ReasonIPNotAllowed, 403, "source "+strconv.Quote(req.source())+" is outside the sourceCIDRs of profile "+strconv.Quote(prof.ID), nil)
 		return
 	}
-	if !prof.allowsMethod(req.Method) {
-		e.deny(p, res, ReasonMethodNotAllowed, 405, "method "+strconv.Quote(clip(req.Method))+" is not allowed by profile "+strconv.Quote(prof.ID),
+	method := req.Method
+	if len(prof.Methods) > 0 {
+		// A method-override header names the method the upstream acts on.
+		if ov := methodOverride(req.Headers); ov != "" && prof.allowsMethod(method) {
+			method = ov
+		}
+	}
+	if !prof.allowsMethod(method) {
+		e.deny(p, res, ReasonMethodNotAllowed, 405, "method "+strconv.Quote(clip(method))+" is not allowed by profile "+strconv.Quote(prof.ID),
 			[]Header{{"allow", prof.allow}})
 		return
 	}

@@ -23,10 +23,10 @@ func TestRoutesMatchTheNormalizedPath(t *testing.T) {
 	for path, want := range map[string]string{
 		"/admin/x": DecisionDeny, "//admin/x": DecisionDeny, "/%61dmin/x": DecisionDeny, "/%2561dmin/x": DecisionPassthrough,
 		"/./admin/x": DecisionDeny, "/public/../admin/x": DecisionDeny, "/%2E%2E/admin/x": DecisionDeny, "/admin//x?q=1": DecisionDeny,
-		"/admin/": DecisionDeny, "/admin/.": DecisionDeny, "/admin": DecisionPassthrough, "/administrator": DecisionPassthrough,
+		"/admin/": DecisionDeny, "/admin/.": DecisionDeny, "/admin": DecisionDeny, "/administrator": DecisionPassthrough, // /admin/ covers /admin
 		"/metrics": DecisionDeny, "//metrics": DecisionDeny, "/metrics/.": DecisionDeny, "/metrics/": DecisionDeny, "/metrics//": DecisionDeny,
 		"/metrics/x": DecisionPassthrough, "/public/./x": DecisionPassthrough,
-		"/admin%2Fx": DecisionPassthrough, // an encoded slash is not a separator, for Envoy or for us
+		"/admin%2Fx": DecisionDeny, "/admin%5Cx": DecisionDeny, "/public/..%2Fadmin/x": DecisionDeny, // nginx and WSGI decode %2F into a separator
 		// Under the prefix as written, outside it once resolved: an upstream
 		// that does not resolve dot segments (or a prefix_rewrite) serves
 		// the protected tree, so the raw reading protects too.
@@ -46,7 +46,7 @@ func TestRoutesMatchTheNormalizedPath(t *testing.T) {
 			t.Errorf("%s: %s, want %s", path, r.Decision, want)
 		}
 	}
-	for in, want := range map[string]string{"/": "/", "/a/b": "/a/b", "/a//b/": "/a/b/", "/a/./b/../c": "/a/c", "/../../a": "/a", "/a/%7Euser": "/a/~user", "/a%2fb": "/a%2fb", "/%zz": "/%zz", "/%4": "/%4",
+	for in, want := range map[string]string{"/": "/", "/a/b": "/a/b", "/a//b/": "/a/b/", "/a/./b/../c": "/a/c", "/../../a": "/a", "/a/%7Euser": "/a/~user", "/a%2fb": "/a/b", "/a%5cb": "/a/b", "/%zz": "/%zz", "/%4": "/%4",
 		"/a;b=c/d": "/a/d", "/a/..;/b": "/b", `/a\b\`: "/a/b/", "/a/%2e": "/a/"} {
 		if got := routePath(in); got != want {
 			t.Errorf("routePath(%q) = %q, want %q", in, got, want)

@@ -187,10 +187,13 @@ type entry struct {
 	metricsMiss         []string
 	logLevel            LogLevel
 
-	raw        string
-	untilUnix  int64
-	size       int // footprint while cached
-	prev, next *entry
+	raw       string
+	untilUnix int64
+	size      int // footprint while cached
+	// replacesXFCC: setHeaders carries the verified XFCC element, which
+	// replaces the header Envoy wrote.
+	replacesXFCC bool
+	prev, next   *entry
 }
 
 type compiledRoute struct {
@@ -215,6 +218,9 @@ type Engine struct {
 	cfg      *Config
 	policies []*compiledPolicy
 	routes   []compiledRoute
+	// methodRoutes is set when a route names methods: only then can a
+	// method-override header reach another route.
+	methodRoutes bool
 	// foldRoutes is set when a route's path has capitals (or non-ASCII):
 	// then even a lowercase request path has a case-folded reading that
 	// can reach another route.
@@ -256,6 +262,9 @@ func NewEngine(cfg *Config) *Engine {
 		e.profiles.Store(e.configProfiles)
 	}
 	byName := map[string]*compiledPolicy{}
+	// Envoy writes XFCC whatever the policies read, so its underscore
+	// spelling is always the client's.
+	e.inputs, e.inputLens = []string{xfccHeader}, lenBit(xfccHeader)
 	for _, p := range cfg.Policies {
 		cp := &compiledPolicy{name: p.Name, opts: p.Options, needsBundle: p.Options.ChainVerification == "filter",
 			cache: newVerdictCache(p.Options.CacheSize, cacheBytesTotal/len(cfg.Policies))}
@@ -292,6 +301,7 @@ func NewEngine(cfg *Config) *Engine {
 	for _, r := range cfg.Routes {
 		e.routes = append(e.routes, compiledRoute{Route: r, policy: byName[r.Policy]})
 		e.foldRoutes = e.foldRoutes || hasFoldable(r.Path) || hasFoldable(r.PathPrefix)
+		e.methodRoutes = e.methodRoutes || len(r.Methods) > 0
 	}
 	if cfg.TrustBundle.Inline != nil {
 		// ParseConfig compiled it already; an error here cannot happen for
@@ -450,13 +460,25 @@ func (a reach) merge(b reach) (reach, bool) {
 }
 
 // samePath reports whether path is the exact route path want: as written,
-// with one trailing slash more (Express, and Spring before 6, serve /login/
-// as /login), and ignoring case when fold is set.
+// with or without one trailing slash (Express, and Spring before 6, serve
+// /login/ as /login and the other way round), and ignoring case when fold is
+// set.
 func samePath(path, want string, fold bool) bool {
-	if len(path) == len(want)+1 && path[len(path)-1] == '/' && !strings.HasSuffix(want, "/") {
-		path = path[:len(want)]
-	}
+	path, want = strings.TrimSuffix(path, "/"), strings.TrimSuffix(want, "/")
 	return path == want || fold && strings.EqualFold(path, want)
+}
+
+// underPrefix reports whether path is under the route prefix: a prefix
+// ending in a slash also covers the directory itself without it (/admin for
+// /admin/), which Express and ASP.NET serve from the same handlers.
+func underPrefix(path, prefix string, fold bool) bool {
+	if strings.HasPrefix(path, prefix) || fold && len(path) >= len(prefix) && strings.EqualFold(path[:len(prefix)], prefix) {
+		return true
+	}
+	if dir, ok := strings.CutSuffix(prefix, "/"); ok && dir != "" {
+		return path == dir || fold && strings.EqualFold(path, dir)
+	}
+	return false
 }
 
 // hasFoldable reports whether s has a byte case folding could change: an
@@ -480,8 +502,7 @@ func (e *Engine) matchRoute(method, path string, fold bool) reach {
 		if r.Path != "" && !samePath(path, r.Path, fold) {
 			continue
 		}
-		if r.PathPrefix != "" && !strings.HasPrefix(path, r.PathPrefix) &&
-			!(fold && len(path) >= len(r.PathPrefix) && strings.EqualFold(path[:len(r.PathPrefix)], r.PathPrefix)) {
+		if r.PathPrefix != "" && !underPrefix(path, r.PathPrefix, fold) {
 			continue
 		}
 		if len(r.Methods) > 0 {
@@ -521,7 +542,12 @@ func routePath(p string) string {
 	var b strings.Builder
 	for i := 0; i < len(p); i++ {
 		if c := p[i]; c == '%' && i+2 < len(p) {
-			if d, ok := unhex(p[i+1], p[i+2]); ok && isUnreserved(d) {
+			if d, ok := unhex(p[i+1], p[i+2]); ok && (isUnreserved(d) || d == '/' || d == '\\') {
+				// Encoded slashes too: Envoy keeps them encoded, but nginx,
+				// WSGI servers and gorilla/mux decode them into separators.
+				if d == '\\' {
+					d = '/'
+				}
 				b.WriteByte(d)
 				i += 2
 				continue
@@ -603,9 +629,19 @@ func (e *Engine) EvaluateInto(req *Request, res *Result) {
 	// not (ACCEPT_UNTRUSTED), and Envoy-aware upstreams read it as proof of
 	// identity: it goes upstream only with a certificate this filter
 	// verified from it.
-	if res.Action == Continue && (p == nil || res.Decision != DecisionAllow || p.opts.CertificateSource != SourceXFCC) &&
+	if res.Action == Continue && (p == nil || res.Decision != DecisionAllow || p.opts.CertificateSource != SourceXFCC || res.e != nil && res.e.replacesXFCC) &&
 		hasHeader(req.Headers, xfccHeader) && !contains(res.RemoveHeaders, xfccHeader) {
 		res.RemoveHeaders = append(res.RemoveHeaders, xfccHeader)
+		res.removeBuf = res.RemoveHeaders
+	}
+	// Likewise a load balancer's certificate header: upstreams behind one
+	// read it as the client's identity, so it goes on only verified.
+	if res.Action == Continue && p != nil && res.Decision != DecisionAllow && p.opts.CertificateSource != SourceXFCC {
+		for _, h := range p.sourceHeaders {
+			if hasHeader(req.Headers, h) && !contains(res.RemoveHeaders, h) {
+				res.RemoveHeaders = append(res.RemoveHeaders, h)
+			}
+		}
 		res.removeBuf = res.RemoveHeaders
 	}
 	if p != nil && p.opts.DecisionLogAll && res.LogLevel < LogInfo {
@@ -621,6 +657,22 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	removeBuf, keyBuf := res.removeBuf[:0], res.keyBuf
 	remove := e.toRemove(removeBuf, req.Headers, nil)
 	p, routeName, ok, ambiguous := e.route(req.Method, req.Path)
+	if !ambiguous && e.methodRoutes {
+		// Rails, Laravel, Symfony, Spring and Express's method-override act
+		// on these headers: the method they name is a reading too.
+		if ov := methodOverride(req.Headers); ov != "" && !strings.EqualFold(ov, req.Method) {
+			q, qname, qok, amb := e.route(ov, req.Path)
+			var r reach
+			if ok {
+				r = reach{p, routeName}
+			}
+			if qok && !amb {
+				r, amb = r.merge(reach{q, qname})
+			}
+			ambiguous = amb
+			p, routeName, ok = r.policy, r.name, r.policy != nil
+		}
+	}
 	if ambiguous {
 		*res = Result{RemoveHeaders: remove, removeBuf: remove, keyBuf: keyBuf}
 		res.fill(e.ambiguous, false)
@@ -697,6 +749,7 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 		return p
 	}
 	var o *outcome
+	var el string // the XFCC element read
 	if dup {
 		o = (&outcome{}).fail(ReasonMalformedCertificate, "the certificate header "+p.sourceHeaders[0]+" appears more than once")
 	} else {
@@ -706,17 +759,25 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 		// wrote from the connection, so an equal value means an equal
 		// certificate.
 		var digest string
-		if p.opts.CertificateSource == SourceXFCC && p.opts.XFCCElementLast {
+		if p.opts.CertificateSource == SourceXFCC {
 			digest = req.peerDigest()
 		}
-		ders, err := p.extract(req.Headers, raw, digest)
+		var ders [][]byte
+		var err error
+		ders, el, err = p.extract(req.Headers, raw, digest)
 		switch {
 		case errors.Is(err, certsrc.ErrNoCertificate):
 			res.fill(p.noCert, false)
 			return p
+		case err == nil && !p.opts.XFCCElementLast && p.opts.CertificateSource == SourceXFCC && digest != "" && hasDigest(ders[0], digest):
+			// The first element is the one this Envoy wrote about its peer,
+			// the proxy in front: the proxy forwarded no client certificate,
+			// and its own is not the client's.
+			res.fill(p.noCert, false)
+			return p
 		case err != nil:
 			o = (&outcome{}).fail(ReasonMalformedCertificate, err.Error())
-		case digest != "" && !hasDigest(ders[0], digest):
+		case digest != "" && p.opts.XFCCElementLast && !hasDigest(ders[0], digest):
 			o = (&outcome{}).fail(ReasonMalformedCertificate, "the x-forwarded-client-cert element read is not the certificate this connection presented "+
 				"(a certificate SAN carrying XFCC syntax, or an XFCC written by a proxy in front of this Envoy: read that one with xfccElement \"first\" and trustedSourceCIDRs naming that proxy)")
 		default:
@@ -727,6 +788,13 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	// The detail may quote the request's own bytes, which can share a buffer
 	// the caller reuses; the cached verdict must not change under it.
 	ent.detail = strings.Clone(ent.detail)
+	if ent.decision == DecisionAllow && el != "" && el != raw {
+		// The upstream gets the element that was verified, not the others:
+		// a client's SAN may have split Envoy's element, or a client in
+		// front of a proxy prepended its own.
+		ent.setHeaders = append(ent.setHeaders, Header{xfccHeader, strings.Clone(el)})
+		ent.replacesXFCC = true
+	}
 	if !o.until.IsZero() {
 		ent.untilUnix = o.until.Unix()
 	}
@@ -786,26 +854,28 @@ func hasDigest(der []byte, digest string) bool {
 	return strings.EqualFold(hex.EncodeToString(sum[:]), strings.ReplaceAll(digest, ":", ""))
 }
 
-// extract decodes the certificate chain from the request. digest, when set,
-// is the connection's certificate digest, which picks the XFCC element.
-func (p *compiledPolicy) extract(headers []Header, raw, digest string) ([][]byte, error) {
+// extract decodes the certificate chain from the request, and for XFCC the
+// element it read. digest, when set, is the connection's certificate
+// digest, which picks the element xfccElement "last" reads.
+func (p *compiledPolicy) extract(headers []Header, raw, digest string) ([][]byte, string, error) {
 	switch p.opts.CertificateSource {
 	case SourceXFCC:
 		var el string
 		var err error
-		if digest != "" {
+		if digest != "" && p.opts.XFCCElementLast {
 			el, err = certsrc.SelectXFCCFor([]string{raw}, strings.ToLower(strings.ReplaceAll(digest, ":", "")))
 		} else {
 			el, err = certsrc.SelectXFCC([]string{raw}, p.opts.XFCCElementLast)
 		}
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		x, err := certsrc.ParseXFCCElement(el)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		return certsrc.XFCC(x)
+		ders, err := certsrc.XFCC(x)
+		return ders, el, err
 	case SourceRFC9440:
 		var cert string
 		var chain []string
@@ -817,13 +887,27 @@ func (p *compiledPolicy) extract(headers []Header, raw, digest string) ([][]byte
 				chain = append(chain, h.Value)
 			}
 		}
-		return certsrc.RFC9440(cert, chain)
+		ders, err := certsrc.RFC9440(cert, chain)
+		return ders, "", err
 	default:
-		return certsrc.Header(raw, p.opts.CertificateHeaderFormat)
+		ders, err := certsrc.Header(raw, p.opts.CertificateHeaderFormat)
+		return ders, "", err
 	}
 }
 
 const xfccHeader = "x-forwarded-client-cert"
+
+// methodOverride returns the method a method-override header names, "" for
+// none.
+func methodOverride(headers []Header) string {
+	for _, h := range headers {
+		switch h.Key {
+		case "x-http-method-override", "x-http-method", "x-method-override":
+			return strings.TrimSpace(h.Value)
+		}
+	}
+	return ""
+}
 
 func hasHeader(headers []Header, name string) bool {
 	for _, h := range headers {
@@ -1075,12 +1159,17 @@ func metadata(h *HeaderNames, o *outcome) (out []Header, subject, issuer string)
 	add(h.NotAfter, isoTime(c.NotAfter))
 	add(h.Fingerprint, fingerprint(c.Raw))
 	add(h.Serial, serialHex(c))
-	var uris []string
+	// The lists are comma-joined, so a comma inside one SAN is escaped
+	// (%2C): "a,b" must not read as two names.
+	var uris, dns []string
 	for _, u := range c.URIs {
-		uris = append(uris, u.String())
+		uris = append(uris, strings.ReplaceAll(u.String(), ",", "%2C"))
+	}
+	for _, d := range c.DNSNames {
+		dns = append(dns, strings.ReplaceAll(d, ",", "%2C"))
 	}
 	add(h.SANURI, strings.Join(uris, ","))
-	add(h.SANDNS, strings.Join(c.DNSNames, ","))
+	add(h.SANDNS, strings.Join(dns, ","))
 	return out, headerSafe(subject), headerSafe(issuer)
 }
 

@@ -79,7 +79,11 @@ func extractID(f IDField, c *x509.Certificate, spiffeDomains []string) string {
 	var v string
 	switch f.Kind {
 	case idKindCN:
-		v = subjectAttr(c, oidCN)
+		// Two CNs have no one reading: the DN string shows the last first,
+		// Go's pkix keeps the last, others the first. No client ID then.
+		if countAttr(c, oidCN) == 1 {
+			v = subjectAttr(c, oidCN)
+		}
 	case idKindOU:
 		v = subjectAttr(c, oidOU)
 	case idKindO:
@@ -106,9 +110,21 @@ func extractID(f IDField, c *x509.Certificate, spiffeDomains []string) string {
 			}
 		}
 	}
-	// Trimmed: an upstream reads "admin " in a header as "admin" (HTTP
-	// drops the whitespace around a value), so the profile rules must too.
-	return headerSafe(strings.TrimSpace(v))
+	// Trimmed of what HTTP drops around a header value (spaces and tabs,
+	// nothing else): an upstream reads "admin " as "admin", so the profile
+	// rules must too, and a no-break space is part of the value to both.
+	return headerSafe(strings.Trim(v, " \t"))
+}
+
+// countAttr counts the subject attributes with oid.
+func countAttr(c *x509.Certificate, oid asn1.ObjectIdentifier) int {
+	n := 0
+	for _, a := range c.Subject.Names {
+		if a.Type.Equal(oid) {
+			n++
+		}
+	}
+	return n
 }
 
 // subjectAttr returns the first subject attribute with oid as a string.

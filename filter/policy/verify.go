@@ -338,7 +338,10 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 
 	if opts.ChainVerification == "envoy" {
 		// Envoy verified the chain during the handshake; only the rules Envoy
-		// does not know about apply here.
+		// does not know about apply here. Which of the presented CAs Envoy
+		// chained through is unknown, so none is passed on as verified
+		// (client-cert-chain).
+		o.chain = certs[:1]
 		if opts.RequireClientAuthUsage && !hasClientAuth(leaf) {
 			return o.fail(ReasonWrongKeyUsage, "certificate extendedKeyUsage does not include clientAuth")
 		}
