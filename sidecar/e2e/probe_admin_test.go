@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
+)
+
+func adminReq(t *testing.T, p *serveProc, method, path, body string) (int, string) {
+	t.Helper()
+	data, _ := os.ReadFile(p.addrs.TokenFile)
+	req, _ := http.NewRequest(method, "http://"+p.addrs.Admin+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+admintoken.Parse(data)[0])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestProbeAdminJSONLaxness: README: "an unknown field is refused with
+// bad_json". Field names that differ from the documented ones only in case,
+// and data after the JSON document, are taken.
+func TestProbeAdminJSONLaxness(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Lax Root"}))
+	q := func(s string) string { return fmt.Sprintf("%q", s) }
+	code, body := adminReq(t, p, "POST", "/v1/ca-certificates", `{"NAME":"lax_a","CERTPEM":`+q(string(root.PEM()))+`}`)
+	if code == 201 {
+		t.Errorf("fields NAME/CERTPEM (not the documented name/certPem) accepted: %d", code)
+	}
+	root2 := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Lax Root 2"}))
+	code, body = adminReq(t, p, "POST", "/v1/ca-certificates", `{"name":"lax_b","certPem":`+q(string(root2.PEM()))+`} {"name":"ignored"} garbage`)
+	if code == 201 {
+		t.Errorf("trailing data after the JSON body accepted: %d", code)
+	}
+	_ = body
+}
+
+// TestProbeIdleKeepAliveNeverClosed: the admin and bundle servers set only
+// ReadHeaderTimeout; an idle keep-alive connection (after one request, no
+// token needed) is held open indefinitely, so a local client can hold any
+// number of file descriptors and goroutines.
+func TestProbeIdleKeepAliveNeverClosed(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	for _, addr := range []string{p.addrs.Admin, p.addrs.Bundle} {
+		path := "/healthz"
+		if addr == p.addrs.Bundle {
+			path = "/v1/bundle"
+		}
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		// idle well past ReadHeaderTimeout (10s)
+		time.Sleep(13 * time.Second)
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err = http.ReadResponse(br, nil)
+		if err == nil {
+			var b bytes.Buffer
+			io.Copy(&b, resp.Body)
+			t.Errorf("%s: idle keep-alive connection still served after 13s idle (no IdleTimeout)", addr)
+		}
+	}
+}
