@@ -1,0 +1,69 @@
+package e2e
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+	"github.com/mtlsgate/mtlsgate/sidecar/api"
+)
+
+// TestProbeUnreadableRecordStillReady: one record the store cannot decode
+// (a damaged or hand-edited store) makes every publish fail, so nothing is
+// published at all: not the CAs that are readable, not their CRLs. serve
+// still answers /readyz "ready" and the bundle endpoint serves the empty
+// start-up bundle, which the filter takes as "no CA trusted".
+func TestProbeUnreadableRecordStillReady(t *testing.T) {
+	dir := t.TempDir()
+	p := startServe(t, dir)
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Good Root"}))
+	p.runJSON(t, &api.CACertificate{}, "ca-certificate", "create", "--name", "good", "--cert", writeFile(t, "r.pem", root.PEM()))
+	p.stop()
+
+	db, err := bolt.Open(filepath.Join(dir, "mtlsgate.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("mtls_certificates")).Put([]byte("mtlscert_damaged"), []byte("{not json"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	p2, err := tryServe(t, dir)
+	if err != nil {
+		t.Logf("serve refused the damaged store (good): %.300s", err)
+		return
+	}
+	defer p2.stop()
+	if r := runCLI(nil, "health", "--server", "http://"+p2.addrs.Admin); r.code == 0 {
+		b := getBundle(t, p2)
+		if len(b.CACertificates) == 0 {
+			t.Errorf("serve is ready but publishes nothing: bundle has %d CAs (the readable CA is missing); log: %.300s", len(b.CACertificates), p2.stderr.String())
+		}
+	}
+}
+
+// TestProbeCRLRedirectToLoopback: the CRL download follows a distribution
+// point's redirects anywhere, including the sidecar's own loopback
+// listeners (a remote CRL server, or anyone on its plain-HTTP path, makes
+// the sidecar issue GETs inside the pod; the status comes back in lastError).
+func TestProbeCRLRedirectToLoopback(t *testing.T) {
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Redirect Root"}))
+	p := startServe(t, t.TempDir())
+	target := "http://" + p.addrs.Admin + "/v1/ca-certificates"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, target, http.StatusFound) }))
+	defer srv.Close()
+	var ca api.CACertificate
+	p.runJSON(t, &ca, "ca-certificate", "create", "--name", "redir", "--cert", writeFile(t, "r.pem", root.PEM()))
+	r := p.run("crl", "create", "--cert-id", ca.ID, "--url", srv.URL+"/ca.crl")
+	if strings.Contains(r.stderr, "401") {
+		t.Errorf("CRL fetch followed a redirect to the sidecar's own admin API (answer: %s)", strings.TrimSpace(r.stderr))
+	}
+}
