@@ -1,9 +1,9 @@
 package pki
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
-	"os"
 	"testing"
 	"time"
 )
