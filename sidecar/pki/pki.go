@@ -218,14 +218,26 @@ func CRL(data []byte, ca *x509.Certificate) (*x509.RevocationList, []byte, error
 	return rl, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: rl.Raw}), nil
 }
 
-// CheckCRL checks that the parsed list rl is complete and that ca signed it,
+// CheckCRL checks that the parsed list rl is complete and that ca issued it:
+// ca's key signed it and its issuer is ca's subject. Every path that attaches
+// a list to a CA (admin API, URL refresh, trust directory) goes through it,
 // for callers that parse a list once and try it against several CAs.
+//
+// The signature alone does not tell whose list it is: a CA renamed or
+// re-issued under another subject often keeps its key, and then the old
+// name's lists verify with the new CA too. Envoy and the filter look lists
+// up by issuer name, so a list of another name stored as this CA's would
+// replace the CA's own and leave its certificates with no list at all.
 func CheckCRL(rl *x509.RevocationList, ca *x509.Certificate) error {
 	if err := Complete(rl); err != nil {
 		return err
 	}
 	if err := rl.CheckSignatureFrom(ca); err != nil {
 		return problem.Invalid("crl_wrong_issuer", "the CRL issued by %q is not signed by CA %q (%v): pass the CRL this CA publishes, or attach it to the CA that signed it", DN(rl.RawIssuer), DN(ca.RawSubject), err)
+	}
+	if !bytes.Equal(rl.RawIssuer, ca.RawSubject) {
+		return problem.Invalid("crl_wrong_issuer", "the CRL is issued by %q, not by CA %q: it is signed with this CA's key, but a list belongs to the CA whose subject is its issuer "+
+			"(the CA was probably renamed or re-issued with the same key); pass the list the CA %q publishes, or attach this one to the CA %q", DN(rl.RawIssuer), DN(ca.RawSubject), DN(ca.RawSubject), DN(rl.RawIssuer))
 	}
 	return nil
 }
