@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mtlsgate/mtlsgate/sidecar/admin"
@@ -82,7 +83,9 @@ func Listen(addr string) (net.Listener, error) {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		// A socket left by a killed predecessor would make bind fail.
 		if fi, err := os.Stat(path); err == nil && fi.Mode()&fs.ModeSocket != 0 {
-			_ = os.Remove(path)
+			if err := removeStaleSocket(path); err != nil {
+				return nil, err
+			}
 		}
 		l, err := net.Listen("unix", path)
 		if err != nil {
@@ -102,6 +105,27 @@ func Listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w (is another mtlsgate serve running? pick another address)", addr, err)
 	}
 	return l, nil
+}
+
+// removeStaleSocket removes the socket file at path if nothing listens on it.
+// Removing a live one would take the path from its process silently: the
+// clients that connect next (Envoy asking for its keys, the CLI) would reach
+// this process, or nothing once it exits, where a TCP address in use is
+// simply refused. Only a refused connection proves the socket stale; any
+// other failure leaves it in place.
+func removeStaleSocket(path string) error {
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("listen on unix:%s: another process listens on %s (is another mtlsgate serve running?): stop it, or pick another path", path, path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("listen on unix:%s: cannot tell whether a process listens on the socket already there (%v): remove %s if none does, or pick another path", path, err, path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("listen on unix:%s: remove the stale socket: %w", path, err)
+	}
+	return nil
 }
 
 func addrString(l net.Listener) string {
@@ -151,6 +175,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create --data-dir: %w", err)
 	}
+	// The store's lock first: a second serve on the same --data-dir must
+	// stop before it touches any listener, and a socket path above all,
+	// whose removal on exit would cut the running one off.
+	st, err := store.Open(cfg.DataDir, store.Options{EncryptionKey: key})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
 	tokens, err := admintoken.Open(cfg.AdminTokenFile)
 	if err != nil {
 		return err
@@ -185,7 +217,7 @@ func Run(ctx context.Context, cfg Config) error {
 				(*h).ServeHTTP(w, r)
 				return
 			}
-			// Until the store is open only liveness answers.
+			// Until the trust material is published only liveness answers.
 			if r.URL.Path == "/healthz" {
 				w.Header().Set("Content-Type", "application/json")
 				_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
@@ -193,17 +225,11 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, `{"type":"https://mtlsgate.dev/problems/not_ready","title":"Service Unavailable","status":503,"code":"not_ready","detail":"the store is still opening: retry shortly"}`+"\n")
+			_, _ = io.WriteString(w, `{"type":"https://mtlsgate.dev/problems/not_ready","title":"Service Unavailable","status":503,"code":"not_ready","detail":"mtlsgate serve is still starting (trust directory, first publish): retry shortly"}`+"\n")
 		}),
 	}
 	go func() { _ = adminSrv.Serve(adminL) }()
 	defer adminSrv.Close()
-
-	st, err := store.Open(cfg.DataDir, store.Options{EncryptionKey: key})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 
 	cache := sds.NewCache(cfg.Environment)
 	tracker := sds.NewTracker()
