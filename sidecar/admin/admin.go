@@ -42,10 +42,12 @@ type Config struct {
 	Tracker     *sds.Tracker
 	Environment string
 	// Tokens are the bearer tokens accepted (re-read as the file changes).
-	Tokens     *admintoken.File
-	Log        *slog.Logger
-	Metrics    *metrics.Metrics
-	Ready      func() bool
+	Tokens  *admintoken.File
+	Log     *slog.Logger
+	Metrics *metrics.Metrics
+	// Ready says why serve is not ready (the detail of /readyz's 503), or
+	// nil when the store's current state is published.
+	Ready      func() error
 	HTTPClient *http.Client          // for CRL URLs
 	Refresher  *crlrefresh.Refresher // woken when URL CRLs change
 }
@@ -108,9 +110,11 @@ func New(cfg Config) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if s.Ready != nil && !s.Ready() {
-			writeProblem(w, &problem.Error{Status: 503, Code: "not_ready", Title: "Service Unavailable", Detail: "the store is not open yet: retry shortly"})
-			return
+		if s.Ready != nil {
+			if err := s.Ready(); err != nil {
+				writeProblem(w, &problem.Error{Status: 503, Code: "not_ready", Title: "Service Unavailable", Detail: err.Error()})
+				return
+			}
 		}
 		writeJSON(w, 200, map[string]string{"status": "ready"})
 	})

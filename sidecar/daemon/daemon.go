@@ -237,6 +237,12 @@ func Run(ctx context.Context, cfg Config) error {
 	bundles := bundlesrv.New()
 
 	var pubMu sync.Mutex
+	// publishFailed is why the store's current state is not what Envoy and
+	// the filter have, or nil when it is. Ready means published: a sidecar
+	// whose publish fails (a record it cannot decode fails every one) serves
+	// an older state, or at start nothing at all, and must not pass for
+	// ready.
+	var publishFailed atomic.Pointer[string]
 	publish := func() {
 		// One publish at a time, each reading the store afresh, so a slow
 		// publish can never overwrite a newer one with older state.
@@ -244,8 +250,14 @@ func Run(ctx context.Context, cfg Config) error {
 		defer pubMu.Unlock()
 		t0 := time.Now()
 		if err := publishState(ctx, st, cache, bundles, m, cfg.Environment, log); err != nil {
-			log.Error("publish trust material", "err", err)
+			why := err.Error()
+			publishFailed.Store(&why)
+			log.Error("publish trust material failed: Envoy and the filter keep the state published before (none at start), and /readyz answers 503 until a publish succeeds; "+
+				"fix what the error names (a record that cannot be decoded: restore the store from a backup)", "err", err)
 			return
+		}
+		if publishFailed.Swap(nil) != nil {
+			log.Info("trust material published again")
 		}
 		m.PublishSeconds.Observe(time.Since(t0).Seconds())
 	}
@@ -306,7 +318,16 @@ func Run(ctx context.Context, cfg Config) error {
 
 	h := admin.New(admin.Config{
 		Store: st, Tracker: tracker, Environment: cfg.Environment, Tokens: tokens, Log: log, Metrics: m,
-		Ready: ready.Load, HTTPClient: refresher.Client, Refresher: refresher,
+		Ready: func() error {
+			if !ready.Load() {
+				return errors.New("mtlsgate serve is starting or stopping: retry shortly")
+			}
+			if why := publishFailed.Load(); why != nil {
+				return fmt.Errorf("the store's current trust material could not be published (%s): Envoy and the filter keep the state published before, or none; fix what the error names (a record that cannot be decoded: restore the store from a backup), see the sidecar log", *why)
+			}
+			return nil
+		},
+		HTTPClient: refresher.Client, Refresher: refresher,
 	})
 	apiHandler.Store(&h)
 	ready.Store(true)

