@@ -16,15 +16,18 @@ import (
 
 const esc = "\x1b]0;pwned\x07\x1b[2K\r"
 
-// TestProbeTerminalEscapesFromUntrustedSources: text chosen by parties
-// that are not the operator reaches the operator's terminal unescaped in
-// the CLI's table output:
-//   - the node id of any SDS client (unauthenticated) in
+// TestUntrustedTextIsEscapedOnTheTerminal protects the operator's
+// terminal from text chosen by parties that are not the operator, which the
+// CLI's table output shows:
+//   - the node id any SDS client (unauthenticated) sends, in
 //     `mtls-certificate describe` ("Subscribers (node/cluster)");
 //   - the HTTP reason phrase of a CRL distribution point (a remote server,
-//     or whoever sits on its plain-HTTP path) in `crl list` / `crl describe`
-//     ("LAST ERROR").
-func TestProbeTerminalEscapesFromUntrustedSources(t *testing.T) {
+//     or whoever sits on its plain-HTTP path), in `crl list`, `crl describe`
+//     and `ca-certificate describe` ("LAST ERROR"), and in the stored error.
+//
+// Printed raw, escape sequences in them retitle the window, erase and
+// rewrite what the table shows, or worse on some terminals.
+func TestUntrustedTextIsEscapedOnTheTerminal(t *testing.T) {
 	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Esc Root"}))
 	good := testpki.Must(root.CRL(testpki.CRLOptions{Number: big.NewInt(1), NextUpdate: time.Now().Add(2 * time.Second)}))
 	var broken atomic.Bool
@@ -68,15 +71,28 @@ func TestProbeTerminalEscapesFromUntrustedSources(t *testing.T) {
 		p.runJSON(t, &c, "crl", "describe", "--crl-id", crl.ID)
 		return c.LastError != ""
 	})
-	if r := p.run("crl", "list"); strings.Contains(r.stdout, "\x1b") {
-		t.Errorf("crl list prints a CRL server's reason phrase raw (terminal escapes): %q", r.stdout)
+	for _, args := range [][]string{{"crl", "list"}, {"crl", "describe", "--crl-id", crl.ID}, {"ca-certificate", "describe", "--cert-id", ca.ID}} {
+		r := p.run(args...)
+		if strings.Contains(r.stdout, "\x1b") || strings.Contains(r.stdout, "\a") {
+			t.Errorf("%s prints a CRL server's reason phrase raw (terminal escapes): %q", strings.Join(args, " "), r.stdout)
+		} else if !strings.Contains(r.stdout, `503 Unavailable\x1b]0;pwned\x07`) {
+			t.Errorf("%s does not show the escaped reason phrase: %q", strings.Join(args, " "), r.stdout)
+		}
+	}
+	var stored api.CRL
+	p.runJSON(t, &stored, "crl", "describe", "--crl-id", crl.ID)
+	if strings.ContainsAny(stored.LastError, "\x1b\x07\r") {
+		t.Errorf("the stored lastError keeps the server's control characters: %q", stored.LastError)
 	}
 
 	cert, key, _ := outboundFiles(t, "esc")
 	var m api.MTLSCertificate
 	p.runJSON(t, &m, "mtls-certificate", "create", "--cert", cert, "--key", key, "--name", "esc", "--environment-type", "development")
 	newSotW(t, p.addrs.SDS, "envoy"+esc+"nobody", "c", "esc").next("secret")
-	if r := p.run("mtls-certificate", "describe", "--cert-id", m.ID); strings.Contains(r.stdout, "\x1b") {
+	r := p.run("mtls-certificate", "describe", "--cert-id", m.ID)
+	if strings.Contains(r.stdout, "\x1b") || strings.Contains(r.stdout, "\r") {
 		t.Errorf("mtls-certificate describe prints an SDS client's node id raw (terminal escapes): %q", r.stdout)
+	} else if !strings.Contains(r.stdout, `envoy\x1b]0;pwned`) {
+		t.Errorf("mtls-certificate describe does not show the escaped node id: %q", r.stdout)
 	}
 }
