@@ -25,12 +25,15 @@ import (
 // MaxCRLBytes bounds a download; real CRLs of large CAs stay well below it.
 const MaxCRLBytes = 32 << 20
 
-// Fetch downloads a CRL.
+// Fetch downloads a CRL with client, which should come from NewClient: its
+// rules on redirects and addresses rely on the URL Fetch marks the
+// download's context with.
 func Fetch(ctx context.Context, client *http.Client, url string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("CRL URL %q: %w", url, err)
 	}
+	req = req.WithContext(withOrigin(ctx, req.URL))
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetch CRL %s: %w", url, err)

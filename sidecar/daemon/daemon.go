@@ -286,7 +286,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	refresher := &crlrefresh.Refresher{
-		Store: st, Client: &http.Client{Timeout: 30 * time.Second}, Log: log, M: m,
+		Store: st, Client: crlrefresh.NewClient(30 * time.Second), Log: log, M: m,
 		MinInterval: cfg.CRLMinInterval, MaxInterval: cfg.CRLMaxInterval, Republish: publish,
 	}
 	refresher.Init()
