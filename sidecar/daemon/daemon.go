@@ -128,6 +128,36 @@ func removeStaleSocket(path string) error {
 	return nil
 }
 
+// Timeouts of the admin and bundle HTTP servers.
+const (
+	// httpIdleTimeout closes a keep-alive connection no request came on
+	// for that long: without it any local client could hold connections,
+	// and their goroutines and file descriptors, open indefinitely. The
+	// filter polls the bundle far more often, so its connection stays.
+	httpIdleTimeout = 2 * time.Minute
+	// httpReadTimeout bounds reading a request, body included: the largest
+	// admin body (16 MiB) comes over loopback or a unix socket in well
+	// under a second, the CLI reads its files before it connects, and a
+	// client trickling bytes is cut off.
+	httpReadTimeout = time.Minute
+	// httpWriteTimeout bounds a request from its headers to the end of the
+	// answer, so it must cover the slowest handler: `crl create --url`
+	// downloads for up to 30s, then parses and checks a list of up to 32
+	// MiB. The CLI itself gives up after 60s.
+	httpWriteTimeout = 2 * time.Minute
+)
+
+// newHTTPServer is an admin or bundle server with the timeouts above.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+	}
+}
+
 func addrString(l net.Listener) string {
 	if l.Addr().Network() == "unix" {
 		return "unix:" + l.Addr().String()
@@ -210,24 +240,21 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer adminL.Close()
-	adminSrv := &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if h := apiHandler.Load(); h != nil {
-				(*h).ServeHTTP(w, r)
-				return
-			}
-			// Until the trust material is published only liveness answers.
-			if r.URL.Path == "/healthz" {
-				w.Header().Set("Content-Type", "application/json")
-				_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
-				return
-			}
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, `{"type":"https://mtlsgate.dev/problems/not_ready","title":"Service Unavailable","status":503,"code":"not_ready","detail":"mtlsgate serve is still starting (trust directory, first publish): retry shortly"}`+"\n")
-		}),
-	}
+	adminSrv := newHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := apiHandler.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		// Until the trust material is published only liveness answers.
+		if r.URL.Path == "/healthz" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"type":"https://mtlsgate.dev/problems/not_ready","title":"Service Unavailable","status":503,"code":"not_ready","detail":"mtlsgate serve is still starting (trust directory, first publish): retry shortly"}`+"\n")
+	}))
 	go func() { _ = adminSrv.Serve(adminL) }()
 	defer adminSrv.Close()
 
@@ -303,7 +330,7 @@ func Run(ctx context.Context, cfg Config) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	grpcSrv := sds.NewGRPCServer(runCtx, cache, tracker)
-	bundleSrv := &http.Server{Handler: bundles.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	bundleSrv := newHTTPServer(bundles.Handler())
 	errc := make(chan error, 2)
 	go func() { errc <- grpcSrv.Serve(sdsL) }()
 	go func() {

@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
@@ -47,43 +43,6 @@ func TestProbeAdminJSONLaxness(t *testing.T) {
 		t.Errorf("trailing data after the JSON body accepted: %d", code)
 	}
 	_ = body
-}
-
-// TestProbeIdleKeepAliveNeverClosed: the admin and bundle servers set only
-// ReadHeaderTimeout; an idle keep-alive connection (after one request, no
-// token needed) is held open indefinitely, so a local client can hold any
-// number of file descriptors and goroutines.
-func TestProbeIdleKeepAliveNeverClosed(t *testing.T) {
-	p := startServe(t, t.TempDir())
-	for _, addr := range []string{p.addrs.Admin, p.addrs.Bundle} {
-		path := "/healthz"
-		if addr == p.addrs.Bundle {
-			path = "/v1/bundle"
-		}
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
-		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		// idle well past ReadHeaderTimeout (10s)
-		time.Sleep(13 * time.Second)
-		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err = http.ReadResponse(br, nil)
-		if err == nil {
-			var b bytes.Buffer
-			io.Copy(&b, resp.Body)
-			t.Errorf("%s: idle keep-alive connection still served after 13s idle (no IdleTimeout)", addr)
-		}
-	}
 }
 
 // TestProbeAdminOddRequests: refusals that held up (kept as evidence).
