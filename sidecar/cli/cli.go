@@ -107,7 +107,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var cfg daemon.Config
 	var out outputFlag
-	fs.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "directory of the store (created 0700)")
+	fs.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "directory of the store (created 0700 if missing; an existing one keeps its mode)")
 	fs.StringVar(&cfg.AdminListen, "admin-listen", daemon.DefaultAdminListen, "admin API address (host:port or unix:/path)")
 	fs.StringVar(&cfg.SDSListen, "sds-listen", daemon.DefaultSDSListen, "SDS gRPC address (host:port or unix:/path)")
 	fs.StringVar(&cfg.BundleListen, "bundle-listen", daemon.DefaultBundleListen, "trust bundle endpoint address (host:port or unix:/path)")

@@ -202,8 +202,17 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		key = k
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create --data-dir: %w", err)
+	created, err := store.EnsureDir(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	// A directory serve did not create keeps its mode (it may be shared),
+	// but the operator hears when others can look into it or write to it:
+	// the store and token files are 0600, yet names not yet created there
+	// (a socket, the store's rewrite) are open to whoever can write.
+	if fi, err := os.Stat(cfg.DataDir); err == nil && !created && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn(fmt.Sprintf("the --data-dir %s can be read or written by other users; it is left as it is, but the store and its private keys belong in a directory of their own: pass a new path (serve creates it 0700), or `chmod 700 %s` if nothing else uses it", cfg.DataDir, cfg.DataDir),
+			"dir", cfg.DataDir, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()|modeBits(fi.Mode())))
 	}
 	// The store's lock first: a second serve on the same --data-dir must
 	// stop before it touches any listener, and a socket path above all,
@@ -394,6 +403,22 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	return serveErr
+}
+
+// modeBits are the setuid, setgid and sticky bits of m in chmod's octal
+// notation, so a logged mode reads like `ls -ld` (1777 for /tmp).
+func modeBits(m fs.FileMode) fs.FileMode {
+	var b fs.FileMode
+	if m&fs.ModeSetuid != 0 {
+		b |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		b |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		b |= 0o1000
+	}
+	return b
 }
 
 // trustDirInterval is how often the trust directory is read.

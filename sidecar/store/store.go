@@ -163,14 +163,31 @@ type Store struct {
 	onChange func()
 }
 
+// EnsureDir creates the data directory dir, mode 0700 whatever the umask
+// (private keys live there), when it does not exist, and reports whether it
+// did. An existing directory is left as it is: it may be shared (/tmp,
+// ".", a volume other containers use), and changing its mode would lock
+// everyone else out of it or drop its sticky bit. Whoever starts the store
+// in such a directory is told by the caller (see daemon.Run).
+func EnsureDir(dir string) (created bool, err error) {
+	if _, err := os.Stat(dir); err == nil {
+		return false, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("create data dir %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return false, fmt.Errorf("restrict data dir %s to 0700: %w", dir, err)
+	}
+	return true, nil
+}
+
 // Open opens (creating if needed) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
-	}
-	// Private keys live here; tighten a directory someone created loosely.
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("restrict data dir %s to 0700: %w", dir, err)
+	if _, err := EnsureDir(dir); err != nil {
+		return nil, err
 	}
 	s := &Store{now: opts.Now}
 	if s.now == nil {
@@ -351,7 +368,12 @@ func (s *Store) compact(path string) error {
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	// Created afresh, never opened through what another user may have put
+	// at the name meanwhile in a directory others can write (a symlink).
+	exclusive := func(name string, flag int, mode os.FileMode) (*os.File, error) {
+		return os.OpenFile(name, flag|os.O_CREATE|os.O_EXCL, mode)
+	}
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: 2 * time.Second, OpenFile: exclusive})
 	if err != nil {
 		return err
 	}
