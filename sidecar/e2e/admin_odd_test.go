@@ -6,8 +6,10 @@ import (
 	"testing"
 )
 
-// TestProbeAdminOddRequests: refusals that held up (kept as evidence).
-func TestProbeAdminOddRequests(t *testing.T) {
+// TestAdminOddRequestsRefused: bodies nested 200,000 deep, duplicate keys,
+// extreme versions, encoded path traversal, file:// CRL URLs and a 17 MB
+// body are all refused with a client error, never a crash or a 5xx.
+func TestAdminOddRequestsRefused(t *testing.T) {
 	p := startServe(t, t.TempDir())
 	deep := strings.Repeat("[", 200000) + strings.Repeat("]", 200000)
 	for _, c := range []struct{ method, path, body string }{

@@ -11,10 +11,10 @@ import (
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
 
-// TestProbeLaterWildcard: streams that start with a name and later ask
+// TestLaterWildcardGetsNothingElse: streams that start with a name and later ask
 // for "*" (delta subscribe, SotW restated names, or delta unsubscribe of
 // everything then an empty request) must never get other secrets.
-func TestProbeLaterWildcard(t *testing.T) {
+func TestLaterWildcardGetsNothingElse(t *testing.T) {
 	const key = "key for chain-2"
 	s := startServer(t, State{CAs: []store.CA{ca("mtlsca_1")}, Outbound: []store.Outbound{
 		outbound("a", true, "chain-1"), outbound("secret_b", true, "chain-2")}})
