@@ -5,14 +5,18 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,10 +46,12 @@ type Config struct {
 	Tracker     *sds.Tracker
 	Environment string
 	// Tokens are the bearer tokens accepted (re-read as the file changes).
-	Tokens     *admintoken.File
-	Log        *slog.Logger
-	Metrics    *metrics.Metrics
-	Ready      func() bool
+	Tokens  *admintoken.File
+	Log     *slog.Logger
+	Metrics *metrics.Metrics
+	// Ready says why serve is not ready (the detail of /readyz's 503), or
+	// nil when the store's current state is published.
+	Ready      func() error
 	HTTPClient *http.Client          // for CRL URLs
 	Refresher  *crlrefresh.Refresher // woken when URL CRLs change
 }
@@ -108,9 +114,11 @@ func New(cfg Config) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if s.Ready != nil && !s.Ready() {
-			writeProblem(w, &problem.Error{Status: 503, Code: "not_ready", Title: "Service Unavailable", Detail: "the store is not open yet: retry shortly"})
-			return
+		if s.Ready != nil {
+			if err := s.Ready(); err != nil {
+				writeProblem(w, &problem.Error{Status: 503, Code: "not_ready", Title: "Service Unavailable", Detail: err.Error()})
+				return
+			}
 		}
 		writeJSON(w, 200, map[string]string{"status": "ready"})
 	})
@@ -206,17 +214,83 @@ func writeProblem(w http.ResponseWriter, p *problem.Error) {
 	_ = json.NewEncoder(w).Encode(doc)
 }
 
+// decode reads a request body into v, which must point to a struct: one
+// JSON object whose field names are v's json names exactly, and nothing
+// after it. encoding/json alone matches names case-insensitively (NAME is
+// taken for name) and stops reading at the end of the first document, so
+// a body that says something other than what is applied would pass; a
+// client relying on either would break with any stricter reader.
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return problem.Invalid("too_large", "request body is larger than %d bytes: upload large CRLs by URL (--url)", MaxBody)
 		}
+		return problem.Invalid("bad_json", "request body could not be read (%v): send the request again", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		return problem.Invalid("bad_json", "request body is not the expected JSON (%v)%s: see the request body table under Admin API in sidecar/README.md, or use the mtlsgate CLI", err, bodyHint(v, err))
 	}
+	if rest := bytes.TrimSpace(data[dec.InputOffset():]); len(rest) > 0 {
+		return problem.Invalid("bad_json", "request body has data after its JSON object (%q): send exactly one JSON object", abbreviate(rest, 40))
+	}
+	return exactFields(data, v)
+}
+
+// exactFields refuses a top-level field of the JSON object data whose name
+// matches one of v's json names only when case is ignored.
+func exactFields(data []byte, v any) error {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return nil // not an object: Decode has judged it already
+	}
+	names := jsonNames(reflect.TypeOf(v).Elem())
+	got := slices.Sorted(maps.Keys(top))
+	for _, k := range got {
+		if names[k] {
+			continue
+		}
+		for _, n := range slices.Sorted(maps.Keys(names)) {
+			if strings.EqualFold(n, k) {
+				return problem.Invalid("bad_json", "request body field %q is not known: field names are case-sensitive, use %q (see the request body table under Admin API in sidecar/README.md)", k, n)
+			}
+		}
+		return problem.Invalid("bad_json", "request body field %q is not known: see the request body table under Admin API in sidecar/README.md", k)
+	}
 	return nil
+}
+
+// jsonNames are the object keys encoding/json uses for struct type t.
+func jsonNames(t reflect.Type) map[string]bool {
+	names := map[string]bool{}
+	if t.Kind() != reflect.Struct {
+		return names
+	}
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-":
+		case name == "" && f.Anonymous && f.Type.Kind() == reflect.Struct:
+			maps.Copy(names, jsonNames(f.Type))
+		case !f.IsExported():
+		case name == "":
+			names[f.Name] = true
+		default:
+			names[name] = true
+		}
+	}
+	return names
+}
+
+// abbreviate is at most n bytes of b, marked when cut.
+func abbreviate(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	return string(b[:n]) + "..."
 }
 
 // bodyHint names the right field for the mistakes a body copied from a GET

@@ -23,6 +23,7 @@ import (
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
 	"github.com/mtlsgate/mtlsgate/sidecar/daemon"
 	"github.com/mtlsgate/mtlsgate/sidecar/problem"
+	"github.com/mtlsgate/mtlsgate/sidecar/termtext"
 )
 
 // errUsage marks a command-line mistake (exit 2) already reported.
@@ -52,7 +53,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errUsage):
 		return 2
 	default:
-		fmt.Fprintf(stderr, "mtlsgate %s: %v\n", args[0], err)
+		fmt.Fprintf(stderr, "mtlsgate %s: %s\n", args[0], termtext.Sanitize(err.Error()))
 		return 1
 	}
 }
@@ -106,7 +107,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var cfg daemon.Config
 	var out outputFlag
-	fs.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "directory of the store (created 0700)")
+	fs.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "directory of the store (created 0700 if missing; an existing one keeps its mode)")
 	fs.StringVar(&cfg.AdminListen, "admin-listen", daemon.DefaultAdminListen, "admin API address (host:port or unix:/path)")
 	fs.StringVar(&cfg.SDSListen, "sds-listen", daemon.DefaultSDSListen, "SDS gRPC address (host:port or unix:/path)")
 	fs.StringVar(&cfg.BundleListen, "bundle-listen", daemon.DefaultBundleListen, "trust bundle endpoint address (host:port or unix:/path)")
@@ -227,11 +228,19 @@ func (c *cmd) json(v any) error {
 	return enc.Encode(v)
 }
 
+// table and fields print what the admin API answers, which carries text
+// from outside parties (SDS clients' node ids, CRL servers' errors): every
+// cell is sanitized, so it can neither drive the terminal nor break the
+// table's columns.
 func (c *cmd) table(header string, rows [][]string) {
 	tw := tabwriter.NewWriter(c.w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, header)
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		cells := make([]string, len(r))
+		for i, v := range r {
+			cells[i] = termtext.Sanitize(v)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	tw.Flush()
 }
@@ -239,7 +248,7 @@ func (c *cmd) table(header string, rows [][]string) {
 func (c *cmd) fields(kv ...string) {
 	tw := tabwriter.NewWriter(c.w, 0, 4, 2, ' ', 0)
 	for i := 0; i+1 < len(kv); i += 2 {
-		fmt.Fprintf(tw, "%s:\t%s\n", kv[i], kv[i+1])
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[i], termtext.Sanitize(kv[i+1]))
 	}
 	tw.Flush()
 }
@@ -288,7 +297,7 @@ func manage(group string, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	msg := err.Error()
-	fmt.Fprintf(stderr, "mtlsgate %s %s: %s\n", group, args[0], strings.ReplaceAll(msg, "\n", " "))
+	fmt.Fprintf(stderr, "mtlsgate %s %s: %s\n", group, args[0], termtext.Sanitize(strings.ReplaceAll(msg, "\n", " ")))
 	if c.out.json {
 		p, ok := problem.As(err)
 		if !ok {

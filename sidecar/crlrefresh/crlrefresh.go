@@ -19,24 +19,29 @@ import (
 	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
 	"github.com/mtlsgate/mtlsgate/sidecar/pki"
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
+	"github.com/mtlsgate/mtlsgate/sidecar/termtext"
 )
 
 // MaxCRLBytes bounds a download; real CRLs of large CAs stay well below it.
 const MaxCRLBytes = 32 << 20
 
-// Fetch downloads a CRL.
+// Fetch downloads a CRL with client, which should come from NewClient: its
+// rules on redirects and addresses rely on the URL Fetch marks the
+// download's context with.
 func Fetch(ctx context.Context, client *http.Client, url string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("CRL URL %q: %w", url, err)
 	}
+	req = req.WithContext(withOrigin(ctx, req.URL))
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetch CRL %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch CRL %s: HTTP %s", url, resp.Status)
+		// The reason phrase is the server's own text, shown in `crl list`.
+		return nil, fmt.Errorf("fetch CRL %s: HTTP %s", url, termtext.Sanitize(resp.Status))
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxCRLBytes+1))
 	if err != nil {
@@ -192,7 +197,9 @@ func (r *Refresher) refresh(ctx context.Context, c store.CRL) {
 		if s.URL != c.URL {
 			return errSuperseded
 		}
-		s.LastError = err.Error()
+		// Stored for `crl list` and the API: text from the network (a
+		// status line, a redirect target) is sanitized before it is kept.
+		s.LastError = termtext.Sanitize(err.Error())
 		s.LastErrorAt = time.Now().UTC()
 		return nil
 	})

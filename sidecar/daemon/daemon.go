@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mtlsgate/mtlsgate/sidecar/admin"
@@ -82,7 +83,9 @@ func Listen(addr string) (net.Listener, error) {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		// A socket left by a killed predecessor would make bind fail.
 		if fi, err := os.Stat(path); err == nil && fi.Mode()&fs.ModeSocket != 0 {
-			_ = os.Remove(path)
+			if err := removeStaleSocket(path); err != nil {
+				return nil, err
+			}
 		}
 		l, err := net.Listen("unix", path)
 		if err != nil {
@@ -102,6 +105,57 @@ func Listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w (is another mtlsgate serve running? pick another address)", addr, err)
 	}
 	return l, nil
+}
+
+// removeStaleSocket removes the socket file at path if nothing listens on it.
+// Removing a live one would take the path from its process silently: the
+// clients that connect next (Envoy asking for its keys, the CLI) would reach
+// this process, or nothing once it exits, where a TCP address in use is
+// simply refused. Only a refused connection proves the socket stale; any
+// other failure leaves it in place.
+func removeStaleSocket(path string) error {
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("listen on unix:%s: another process listens on %s (is another mtlsgate serve running?): stop it, or pick another path", path, path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("listen on unix:%s: cannot tell whether a process listens on the socket already there (%v): remove %s if none does, or pick another path", path, err, path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("listen on unix:%s: remove the stale socket: %w", path, err)
+	}
+	return nil
+}
+
+// Timeouts of the admin and bundle HTTP servers.
+const (
+	// httpIdleTimeout closes a keep-alive connection no request came on
+	// for that long: without it any local client could hold connections,
+	// and their goroutines and file descriptors, open indefinitely. The
+	// filter polls the bundle far more often, so its connection stays.
+	httpIdleTimeout = 2 * time.Minute
+	// httpReadTimeout bounds reading a request, body included: the largest
+	// admin body (16 MiB) comes over loopback or a unix socket in well
+	// under a second, the CLI reads its files before it connects, and a
+	// client trickling bytes is cut off.
+	httpReadTimeout = time.Minute
+	// httpWriteTimeout bounds a request from its headers to the end of the
+	// answer, so it must cover the slowest handler: `crl create --url`
+	// downloads for up to 30s, then parses and checks a list of up to 32
+	// MiB. The CLI itself gives up after 60s.
+	httpWriteTimeout = 2 * time.Minute
+)
+
+// newHTTPServer is an admin or bundle server with the timeouts above.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+	}
 }
 
 func addrString(l net.Listener) string {
@@ -148,9 +202,26 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		key = k
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create --data-dir: %w", err)
+	created, err := store.EnsureDir(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
 	}
+	// A directory serve did not create keeps its mode (it may be shared),
+	// but the operator hears when others can look into it or write to it:
+	// the store and token files are 0600, yet names not yet created there
+	// (a socket, the store's rewrite) are open to whoever can write.
+	if fi, err := os.Stat(cfg.DataDir); err == nil && !created && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn(fmt.Sprintf("the --data-dir %s can be read or written by other users; it is left as it is, but the store and its private keys belong in a directory of their own: pass a new path (serve creates it 0700), or `chmod 700 %s` if nothing else uses it", cfg.DataDir, cfg.DataDir),
+			"dir", cfg.DataDir, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()|modeBits(fi.Mode())))
+	}
+	// The store's lock first: a second serve on the same --data-dir must
+	// stop before it touches any listener, and a socket path above all,
+	// whose removal on exit would cut the running one off.
+	st, err := store.Open(cfg.DataDir, store.Options{EncryptionKey: key})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
 	tokens, err := admintoken.Open(cfg.AdminTokenFile)
 	if err != nil {
 		return err
@@ -178,32 +249,23 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer adminL.Close()
-	adminSrv := &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if h := apiHandler.Load(); h != nil {
-				(*h).ServeHTTP(w, r)
-				return
-			}
-			// Until the store is open only liveness answers.
-			if r.URL.Path == "/healthz" {
-				w.Header().Set("Content-Type", "application/json")
-				_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
-				return
-			}
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, `{"type":"https://mtlsgate.dev/problems/not_ready","title":"Service Unavailable","status":503,"code":"not_ready","detail":"the store is still opening: retry shortly"}`+"\n")
-		}),
-	}
+	adminSrv := newHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := apiHandler.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		// Until the trust material is published only liveness answers.
+		if r.URL.Path == "/healthz" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"type":"https://mtlsgate.dev/problems/not_ready","title":"Service Unavailable","status":503,"code":"not_ready","detail":"mtlsgate serve is still starting (trust directory, first publish): retry shortly"}`+"\n")
+	}))
 	go func() { _ = adminSrv.Serve(adminL) }()
 	defer adminSrv.Close()
-
-	st, err := store.Open(cfg.DataDir, store.Options{EncryptionKey: key})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 
 	cache := sds.NewCache(cfg.Environment)
 	tracker := sds.NewTracker()
@@ -211,6 +273,12 @@ func Run(ctx context.Context, cfg Config) error {
 	bundles := bundlesrv.New()
 
 	var pubMu sync.Mutex
+	// publishFailed is why the store's current state is not what Envoy and
+	// the filter have, or nil when it is. Ready means published: a sidecar
+	// whose publish fails (a record it cannot decode fails every one) serves
+	// an older state, or at start nothing at all, and must not pass for
+	// ready.
+	var publishFailed atomic.Pointer[string]
 	publish := func() {
 		// One publish at a time, each reading the store afresh, so a slow
 		// publish can never overwrite a newer one with older state.
@@ -218,8 +286,14 @@ func Run(ctx context.Context, cfg Config) error {
 		defer pubMu.Unlock()
 		t0 := time.Now()
 		if err := publishState(ctx, st, cache, bundles, m, cfg.Environment, log); err != nil {
-			log.Error("publish trust material", "err", err)
+			why := err.Error()
+			publishFailed.Store(&why)
+			log.Error("publish trust material failed: Envoy and the filter keep the state published before (none at start), and /readyz answers 503 until a publish succeeds; "+
+				"fix what the error names (a record that cannot be decoded: restore the store from a backup)", "err", err)
 			return
+		}
+		if publishFailed.Swap(nil) != nil {
+			log.Info("trust material published again")
 		}
 		m.PublishSeconds.Observe(time.Since(t0).Seconds())
 	}
@@ -248,7 +322,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	refresher := &crlrefresh.Refresher{
-		Store: st, Client: &http.Client{Timeout: 30 * time.Second}, Log: log, M: m,
+		Store: st, Client: crlrefresh.NewClient(30 * time.Second), Log: log, M: m,
 		MinInterval: cfg.CRLMinInterval, MaxInterval: cfg.CRLMaxInterval, Republish: publish,
 	}
 	refresher.Init()
@@ -265,7 +339,7 @@ func Run(ctx context.Context, cfg Config) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	grpcSrv := sds.NewGRPCServer(runCtx, cache, tracker)
-	bundleSrv := &http.Server{Handler: bundles.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	bundleSrv := newHTTPServer(bundles.Handler())
 	errc := make(chan error, 2)
 	go func() { errc <- grpcSrv.Serve(sdsL) }()
 	go func() {
@@ -280,7 +354,16 @@ func Run(ctx context.Context, cfg Config) error {
 
 	h := admin.New(admin.Config{
 		Store: st, Tracker: tracker, Environment: cfg.Environment, Tokens: tokens, Log: log, Metrics: m,
-		Ready: ready.Load, HTTPClient: refresher.Client, Refresher: refresher,
+		Ready: func() error {
+			if !ready.Load() {
+				return errors.New("mtlsgate serve is starting or stopping: retry shortly")
+			}
+			if why := publishFailed.Load(); why != nil {
+				return fmt.Errorf("the store's current trust material could not be published (%s): Envoy and the filter keep the state published before, or none; fix what the error names (a record that cannot be decoded: restore the store from a backup), see the sidecar log", *why)
+			}
+			return nil
+		},
+		HTTPClient: refresher.Client, Refresher: refresher,
 	})
 	apiHandler.Store(&h)
 	ready.Store(true)
@@ -320,6 +403,22 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	return serveErr
+}
+
+// modeBits are the setuid, setgid and sticky bits of m in chmod's octal
+// notation, so a logged mode reads like `ls -ld` (1777 for /tmp).
+func modeBits(m fs.FileMode) fs.FileMode {
+	var b fs.FileMode
+	if m&fs.ModeSetuid != 0 {
+		b |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		b |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		b |= 0o1000
+	}
+	return b
 }
 
 // trustDirInterval is how often the trust directory is read.

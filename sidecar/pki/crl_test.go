@@ -113,3 +113,20 @@ func TestCRLMustBeComplete(t *testing.T) {
 		})
 	}
 }
+
+// TestCRLOfSameKeyOtherNameRefused: a list signed with the CA's key but
+// issued under another name (the CA renamed or re-issued with its old key)
+// is not the CA's list; the check every path shares refuses it with both
+// names, so the operator sees which list was given to which CA.
+func TestCRLOfSameKeyOtherNameRefused(t *testing.T) {
+	oldCA := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Old CA"}))
+	newCA := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "New CA", Signer: oldCA.Key}))
+	_, _, err := CRL(crlWith(t, oldCA), newCA.Cert)
+	p, ok := problem.As(err)
+	if !ok || p.Code != "crl_wrong_issuer" || !strings.Contains(p.Detail, `"CN=Old CA"`) || !strings.Contains(p.Detail, `"CN=New CA"`) {
+		t.Fatalf("list of CN=Old CA given to CN=New CA (same key): %v", err)
+	}
+	if _, _, err := CRL(crlWith(t, newCA), newCA.Cert); err != nil {
+		t.Fatalf("the CA's own list: %v", err)
+	}
+}

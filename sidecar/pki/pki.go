@@ -172,6 +172,10 @@ func CA(data []byte, allowIntermediate bool, now time.Time) (*x509.Certificate, 
 	if now.After(c.NotAfter) {
 		return nil, problem.Invalid("expired", "CA %q expired on %s: upload a current CA certificate", DN(c.RawSubject), c.NotAfter.UTC().Format(time.RFC3339))
 	}
+	if !SelfSigned(c) && !allowIntermediate && bytes.Equal(c.RawSubject, c.RawIssuer) {
+		err := c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature)
+		return nil, problem.Invalid("not_a_root", "%q names itself as issuer, but its own key does not verify its signature (%v): if it is a key-rollover certificate signed by an older key, upload the root of that key; if its signature algorithm is one no verifier accepts any more (MD5), re-issue the root with SHA-256; or pass --allow-intermediate to anchor trust at it as it is", DN(c.RawSubject), err)
+	}
 	if !SelfSigned(c) && !allowIntermediate {
 		return nil, problem.Invalid("not_a_root", "%q is an intermediate CA issued by %q: upload the self-signed root that anchors it (subject equals issuer in `openssl x509 -in FILE -noout -subject -issuer -nameopt RFC2253`), or pass --allow-intermediate to anchor trust at this intermediate", DN(c.RawSubject), DN(c.RawIssuer))
 	}
@@ -194,8 +198,17 @@ func CARecord(name string, c *x509.Certificate, managedBy string) store.CA {
 }
 
 // SelfSigned reports whether c is its own issuer with a valid self-signature.
+//
+// The signature is checked with CheckSignature, not CheckSignatureFrom: the
+// latter refuses SHA-1, which many long-lived private roots were signed
+// with, and so called such a root an intermediate issued by itself. A
+// root's own signature is not what path validation relies on (crypto/x509,
+// BoringSSL and so Envoy ignore it, RFC 5280 6.1), so a SHA-1 one is fine
+// here; checking it still tells a root from a self-issued certificate signed
+// by another key (a key-rollover link). It is the filter's definition too
+// (filter/policy selfSigned), so both call the same certificates roots.
 func SelfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
+	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
 // CRL parses a PEM or DER revocation list and checks that ca signed it. It
@@ -218,14 +231,26 @@ func CRL(data []byte, ca *x509.Certificate) (*x509.RevocationList, []byte, error
 	return rl, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: rl.Raw}), nil
 }
 
-// CheckCRL checks that the parsed list rl is complete and that ca signed it,
+// CheckCRL checks that the parsed list rl is complete and that ca issued it:
+// ca's key signed it and its issuer is ca's subject. Every path that attaches
+// a list to a CA (admin API, URL refresh, trust directory) goes through it,
 // for callers that parse a list once and try it against several CAs.
+//
+// The signature alone does not tell whose list it is: a CA renamed or
+// re-issued under another subject often keeps its key, and then the old
+// name's lists verify with the new CA too. Envoy and the filter look lists
+// up by issuer name, so a list of another name stored as this CA's would
+// replace the CA's own and leave its certificates with no list at all.
 func CheckCRL(rl *x509.RevocationList, ca *x509.Certificate) error {
 	if err := Complete(rl); err != nil {
 		return err
 	}
 	if err := rl.CheckSignatureFrom(ca); err != nil {
 		return problem.Invalid("crl_wrong_issuer", "the CRL issued by %q is not signed by CA %q (%v): pass the CRL this CA publishes, or attach it to the CA that signed it", DN(rl.RawIssuer), DN(ca.RawSubject), err)
+	}
+	if !bytes.Equal(rl.RawIssuer, ca.RawSubject) {
+		return problem.Invalid("crl_wrong_issuer", "the CRL is issued by %q, not by CA %q: it is signed with this CA's key, but a list belongs to the CA whose subject is its issuer "+
+			"(the CA was probably renamed or re-issued with the same key); pass the list the CA %q publishes, or attach this one to the CA %q", DN(rl.RawIssuer), DN(ca.RawSubject), DN(ca.RawSubject), DN(rl.RawIssuer))
 	}
 	return nil
 }

@@ -47,6 +47,10 @@ var (
 
 	keySchema   = []byte("schema_version")
 	keyKeyCheck = []byte("encryption_key_check")
+	// keyCompact is set in the transaction that seals keys stored in clear
+	// and removed once the file has been rewritten without them (see
+	// compact), so a crash in between still gets the rewrite at next start.
+	keyCompact = []byte("compact_pending")
 )
 
 // keyCheckPlain is sealed with the encryption key at first use; opening it
@@ -159,14 +163,31 @@ type Store struct {
 	onChange func()
 }
 
+// EnsureDir creates the data directory dir, mode 0700 whatever the umask
+// (private keys live there), when it does not exist, and reports whether it
+// did. An existing directory is left as it is: it may be shared (/tmp,
+// ".", a volume other containers use), and changing its mode would lock
+// everyone else out of it or drop its sticky bit. Whoever starts the store
+// in such a directory is told by the caller (see daemon.Run).
+func EnsureDir(dir string) (created bool, err error) {
+	if _, err := os.Stat(dir); err == nil {
+		return false, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("create data dir %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return false, fmt.Errorf("restrict data dir %s to 0700: %w", dir, err)
+	}
+	return true, nil
+}
+
 // Open opens (creating if needed) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
-	}
-	// Private keys live here; tighten a directory someone created loosely.
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("restrict data dir %s to 0700: %w", dir, err)
+	if _, err := EnsureDir(dir); err != nil {
+		return nil, err
 	}
 	s := &Store{now: opts.Now}
 	if s.now == nil {
@@ -185,12 +206,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open store %s: the file is locked by another process; stop the other mtlsgate serve using this --data-dir or pick another one", path)
-	}
+	db, err := openLocked(path)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		db.Close()
@@ -201,7 +219,41 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.compactIfPending(path); err != nil {
+		s.db.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// openLocked opens the database file and takes its lock. The file may be
+// replaced while this waits for the lock (another process compacting it,
+// see compact), and the lock then won is on a file nobody will read again:
+// working on it would lose every write. So the path is checked to still
+// name the file opened, and opened again if not.
+func openLocked(path string) (*bolt.DB, error) {
+	for attempt := 0; ; attempt++ {
+		before, statErr := os.Stat(path)
+		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: the file is locked by another process; stop the other mtlsgate serve using this --data-dir or pick another one", path)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+		after, err := os.Stat(path)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+		if statErr != nil || os.SameFile(before, after) {
+			return db, nil
+		}
+		db.Close()
+		if attempt == 2 {
+			return nil, fmt.Errorf("open store %s: the file keeps being replaced while it is opened; stop the other mtlsgate serve using this --data-dir", path)
+		}
+	}
 }
 
 func (s *Store) initialize(tx *bolt.Tx) error {
@@ -257,7 +309,8 @@ func (s *Store) checkKey(tx *bolt.Tx, meta *bolt.Bucket) error {
 		return fmt.Errorf("write key check: %w", err)
 	}
 	b := tx.Bucket(bucketOutbound)
-	return b.ForEach(func(k, v []byte) error {
+	sealedAny := false
+	err = b.ForEach(func(k, v []byte) error {
 		var r outboundRecord
 		if err := json.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("decode %s: %w", k, err)
@@ -269,8 +322,97 @@ func (s *Store) checkKey(tx *bolt.Tx, meta *bolt.Bucket) error {
 			return err
 		}
 		r.KeyEncrypted = true
+		sealedAny = true
 		return putJSON(b, string(k), r)
 	})
+	if err != nil || !sealedAny {
+		return err
+	}
+	// The records now hold sealed keys, but bbolt writes changed pages
+	// elsewhere and only marks the old ones free: the keys in clear stay in
+	// the file until later writes happen to reuse those pages.
+	if err := meta.Put(keyCompact, []byte{1}); err != nil {
+		return fmt.Errorf("mark the store for compaction: %w", err)
+	}
+	return nil
+}
+
+// compactIfPending rewrites the database file when the sealing of keys
+// stored in clear left them in its free pages (see checkKey).
+func (s *Store) compactIfPending(path string) error {
+	var pending bool
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		pending = tx.Bucket(bucketMeta).Get(keyCompact) != nil
+		return nil
+	}); err != nil || !pending {
+		return err
+	}
+	if err := s.compact(path); err != nil {
+		return fmt.Errorf("rewrite store %s without the private keys it held in clear: %w; check the data directory's free space and permissions and start again (the keys are already sealed; the rewrite is tried at every start until it succeeds)", path, err)
+	}
+	return nil
+}
+
+// compact copies the live records into a new file (bbolt's Compact, which
+// writes only what is reachable, so none of the free pages) and puts it in
+// place of path: written and synced first, then renamed over the old file,
+// then the directory synced, so a crash leaves either file whole. It runs
+// while Open still owns the store: nothing else in this process holds the
+// old file, and the new one is locked before it takes the old one's name, so
+// another process never finds the path unlocked in between (openLocked
+// catches one that waited on the old file's lock).
+func (s *Store) compact(path string) error {
+	tmp := path + ".compact"
+	// Left by a start that stopped half-way; the store's lock, held here,
+	// means no other process is writing it.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	// Created afresh, never opened through what another user may have put
+	// at the name meanwhile in a directory others can write (a symlink).
+	exclusive := func(name string, flag int, mode os.FileMode) (*os.File, error) {
+		return os.OpenFile(name, flag|os.O_CREATE|os.O_EXCL, mode)
+	}
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: 2 * time.Second, OpenFile: exclusive})
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		dst.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := bolt.Compact(dst, s.db, 0); err != nil {
+		return fail(err)
+	}
+	if err := dst.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyCompact) }); err != nil {
+		return fail(err)
+	}
+	if err := dst.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fail(err)
+	}
+	old := s.db
+	s.db = dst
+	if err := old.Close(); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func (s *Store) seal(plain, aad []byte) ([]byte, error) {

@@ -377,3 +377,102 @@ func TestDeleteGuards(t *testing.T) {
 		t.Fatalf("after the deletion: %+v", cas)
 	}
 }
+
+// TestSealingRewritesTheFile: sealing keys stored in clear must take them
+// out of the file, not only out of the records. bbolt writes a changed page
+// elsewhere and merely frees the old one, so without the rewrite (compact)
+// the clear key stays readable in mtlsgate.db, and in every backup of it,
+// until later writes happen to reuse the page.
+func TestSealingRewritesTheFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	leaf := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{})).Leaf
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.CreateOutbound(Outbound{Name: "a", KeyPEM: leaf.KeyPEM()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := s.CreateCA(CA{Name: "ca", Fingerprint: "AA"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if raw, _ := os.ReadFile(path); !keyInClear(raw, leaf.KeyPEM()) {
+		t.Fatal("test broken: the key is not found in clear before sealing")
+	}
+
+	s, err = Open(dir, Options{EncryptionKey: key(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keyInClear(raw, leaf.KeyPEM()) {
+		t.Error("the store file still holds the private key in clear after it was sealed")
+	}
+	if _, err := os.Stat(path + ".compact"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("compaction file left behind: %v", err)
+	}
+	// The rewritten file is the store: records kept, writes land in it.
+	if got, err := s.GetCA(ca.ID); err != nil || got.Name != "ca" {
+		t.Fatalf("CA after the rewrite: %+v %v", got, err)
+	}
+	if _, err := s.CreateCA(CA{Name: "later", Fingerprint: "BB"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(dir, Options{EncryptionKey: key(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	list, err := s.ListOutbound(true)
+	if err != nil || len(list) != 1 || list[0].ID != o.ID || !bytes.Equal(list[0].KeyPEM, leaf.KeyPEM()) {
+		t.Fatalf("sealed key after the rewrite: %v %v", list, err)
+	}
+	if cas, err := s.ListCAs(); err != nil || len(cas) != 2 {
+		t.Fatalf("CAs after the rewrite and a restart: %v %v", cas, err)
+	}
+}
+
+// TestPendingRewriteIsResumed: a start that sealed the keys but stopped
+// before the rewrite (crash, full disk) leaves the mark; the next start
+// rewrites the file then, and clears a half-written copy.
+func TestPendingRewriteIsResumed(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	s, err := Open(dir, Options{EncryptionKey: key(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyCompact, []byte{1}) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := os.WriteFile(path+".compact", []byte("half written"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{EncryptionKey: key(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var pending bool
+	s.db.View(func(tx *bolt.Tx) error { pending = tx.Bucket(bucketMeta).Get(keyCompact) != nil; return nil })
+	if pending {
+		t.Error("the rewrite mark is still set after a start")
+	}
+	if _, err := os.Stat(path + ".compact"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("half-written copy left behind: %v", err)
+	}
+}

@@ -60,6 +60,9 @@ type Syncer struct {
 	// warned is what the last sync warned about: the same warnings are not
 	// repeated every interval.
 	warned string
+	// skipped are the entries the last read skipped as not regular files,
+	// each warned about once while it stays.
+	skipped map[string]bool
 }
 
 type parsed struct {
@@ -111,8 +114,13 @@ type contents struct {
 // Secret volume presents each key as a symlink into a versioned directory
 // reached through the ..data link, which an update swaps in one step; when
 // ..data exists, the files are read from where it points, once resolved, so
-// one read never mixes two versions. Other names starting with "." are
-// skipped.
+// one read never mixes two versions. Other names starting with "." (the
+// kubelet's ..data and ..<timestamp> entries among them) are skipped.
+//
+// Subdirectories are not read: a Secret item given a path with a slash
+// (items: [{key: partners.crl, path: crls/partners.crl}]) lands in one. Each
+// is logged once as skipped, since a CRL left unread there leaves its CA
+// trusted with no list while the sync reports success.
 func (s *Syncer) read() ([]file, error) {
 	dir := s.Dir
 	if fi, err := os.Lstat(filepath.Join(dir, "..data")); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
@@ -127,6 +135,7 @@ func (s *Syncer) read() ([]file, error) {
 		return nil, fmt.Errorf("read --trust-dir: %w", err)
 	}
 	var files []file
+	skipped := map[string]bool{}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") {
 			continue
@@ -137,6 +146,14 @@ func (s *Syncer) read() ([]file, error) {
 			return nil, fmt.Errorf("trust directory file %s: %w", e.Name(), err)
 		}
 		if !fi.Mode().IsRegular() {
+			skipped[e.Name()] = true
+			if !s.skipped[e.Name()] {
+				if fi.IsDir() {
+					s.log().Warn("trust directory: subdirectory skipped: only files directly in the directory are read; move its CA and CRL files up (for a Kubernetes Secret, give each item a path without a slash)", "dir", s.Dir, "subdirectory", e.Name())
+				} else {
+					s.log().Warn("trust directory: entry skipped: it is not a regular file", "dir", s.Dir, "entry", e.Name(), "mode", fi.Mode().String())
+				}
+			}
 			continue
 		}
 		data, err := os.ReadFile(path)
@@ -145,6 +162,7 @@ func (s *Syncer) read() ([]file, error) {
 		}
 		files = append(files, file{e.Name(), data})
 	}
+	s.skipped = skipped
 	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
 	return files, nil
 }
