@@ -290,10 +290,13 @@ func (e *Engine) authorize(p *compiledPolicy, ent *entry, req *Request, res *Res
 		return
 	}
 	method := req.Method
-	if len(prof.Methods) > 0 {
-		// A method-override header names the method the upstream acts on.
-		if ov := methodOverride(req.Headers); ov != "" && prof.allowsMethod(method) {
-			method = ov
+	if len(prof.Methods) > 0 && prof.allowsMethod(method) {
+		// An override names a method the upstream may act on instead.
+		for ov := range methodOverrides(req.Headers, req.Path) {
+			if ov != "" && !prof.allowsMethod(ov) {
+				method = ov
+				break
+			}
 		}
 	}
 	if !prof.allowsMethod(method) {

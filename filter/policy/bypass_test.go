@@ -124,23 +124,24 @@ func TestInputHeaderUnderscoreSpelling(t *testing.T) {
 }
 
 // TestAmbiguousPathRefused: with a catch-all route beside a protected one,
-// a path that reaches the catch-all as written and the protected route once
-// resolved (or the other way round) is refused: which reading the upstream
-// acts on is unknown, and either way one of the two policies is skipped.
+// both requiring certificates (from different issuers), a path that reaches
+// the catch-all as written and the protected route once resolved (or the
+// other way round) is refused: which reading the upstream acts on is
+// unknown, and either way one of the two policies is skipped.
 func TestAmbiguousPathRefused(t *testing.T) {
 	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{}))
-	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("strict", "") + `,` + policyJSON("open", `{"allowUnauthenticatedRequests":true}`) + `],
-	"routes":[{"pathPrefix":"/admin/","policy":"strict"},{"pathPrefix":"/","policy":"open"}],"trustBundle":` + inlineBundle([]*testpki.Cert{ch.Root}) + `}`))
+	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("strict", "") + `,` + policyJSON("other", `{"certIssuerDN":"CN=Other CA"}`) + `],
+	"routes":[{"pathPrefix":"/admin/","policy":"strict"},{"pathPrefix":"/","policy":"other"}],"trustBundle":` + inlineBundle([]*testpki.Cert{ch.Root}) + `}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := NewEngine(cfg)
 	for path, want := range map[string]string{
-		"/admin/x": DecisionDeny, "/public/x": DecisionAllowUnauthenticated,
+		"/admin/x": DecisionDeny, "/public/x": DecisionDeny,
 		"//admin/x": "400", "/%61dmin/x": "400", "/public/../admin/x": "400", "/./admin/x": "400", "/admin/../public": "400",
-		"/public//x": DecisionAllowUnauthenticated, "/admin//x": DecisionDeny, // both readings reach the same policy
+		"/public//x": DecisionDeny, "/admin//x": DecisionDeny, // both readings reach the same policy
 		// The catch-all as written, the protected route with case folded.
-		"/ADMIN/x": "400", "/Admin//x": "400", "/PUBLIC/X": DecisionAllowUnauthenticated,
+		"/ADMIN/x": "400", "/Admin//x": "400", "/PUBLIC/X": DecisionDeny,
 	} {
 		r := e.Evaluate(&Request{Method: "GET", Path: path, Now: time.Now(), Headers: []Header{{":path", path}, {"x-user-sub", "forged"}}})
 		got := r.Decision
@@ -152,6 +153,35 @@ func TestAmbiguousPathRefused(t *testing.T) {
 		}
 		if got != want {
 			t.Errorf("%s: %s (%s), want %s", path, got, r.Reason, want)
+		}
+	}
+}
+
+// TestStricterReadingWins: when the readings reach a policy that requires a
+// certificate and one that lets unauthenticated requests through, the
+// stricter applies instead of a 400: a request that passes it passes both.
+func TestStricterReadingWins(t *testing.T) {
+	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{}))
+	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("strict", "") + `,` + policyJSON("open", `{"allowUnauthenticatedRequests":true}`) + `],
+	"routes":[{"pathPrefix":"/admin/","policy":"strict"},{"path":"/login","policy":"open"},{"pathPrefix":"/api/","methods":["GET"],"policy":"open"},{"pathPrefix":"/","policy":"strict"}],
+	"trustBundle":` + inlineBundle([]*testpki.Cert{ch.Root}) + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(cfg)
+	for _, c := range []struct {
+		method, path, policy string
+		hdr                  []Header
+	}{
+		{"GET", "/login", "open", nil},
+		{"GET", "/login;jsessionid=AB12", "strict", nil}, // a servlet's session URL under the strict catch-all
+		{"GET", "//admin/x", "strict", nil},
+		{"GET", "/api/search", "open", nil},
+		{"POST", "/api/search", "strict", []Header{{"x-http-method-override", "GET"}}}, // Google API clients' long queries
+	} {
+		r := e.Evaluate(&Request{Method: c.method, Path: c.path, Headers: c.hdr, Now: time.Now()})
+		if r.Reason == ReasonAmbiguousPath || r.Policy != c.policy {
+			t.Errorf("%s %s: policy %q reason %q, want policy %q", c.method, c.path, r.Policy, r.Reason, c.policy)
 		}
 	}
 }
@@ -173,8 +203,8 @@ func TestRouteCaseFolding(t *testing.T) {
 		{"POST", "/Reports/q", DecisionDeny}, {"post", "/Reports/q", DecisionDeny}, {"Post", "/reports/q", DecisionDeny},
 		{"GET", "/reports/q", DecisionPassthrough}, {"get", "/Reports/q", DecisionPassthrough},
 		{"HEAD", "/export", DecisionDeny}, {"head", "/export", DecisionDeny}, {"DELETE", "/export", DecisionPassthrough}, // HEAD goes with GET
-		{"head", "/Reports/q", DecisionPassthrough}, // ...and only with GET
-		{"GET", "/api/Orders", DecisionDeny}, {"GET", "/api/orders", "400"}, {"GET", "/API/ORDERS", DecisionDeny},
+		{"head", "/Reports/q", DecisionPassthrough},                                // ...and only with GET
+		{"GET", "/api/Orders", DecisionDeny}, {"GET", "/api/orders", DecisionDeny}, // the stricter of the two readings {"GET", "/API/ORDERS", DecisionDeny},
 		{"GET", "/api/customers", DecisionAllowUnauthenticated}, {"GET", "/Api/customers", DecisionAllowUnauthenticated},
 	} {
 		r := e.Evaluate(&Request{Method: c.method, Path: c.path, Now: time.Now()})

@@ -12,12 +12,15 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"iter"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mtlsgate/mtlsgate/filter/policy/certsrc"
 	"github.com/mtlsgate/mtlsgate/filter/policy/dn"
@@ -447,16 +450,26 @@ type reach struct {
 }
 
 // merge combines the routes two readings reached: either alone, or the
-// first when both reach one policy; ambiguous when they reach different
-// ones.
+// first when both reach one policy. Of two policies where only one lets
+// unauthenticated requests through, the other applies: whichever reading the
+// upstream takes, a request that passes it passes both (a servlet's
+// /login;jsessionid=… under a strict catch-all, a method override onto an
+// open GET route). Any other two are ambiguous.
 func (a reach) merge(b reach) (reach, bool) {
 	switch {
-	case b.policy == nil:
+	case b.policy == nil || a.policy == b.policy:
 		return a, false
 	case a.policy == nil:
 		return b, false
 	}
-	return a, a.policy != b.policy
+	aOpen, bOpen := a.policy.opts.AllowUnauthenticatedRequests, b.policy.opts.AllowUnauthenticatedRequests
+	switch {
+	case aOpen && !bOpen:
+		return b, false
+	case bOpen && !aOpen:
+		return a, false
+	}
+	return a, true
 }
 
 // samePath reports whether path is the exact route path want: as written,
@@ -472,11 +485,38 @@ func samePath(path, want string, fold bool) bool {
 // ending in a slash also covers the directory itself without it (/admin for
 // /admin/), which Express and ASP.NET serve from the same handlers.
 func underPrefix(path, prefix string, fold bool) bool {
-	if strings.HasPrefix(path, prefix) || fold && len(path) >= len(prefix) && strings.EqualFold(path[:len(prefix)], prefix) {
+	if strings.HasPrefix(path, prefix) || fold && hasPrefixFold(path, prefix) {
 		return true
 	}
 	if dir, ok := strings.CutSuffix(prefix, "/"); ok && dir != "" {
 		return path == dir || fold && strings.EqualFold(path, dir)
+	}
+	return false
+}
+
+// hasPrefixFold is strings.HasPrefix under Unicode case folding, rune by
+// rune: "ſ" (two bytes) folds to "s" (one), as .NET's OrdinalIgnoreCase
+// reads it, so byte lengths do not line up.
+func hasPrefixFold(s, prefix string) bool {
+	for prefix != "" {
+		if s == "" {
+			return false
+		}
+		r1, n1 := utf8.DecodeRuneInString(s)
+		r2, n2 := utf8.DecodeRuneInString(prefix)
+		if r1 != r2 && !equalFoldRune(r1, r2) {
+			return false
+		}
+		s, prefix = s[n1:], prefix[n2:]
+	}
+	return true
+}
+
+func equalFoldRune(a, b rune) bool {
+	for r := unicode.SimpleFold(a); r != a; r = unicode.SimpleFold(r) {
+		if r == b {
+			return true
+		}
 	}
 	return false
 }
@@ -536,13 +576,14 @@ func (e *Engine) matchRoute(method, path string, fold bool) reach {
 // ASP.NET, and ";params" end a segment for Tomcat, Jetty and Spring
 // (/admin;jsessionid=1/x and /public/..;/admin are /admin/x there).
 func routePath(p string) string {
-	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") && strings.IndexAny(p, "%;\\") < 0 {
+	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") && !strings.Contains(p, "./") && !strings.HasSuffix(p, ".") &&
+		strings.IndexAny(p, "%;\\ ") < 0 {
 		return p
 	}
 	var b strings.Builder
 	for i := 0; i < len(p); i++ {
 		if c := p[i]; c == '%' && i+2 < len(p) {
-			if d, ok := unhex(p[i+1], p[i+2]); ok && (isUnreserved(d) || d == '/' || d == '\\') {
+			if d, ok := unhex(p[i+1], p[i+2]); ok && (isUnreserved(d) || d == '/' || d == '\\' || d == ' ') {
 				// Encoded slashes too: Envoy keeps them encoded, but nginx,
 				// WSGI servers and gorilla/mux decode them into separators.
 				if d == '\\' {
@@ -564,6 +605,11 @@ func routePath(p string) string {
 	for _, s := range strings.Split(q, "/") {
 		if i := strings.IndexByte(s, ';'); i >= 0 {
 			s = s[:i]
+		}
+		if s != "." && s != ".." {
+			// IIS drops a segment's trailing dots and spaces: /secret./x
+			// and /secret%20/x are /secret/x there.
+			s = strings.TrimRight(s, ". ")
 		}
 		switch s {
 		case "", ".":
@@ -658,9 +704,11 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	remove := e.toRemove(removeBuf, req.Headers, nil)
 	p, routeName, ok, ambiguous := e.route(req.Method, req.Path)
 	if !ambiguous && e.methodRoutes {
-		// Rails, Laravel, Symfony, Spring and Express's method-override act
-		// on these headers: the method they name is a reading too.
-		if ov := methodOverride(req.Headers); ov != "" && !strings.EqualFold(ov, req.Method) {
+		// The method an override names is a reading too.
+		for ov := range methodOverrides(req.Headers, req.Path) {
+			if ov == "" || strings.EqualFold(ov, req.Method) {
+				continue
+			}
 			q, qname, qok, amb := e.route(ov, req.Path)
 			var r reach
 			if ok {
@@ -669,7 +717,9 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 			if qok && !amb {
 				r, amb = r.merge(reach{q, qname})
 			}
-			ambiguous = amb
+			if ambiguous = amb; ambiguous {
+				break
+			}
 			p, routeName, ok = r.policy, r.name, r.policy != nil
 		}
 	}
@@ -897,16 +947,31 @@ func (p *compiledPolicy) extract(headers []Header, raw, digest string) ([][]byte
 
 const xfccHeader = "x-forwarded-client-cert"
 
-// methodOverride returns the method a method-override header names, "" for
-// none.
-func methodOverride(headers []Header) string {
-	for _, h := range headers {
-		switch h.Key {
-		case "x-http-method-override", "x-http-method", "x-method-override":
-			return strings.TrimSpace(h.Value)
+// methodOverrides yields each method a request names besides its own, as
+// the frameworks that honour overrides read them: every
+// x-http-method-override, x-http-method and x-method-override value (Rails,
+// Spring, ASP.NET Web API, Google's clients) and every _method query
+// parameter (Laravel, Symfony, Express's method-override). Which one an
+// upstream acts on is its own choice, so each is a reading.
+func methodOverrides(headers []Header, path string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, h := range headers {
+			switch h.Key {
+			case "x-http-method-override", "x-http-method", "x-method-override":
+				if !yield(strings.TrimSpace(h.Value)) {
+					return
+				}
+			}
+		}
+		_, query, ok := strings.Cut(path, "?")
+		for ok && query != "" {
+			var kv string
+			kv, query, _ = strings.Cut(query, "&")
+			if k, v, _ := strings.Cut(kv, "="); k == "_method" && !yield(v) {
+				return
+			}
 		}
 	}
-	return ""
 }
 
 func hasHeader(headers []Header, name string) bool {

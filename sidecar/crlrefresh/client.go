@@ -28,7 +28,8 @@ const MaxRedirects = 5
 //   - follows at most MaxRedirects redirects, from http to http or https and
 //     from https to https only (a list fetched over TLS is not given up to a
 //     plain-HTTP hop);
-//   - never connects to a loopback, link-local or unspecified address, unless
+//   - never connects to a loopback, link-local or unspecified address (or
+//     EC2's IPv6 metadata address, fd00:ec2::254), unless
 //     the URL the operator gave names that address itself (a literal IP or
 //     localhost), and then only to that host and port: redirects may stay
 //     on the server named, not reach another local one.
@@ -103,8 +104,13 @@ func localHost(host string) bool {
 
 func local(ip netip.Addr) bool {
 	ip = ip.Unmap()
-	return ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified()
+	return ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip == awsMetadataV6
 }
+
+// awsMetadataV6 is EC2's instance metadata service over IPv6: a unique
+// local address, not link-local like its IPv4 169.254.169.254, so named
+// here.
+var awsMetadataV6 = netip.MustParseAddr("fd00:ec2::254")
 
 // hostPort is the address net/http dials for u: host and port, the
 // scheme's default port when none is given.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -104,4 +105,16 @@ func TestDownloadDialRefusesLocalAddresses(t *testing.T) {
 func port(rawURL string) string {
 	i := strings.LastIndexByte(rawURL, ':')
 	return rawURL[i+1:]
+}
+
+// TestRedirectToIPv6MetadataRefused: EC2's IPv6 metadata endpoint is a unique
+// local address, not link-local, and must be refused like 169.254.169.254.
+func TestRedirectToIPv6MetadataRefused(t *testing.T) {
+	from, _ := url.Parse("http://crl.example/ca.crl")
+	for _, target := range []string{"http://[fd00:ec2::254]/latest/meta-data/", "http://169.254.169.254/latest/meta-data/"} {
+		to, _ := url.Parse(target)
+		if err := checkRedirect(&http.Request{URL: to}, []*http.Request{{URL: from}}); err == nil {
+			t.Errorf("redirect to %s followed", to)
+		}
+	}
 }
