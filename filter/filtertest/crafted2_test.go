@@ -68,23 +68,6 @@ func TestVerifiedXFCCElementOnly(t *testing.T) {
 	}
 }
 
-// TestEncodedSeparators: nginx, WSGI/ASGI servers and gorilla/mux decode %2F
-// into a separator, IIS %5C: /admin%2Fusers is /admin/users to them.
-func TestEncodedSeparators(t *testing.T) {
-	p := thePKI(t)
-	cfg := map[string]any{
-		"policies":    []any{policyDoc("mtls", nil)},
-		"routes":      []any{map[string]any{"pathPrefix": "/admin/", "policy": "mtls"}},
-		"trustBundle": inlineBundle([]*testpki.Cert{p.root}),
-	}
-	_, vm := newPlugin(t, cfg, nil)
-	for _, path := range []string{"/admin%2Fusers", "/admin%2fusers", "/public/..%2Fadmin/users", "/admin%5Cusers", "/public%5C..%5Cadmin%5Cusers"} {
-		if res := do(t, vm, request(path, "")); res.Forwarded != nil {
-			t.Errorf("%q reaches the upstream without a certificate; a decoding upstream serves /admin/users", path)
-		}
-	}
-}
-
 // TestTrailingSlashRoutes: a route written with a trailing slash covers the
 // slashless form, which Express (non-strict routing) and ASP.NET serve from
 // the same handlers.

@@ -264,8 +264,9 @@ func TestRateLimitKeysDistinct(t *testing.T) {
 }
 
 // TestPathParamsAndBackslash: spellings that Java servlet containers
-// (Tomcat, Jetty, Spring: ";" path parameters, "..;") and IIS/ASP.NET
-// (backslash as slash) resolve to /admin/x are protected like /admin/x.
+// (Tomcat, Jetty, Spring: ";" path parameters, "..;"), IIS/ASP.NET
+// (backslash and %5C as slash) and nginx, WSGI servers and gorilla/mux (%2F
+// decoded into a separator) resolve to /admin/x are protected like /admin/x.
 func TestPathParamsAndBackslash(t *testing.T) {
 	p := thePKI(t)
 	cfg := map[string]any{
@@ -274,7 +275,8 @@ func TestPathParamsAndBackslash(t *testing.T) {
 		"trustBundle": inlineBundle([]*testpki.Cert{p.root}),
 	}
 	_, vm := newPlugin(t, cfg, nil)
-	for _, path := range []string{"/admin;/x", "/admin;jsessionid=1/x", "/public/..;/admin/x", "/admin\\x", "/public\\..\\admin\\x"} {
+	for _, path := range []string{"/admin;/x", "/admin;jsessionid=1/x", "/public/..;/admin/x", "/admin\\x", "/public\\..\\admin\\x",
+		"/admin%2Fusers", "/admin%2fusers", "/public/..%2Fadmin/users", "/admin%5Cusers", "/public%5C..%5Cadmin%5Cusers"} {
 		if res := do(t, vm, request(path, "")); res.Forwarded != nil {
 			t.Errorf("%q (an upstream resolves it to /admin/x) passes unauthenticated", path)
 		}
