@@ -422,7 +422,8 @@ func (e *Engine) route(method, path string) (p *compiledPolicy, name string, ok,
 	// both again with letter case folded, as a case-insensitive upstream
 	// (ASP.NET Core, IIS) reads /ADMIN/x. A route any reading reaches
 	// protects the request; readings that reach different policies are
-	// refused, since which one the upstream acts on is unknown.
+	// settled by reach.merge, since which one the upstream acts on is
+	// unknown.
 	r := e.matchRoute(method, path, false)
 	n := routePath(path)
 	if n != path {
