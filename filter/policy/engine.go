@@ -416,11 +416,9 @@ func versionOf(b *bundle.Bundle) string {
 	return strconv.Quote(b.Version)
 }
 
-// route returns the route the readings of method and path reach (policy
-// nil: none), or ambiguous.
-func (e *Engine) route(method, path string) (r reach, ambiguous bool) {
+func (e *Engine) route(method, path string) (p *compiledPolicy, name string, ok, ambiguous bool) {
 	if len(e.routes) == 0 {
-		return reach{policy: e.policies[0]}, false
+		return e.policies[0], "", true, false
 	}
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
@@ -433,24 +431,24 @@ func (e *Engine) route(method, path string) (r reach, ambiguous bool) {
 	// protects the request; readings that reach different policies are
 	// settled by reach.merge, since which one the upstream acts on is
 	// unknown.
-	r = e.matchRoute(method, path, false)
+	r := e.matchRoute(method, path, false)
 	n := routePath(path)
 	if n != path {
 		if r, ambiguous = r.merge(e.matchRoute(method, n, false)); ambiguous {
-			return reach{}, true
+			return nil, "", false, true
 		}
 	}
 	if e.foldRoutes || hasFoldable(path) || n != path && hasFoldable(n) {
 		if r, ambiguous = r.merge(e.matchRoute(method, path, true)); ambiguous {
-			return reach{}, true
+			return nil, "", false, true
 		}
 		if n != path {
 			if r, ambiguous = r.merge(e.matchRoute(method, n, true)); ambiguous {
-				return reach{}, true
+				return nil, "", false, true
 			}
 		}
 	}
-	return r, false
+	return r.policy, r.name, r.policy != nil, false
 }
 
 // reach is the route one reading of a path reaches (policy nil: none).
@@ -699,23 +697,27 @@ func (e *Engine) EvaluateInto(req *Request, res *Result) {
 func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	removeBuf, keyBuf := res.removeBuf[:0], res.keyBuf
 	remove := e.toRemove(removeBuf, req.Headers, nil)
-	r, ambiguous := e.route(req.Method, req.Path)
+	p, routeName, ok, ambiguous := e.route(req.Method, req.Path)
 	if !ambiguous && e.methodRoutes {
 		// The method an override names is a reading too.
 		for ov := range methodOverrides(req.Headers, req.Path) {
 			if ov == "" || strings.EqualFold(ov, req.Method) {
 				continue
 			}
-			q, amb := e.route(ov, req.Path)
-			if !amb {
-				r, amb = r.merge(q)
+			q, qname, qok, amb := e.route(ov, req.Path)
+			var r reach
+			if ok {
+				r = reach{p, routeName}
+			}
+			if qok && !amb {
+				r, amb = r.merge(reach{q, qname})
 			}
 			if ambiguous = amb; ambiguous {
 				break
 			}
+			p, routeName, ok = r.policy, r.name, r.policy != nil
 		}
 	}
-	p, routeName, ok := r.policy, r.name, r.policy != nil
 	if ambiguous {
 		*res = Result{RemoveHeaders: remove, removeBuf: remove, keyBuf: keyBuf}
 		res.fill(e.ambiguous, false)
