@@ -171,6 +171,13 @@ type PluginConfig struct {
 	// configuration with that vm_id and across reloads; each plugin gets its
 	// own store otherwise, so unit tests stay independent.
 	SharedWith *Plugin
+	// Nanotime, when set, is the guest's monotonic clock (WASI
+	// clock_time_get for CLOCK_MONOTONIC, which Go's runtime reads) in
+	// place of the host's. The guest's GC paces itself by that clock, so a
+	// test that must not depend on the machine's speed, such as one
+	// comparing linear memory between two points, gives it a clock that
+	// only the guest's own calls move.
+	Nanotime func() int64
 }
 
 // Plugin owns the state Envoy shares between the VMs of one plugin across

@@ -135,6 +135,9 @@ func (p *Plugin) NewVM(ctx context.Context) (*VM, error) {
 		WithSysWalltime().
 		WithSysNanotime().
 		WithRandSource(rand.Reader)
+	if p.cfg.Nanotime != nil {
+		cfg = cfg.WithNanotime(p.cfg.Nanotime, 1)
+	}
 	mod, err := p.mod.rt.InstantiateModule(experimental.WithMemoryAllocator(vm.ctx, memoryAllocator), p.mod.compiled, cfg)
 	if err != nil {
 		cancel()
