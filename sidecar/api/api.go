@@ -15,6 +15,7 @@ const (
 	PathCRLs      = "/v1/crls"
 	PathOutbound  = "/v1/mtls-certificates"
 	PathSDS       = "/v1/sds/subscriptions"
+	PathAudit     = "/v1/audit"
 	TokenHeader   = "Authorization"
 	ProblemType   = "application/problem+json"
 	DefaultServer = "http://127.0.0.1:9911"

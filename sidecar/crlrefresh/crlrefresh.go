@@ -202,7 +202,7 @@ func (r *Refresher) refresh(ctx context.Context, c store.CRL) {
 		s.LastError = termtext.Sanitize(err.Error())
 		s.LastErrorAt = time.Now().UTC()
 		return nil
-	})
+	}, nil) // a failed download changes no list: no audit record
 	if uerr != nil && !errors.Is(uerr, errSuperseded) {
 		r.Log.Error("record CRL refresh failure", "crlId", c.ID, "err", uerr)
 	}
@@ -233,9 +233,8 @@ func (r *Refresher) download(ctx context.Context, c store.CRL) error {
 	// was before the download: an operator's `crl update` may have stored a
 	// newer list (and dropped the URL) meanwhile, and overwriting it would
 	// un-revoke certificates with no refresh left to correct it.
-	var before store.CRL
-	after, err := r.Store.UpdateCRL(c.ID, func(s *store.CRL) error {
-		before = *s
+	var rec *store.AuditEntry
+	_, err = r.Store.UpdateCRL(c.ID, func(s *store.CRL) error {
 		if s.URL != c.URL {
 			return errSuperseded
 		}
@@ -251,17 +250,23 @@ func (r *Refresher) download(ctx context.Context, c store.CRL) error {
 		s.LastError = ""
 		s.LastErrorAt = time.Time{}
 		return nil
+	}, func(before, after store.CRL) *store.AuditEntry {
+		if after.PEM == before.PEM {
+			return nil // the same list again: only its fetch time moved
+		}
+		// A new list changes which certificates are revoked: a record like
+		// an operator's `crl update`, so the trail shows every list in force.
+		rec = audit.Entry(audit.ActorCRLRefresh, "crl.update", audit.CRLRef(before), audit.CRLRef(after), "caId", c.CAID, "nextUpdate", audit.Time(after.NextUpdate))
+		return rec
 	})
 	if err != nil {
 		return err
 	}
-	if after.PEM == before.PEM {
+	if rec == nil {
 		r.Log.Debug("CRL downloaded; unchanged", "crlId", c.ID, "number", rl.Number, "nextUpdate", rl.NextUpdate)
 		return nil
 	}
-	// A new list changes which certificates are revoked: an audit line like
-	// an operator's `crl update`, so the trail shows every list in force.
-	audit.Record(r.Log, r.M, audit.ActorCRLRefresh, "crl.update", audit.CRLRef(before), audit.CRLRef(after), "caId", c.CAID, "nextUpdate", audit.Time(after.NextUpdate))
+	audit.Log(r.Log, r.M, rec)
 	return nil
 }
 
