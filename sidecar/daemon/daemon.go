@@ -63,7 +63,10 @@ type Config struct {
 	// follows (see package trustdir), read every TrustDirInterval.
 	TrustDir         string
 	TrustDirInterval time.Duration
-	Log              *slog.Logger
+	// AuditRetention is how many audit records the store keeps (0: the
+	// store's default).
+	AuditRetention int
+	Log            *slog.Logger
 	// Ready, if set, is called once every listener is up, with their
 	// addresses (useful with port 0).
 	Ready func(Addrs)
@@ -217,7 +220,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The store's lock first: a second serve on the same --data-dir must
 	// stop before it touches any listener, and a socket path above all,
 	// whose removal on exit would cut the running one off.
-	st, err := store.Open(cfg.DataDir, store.Options{EncryptionKey: key})
+	st, err := store.Open(cfg.DataDir, store.Options{EncryptionKey: key, AuditRetention: cfg.AuditRetention})
 	if err != nil {
 		return err
 	}
