@@ -55,6 +55,9 @@ type Config struct {
 	Ready      func() error
 	HTTPClient *http.Client          // for CRL URLs
 	Refresher  *crlrefresh.Refresher // woken when URL CRLs change
+	// CRLMaxAge is how long after its thisUpdate a CRL without nextUpdate
+	// counts as current (store.CRL.StaleAfter); zero means forever.
+	CRLMaxAge time.Duration
 }
 
 type server struct {
@@ -367,7 +370,8 @@ func (s *server) caView(ca store.CA, crls []store.CRL, now time.Time) api.CACert
 	v := api.CACertificate{CA: ca}
 	for _, c := range crls {
 		if c.CAID == ca.ID {
-			v.CRL = &api.CRLState{ID: c.ID, Source: audit.Source(c), NextUpdate: c.NextUpdate, Stale: c.Stale(now), LastError: c.LastError}
+			v.CRL = &api.CRLState{ID: c.ID, Source: audit.Source(c), NextUpdate: c.NextUpdate, StaleAfter: c.StaleAfter(s.CRLMaxAge),
+				Stale: c.Stale(now, s.CRLMaxAge), LastError: c.LastError}
 		}
 	}
 	return v
@@ -490,8 +494,8 @@ func (s *server) deleteCA(w http.ResponseWriter, r *http.Request) error {
 
 // ---- CRLs
 
-func crlView(c store.CRL, now time.Time) api.CRL {
-	return api.CRL{CRL: c, Source: audit.Source(c), Stale: c.Stale(now)}
+func (s *server) crlView(c store.CRL, now time.Time) api.CRL {
+	return api.CRL{CRL: c, Source: audit.Source(c), StaleAfter: c.StaleAfter(s.CRLMaxAge), Stale: c.Stale(now, s.CRLMaxAge)}
 }
 
 func (s *server) listCRLs(w http.ResponseWriter, r *http.Request) error {
@@ -502,7 +506,7 @@ func (s *server) listCRLs(w http.ResponseWriter, r *http.Request) error {
 	now := time.Now()
 	out := make([]api.CRL, 0, len(crls))
 	for _, c := range crls {
-		out = append(out, crlView(c, now))
+		out = append(out, s.crlView(c, now))
 	}
 	writeJSON(w, 200, out)
 	return nil
@@ -513,7 +517,7 @@ func (s *server) getCRL(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, crlView(c, time.Now()))
+	writeJSON(w, 200, s.crlView(c, time.Now()))
 	return nil
 }
 
@@ -541,7 +545,7 @@ func (s *server) createCRL(w http.ResponseWriter, r *http.Request) error {
 		s.Refresher.Wake()
 	}
 	s.logAudit(ae)
-	writeJSON(w, 201, crlView(c, time.Now()))
+	writeJSON(w, 201, s.crlView(c, time.Now()))
 	return nil
 }
 
@@ -625,7 +629,7 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 		s.Refresher.Wake()
 	}
 	s.logAudit(ae)
-	writeJSON(w, 200, crlView(c, time.Now()))
+	writeJSON(w, 200, s.crlView(c, time.Now()))
 	return nil
 }
 
@@ -657,7 +661,7 @@ func (s *server) deleteCRL(w http.ResponseWriter, r *http.Request) error {
 		s.Refresher.Wake()
 	}
 	s.logAudit(rec)
-	writeJSON(w, 200, crlView(c, time.Now()))
+	writeJSON(w, 200, s.crlView(c, time.Now()))
 	return nil
 }
 

@@ -117,6 +117,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.Environment, "environment", daemon.DefaultEnvironment, "environment whose outbound certificates this sidecar serves (development, preview, production)")
 	fs.DurationVar(&cfg.CRLMinInterval, "crl-refresh-min-interval", 30*time.Second, "shortest time between two downloads of a CRL URL (and retry delay)")
 	fs.DurationVar(&cfg.CRLMaxInterval, "crl-refresh-max-interval", time.Hour, "longest time between two downloads of a CRL URL")
+	fs.DurationVar(&cfg.CRLMaxAge, "crl-max-age-without-next-update", daemon.DefaultCRLMaxAge, "how long after its thisUpdate a CRL without nextUpdate stays current; then it is stale like a list past its nextUpdate")
 	fs.StringVar(&cfg.TrustDir, "trust-dir", "", "directory of CA certificate and CRL PEM files (e.g. a mounted Kubernetes Secret) the store follows; CAs and CRLs added through the admin API are left alone")
 	fs.DurationVar(&cfg.TrustDirInterval, "trust-dir-interval", daemon.DefaultTrustDirInterval, "how often --trust-dir is read")
 	fs.IntVar(&cfg.AuditRetention, "audit-retention", store.DefaultAuditRetention, "how many audit records the store keeps (`mtlsgate audit list`); the oldest are dropped")
@@ -142,6 +143,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	if !valid {
 		return usage("--environment %q is not one of %s", cfg.Environment, strings.Join(api.EnvironmentTypes, ", "))
+	}
+	if cfg.CRLMaxAge <= 0 {
+		return usage("--crl-max-age-without-next-update must be positive, e.g. %s", daemon.DefaultCRLMaxAge)
 	}
 	if cfg.CRLMinInterval <= 0 || cfg.CRLMaxInterval < cfg.CRLMinInterval {
 		return usage("--crl-refresh-min-interval must be positive and at most --crl-refresh-max-interval")

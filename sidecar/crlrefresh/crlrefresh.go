@@ -94,6 +94,9 @@ type Refresher struct {
 	// Republish runs when a list's nextUpdate passes, so the bundle's stale
 	// flags follow the clock and not only changes.
 	Republish func()
+	// MaxAgeWithoutNextUpdate is how long after its thisUpdate a list
+	// without nextUpdate is current (store.CRL.StaleAfter); zero: forever.
+	MaxAgeWithoutNextUpdate time.Duration
 
 	wake chan struct{}
 }
@@ -118,12 +121,13 @@ func (r *Refresher) due(c store.CRL) time.Time {
 	if last.IsZero() {
 		last = c.CreatedAt
 	}
-	if c.NextUpdate.IsZero() {
+	staleAfter := c.StaleAfter(r.MaxAgeWithoutNextUpdate)
+	if staleAfter.IsZero() {
 		return last.Add(r.MaxInterval)
 	}
 	// Halfway to nextUpdate leaves room for several retries before the list
 	// goes stale.
-	gap := c.NextUpdate.Sub(last) / 2
+	gap := staleAfter.Sub(last) / 2
 	gap = max(gap, r.MinInterval)
 	gap = min(gap, r.MaxInterval)
 	return last.Add(gap)
@@ -141,12 +145,12 @@ func (r *Refresher) Run(ctx context.Context) {
 		next := now.Add(r.MaxInterval)
 		republish := false
 		for _, c := range crls {
-			if c.Stale(now) != staleSeen[c.ID] {
-				staleSeen[c.ID] = c.Stale(now)
+			if stale := c.Stale(now, r.MaxAgeWithoutNextUpdate); stale != staleSeen[c.ID] {
+				staleSeen[c.ID] = stale
 				republish = true
 			}
-			if !c.NextUpdate.IsZero() && c.NextUpdate.After(now) && c.NextUpdate.Before(next) {
-				next = c.NextUpdate.Add(time.Millisecond)
+			if t := c.StaleAfter(r.MaxAgeWithoutNextUpdate); !t.IsZero() && t.After(now) && t.Before(next) {
+				next = t.Add(time.Millisecond)
 			}
 			if c.URL == "" {
 				continue

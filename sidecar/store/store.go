@@ -116,8 +116,27 @@ type CRL struct {
 	UpdatedAt time.Time `json:"updatedAt"`
 }
 
-// Stale reports whether the list's nextUpdate has passed.
-func (c CRL) Stale(now time.Time) bool { return !c.NextUpdate.IsZero() && now.After(c.NextUpdate) }
+// StaleAfter is when the list stops being current: its nextUpdate, or, for
+// a list without one, maxAge after its thisUpdate. RFC 5280 requires
+// nextUpdate, but lists without it exist, and taking them as current
+// forever would hide a source that stopped issuing: revocation would stop
+// being checked against anything recent with no sign of it. thisUpdate, not
+// when the list was fetched or uploaded, is the age that counts: a URL that
+// keeps serving the same old list is fetched successfully every time, and
+// every replica and restart then agrees on the moment. Zero (never) only
+// for a list without nextUpdate when maxAge is not positive.
+func (c CRL) StaleAfter(maxAge time.Duration) time.Time {
+	if !c.NextUpdate.IsZero() || maxAge <= 0 {
+		return c.NextUpdate
+	}
+	return c.ThisUpdate.Add(maxAge)
+}
+
+// Stale reports whether the list is past StaleAfter(maxAge).
+func (c CRL) Stale(now time.Time, maxAge time.Duration) bool {
+	t := c.StaleAfter(maxAge)
+	return !t.IsZero() && now.After(t)
+}
 
 // Outbound is a client certificate the gateway presents to backends.
 type Outbound struct {
