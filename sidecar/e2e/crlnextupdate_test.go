@@ -14,14 +14,14 @@ import (
 // every place a list past its nextUpdate is: the API and CLI, the metric,
 // and the bundle, which also carries the moment for the filter to judge by.
 func TestCRLWithoutNextUpdateGoesStale(t *testing.T) {
-	p := startServe(t, t.TempDir(), "--crl-max-age-without-next-update", "4s")
+	p := startServe(t, t.TempDir(), "--crl-max-age-without-next-update", "8s")
 	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Undated CRL Root"}))
 	var ca api.CACertificate
 	p.runJSON(t, &ca, "ca-certificate", "create", "--name", "undated", "--cert", writeFile(t, "root.pem", root.PEM()))
 	thisUpdate := time.Now().UTC().Truncate(time.Second)
 	var crl api.CRL
 	p.runJSON(t, &crl, "crl", "create", "--cert-id", ca.ID, "--file", writeFile(t, "undated.crl", testpki.Must(root.CRLWithoutNextUpdate(thisUpdate))))
-	staleAfter := thisUpdate.Add(4 * time.Second)
+	staleAfter := thisUpdate.Add(8 * time.Second)
 	if !crl.NextUpdate.IsZero() || !crl.StaleAfter.Equal(staleAfter) || crl.Stale {
 		t.Fatalf("created %+v, want no nextUpdate, staleAfter %s, fresh", crl, staleAfter)
 	}
