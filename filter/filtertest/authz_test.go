@@ -381,7 +381,7 @@ func TestProfilesChangeAndRollBackWithoutReconfiguring(t *testing.T) {
 	}
 	mustSet := func(raw []byte) {
 		t.Helper()
-		if _, _, err := sc.st.SetProfiles(raw, "test"); err != nil {
+		if _, _, err := sc.st.SetProfiles(raw, "test", nil); err != nil {
 			t.Fatal(err)
 		}
 		sc.publish(t)
@@ -393,7 +393,7 @@ func TestProfilesChangeAndRollBackWithoutReconfiguring(t *testing.T) {
 	mustSet([]byte(`[{"id":"partner-prod","clients":["globex-*"],"methods":["GET","POST"]}]`))
 	check("sidecar version 2 (over-blocking)", "sidecar:2", false)
 
-	if _, err := sc.st.RollbackProfiles(1, "test"); err != nil {
+	if _, err := sc.st.RollbackProfiles(1, "test", nil); err != nil {
 		t.Fatal(err)
 	}
 	sc.publish(t)

@@ -257,9 +257,9 @@ func rawCRL(t *testing.T, issuer *testpki.Cert, thisUpdate, nextUpdate time.Time
 	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: signed(t, issuer, v)})
 }
 
-// A CRL without nextUpdate (which RFC 5280 requires of issuers) is fresh
-// until replaced, in strict mode too: the filter has no lifetime to infer
-// and the sidecar never flags it stale either. Verdicts need no time limit
+// A CRL without nextUpdate (which RFC 5280 requires of issuers) and
+// without the sidecar's staleAfter (an inline bundle) is fresh until
+// replaced, in strict mode too: the filter has no lifetime to infer. Verdicts need no time limit
 // for it: the list changes only with the bundle, and a new bundle version
 // drops every cached verdict.
 func TestCRLWithoutNextUpdate(t *testing.T) {
@@ -289,6 +289,42 @@ func TestCRLWithoutNextUpdate(t *testing.T) {
 	expect(t, r, DecisionDeny, ReasonRevoked)
 	if r.CacheHit {
 		t.Fatal("allow cached across a bundle change")
+	}
+}
+
+// The sidecar gives a CRL without nextUpdate a staleAfter (its thisUpdate
+// plus --crl-max-age-without-next-update); the filter takes it as the
+// list's nextUpdate: current before it, verdicts cached no longer than it,
+// REVOCATION_UNKNOWN after it under strict, by its own clock.
+func TestCRLWithoutNextUpdateGoesStaleAtStaleAfter(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{}))
+	leaf := must(root.Issue(testpki.Options{}))
+	crl := rawCRL(t, root, now.Add(-time.Hour), time.Time{})
+	staleAfter := now.Add(24 * time.Hour)
+	b := mustBundle(t, []*testpki.Cert{root}, crl)
+	b.CRLs[0].StaleAfter = staleAfter
+	b.Version = bundle.ComputeVersion(b.CACertificates, b.CRLs, b.Profiles, b.ProfilesVersion)
+	e := newEngine(t, `{"revocationCheck":"strict","requireCRL":true}`, []*testpki.Cert{root}, crl)
+	if err := e.SetBundle(b); err != nil {
+		t.Fatal(err)
+	}
+	x := xfccFor(leaf, leaf.PEM())
+	expect(t, e.Evaluate(xfccReq(x, now)), DecisionAllow, "")
+	r := e.Evaluate(xfccReq(x, staleAfter.Add(2*time.Second)))
+	expect(t, r, DecisionDeny, ReasonRevocationUnknown)
+	if r.CacheHit {
+		t.Fatal("allow cached past the list's staleAfter")
+	}
+	if !strings.Contains(r.Detail(), "no nextUpdate") {
+		t.Errorf("detail %q does not say why the list is stale", r.Detail())
+	}
+	// best-effort lets the client through, saying so.
+	e = newEngine(t, `{"revocationCheck":"best-effort"}`, []*testpki.Cert{root}, crl)
+	if err := e.SetBundle(b); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.Evaluate(xfccReq(x, staleAfter.Add(2*time.Second))); r.Decision != DecisionAllow || r.Reason != ReasonRevocationUnknown {
+		t.Fatalf("best-effort past staleAfter: %s %s", r.Decision, r.Reason)
 	}
 }
 

@@ -42,6 +42,9 @@ type crlEntry struct {
 	list    *x509.RevocationList
 	revoked map[string]struct{} // serial number bytes
 	stale   bool                // flagged by the sidecar
+	// staleAfter is when the list stops being current: its nextUpdate, or
+	// for a list without one the sidecar's staleAfter (zero: never).
+	staleAfter time.Time
 	// signerKeys holds the SubjectPublicKeyInfo DER of every anchor, named as
 	// the list's issuer, whose key verified the list at load. A CA is its name
 	// and key, not one certificate: a root renewed with the same name and key,
@@ -128,7 +131,10 @@ func compileBundle(b *bundle.Bundle) (*trust, error) {
 		if why := crlscope.Incomplete(l); why != "" {
 			return nil, errors.New(where + ": CRL of " + l.Issuer.String() + " " + why)
 		}
-		e := &crlEntry{list: l, stale: c.Stale, revoked: make(map[string]struct{}, len(l.RevokedCertificateEntries)), points: crlscope.Points(l)}
+		e := &crlEntry{list: l, stale: c.Stale, staleAfter: l.NextUpdate, revoked: make(map[string]struct{}, len(l.RevokedCertificateEntries)), points: crlscope.Points(l)}
+		if e.staleAfter.IsZero() {
+			e.staleAfter = c.StaleAfter
+		}
 		for _, r := range l.RevokedCertificateEntries {
 			if r.SerialNumber != nil {
 				e.revoked[string(r.SerialNumber.Bytes())+signTag(r.SerialNumber.Sign())] = struct{}{}
@@ -562,10 +568,14 @@ func checkRevocation(opts *Options, t *trust, chain, above []*x509.Certificate, 
 				o.fail(ReasonRevoked, what+" is revoked by its issuer's CRL")
 				return
 			}
-			if found.stale || (!found.list.NextUpdate.IsZero() && now.After(found.list.NextUpdate)) {
+			if found.stale || (!found.staleAfter.IsZero() && now.After(found.staleAfter)) {
 				unknown = "CRL of " + issuer.Subject.String() + " is stale (nextUpdate " + isoTime(found.list.NextUpdate) + "): publish a fresh CRL"
-			} else if !found.list.NextUpdate.IsZero() {
-				o.until = earliest(o.until, found.list.NextUpdate.Add(time.Second))
+				if found.list.NextUpdate.IsZero() {
+					unknown = "CRL of " + issuer.Subject.String() + " is stale (no nextUpdate; thisUpdate " + isoTime(found.list.ThisUpdate) +
+						", current until " + isoTime(found.staleAfter) + " by the sidecar's --crl-max-age-without-next-update): publish a fresh CRL"
+				}
+			} else if !found.staleAfter.IsZero() {
+				o.until = earliest(o.until, found.staleAfter.Add(time.Second))
 			}
 		}
 		if unknown != "" {

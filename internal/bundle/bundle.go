@@ -56,9 +56,16 @@ type CA struct {
 type CRL struct {
 	CAID string `json:"caId,omitempty"`
 	PEM  string `json:"pem"`
-	// Stale is set by the sidecar when the list's nextUpdate has passed and no
-	// fresher list could be fetched; the filter also checks nextUpdate itself.
+	// Stale is set by the sidecar when the list's nextUpdate (or StaleAfter)
+	// has passed and no fresher list could be fetched; the filter also
+	// checks both times itself.
 	Stale bool `json:"stale,omitempty"`
+	// StaleAfter is set by the sidecar on a list without nextUpdate: the
+	// moment it stops being current (its thisUpdate plus the sidecar's
+	// --crl-max-age-without-next-update). The filter treats it as the
+	// list's nextUpdate, so such a list goes stale on time even when the
+	// filter cannot reach the sidecar, and bounds cached verdicts.
+	StaleAfter time.Time `json:"staleAfter,omitzero"`
 }
 
 // ComputeVersion returns a content hash over everything that changes a verdict,
@@ -80,7 +87,13 @@ func ComputeVersion(cas []CA, crls []CRL, profiles []byte, profilesVersion int) 
 	}
 	lists := make([]string, 0, len(crls))
 	for _, c := range crls {
-		lists = append(lists, c.PEM)
+		l := c.PEM
+		if !c.StaleAfter.IsZero() {
+			// A verdict depends on it; lists without it hash as before, so
+			// versions do not change for bundles that have none.
+			l += "\x00stale after " + c.StaleAfter.UTC().Format(time.RFC3339)
+		}
+		lists = append(lists, l)
 	}
 	sort.Strings(lists)
 	for _, p := range lists {
@@ -205,6 +218,13 @@ func crlFrom(c gjson.Result) (CRL, error) {
 		crl := CRL{CAID: c.Get("caId").String(), PEM: c.Get("pem").String(), Stale: c.Get("stale").Bool()}
 		if crl.PEM == "" {
 			return CRL{}, errors.New("missing pem")
+		}
+		if s := c.Get("staleAfter"); s.Exists() {
+			t, err := time.Parse(time.RFC3339Nano, s.String())
+			if err != nil {
+				return CRL{}, fmt.Errorf("staleAfter: %w", err)
+			}
+			crl.StaleAfter = t
 		}
 		return crl, nil
 	default:

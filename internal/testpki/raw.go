@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/pem"
 	"errors"
 	"math/big"
 	"time"
@@ -86,4 +87,30 @@ func NewVersion1(cn string, issuer *Cert) (*Cert, error) {
 	asCA := *c
 	asCA.IsCA = true
 	return &Cert{Cert: &asCA, DER: der, Key: key}, nil
+}
+
+// CRLWithoutNextUpdate is a PEM CRL signed by c (an ECDSA CA) that has no
+// nextUpdate, which crypto/x509 always writes: thisUpdate as given, the
+// revoked certificates listed, no extensions.
+func (c *Cert) CRLWithoutNextUpdate(thisUpdate time.Time, revoked ...*Cert) ([]byte, error) {
+	type entry struct {
+		Serial *big.Int
+		Date   time.Time
+	}
+	type tbs struct {
+		Version    int // 1: v2, which crypto/x509 requires
+		Signature  pkix.AlgorithmIdentifier
+		Issuer     asn1.RawValue
+		ThisUpdate time.Time
+		Revoked    []entry `asn1:"optional"`
+	}
+	v := tbs{Version: 1, Signature: ECDSAWithSHA256, Issuer: asn1.RawValue{FullBytes: c.Cert.RawSubject}, ThisUpdate: thisUpdate.UTC().Truncate(time.Second)}
+	for _, r := range revoked {
+		v.Revoked = append(v.Revoked, entry{r.Cert.SerialNumber, v.ThisUpdate})
+	}
+	der, err := Signed(c, v)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
 }

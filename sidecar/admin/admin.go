@@ -1,7 +1,8 @@
 // Package admin is the sidecar's management REST API: CA certificates, CRLs
 // and outbound mTLS certificates, plus /healthz, /readyz and /metrics. Every
-// /v1 route needs the bearer token; every change is written to the audit log
-// with the token's id, the action and the ids before and after.
+// /v1 route needs the bearer token; every change is an audit record, stored
+// with the change, naming the token's id, the action and the ids before and
+// after; GET /v1/audit reads them back.
 package admin
 
 import (
@@ -54,6 +55,9 @@ type Config struct {
 	Ready      func() error
 	HTTPClient *http.Client          // for CRL URLs
 	Refresher  *crlrefresh.Refresher // woken when URL CRLs change
+	// CRLMaxAge is how long after its thisUpdate a CRL without nextUpdate
+	// counts as current (store.CRL.StaleAfter); zero means forever.
+	CRLMaxAge time.Duration
 }
 
 type server struct {
@@ -145,6 +149,7 @@ func New(cfg Config) http.Handler {
 	v1("POST "+api.PathOutbound+"/{id}/enable", s.setEnabled(true))
 	v1("DELETE "+api.PathOutbound+"/{id}", s.deleteOutbound)
 	s.profileRoutes(v1)
+	v1("GET "+api.PathAudit, s.auditLog)
 	v1("GET "+api.PathSDS, func(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, 200, s.Tracker.Subscriptions())
 		return nil
@@ -322,9 +327,41 @@ func bodyHint(v any, err error) string {
 	return ""
 }
 
-// audit writes one line per management change.
-func (s *server) audit(r *http.Request, action string, before, after any, attrs ...any) {
-	audit.Record(s.Log, s.Metrics, actor(r), action, before, after, attrs...)
+// entry builds the audit record of a change made by request r; the store
+// writes it in the change's transaction.
+func entry(r *http.Request, action string, before, after any, attrs ...any) *store.AuditEntry {
+	return audit.Entry(actor(r), action, before, after, attrs...)
+}
+
+// logAudit writes the audit line of a committed change.
+func (s *server) logAudit(e *store.AuditEntry) { audit.Log(s.Log, s.Metrics, e) }
+
+// auditLog answers GET /v1/audit: the stored audit records, oldest first.
+// ?since= (RFC 3339) keeps those made at or after it, ?limit=N the newest N.
+func (s *server) auditLog(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	var since time.Time
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return problem.Invalid("bad_since", "since=%q is not an RFC 3339 time (2006-01-02T15:04:05Z): `mtlsgate audit list --since` also takes a duration such as 24h", v)
+		}
+		since = t
+	}
+	limit := 0
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return problem.Invalid("bad_limit", "limit=%q is not a count of records: give a whole number, 0 for all", v)
+		}
+		limit = n
+	}
+	list, err := s.Store.AuditLog(since, limit)
+	if err != nil {
+		return fmt.Errorf("read the audit trail: %w", err)
+	}
+	writeJSON(w, 200, list)
+	return nil
 }
 
 // ---- CA certificates
@@ -333,7 +370,8 @@ func (s *server) caView(ca store.CA, crls []store.CRL, now time.Time) api.CACert
 	v := api.CACertificate{CA: ca}
 	for _, c := range crls {
 		if c.CAID == ca.ID {
-			v.CRL = &api.CRLState{ID: c.ID, Source: audit.Source(c), NextUpdate: c.NextUpdate, Stale: c.Stale(now), LastError: c.LastError}
+			v.CRL = &api.CRLState{ID: c.ID, Source: audit.Source(c), NextUpdate: c.NextUpdate, StaleAfter: c.StaleAfter(s.CRLMaxAge),
+				Stale: c.Stale(now, s.CRLMaxAge), LastError: c.LastError}
 		}
 	}
 	return v
@@ -383,11 +421,15 @@ func (s *server) createCA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ca, err := s.Store.CreateCA(pki.CARecord(req.Name, c, ""))
+	var rec *store.AuditEntry
+	ca, err := s.Store.CreateCA(pki.CARecord(req.Name, c, ""), func(ca store.CA) *store.AuditEntry {
+		rec = entry(r, "ca-certificate.create", nil, audit.Ref{ID: ca.ID, Name: ca.Name}, "fingerprint", ca.Fingerprint)
+		return rec
+	})
 	if err != nil {
 		return err
 	}
-	s.audit(r, "ca-certificate.create", nil, audit.Ref{ID: ca.ID, Name: ca.Name}, "fingerprint", ca.Fingerprint)
+	s.logAudit(rec)
 	writeJSON(w, 201, api.CACertificate{CA: ca})
 	return nil
 }
@@ -400,11 +442,15 @@ func (s *server) updateCA(w http.ResponseWriter, r *http.Request) error {
 	if err := pki.ValidName(req.Name); err != nil {
 		return err
 	}
-	before, after, err := s.Store.RenameCA(r.PathValue("id"), req.Name)
+	var rec *store.AuditEntry
+	_, after, err := s.Store.RenameCA(r.PathValue("id"), req.Name, func(before, after store.CA) *store.AuditEntry {
+		rec = entry(r, "ca-certificate.update", audit.Ref{ID: before.ID, Name: before.Name}, audit.Ref{ID: after.ID, Name: after.Name})
+		return rec
+	})
 	if err != nil {
 		return err
 	}
-	s.audit(r, "ca-certificate.update", audit.Ref{ID: before.ID, Name: before.Name}, audit.Ref{ID: after.ID, Name: after.Name})
+	s.logAudit(rec)
 	crls, err := s.Store.ListCRLs()
 	if err != nil {
 		return err
@@ -430,11 +476,15 @@ func notManagedCA(ca store.CA, crls []store.CRL) error {
 }
 
 func (s *server) deleteCA(w http.ResponseWriter, r *http.Request) error {
-	ca, crlIDs, err := s.Store.DeleteCA(r.PathValue("id"), notManagedCA)
+	var rec *store.AuditEntry
+	ca, crlIDs, err := s.Store.DeleteCA(r.PathValue("id"), notManagedCA, func(ca store.CA, crlIDs []string) *store.AuditEntry {
+		rec = entry(r, "ca-certificate.delete", audit.Ref{ID: ca.ID, Name: ca.Name}, nil, "deletedCrlIds", crlIDs)
+		return rec
+	})
 	if err != nil {
 		return err
 	}
-	s.audit(r, "ca-certificate.delete", audit.Ref{ID: ca.ID, Name: ca.Name}, nil, "deletedCrlIds", crlIDs)
+	s.logAudit(rec)
 	if len(crlIDs) > 0 && s.Refresher != nil {
 		s.Refresher.Wake()
 	}
@@ -444,8 +494,8 @@ func (s *server) deleteCA(w http.ResponseWriter, r *http.Request) error {
 
 // ---- CRLs
 
-func crlView(c store.CRL, now time.Time) api.CRL {
-	return api.CRL{CRL: c, Source: audit.Source(c), Stale: c.Stale(now)}
+func (s *server) crlView(c store.CRL, now time.Time) api.CRL {
+	return api.CRL{CRL: c, Source: audit.Source(c), StaleAfter: c.StaleAfter(s.CRLMaxAge), Stale: c.Stale(now, s.CRLMaxAge)}
 }
 
 func (s *server) listCRLs(w http.ResponseWriter, r *http.Request) error {
@@ -456,7 +506,7 @@ func (s *server) listCRLs(w http.ResponseWriter, r *http.Request) error {
 	now := time.Now()
 	out := make([]api.CRL, 0, len(crls))
 	for _, c := range crls {
-		out = append(out, crlView(c, now))
+		out = append(out, s.crlView(c, now))
 	}
 	writeJSON(w, 200, out)
 	return nil
@@ -467,7 +517,7 @@ func (s *server) getCRL(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, crlView(c, time.Now()))
+	writeJSON(w, 200, s.crlView(c, time.Now()))
 	return nil
 }
 
@@ -483,15 +533,19 @@ func (s *server) createCRL(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := s.Store.CreateCRL(rec)
+	var ae *store.AuditEntry
+	c, err := s.Store.CreateCRL(rec, func(c store.CRL) *store.AuditEntry {
+		ae = entry(r, "crl.create", nil, audit.Ref{ID: c.ID}, "caId", c.CAID, "source", audit.Source(c))
+		return ae
+	})
 	if err != nil {
 		return err
 	}
 	if s.Refresher != nil {
 		s.Refresher.Wake()
 	}
-	s.audit(r, "crl.create", nil, audit.Ref{ID: c.ID}, "caId", c.CAID, "source", audit.Source(c))
-	writeJSON(w, 201, crlView(c, time.Now()))
+	s.logAudit(ae)
+	writeJSON(w, 201, s.crlView(c, time.Now()))
 	return nil
 }
 
@@ -550,7 +604,7 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var before store.CRL
+	var ae *store.AuditEntry
 	c, err := s.Store.UpdateCRL(old.ID, func(c *store.CRL) error {
 		// Checked inside the update: the trust directory may have taken the
 		// list over, or a refresh stored a newer one, since the read above.
@@ -561,10 +615,12 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 			return problem.Conflict("crl_older", "the new CRL (number %s, thisUpdate %s) is older than CRL %s's (number %s, thisUpdate %s) and would un-revoke certificates; "+
 				"to roll back on purpose, delete the CRL and create it again", orDash(rec.Number), audit.Time(rec.ThisUpdate), c.ID, orDash(c.Number), audit.Time(c.ThisUpdate))
 		}
-		before = *c
 		c.URL, c.PEM, c.Number, c.ThisUpdate, c.NextUpdate, c.RevokedCount = rec.URL, rec.PEM, rec.Number, rec.ThisUpdate, rec.NextUpdate, rec.RevokedCount
 		c.LastFetchAt, c.LastError, c.LastErrorAt = rec.LastFetchAt, "", time.Time{}
 		return nil
+	}, func(before, after store.CRL) *store.AuditEntry {
+		ae = entry(r, "crl.update", audit.CRLRef(before), audit.CRLRef(after), "caId", after.CAID)
+		return ae
 	})
 	if err != nil {
 		return err
@@ -572,8 +628,8 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 	if s.Refresher != nil {
 		s.Refresher.Wake()
 	}
-	s.audit(r, "crl.update", audit.CRLRef(before), audit.CRLRef(c), "caId", c.CAID)
-	writeJSON(w, 200, crlView(c, time.Now()))
+	s.logAudit(ae)
+	writeJSON(w, 200, s.crlView(c, time.Now()))
 	return nil
 }
 
@@ -593,15 +649,19 @@ func notManagedCRL(c store.CRL) error {
 }
 
 func (s *server) deleteCRL(w http.ResponseWriter, r *http.Request) error {
-	c, err := s.Store.DeleteCRL(r.PathValue("id"), notManagedCRL)
+	var rec *store.AuditEntry
+	c, err := s.Store.DeleteCRL(r.PathValue("id"), notManagedCRL, func(c store.CRL) *store.AuditEntry {
+		rec = entry(r, "crl.delete", audit.Ref{ID: c.ID}, nil, "caId", c.CAID)
+		return rec
+	})
 	if err != nil {
 		return err
 	}
 	if s.Refresher != nil {
 		s.Refresher.Wake()
 	}
-	s.audit(r, "crl.delete", audit.Ref{ID: c.ID}, nil, "caId", c.CAID)
-	writeJSON(w, 200, crlView(c, time.Now()))
+	s.logAudit(rec)
+	writeJSON(w, 200, s.crlView(c, time.Now()))
 	return nil
 }
 
@@ -662,6 +722,7 @@ func (s *server) createOutbound(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	var rec *store.AuditEntry
 	o, err := s.Store.CreateOutbound(store.Outbound{
 		Name:             req.Name,
 		ChainPEM:         string(chain),
@@ -672,11 +733,14 @@ func (s *server) createOutbound(w http.ResponseWriter, r *http.Request) error {
 		NotAfter:         leaf.NotAfter.UTC(),
 		EnvironmentTypes: envs,
 		KeyPEM:           key,
+	}, func(o store.Outbound) *store.AuditEntry {
+		rec = entry(r, "mtls-certificate.create", nil, audit.Ref{ID: o.ID, Name: o.Name}, "environmentTypes", envs)
+		return rec
 	})
 	if err != nil {
 		return err
 	}
-	s.audit(r, "mtls-certificate.create", nil, audit.Ref{ID: o.ID, Name: o.Name}, "environmentTypes", envs)
+	s.logAudit(rec)
 	writeJSON(w, 201, s.outboundView(o))
 	return nil
 }
@@ -699,7 +763,11 @@ func (s *server) replaceOutboundMaterial(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	before, after, err := s.Store.ReplaceOutboundMaterial(id, store.Material{
+	material := func(o store.Outbound) audit.Ref {
+		return audit.Ref{ID: o.ID, Name: o.Name, Fingerprint: o.Fingerprint, NotAfter: o.NotAfter.Format(time.RFC3339)}
+	}
+	var rec *store.AuditEntry
+	_, after, err := s.Store.ReplaceOutboundMaterial(id, store.Material{
 		ChainPEM:    string(chain),
 		Subject:     pki.DN(leaf.RawSubject),
 		Issuer:      pki.DN(leaf.RawIssuer),
@@ -707,14 +775,14 @@ func (s *server) replaceOutboundMaterial(w http.ResponseWriter, r *http.Request)
 		NotBefore:   leaf.NotBefore.UTC(),
 		NotAfter:    leaf.NotAfter.UTC(),
 		KeyPEM:      key,
+	}, func(before, after store.Outbound) *store.AuditEntry {
+		rec = entry(r, "mtls-certificate.update", material(before), material(after))
+		return rec
 	})
 	if err != nil {
 		return err
 	}
-	material := func(o store.Outbound) audit.Ref {
-		return audit.Ref{ID: o.ID, Name: o.Name, Fingerprint: o.Fingerprint, NotAfter: o.NotAfter.Format(time.RFC3339)}
-	}
-	s.audit(r, "mtls-certificate.update", material(before), material(after))
+	s.logAudit(rec)
 	writeJSON(w, 200, s.outboundView(after))
 	return nil
 }
@@ -725,17 +793,22 @@ func (s *server) setEnabled(enabled bool) func(w http.ResponseWriter, r *http.Re
 		action = "mtls-certificate.enable"
 	}
 	return func(w http.ResponseWriter, r *http.Request) error {
-		before, after, err := s.Store.SetOutboundEnabled(r.PathValue("id"), enabled)
+		var rec *store.AuditEntry
+		_, after, err := s.Store.SetOutboundEnabled(r.PathValue("id"), enabled, func(before, after store.Outbound) *store.AuditEntry {
+			rec = entry(r, action, audit.Ref{ID: before.ID, Name: before.Name, Enabled: &before.Enabled}, audit.Ref{ID: after.ID, Name: after.Name, Enabled: &after.Enabled})
+			return rec
+		})
 		if err != nil {
 			return err
 		}
-		s.audit(r, action, audit.Ref{ID: before.ID, Name: before.Name, Enabled: &before.Enabled}, audit.Ref{ID: after.ID, Name: after.Name, Enabled: &after.Enabled})
+		s.logAudit(rec)
 		writeJSON(w, 200, s.outboundView(after))
 		return nil
 	}
 }
 
 func (s *server) deleteOutbound(w http.ResponseWriter, r *http.Request) error {
+	var rec *store.AuditEntry
 	o, err := s.Store.DeleteOutbound(r.PathValue("id"), func(o store.Outbound) error {
 		if o.Enabled {
 			return problem.Conflict("enabled", "mTLS certificate %q (%s) is enabled: disable it with `mtlsgate mtls-certificate disable --cert-id %s`, redeploy the Envoys that reference it, then delete it", o.Name, o.ID, o.ID)
@@ -750,11 +823,14 @@ func (s *server) deleteOutbound(w http.ResponseWriter, r *http.Request) error {
 			return p
 		}
 		return nil
+	}, func(o store.Outbound) *store.AuditEntry {
+		rec = entry(r, "mtls-certificate.delete", audit.Ref{ID: o.ID, Name: o.Name}, nil)
+		return rec
 	})
 	if err != nil {
 		return err
 	}
-	s.audit(r, "mtls-certificate.delete", audit.Ref{ID: o.ID, Name: o.Name}, nil)
+	s.logAudit(rec)
 	writeJSON(w, 200, s.outboundView(o))
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
 	"github.com/mtlsgate/mtlsgate/sidecar/problem"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
 
 // profileRoutes registers the profile set API. Every change lands in the
@@ -23,12 +24,12 @@ type profileRef struct {
 	SHA256  string `json:"sha256"`
 }
 
-func (s *server) activeRef() (*profileRef, error) {
-	pv, ok, err := s.Store.ActiveProfiles()
-	if err != nil || !ok {
-		return nil, err
+// ref names a profile set version in an audit record; nil for none.
+func ref(pv *store.ProfileVersion) *profileRef {
+	if pv == nil {
+		return nil
 	}
-	return &profileRef{pv.Version, pv.SHA256}, nil
+	return &profileRef{pv.Version, pv.SHA256}
 }
 
 func (s *server) getProfiles(w http.ResponseWriter, r *http.Request) error {
@@ -51,18 +52,18 @@ func (s *server) setProfiles(w http.ResponseWriter, r *http.Request) error {
 	if len(req.Profiles) == 0 || string(req.Profiles) == "null" {
 		return problem.Invalid("missing_profiles", "the body must be {\"profiles\": [...]}: pass the profiles.json file with `mtlsgate profile set --file`")
 	}
-	before, err := s.activeRef()
-	if err != nil {
-		return err
-	}
-	pv, changed, err := s.Store.SetProfiles(req.Profiles, actor(r))
+	var rec *store.AuditEntry
+	pv, changed, err := s.Store.SetProfiles(req.Profiles, actor(r), func(before, after *store.ProfileVersion) *store.AuditEntry {
+		rec = entry(r, "profile.set", ref(before), ref(after))
+		return rec
+	})
 	if err != nil {
 		return err
 	}
 	status := 200
 	if changed {
 		status = 201
-		s.audit(r, "profile.set", before, profileRef{pv.Version, pv.SHA256})
+		s.logAudit(rec)
 	}
 	writeJSON(w, status, api.SetProfilesResult{ProfileSet: api.ProfileSet{ProfileVersion: pv, Active: true}, Changed: changed})
 	return nil
@@ -86,15 +87,15 @@ func (s *server) rollbackProfiles(w http.ResponseWriter, r *http.Request) error 
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	before, err := s.activeRef()
+	var rec *store.AuditEntry
+	pv, err := s.Store.RollbackProfiles(req.ToVersion, actor(r), func(before, after *store.ProfileVersion) *store.AuditEntry {
+		rec = entry(r, "profile.rollback", ref(before), ref(after), "rollbackOf", req.ToVersion)
+		return rec
+	})
 	if err != nil {
 		return err
 	}
-	pv, err := s.Store.RollbackProfiles(req.ToVersion, actor(r))
-	if err != nil {
-		return err
-	}
-	s.audit(r, "profile.rollback", before, profileRef{pv.Version, pv.SHA256}, "rollbackOf", req.ToVersion)
+	s.logAudit(rec)
 	writeJSON(w, 201, api.SetProfilesResult{ProfileSet: api.ProfileSet{ProfileVersion: pv, Active: true}, Changed: true})
 	return nil
 }

@@ -15,6 +15,7 @@ const (
 	PathCRLs      = "/v1/crls"
 	PathOutbound  = "/v1/mtls-certificates"
 	PathSDS       = "/v1/sds/subscriptions"
+	PathAudit     = "/v1/audit"
 	TokenHeader   = "Authorization"
 	ProblemType   = "application/problem+json"
 	DefaultServer = "http://127.0.0.1:9911"
@@ -28,6 +29,10 @@ type CRLState struct {
 	ID         string    `json:"id"`
 	Source     string    `json:"source"` // "file", the URL, or "trust-dir"
 	NextUpdate time.Time `json:"nextUpdate,omitzero"`
+	// StaleAfter is when the list stops being current: nextUpdate, or for
+	// a list without one its thisUpdate plus serve's
+	// --crl-max-age-without-next-update.
+	StaleAfter time.Time `json:"staleAfter,omitzero"`
 	Stale      bool      `json:"stale"`
 	LastError  string    `json:"lastError,omitempty"`
 }
@@ -41,8 +46,9 @@ type CACertificate struct {
 // CRL is a revocation list as the API shows it.
 type CRL struct {
 	store.CRL
-	Source string `json:"source"`
-	Stale  bool   `json:"stale"`
+	Source     string    `json:"source"`
+	StaleAfter time.Time `json:"staleAfter,omitzero"` // as in CRLState
+	Stale      bool      `json:"stale"`
 }
 
 // MTLSCertificate is an outbound certificate as the API shows it: never with

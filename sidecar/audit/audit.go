@@ -1,13 +1,22 @@
-// Package audit writes the sidecar's audit trail: one structured log line for
-// every committed change of trust material, whoever made it. Changes made by
-// an operator through the admin API name the token; changes the sidecar makes
-// on its own (a CRL downloaded from its URL, the trust directory applied) name
-// the component, so "which CAs and lists were in force, and since when" can be
-// answered from the audit lines alone.
+// Package audit keeps the sidecar's audit trail: one record for every
+// committed change of trust material, whoever made it. Changes made by an
+// operator through the admin API name the token; changes the sidecar makes
+// on its own (a CRL downloaded from its URL, the trust directory applied)
+// name the component, so "which CAs and lists were in force, and since when"
+// can be answered from the trail alone.
+//
+// A record is written into the store by the transaction that makes its
+// change (the store methods take a function that builds it), so it commits
+// and rolls back with the change: no crash, full disk or failing log sink
+// between the two can leave a change without its record, or a record
+// without its change. The same record is then written as a log line, for
+// log pipelines; the line can still be lost, the stored record cannot.
 package audit
 
 import (
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
@@ -20,17 +29,44 @@ const (
 	ActorTrustDir   = "trust-dir"
 )
 
-// Record writes one audit line and counts the change in
-// mtlsgate_trust_changes_total (m may be nil). Call it after the change is
-// committed: a line for a change that was rolled back would be false.
-func Record(log *slog.Logger, m *metrics.Metrics, actor, action string, before, after any, attrs ...any) {
+// Entry builds the record of one change, for a store write's audit
+// argument. attrs are key-value pairs, kept as the record's details.
+func Entry(actor, action string, before, after any, attrs ...any) *store.AuditEntry {
+	e := &store.AuditEntry{Actor: actor, Action: action, Before: before, After: after}
+	for i := 0; i+1 < len(attrs); i += 2 {
+		k, ok := attrs[i].(string)
+		if !ok {
+			continue
+		}
+		if e.Details == nil {
+			e.Details = map[string]any{}
+		}
+		e.Details[k] = attrs[i+1]
+	}
+	return e
+}
+
+// Log writes the audit line of a record the store has committed (with its
+// sequence number, which finds it in `mtlsgate audit list`) and counts the
+// change in mtlsgate_trust_changes_total. log and m may be nil, and so may e
+// (a write that called for no record). Call it only once the write
+// returned without error: a line for a change that was rolled back would be
+// false.
+func Log(log *slog.Logger, m *metrics.Metrics, e *store.AuditEntry) {
+	if e == nil {
+		return
+	}
 	if m != nil {
-		m.Changes.WithLabelValues(action).Inc()
+		m.Changes.WithLabelValues(e.Action).Inc()
 	}
 	if log == nil {
 		return
 	}
-	log.Info("audit", append([]any{"audit", true, "actor", actor, "action", action, "before", before, "after", after}, attrs...)...)
+	args := []any{"audit", true, "auditSeq", e.Seq, "actor", e.Actor, "action", e.Action, "before", e.Before, "after", e.After}
+	for _, k := range slices.Sorted(maps.Keys(e.Details)) {
+		args = append(args, k, e.Details[k])
+	}
+	log.Info("audit", args...)
 }
 
 // Ref names a record in an audit line.

@@ -19,7 +19,8 @@ type current struct {
 	version string
 	// labels are what the body carries beyond the version: CA ids and names
 	// and CRL stale flags. They change the body but not the version (the
-	// filter checks nextUpdate itself and names never change a verdict), so
+	// filter checks nextUpdate and staleAfter itself, and names never change
+	// a verdict), so
 	// a revalidating filter keeps its copy while a fresh fetch sees them.
 	labels string
 }
@@ -39,6 +40,10 @@ func bodyLabels(b *bundle.Bundle) string {
 // never wait for a rebuild.
 type Server struct {
 	cur atomic.Pointer[current]
+	// MaxAgeWithoutNextUpdate is how long after its thisUpdate a list
+	// without nextUpdate stays current (see store.CRL.StaleAfter); zero
+	// means forever. Set before the first Update.
+	MaxAgeWithoutNextUpdate time.Duration
 }
 
 // New returns a server holding an empty bundle until the first Update.
@@ -49,15 +54,20 @@ func New() *Server {
 }
 
 // Build converts store records into the bundle. A CRL is marked stale when
-// its nextUpdate has passed.
-func Build(cas []store.CA, crls []store.CRL, withheld map[string]bool, profiles []byte, profilesVersion int, now time.Time) *bundle.Bundle {
+// its nextUpdate has passed; one without nextUpdate carries the moment it
+// goes stale, maxAge after its thisUpdate, for the filter to judge it by.
+func Build(cas []store.CA, crls []store.CRL, withheld map[string]bool, profiles []byte, profilesVersion int, maxAge time.Duration, now time.Time) *bundle.Bundle {
 	bc := make([]bundle.CA, 0, len(cas))
 	for _, c := range cas {
 		bc = append(bc, bundle.CA{ID: c.ID, Name: c.Name, PEM: c.PEM, RevocationUnknown: withheld[c.ID]})
 	}
 	bl := make([]bundle.CRL, 0, len(crls))
 	for _, c := range crls {
-		bl = append(bl, bundle.CRL{CAID: c.CAID, PEM: c.PEM, Stale: c.Stale(now)})
+		bc := bundle.CRL{CAID: c.CAID, PEM: c.PEM, Stale: c.Stale(now, maxAge)}
+		if c.NextUpdate.IsZero() {
+			bc.StaleAfter = c.StaleAfter(maxAge).UTC()
+		}
+		bl = append(bl, bc)
 	}
 	return bundle.New(bc, bl, profiles, profilesVersion, now)
 }
@@ -66,7 +76,7 @@ func Build(cas []store.CA, crls []store.CRL, withheld map[string]bool, profiles 
 // withheld names the CAs whose stored CRL is not published (see
 // bundle.CA.RevocationUnknown).
 func (s *Server) Update(cas []store.CA, crls []store.CRL, withheld map[string]bool, profiles []byte, profilesVersion int, now time.Time) error {
-	b := Build(cas, crls, withheld, profiles, profilesVersion, now)
+	b := Build(cas, crls, withheld, profiles, profilesVersion, s.MaxAgeWithoutNextUpdate, now)
 	labels := bodyLabels(b)
 	if cur := s.cur.Load(); cur != nil && cur.version == b.Version && cur.labels == labels {
 		// Same trust material: keep the old body so generatedAt (and so the

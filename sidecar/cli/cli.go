@@ -1,6 +1,6 @@
 // Package cli implements `mtlsgate serve`, `mtlsgate health` and the
-// management commands (ca-certificate, crl, mtls-certificate, profile) that
-// drive a running sidecar through its admin API.
+// management commands (ca-certificate, crl, mtls-certificate, profile,
+// audit) that drive a running sidecar through its admin API.
 package cli
 
 import (
@@ -23,6 +23,7 @@ import (
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
 	"github.com/mtlsgate/mtlsgate/sidecar/daemon"
 	"github.com/mtlsgate/mtlsgate/sidecar/problem"
+	"github.com/mtlsgate/mtlsgate/sidecar/store"
 	"github.com/mtlsgate/mtlsgate/sidecar/termtext"
 )
 
@@ -41,7 +42,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		err = serve(args[1:], stdout, stderr)
 	case "health":
 		err = health(args[1:], stdout, stderr)
-	case "ca-certificate", "crl", "mtls-certificate", "profile":
+	case "ca-certificate", "crl", "mtls-certificate", "profile", "audit":
 		return manage(args[0], args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "mtlsgate: unknown command %q; run 'mtlsgate help'\n", args[0])
@@ -116,8 +117,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.Environment, "environment", daemon.DefaultEnvironment, "environment whose outbound certificates this sidecar serves (development, preview, production)")
 	fs.DurationVar(&cfg.CRLMinInterval, "crl-refresh-min-interval", 30*time.Second, "shortest time between two downloads of a CRL URL (and retry delay)")
 	fs.DurationVar(&cfg.CRLMaxInterval, "crl-refresh-max-interval", time.Hour, "longest time between two downloads of a CRL URL")
+	fs.DurationVar(&cfg.CRLMaxAge, "crl-max-age-without-next-update", daemon.DefaultCRLMaxAge, "how long after its thisUpdate a CRL without nextUpdate stays current; then it is stale like a list past its nextUpdate")
 	fs.StringVar(&cfg.TrustDir, "trust-dir", "", "directory of CA certificate and CRL PEM files (e.g. a mounted Kubernetes Secret) the store follows; CAs and CRLs added through the admin API are left alone")
 	fs.DurationVar(&cfg.TrustDirInterval, "trust-dir-interval", daemon.DefaultTrustDirInterval, "how often --trust-dir is read")
+	fs.IntVar(&cfg.AuditRetention, "audit-retention", store.DefaultAuditRetention, "how many audit records the store keeps (`mtlsgate audit list`); the oldest are dropped")
 	fs.Var(&out, "output", "ready line format: table or json")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
@@ -128,6 +131,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "mtlsgate serve: "+format+"\n", a...)
 		return errUsage
 	}
+	if cfg.AuditRetention <= 0 {
+		return usage("--audit-retention must be at least 1, e.g. %d", store.DefaultAuditRetention)
+	}
 	if cfg.TrustDirInterval <= 0 {
 		return usage("--trust-dir-interval must be positive, e.g. 10s")
 	}
@@ -137,6 +143,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	if !valid {
 		return usage("--environment %q is not one of %s", cfg.Environment, strings.Join(api.EnvironmentTypes, ", "))
+	}
+	if cfg.CRLMaxAge <= 0 {
+		return usage("--crl-max-age-without-next-update must be positive, e.g. %s", daemon.DefaultCRLMaxAge)
 	}
 	if cfg.CRLMinInterval <= 0 || cfg.CRLMaxInterval < cfg.CRLMinInterval {
 		return usage("--crl-refresh-min-interval must be positive and at most --crl-refresh-max-interval")

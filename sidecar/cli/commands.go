@@ -325,15 +325,22 @@ func (c *cmd) describeCA(ca api.CACertificate) {
 
 func (c *cmd) describeCRL(l api.CRL) {
 	state := "fresh"
-	if l.Stale {
+	switch {
+	case l.Stale && l.NextUpdate.IsZero():
+		state = "STALE (no nextUpdate, and thisUpdate is older than serve's --crl-max-age-without-next-update)"
+	case l.Stale:
 		state = "STALE (nextUpdate has passed)"
+	}
+	next := ts(l.NextUpdate)
+	if l.NextUpdate.IsZero() && !l.StaleAfter.IsZero() {
+		next = "- (none; current until " + ts(l.StaleAfter) + ")"
 	}
 	lastErr := l.LastError
 	if lastErr == "" {
 		lastErr = "-"
 	}
 	c.fields("ID", l.ID, "CA", l.CAID, "Source", l.Source, "Number", l.Number, "Revoked", fmt.Sprint(l.RevokedCount),
-		"This update", ts(l.ThisUpdate), "Next update", ts(l.NextUpdate), "State", state,
+		"This update", ts(l.ThisUpdate), "Next update", next, "State", state,
 		"Last fetch", ts(l.LastFetchAt), "Last error", lastErr, "Created", ts(l.CreatedAt), "Updated", ts(l.UpdatedAt))
 }
 

@@ -94,6 +94,9 @@ type Refresher struct {
 	// Republish runs when a list's nextUpdate passes, so the bundle's stale
 	// flags follow the clock and not only changes.
 	Republish func()
+	// MaxAgeWithoutNextUpdate is how long after its thisUpdate a list
+	// without nextUpdate is current (store.CRL.StaleAfter); zero: forever.
+	MaxAgeWithoutNextUpdate time.Duration
 
 	wake chan struct{}
 }
@@ -118,12 +121,13 @@ func (r *Refresher) due(c store.CRL) time.Time {
 	if last.IsZero() {
 		last = c.CreatedAt
 	}
-	if c.NextUpdate.IsZero() {
+	staleAfter := c.StaleAfter(r.MaxAgeWithoutNextUpdate)
+	if staleAfter.IsZero() {
 		return last.Add(r.MaxInterval)
 	}
 	// Halfway to nextUpdate leaves room for several retries before the list
 	// goes stale.
-	gap := c.NextUpdate.Sub(last) / 2
+	gap := staleAfter.Sub(last) / 2
 	gap = max(gap, r.MinInterval)
 	gap = min(gap, r.MaxInterval)
 	return last.Add(gap)
@@ -141,12 +145,12 @@ func (r *Refresher) Run(ctx context.Context) {
 		next := now.Add(r.MaxInterval)
 		republish := false
 		for _, c := range crls {
-			if c.Stale(now) != staleSeen[c.ID] {
-				staleSeen[c.ID] = c.Stale(now)
+			if stale := c.Stale(now, r.MaxAgeWithoutNextUpdate); stale != staleSeen[c.ID] {
+				staleSeen[c.ID] = stale
 				republish = true
 			}
-			if !c.NextUpdate.IsZero() && c.NextUpdate.After(now) && c.NextUpdate.Before(next) {
-				next = c.NextUpdate.Add(time.Millisecond)
+			if t := c.StaleAfter(r.MaxAgeWithoutNextUpdate); !t.IsZero() && t.After(now) && t.Before(next) {
+				next = t.Add(time.Millisecond)
 			}
 			if c.URL == "" {
 				continue
@@ -202,7 +206,7 @@ func (r *Refresher) refresh(ctx context.Context, c store.CRL) {
 		s.LastError = termtext.Sanitize(err.Error())
 		s.LastErrorAt = time.Now().UTC()
 		return nil
-	})
+	}, nil) // a failed download changes no list: no audit record
 	if uerr != nil && !errors.Is(uerr, errSuperseded) {
 		r.Log.Error("record CRL refresh failure", "crlId", c.ID, "err", uerr)
 	}
@@ -233,9 +237,8 @@ func (r *Refresher) download(ctx context.Context, c store.CRL) error {
 	// was before the download: an operator's `crl update` may have stored a
 	// newer list (and dropped the URL) meanwhile, and overwriting it would
 	// un-revoke certificates with no refresh left to correct it.
-	var before store.CRL
-	after, err := r.Store.UpdateCRL(c.ID, func(s *store.CRL) error {
-		before = *s
+	var rec *store.AuditEntry
+	_, err = r.Store.UpdateCRL(c.ID, func(s *store.CRL) error {
 		if s.URL != c.URL {
 			return errSuperseded
 		}
@@ -251,17 +254,23 @@ func (r *Refresher) download(ctx context.Context, c store.CRL) error {
 		s.LastError = ""
 		s.LastErrorAt = time.Time{}
 		return nil
+	}, func(before, after store.CRL) *store.AuditEntry {
+		if after.PEM == before.PEM {
+			return nil // the same list again: only its fetch time moved
+		}
+		// A new list changes which certificates are revoked: a record like
+		// an operator's `crl update`, so the trail shows every list in force.
+		rec = audit.Entry(audit.ActorCRLRefresh, "crl.update", audit.CRLRef(before), audit.CRLRef(after), "caId", c.CAID, "nextUpdate", audit.Time(after.NextUpdate))
+		return rec
 	})
 	if err != nil {
 		return err
 	}
-	if after.PEM == before.PEM {
+	if rec == nil {
 		r.Log.Debug("CRL downloaded; unchanged", "crlId", c.ID, "number", rl.Number, "nextUpdate", rl.NextUpdate)
 		return nil
 	}
-	// A new list changes which certificates are revoked: an audit line like
-	// an operator's `crl update`, so the trail shows every list in force.
-	audit.Record(r.Log, r.M, audit.ActorCRLRefresh, "crl.update", audit.CRLRef(before), audit.CRLRef(after), "caId", c.CAID, "nextUpdate", audit.Time(after.NextUpdate))
+	audit.Log(r.Log, r.M, rec)
 	return nil
 }
 

@@ -48,7 +48,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { st.Close() })
 	f.st = st
-	ca, err := st.CreateCA(pki.CARecord("refresh_ca", f.ca.Cert, ""))
+	ca, err := st.CreateCA(pki.CARecord("refresh_ca", f.ca.Cert, ""), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func (f *fixture) record(list []byte) store.CRL {
 	}
 	rec := store.CRL{CAID: f.caID, URL: f.srv.URL}
 	Apply(&rec, rl, p)
-	c, err := f.st.CreateCRL(rec)
+	c, err := f.st.CreateCRL(rec, nil)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func (f *fixture) operatorUpdate(list []byte, url string) {
 		}
 		c.URL, c.PEM, c.Number, c.ThisUpdate, c.NextUpdate, c.RevokedCount = url, rec.PEM, rec.Number, rec.ThisUpdate, rec.NextUpdate, rec.RevokedCount
 		return nil
-	}); err != nil {
+	}, nil); err != nil {
 		f.t.Fatal(err)
 	}
 }

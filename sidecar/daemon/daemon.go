@@ -46,6 +46,11 @@ const (
 	// DefaultTrustDirInterval is how often --trust-dir is read. The kubelet
 	// refreshes a mounted Secret within about a minute; this adds little.
 	DefaultTrustDirInterval = 10 * time.Second
+	// DefaultCRLMaxAge is how long after its thisUpdate a CRL without
+	// nextUpdate counts as current. A week is the usual publication period
+	// of CAs that issue CRLs on a schedule (and AD CS's default), so a list
+	// a week older than that means its source stopped.
+	DefaultCRLMaxAge = 7 * 24 * time.Hour
 )
 
 // Config is the serve command's configuration.
@@ -59,11 +64,17 @@ type Config struct {
 	Environment       string
 	CRLMinInterval    time.Duration
 	CRLMaxInterval    time.Duration
+	// CRLMaxAge is how long after its thisUpdate a CRL without nextUpdate
+	// counts as current (store.CRL.StaleAfter); 0 means DefaultCRLMaxAge.
+	CRLMaxAge time.Duration
 	// TrustDir, when set, is a directory of CA and CRL PEM files the store
 	// follows (see package trustdir), read every TrustDirInterval.
 	TrustDir         string
 	TrustDirInterval time.Duration
-	Log              *slog.Logger
+	// AuditRetention is how many audit records the store keeps (0: the
+	// store's default).
+	AuditRetention int
+	Log            *slog.Logger
 	// Ready, if set, is called once every listener is up, with their
 	// addresses (useful with port 0).
 	Ready func(Addrs)
@@ -217,7 +228,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The store's lock first: a second serve on the same --data-dir must
 	// stop before it touches any listener, and a socket path above all,
 	// whose removal on exit would cut the running one off.
-	st, err := store.Open(cfg.DataDir, store.Options{EncryptionKey: key})
+	st, err := store.Open(cfg.DataDir, store.Options{EncryptionKey: key, AuditRetention: cfg.AuditRetention})
 	if err != nil {
 		return err
 	}
@@ -271,6 +282,7 @@ func Run(ctx context.Context, cfg Config) error {
 	tracker := sds.NewTracker()
 	tracker.OnChange = func() { m.SDSStreams.Set(float64(len(tracker.Subscriptions()))) }
 	bundles := bundlesrv.New()
+	bundles.MaxAgeWithoutNextUpdate = crlMaxAge(cfg)
 
 	var pubMu sync.Mutex
 	// publishFailed is why the store's current state is not what Envoy and
@@ -285,7 +297,7 @@ func Run(ctx context.Context, cfg Config) error {
 		pubMu.Lock()
 		defer pubMu.Unlock()
 		t0 := time.Now()
-		if err := publishState(ctx, st, cache, bundles, m, cfg.Environment, log); err != nil {
+		if err := publishState(ctx, st, cache, bundles, m, cfg.Environment, crlMaxAge(cfg), log); err != nil {
 			why := err.Error()
 			publishFailed.Store(&why)
 			log.Error("publish trust material failed: Envoy and the filter keep the state published before (none at start), and /readyz answers 503 until a publish succeeds; "+
@@ -324,6 +336,7 @@ func Run(ctx context.Context, cfg Config) error {
 	refresher := &crlrefresh.Refresher{
 		Store: st, Client: crlrefresh.NewClient(30 * time.Second), Log: log, M: m,
 		MinInterval: cfg.CRLMinInterval, MaxInterval: cfg.CRLMaxInterval, Republish: publish,
+		MaxAgeWithoutNextUpdate: crlMaxAge(cfg),
 	}
 	refresher.Init()
 
@@ -363,7 +376,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			return nil
 		},
-		HTTPClient: refresher.Client, Refresher: refresher,
+		HTTPClient: refresher.Client, Refresher: refresher, CRLMaxAge: crlMaxAge(cfg),
 	})
 	apiHandler.Store(&h)
 	ready.Store(true)
@@ -447,6 +460,13 @@ func completeCRLs(crls []store.CRL, log *slog.Logger) (out []store.CRL, withheld
 	return out, withheldCAs
 }
 
+func crlMaxAge(cfg Config) time.Duration {
+	if cfg.CRLMaxAge <= 0 {
+		return DefaultCRLMaxAge
+	}
+	return cfg.CRLMaxAge
+}
+
 func trustDirInterval(cfg Config) time.Duration {
 	if cfg.TrustDirInterval <= 0 {
 		return DefaultTrustDirInterval
@@ -454,7 +474,7 @@ func trustDirInterval(cfg Config) time.Duration {
 	return cfg.TrustDirInterval
 }
 
-func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundles *bundlesrv.Server, m *metrics.Metrics, env string, log *slog.Logger) error {
+func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundles *bundlesrv.Server, m *metrics.Metrics, env string, crlMaxAge time.Duration, log *slog.Logger) error {
 	snap, err := st.Snapshot()
 	if err != nil {
 		return err
@@ -479,7 +499,7 @@ func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundle
 	m.CACertificates.Set(float64(len(cas)))
 	stale, served := 0, 0
 	for _, c := range crls {
-		if c.Stale(now) {
+		if c.Stale(now, crlMaxAge) {
 			stale++
 		}
 	}

@@ -229,4 +229,8 @@ func TestCRLURLRefresh(t *testing.T) {
 	if strings.Join(changes, " ") != "1->2 2->3" {
 		t.Errorf("refresh audit lines record %q, want the two new lists (1->2 2->3) after %d fetches", changes, fetches.Load())
 	}
+	// The store holds the same records as the lines: the two refreshes.
+	if stored := sameAsLogLines(t, p, "crl.update"); len(stored) != 2 || stored[1].Actor != "crl-refresh" {
+		t.Errorf("stored crl.update records %+v", stored)
+	}
 }

@@ -91,21 +91,22 @@ func TestStoredIncompleteCRLWithheld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caA, err := st.CreateCA(pki.CARecord("delta_ca", a.Cert, ""))
+	caA, err := st.CreateCA(pki.CARecord("delta_ca", a.Cert, ""), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caB, err := st.CreateCA(pki.CARecord("plain_ca", b.Cert, ""))
+	caB, err := st.CreateCA(pki.CARecord("plain_ca", b.Cert, ""), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	delta, err := st.CreateCRL(store.CRL{CAID: caA.ID, PEM: string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})),
-		Number: "2", ThisUpdate: time.Now().Add(-time.Hour).UTC(), NextUpdate: time.Now().Add(time.Hour).UTC()})
+		Number: "2", ThisUpdate: time.Now().Add(-time.Hour).UTC(), NextUpdate: time.Now().Add(time.Hour).UTC()}, nil)
+
 	if err != nil {
 		t.Fatal(err)
 	}
 	plain := testpki.Must(b.CRL(testpki.CRLOptions{Number: big.NewInt(5)}))
-	if _, err := st.CreateCRL(store.CRL{CAID: caB.ID, PEM: string(plain)}); err != nil {
+	if _, err := st.CreateCRL(store.CRL{CAID: caB.ID, PEM: string(plain)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()

@@ -81,6 +81,21 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	if extra := len(have) - len(acked); extra < 0 || extra > writers {
 		t.Errorf("%d stored vs %d acknowledged", len(have), len(acked))
 	}
+	// The audit trail matches the store exactly, in-flight writes included:
+	// a record for every CA stored, and none for a write the kill undid.
+	recorded := map[string]bool{}
+	for _, e := range storedAudit(t, p2, "ca-certificate.create") {
+		id, _ := e.After.(map[string]any)["id"].(string)
+		if _, ok := have[id]; !ok {
+			t.Errorf("audit record for CA %s, which is not stored", id)
+		}
+		recorded[id] = true
+	}
+	for id, name := range have {
+		if !recorded[id] {
+			t.Errorf("CA %s (%s) stored without its audit record", id, name)
+		}
+	}
 }
 
 // TestConcurrentCLIClients races CLI processes; names stay unique and every

@@ -137,6 +137,7 @@ func TestTrustDir(t *testing.T) {
 	// Every applied change is in the audit trail, like an admin change:
 	// A added first, then B with A's CRL, ..., finally A and its CRL removed.
 	applied := auditLines(t, p, "trust-dir.apply")
+	sameAsLogLines(t, p, "trust-dir.apply")
 	if len(applied) < 3 {
 		t.Fatalf("%d trust-dir.apply audit lines, want one per applied change:\n%v", len(applied), applied)
 	}

@@ -40,7 +40,7 @@ func New() *Metrics {
 			Name: "mtlsgate_crl_fetches_total", Help: "CRL downloads by result (ok, error).",
 		}, []string{"result"}),
 		CACertificates: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_ca_certificates", Help: "Stored CA certificates."}),
-		StaleCRLs:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_crls_stale", Help: "CRLs whose nextUpdate has passed."}),
+		StaleCRLs:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_crls_stale", Help: "CRLs past their nextUpdate, or without one and older than --crl-max-age-without-next-update."}),
 		WithheldCRLs: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_crls_withheld",
 			Help: "Stored CRLs not published because they are not complete lists (delta, partitioned, indirect); replace them."}),
 		MTLSCerts:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_mtls_certificates_served", Help: "Outbound certificates published over SDS."}),

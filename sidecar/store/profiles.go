@@ -108,8 +108,9 @@ func (s *Store) appendProfiles(tx *bolt.Tx, pv ProfileVersion) (ProfileVersion, 
 
 // SetProfiles stores raw (a JSON array of profiles) as the next version and
 // makes it active. Content equal to the active version is not a change:
-// that version comes back with changed false and nothing is written.
-func (s *Store) SetProfiles(raw []byte, actor string) (pv ProfileVersion, changed bool, err error) {
+// that version comes back with changed false and nothing is written. audit
+// sees the version active before (nil when none was) and the new one.
+func (s *Store) SetProfiles(raw []byte, actor string, audit func(before, after *ProfileVersion) *AuditEntry) (pv ProfileVersion, changed bool, err error) {
 	canon, _, err := CanonicalProfiles(raw)
 	if err != nil {
 		return pv, false, err
@@ -124,23 +125,39 @@ func (s *Store) SetProfiles(raw []byte, actor string) (pv ProfileVersion, change
 			return nil
 		}
 		changed = true
-		pv, err = s.appendProfiles(tx, ProfileVersion{Profiles: canon, Action: "set", Actor: actor})
-		return err
+		if pv, err = s.appendProfiles(tx, ProfileVersion{Profiles: canon, Action: "set", Actor: actor}); err != nil {
+			return err
+		}
+		var before *ProfileVersion
+		if ok {
+			before = &last
+		}
+		return record2(s, tx, audit, before, &pv)
 	})
 	return pv, changed, err
 }
 
 // RollbackProfiles makes the content of version `to` active again as a new
 // version, so the history keeps both the change and its undoing.
-func (s *Store) RollbackProfiles(to int, actor string) (ProfileVersion, error) {
+func (s *Store) RollbackProfiles(to int, actor string, audit func(before, after *ProfileVersion) *AuditEntry) (ProfileVersion, error) {
 	var pv ProfileVersion
 	err := s.update(func(tx *bolt.Tx) error {
 		old, err := getProfileVersion(tx, to)
 		if err != nil {
 			return err
 		}
-		pv, err = s.appendProfiles(tx, ProfileVersion{Profiles: old.Profiles, Action: "rollback", RollbackOf: to, Actor: actor})
-		return err
+		last, ok, err := lastProfiles(tx.Bucket(bucketProfiles))
+		if err != nil {
+			return err
+		}
+		if pv, err = s.appendProfiles(tx, ProfileVersion{Profiles: old.Profiles, Action: "rollback", RollbackOf: to, Actor: actor}); err != nil {
+			return err
+		}
+		var before *ProfileVersion
+		if ok {
+			before = &last
+		}
+		return record2(s, tx, audit, before, &pv)
 	})
 	return pv, err
 }

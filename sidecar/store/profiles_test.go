@@ -20,26 +20,26 @@ func TestProfileVersionsAndRollback(t *testing.T) {
 	}
 	v1 := []byte(`[ {"id":"partner-prod", "clients":["acme-mobile"]} ]`)
 	v2 := []byte(`[{"id":"partner-prod","clients":["someone-else"],"methods":["GET"]}]`)
-	a, changed, err := s.SetProfiles(v1, "token:1")
+	a, changed, err := s.SetProfiles(v1, "token:1", nil)
 	if err != nil || !changed || a.Version != 1 || string(a.Profiles) != `[{"id":"partner-prod","clients":["acme-mobile"]}]` {
 		t.Fatalf("set v1: %+v changed=%v err=%v", a, changed, err)
 	}
-	if again, changed, err := s.SetProfiles([]byte(`[{"id":"partner-prod","clients":["acme-mobile"]}]`), "token:1"); err != nil || changed || again.Version != 1 {
+	if again, changed, err := s.SetProfiles([]byte(`[{"id":"partner-prod","clients":["acme-mobile"]}]`), "token:1", nil); err != nil || changed || again.Version != 1 {
 		t.Fatalf("same content again: %+v changed=%v err=%v", again, changed, err)
 	}
-	if b, _, err := s.SetProfiles(v2, "token:2"); err != nil || b.Version != 2 {
+	if b, _, err := s.SetProfiles(v2, "token:2", nil); err != nil || b.Version != 2 {
 		t.Fatalf("set v2: %+v %v", b, err)
 	}
-	_, _, err = s.SetProfiles([]byte(`[{"id":"x","clients":[]}]`), "token:2")
+	_, _, err = s.SetProfiles([]byte(`[{"id":"x","clients":[]}]`), "token:2", nil)
 	if p, ok := problem.As(err); !ok || p.Status != 400 || !strings.Contains(p.Detail, "profiles[0].clients") {
 		t.Fatalf("invalid set: %v", err)
 	}
-	if _, err := s.RollbackProfiles(9, "token:1"); err == nil {
+	if _, err := s.RollbackProfiles(9, "token:1", nil); err == nil {
 		t.Fatal("rollback to a missing version accepted")
 	} else if p, ok := problem.As(err); !ok || p.Status != 404 {
 		t.Fatalf("rollback to a missing version: %v", err)
 	}
-	r, err := s.RollbackProfiles(1, "token:3")
+	r, err := s.RollbackProfiles(1, "token:3", nil)
 	if err != nil || r.Version != 3 || r.RollbackOf != 1 || r.Action != "rollback" || !bytes.Equal(r.Profiles, a.Profiles) || r.SHA256 != a.SHA256 {
 		t.Fatalf("rollback: %+v %v", r, err)
 	}

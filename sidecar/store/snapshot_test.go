@@ -20,12 +20,12 @@ func TestSnapshotIsOneState(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		for i := 0; i < 500; i++ {
-			ca, err := s.CreateCA(CA{Name: fmt.Sprintf("ca_%d", i), Fingerprint: fmt.Sprintf("FP%d", i), PEM: "x"})
+			ca, err := s.CreateCA(CA{Name: fmt.Sprintf("ca_%d", i), Fingerprint: fmt.Sprintf("FP%d", i), PEM: "x"}, nil)
 			if err == nil {
-				_, err = s.CreateCRL(CRL{CAID: ca.ID, PEM: "y"})
+				_, err = s.CreateCRL(CRL{CAID: ca.ID, PEM: "y"}, nil)
 			}
 			if err == nil {
-				_, _, err = s.DeleteCA(ca.ID, nil)
+				_, _, err = s.DeleteCA(ca.ID, nil, nil)
 			}
 			if err != nil {
 				done <- err

@@ -34,7 +34,7 @@ import (
 // SchemaVersion is the layout this build writes. Older stores are migrated on
 // open; newer ones are refused so an old binary never rewrites data it does not
 // understand.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // FileName is the database file inside the data directory.
 const FileName = "mtlsgate.db"
@@ -116,8 +116,27 @@ type CRL struct {
 	UpdatedAt time.Time `json:"updatedAt"`
 }
 
-// Stale reports whether the list's nextUpdate has passed.
-func (c CRL) Stale(now time.Time) bool { return !c.NextUpdate.IsZero() && now.After(c.NextUpdate) }
+// StaleAfter is when the list stops being current: its nextUpdate, or, for
+// a list without one, maxAge after its thisUpdate. RFC 5280 requires
+// nextUpdate, but lists without it exist, and taking them as current
+// forever would hide a source that stopped issuing: revocation would stop
+// being checked against anything recent with no sign of it. thisUpdate, not
+// when the list was fetched or uploaded, is the age that counts: a URL that
+// keeps serving the same old list is fetched successfully every time, and
+// every replica and restart then agrees on the moment. Zero (never) only
+// for a list without nextUpdate when maxAge is not positive.
+func (c CRL) StaleAfter(maxAge time.Duration) time.Time {
+	if !c.NextUpdate.IsZero() || maxAge <= 0 {
+		return c.NextUpdate
+	}
+	return c.ThisUpdate.Add(maxAge)
+}
+
+// Stale reports whether the list is past StaleAfter(maxAge).
+func (c CRL) Stale(now time.Time, maxAge time.Duration) bool {
+	t := c.StaleAfter(maxAge)
+	return !t.IsZero() && now.After(t)
+}
 
 // Outbound is a client certificate the gateway presents to backends.
 type Outbound struct {
@@ -151,6 +170,9 @@ type Options struct {
 	EncryptionKey []byte
 	// Now is the clock for timestamps; tests leave it nil.
 	Now func() time.Time
+	// AuditRetention is how many audit records are kept, the oldest
+	// dropped first; 0 means DefaultAuditRetention.
+	AuditRetention int
 }
 
 // Store is the durable trust store. It is safe for concurrent use.
@@ -158,6 +180,8 @@ type Store struct {
 	db   *bolt.DB
 	aead cipher.AEAD
 	now  func() time.Time
+
+	auditRetention int
 
 	mu       sync.Mutex // orders writes with their change notifications
 	onChange func()
@@ -189,9 +213,12 @@ func Open(dir string, opts Options) (*Store, error) {
 	if _, err := EnsureDir(dir); err != nil {
 		return nil, err
 	}
-	s := &Store{now: opts.Now}
+	s := &Store{now: opts.Now, auditRetention: opts.AuditRetention}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.auditRetention <= 0 {
+		s.auditRetention = DefaultAuditRetention
 	}
 	if opts.EncryptionKey != nil {
 		if len(opts.EncryptionKey) != 32 {
@@ -268,7 +295,7 @@ func (s *Store) initialize(tx *bolt.Tx) error {
 	if version > SchemaVersion {
 		return fmt.Errorf("store schema version %d is newer than this build understands (%d): run a newer mtlsgate, or restore a backup taken with this version", version, SchemaVersion)
 	}
-	for _, b := range [][]byte{bucketCAs, bucketCRLs, bucketOutbound, bucketProfiles} {
+	for _, b := range [][]byte{bucketCAs, bucketCRLs, bucketOutbound, bucketProfiles, bucketAudit} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return fmt.Errorf("create bucket %s: %w", b, err)
 		}
@@ -573,8 +600,10 @@ func all[T any](b *bolt.Bucket) ([]T, error) {
 // ---- CA certificates
 
 // CreateCA stores ca under a new ID, refusing a duplicate name or an identical
-// certificate already stored.
-func (s *Store) CreateCA(ca CA) (CA, error) {
+// certificate already stored. audit (may be nil, as may what it returns)
+// builds the change's audit record, written in the same transaction; so do
+// the audit arguments of every other write.
+func (s *Store) CreateCA(ca CA, audit func(CA) *AuditEntry) (CA, error) {
 	now := s.now().UTC()
 	ca.ID = NewID("mtlsca_")
 	ca.CreatedAt, ca.UpdatedAt = now, now
@@ -587,7 +616,10 @@ func (s *Store) CreateCA(ca CA) (CA, error) {
 		if err := newCAConflict(existing, ca); err != nil {
 			return err
 		}
-		return putJSON(b, ca.ID, ca)
+		if err := putJSON(b, ca.ID, ca); err != nil {
+			return err
+		}
+		return record(s, tx, audit, ca)
 	})
 	return ca, err
 }
@@ -624,7 +656,7 @@ func (s *Store) GetCA(id string) (CA, error) {
 }
 
 // RenameCA changes a CA's name and returns it before and after.
-func (s *Store) RenameCA(id, name string) (before, after CA, err error) {
+func (s *Store) RenameCA(id, name string, audit func(before, after CA) *AuditEntry) (before, after CA, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCAs)
 		existing, err := all[CA](b)
@@ -645,7 +677,10 @@ func (s *Store) RenameCA(id, name string) (before, after CA, err error) {
 		after = before
 		after.Name = name
 		after.UpdatedAt = s.now().UTC()
-		return putJSON(b, id, after)
+		if err := putJSON(b, id, after); err != nil {
+			return err
+		}
+		return record2(s, tx, audit, before, after)
 	})
 	return before, after, err
 }
@@ -653,7 +688,7 @@ func (s *Store) RenameCA(id, name string) (before, after CA, err error) {
 // DeleteCA removes a CA and the CRLs attached to it, if guard (run inside
 // the transaction with the CA and those CRLs, so the trust directory cannot
 // take them over in between) allows. guard may be nil.
-func (s *Store) DeleteCA(id string, guard func(CA, []CRL) error) (ca CA, crlIDs []string, err error) {
+func (s *Store) DeleteCA(id string, guard func(CA, []CRL) error, audit func(ca CA, crlIDs []string) *AuditEntry) (ca CA, crlIDs []string, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCAs)
 		ok, err := getJSON(b, id, &ca)
@@ -685,7 +720,13 @@ func (s *Store) DeleteCA(id string, guard func(CA, []CRL) error) (ca CA, crlIDs 
 			}
 			crlIDs = append(crlIDs, c.ID)
 		}
-		return b.Delete([]byte(id))
+		if err := b.Delete([]byte(id)); err != nil {
+			return fmt.Errorf("delete CA %s: %w", id, err)
+		}
+		if audit == nil {
+			return nil
+		}
+		return s.appendAudit(tx, audit(ca, crlIDs))
 	})
 	return ca, crlIDs, err
 }
@@ -693,7 +734,7 @@ func (s *Store) DeleteCA(id string, guard func(CA, []CRL) error) (ca CA, crlIDs 
 // ---- CRLs
 
 // CreateCRL attaches a revocation list to an existing CA; one per CA.
-func (s *Store) CreateCRL(c CRL) (CRL, error) {
+func (s *Store) CreateCRL(c CRL, audit func(CRL) *AuditEntry) (CRL, error) {
 	now := s.now().UTC()
 	c.ID = NewID("mtlscrl_")
 	c.CreatedAt, c.UpdatedAt = now, now
@@ -718,7 +759,10 @@ func (s *Store) CreateCRL(c CRL) (CRL, error) {
 				return p
 			}
 		}
-		return putJSON(b, c.ID, c)
+		if err := putJSON(b, c.ID, c); err != nil {
+			return err
+		}
+		return record(s, tx, audit, c)
 	})
 	return c, err
 }
@@ -737,8 +781,9 @@ func (s *Store) GetCRL(id string) (CRL, error) {
 	return getOne[CRL](s.db, bucketCRLs, id, crlNotFound)
 }
 
-// UpdateCRL applies fn to a stored CRL (the refresher records fetches this way).
-func (s *Store) UpdateCRL(id string, fn func(*CRL) error) (CRL, error) {
+// UpdateCRL applies fn to a stored CRL (the refresher records fetches this
+// way). audit sees the record before and after fn.
+func (s *Store) UpdateCRL(id string, fn func(*CRL) error, audit func(before, after CRL) *AuditEntry) (CRL, error) {
 	var c CRL
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCRLs)
@@ -749,18 +794,22 @@ func (s *Store) UpdateCRL(id string, fn func(*CRL) error) (CRL, error) {
 		if !ok {
 			return crlNotFound(id)
 		}
+		before := c
 		if err := fn(&c); err != nil {
 			return err
 		}
 		c.UpdatedAt = s.now().UTC()
-		return putJSON(b, id, c)
+		if err := putJSON(b, id, c); err != nil {
+			return err
+		}
+		return record2(s, tx, audit, before, c)
 	})
 	return c, err
 }
 
 // DeleteCRL removes a CRL if guard (run inside the transaction) allows;
 // guard may be nil.
-func (s *Store) DeleteCRL(id string, guard func(CRL) error) (CRL, error) {
+func (s *Store) DeleteCRL(id string, guard func(CRL) error, audit func(CRL) *AuditEntry) (CRL, error) {
 	var c CRL
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCRLs)
@@ -776,7 +825,10 @@ func (s *Store) DeleteCRL(id string, guard func(CRL) error) (CRL, error) {
 				return err
 			}
 		}
-		return b.Delete([]byte(id))
+		if err := b.Delete([]byte(id)); err != nil {
+			return fmt.Errorf("delete CRL %s: %w", id, err)
+		}
+		return record(s, tx, audit, c)
 	})
 	return c, err
 }
@@ -813,8 +865,8 @@ func (c TrustChange) Empty() bool {
 // or not at all. A plan that changes nothing costs a read transaction only.
 // plan may run twice and must not have side effects. The change returned is
 // the one applied, its new CAs and CRLs carrying the IDs they were stored
-// under.
-func (s *Store) ApplyTrust(plan func(cas []CA, crls []CRL) (TrustChange, error)) (TrustChange, error) {
+// under; audit gets it too, with the CRLs stored before it.
+func (s *Store) ApplyTrust(plan func(cas []CA, crls []CRL) (TrustChange, error), audit func(ch TrustChange, crlsBefore []CRL) *AuditEntry) (TrustChange, error) {
 	var ch TrustChange
 	err := s.db.View(func(tx *bolt.Tx) error {
 		cas, crls, err := trustState(tx)
@@ -834,7 +886,16 @@ func (s *Store) ApplyTrust(plan func(cas []CA, crls []CRL) (TrustChange, error))
 		if ch, err = plan(cas, crls); err != nil {
 			return err
 		}
-		return s.applyTrust(tx, ch, cas, crls)
+		if ch.Empty() {
+			return nil
+		}
+		if err := s.applyTrust(tx, ch, cas, crls); err != nil {
+			return err
+		}
+		if audit == nil {
+			return nil
+		}
+		return s.appendAudit(tx, audit(ch, crls))
 	})
 	return ch, err
 }
@@ -939,7 +1000,7 @@ func outboundNotFound(id string) error {
 }
 
 // CreateOutbound stores a client certificate and its key (o.KeyPEM), enabled.
-func (s *Store) CreateOutbound(o Outbound) (Outbound, error) {
+func (s *Store) CreateOutbound(o Outbound, audit func(Outbound) *AuditEntry) (Outbound, error) {
 	now := s.now().UTC()
 	o.ID = NewID("mtlscert_")
 	o.CreatedAt, o.UpdatedAt = now, now
@@ -965,7 +1026,10 @@ func (s *Store) CreateOutbound(o Outbound) (Outbound, error) {
 			}
 			r.KeyEncrypted = true
 		}
-		return putJSON(b, o.ID, r)
+		if err := putJSON(b, o.ID, r); err != nil {
+			return err
+		}
+		return record(s, tx, audit, r.Outbound)
 	})
 	o.KeyPEM = nil
 	return o, err
@@ -1029,7 +1093,7 @@ func (s *Store) GetOutbound(id string) (Outbound, error) {
 
 // SetOutboundEnabled enables or disables a certificate and returns it before
 // and after.
-func (s *Store) SetOutboundEnabled(id string, enabled bool) (before, after Outbound, err error) {
+func (s *Store) SetOutboundEnabled(id string, enabled bool, audit func(before, after Outbound) *AuditEntry) (before, after Outbound, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbound)
 		var r outboundRecord
@@ -1044,7 +1108,10 @@ func (s *Store) SetOutboundEnabled(id string, enabled bool) (before, after Outbo
 		r.Enabled = enabled
 		r.UpdatedAt = s.now().UTC()
 		after = r.Outbound
-		return putJSON(b, id, r)
+		if err := putJSON(b, id, r); err != nil {
+			return err
+		}
+		return record2(s, tx, audit, before, after)
 	})
 	return before, after, err
 }
@@ -1065,7 +1132,7 @@ type Material struct {
 // outbound certificate, keeping its ID, name, environment types and enabled
 // state, so Envoys subscribed to the name get the new pair over SDS without a
 // configuration change. The key is sealed as CreateOutbound seals it.
-func (s *Store) ReplaceOutboundMaterial(id string, m Material) (before, after Outbound, err error) {
+func (s *Store) ReplaceOutboundMaterial(id string, m Material, audit func(before, after Outbound) *AuditEntry) (before, after Outbound, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbound)
 		var r outboundRecord
@@ -1090,14 +1157,17 @@ func (s *Store) ReplaceOutboundMaterial(id string, m Material) (before, after Ou
 			r.KeyEncrypted = true
 		}
 		after = r.Outbound
-		return putJSON(b, id, r)
+		if err := putJSON(b, id, r); err != nil {
+			return err
+		}
+		return record2(s, tx, audit, before, after)
 	})
 	return before, after, err
 }
 
 // DeleteOutbound removes a certificate if guard (run inside the transaction,
 // so nothing enables it in between) allows.
-func (s *Store) DeleteOutbound(id string, guard func(Outbound) error) (Outbound, error) {
+func (s *Store) DeleteOutbound(id string, guard func(Outbound) error, audit func(Outbound) *AuditEntry) (Outbound, error) {
 	var r outboundRecord
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbound)
@@ -1111,7 +1181,10 @@ func (s *Store) DeleteOutbound(id string, guard func(Outbound) error) (Outbound,
 		if err := guard(r.Outbound); err != nil {
 			return err
 		}
-		return b.Delete([]byte(id))
+		if err := b.Delete([]byte(id)); err != nil {
+			return fmt.Errorf("delete mTLS certificate %s: %w", id, err)
+		}
+		return record(s, tx, audit, r.Outbound)
 	})
 	return r.Outbound, err
 }

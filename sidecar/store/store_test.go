@@ -39,7 +39,7 @@ func TestEncryptedKeysNeedTheRightKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := s.CreateOutbound(Outbound{Name: "backend", ChainPEM: string(leaf.PEM()), EnvironmentTypes: []string{"development"}, KeyPEM: keyPEM})
+	o, err := s.CreateOutbound(Outbound{Name: "backend", ChainPEM: string(leaf.PEM()), EnvironmentTypes: []string{"development"}, KeyPEM: keyPEM}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestPlaintextKeysAreSealedWhenAKeyIsAdded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateOutbound(Outbound{Name: "a", KeyPEM: leaf.KeyPEM()}); err != nil {
+	if _, err := s.CreateOutbound(Outbound{Name: "a", KeyPEM: leaf.KeyPEM()}, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -153,8 +153,11 @@ func TestMigrationHookRuns(t *testing.T) {
 	})
 	db.Close()
 	ran := false
+	// The real migration is put back afterwards: other tests open stores
+	// of the previous schema too.
+	real := migrations[SchemaVersion-1]
 	migrations[SchemaVersion-1] = func(*bolt.Tx) error { ran = true; return nil }
-	defer delete(migrations, SchemaVersion-1)
+	defer func() { migrations[SchemaVersion-1] = real }()
 	s, err = Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -171,26 +174,26 @@ func TestUniqueness(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	a, err := s.CreateCA(CA{Name: "a", Fingerprint: "F1"})
+	a, err := s.CreateCA(CA{Name: "a", Fingerprint: "F1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.CreateCA(CA{Name: "b", Fingerprint: "F1"})
+	_, err = s.CreateCA(CA{Name: "b", Fingerprint: "F1"}, nil)
 	if p, ok := problem.As(err); !ok || p.ExistingID != a.ID || !strings.Contains(p.Detail, a.ID) {
 		t.Fatalf("duplicate certificate: %v, want a conflict naming %s", err, a.ID)
 	}
-	_, err = s.CreateCA(CA{Name: "a", Fingerprint: "F2"})
+	_, err = s.CreateCA(CA{Name: "a", Fingerprint: "F2"}, nil)
 	if p, ok := problem.As(err); !ok || p.Code != "duplicate_name" {
 		t.Fatalf("duplicate name: %v", err)
 	}
-	if _, err := s.CreateCRL(CRL{CAID: "mtlsca_nope"}); err == nil {
+	if _, err := s.CreateCRL(CRL{CAID: "mtlsca_nope"}, nil); err == nil {
 		t.Fatal("CRL for an unknown CA accepted")
 	}
-	c, err := s.CreateCRL(CRL{CAID: a.ID})
+	c, err := s.CreateCRL(CRL{CAID: a.ID}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ids, err := s.DeleteCA(a.ID, nil); err != nil || len(ids) != 1 || ids[0] != c.ID {
+	if _, ids, err := s.DeleteCA(a.ID, nil, nil); err != nil || len(ids) != 1 || ids[0] != c.ID {
 		t.Fatalf("deleting a CA must delete its CRL: %v %v", ids, err)
 	}
 }
@@ -208,21 +211,22 @@ func TestReplaceOutboundMaterial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := s.CreateOutbound(Outbound{Name: "backend", ChainPEM: string(first.PEM()), Fingerprint: "F1", EnvironmentTypes: []string{"preview"}, KeyPEM: first.KeyPEM()})
+	o, err := s.CreateOutbound(Outbound{Name: "backend", ChainPEM: string(first.PEM()), Fingerprint: "F1", EnvironmentTypes: []string{"preview"}, KeyPEM: first.KeyPEM()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.SetOutboundEnabled(o.ID, false); err != nil {
+	if _, _, err := s.SetOutboundEnabled(o.ID, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.ReplaceOutboundMaterial("mtlscert_nope", Material{}); err == nil {
+	if _, _, err := s.ReplaceOutboundMaterial("mtlscert_nope", Material{}, nil); err == nil {
 		t.Fatal("replacing an unknown certificate succeeded")
 	} else if p, ok := problem.As(err); !ok || p.Status != 404 {
 		t.Fatalf("unknown ID: %v, want a 404 problem", err)
 	}
 	clock = clock.Add(time.Hour)
 	before, after, err := s.ReplaceOutboundMaterial(o.ID, Material{ChainPEM: string(second.PEM()), Subject: "CN=second", Fingerprint: "F2",
-		NotBefore: second.Cert.NotBefore, NotAfter: second.Cert.NotAfter, KeyPEM: second.KeyPEM()})
+		NotBefore: second.Cert.NotBefore, NotAfter: second.Cert.NotAfter, KeyPEM: second.KeyPEM()}, nil)
+
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +270,7 @@ func TestApplyTrustIsOneTransaction(t *testing.T) {
 	defer s.Close()
 	notes := 0
 	s.SetOnChange(func() { notes++ })
-	existing, err := s.CreateCA(CA{Name: "taken", Fingerprint: "FP:0"})
+	existing, err := s.CreateCA(CA{Name: "taken", Fingerprint: "FP:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +280,7 @@ func TestApplyTrustIsOneTransaction(t *testing.T) {
 		AddCRLs:   []NewCRL{{CRL: CRL{Number: "1"}, CAFingerprint: "FP:1"}},
 		DeleteCAs: []string{existing.ID},
 	}
-	if _, err := s.ApplyTrust(func([]CA, []CRL) (TrustChange, error) { return bad, nil }); err == nil || !strings.Contains(err.Error(), "taken") {
+	if _, err := s.ApplyTrust(func([]CA, []CRL) (TrustChange, error) { return bad, nil }, nil); err == nil || !strings.Contains(err.Error(), "taken") {
 		t.Fatalf("conflicting change: %v", err)
 	}
 	cas, _ := s.ListCAs()
@@ -291,7 +295,7 @@ func TestApplyTrustIsOneTransaction(t *testing.T) {
 		AdoptAs:  ManagedByTrustDir,
 	}
 	runs := 0
-	if _, err := s.ApplyTrust(func([]CA, []CRL) (TrustChange, error) { runs++; return good, nil }); err != nil {
+	if _, err := s.ApplyTrust(func([]CA, []CRL) (TrustChange, error) { runs++; return good, nil }, nil); err != nil {
 		t.Fatal(err)
 	}
 	cas, _ = s.ListCAs()
@@ -308,7 +312,7 @@ func TestApplyTrustIsOneTransaction(t *testing.T) {
 		}
 	}
 	// Nothing to do: no write, no notification.
-	if _, err := s.ApplyTrust(func([]CA, []CRL) (TrustChange, error) { return TrustChange{}, nil }); err != nil || notes != 1 {
+	if _, err := s.ApplyTrust(func([]CA, []CRL) (TrustChange, error) { return TrustChange{}, nil }, nil); err != nil || notes != 1 {
 		t.Fatalf("empty change: %v, %d notifications", err, notes)
 	}
 }
@@ -323,23 +327,23 @@ func TestDeleteGuards(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	ca, err := s.CreateCA(CA{Name: "a", Fingerprint: "FP:A"})
+	ca, err := s.CreateCA(CA{Name: "a", Fingerprint: "FP:A"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	crl, err := s.CreateCRL(CRL{CAID: ca.ID, Number: "1"})
+	crl, err := s.CreateCRL(CRL{CAID: ca.ID, Number: "1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	refused := errors.New("refused")
 	var seen []CRL
-	if _, _, err := s.DeleteCA(ca.ID, func(_ CA, crls []CRL) error { seen = crls; return refused }); !errors.Is(err, refused) {
+	if _, _, err := s.DeleteCA(ca.ID, func(_ CA, crls []CRL) error { seen = crls; return refused }, nil); !errors.Is(err, refused) {
 		t.Fatalf("DeleteCA with a refusing guard: %v", err)
 	}
 	if len(seen) != 1 || seen[0].ID != crl.ID {
 		t.Fatalf("guard saw CRLs %+v, want %s", seen, crl.ID)
 	}
-	if _, err := s.DeleteCRL(crl.ID, func(CRL) error { return refused }); !errors.Is(err, refused) {
+	if _, err := s.DeleteCRL(crl.ID, func(CRL) error { return refused }, nil); !errors.Is(err, refused) {
 		t.Fatalf("DeleteCRL with a refusing guard: %v", err)
 	}
 	if cas, _ := s.ListCAs(); len(cas) != 1 {
@@ -359,14 +363,15 @@ func TestDeleteGuards(t *testing.T) {
 	}
 	adopted := make(chan error, 1)
 	_, ids, err := s.DeleteCA(ca.ID, func(CA, []CRL) error {
-		go func() { _, err := s.ApplyTrust(adopt); adopted <- err }()
+		go func() { _, err := s.ApplyTrust(adopt, nil); adopted <- err }()
 		select {
 		case err := <-adopted:
 			return fmt.Errorf("the takeover committed while the guard was deciding (%v)", err)
 		case <-time.After(200 * time.Millisecond):
 			return nil
 		}
-	})
+	}, nil)
+
 	if err != nil || len(ids) != 1 {
 		t.Fatalf("DeleteCA: %v, CRLs %v", err, ids)
 	}
@@ -391,11 +396,11 @@ func TestSealingRewritesTheFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := s.CreateOutbound(Outbound{Name: "a", KeyPEM: leaf.KeyPEM()})
+	o, err := s.CreateOutbound(Outbound{Name: "a", KeyPEM: leaf.KeyPEM()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := s.CreateCA(CA{Name: "ca", Fingerprint: "AA"})
+	ca, err := s.CreateCA(CA{Name: "ca", Fingerprint: "AA"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +427,7 @@ func TestSealingRewritesTheFile(t *testing.T) {
 	if got, err := s.GetCA(ca.ID); err != nil || got.Name != "ca" {
 		t.Fatalf("CA after the rewrite: %+v %v", got, err)
 	}
-	if _, err := s.CreateCA(CA{Name: "later", Fingerprint: "BB"}); err != nil {
+	if _, err := s.CreateCA(CA{Name: "later", Fingerprint: "BB"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

@@ -288,9 +288,13 @@ func (s *Syncer) sync() (Result, error) {
 		return Result{}, err
 	}
 	var p *planner
+	var rec *store.AuditEntry
 	ch, err := s.Store.ApplyTrust(func(cas []store.CA, crls []store.CRL) (store.TrustChange, error) {
 		p = &planner{c: c, cas: cas, crls: crls}
 		return p.plan()
+	}, func(ch store.TrustChange, crls []store.CRL) *store.AuditEntry {
+		rec = s.auditEntry(ch, crls)
+		return rec
 	})
 	if err != nil {
 		return Result{}, err
@@ -303,18 +307,16 @@ func (s *Syncer) sync() (Result, error) {
 	}
 	res := Result{CAsAdded: len(ch.AddCAs), CAsAdopted: len(ch.AdoptCAs), CAsRemoved: len(ch.DeleteCAs),
 		CRLsAdded: len(ch.AddCRLs), CRLsUpdated: len(ch.UpdateCRLs), CRLsRemoved: len(ch.DeleteCRLs)}
-	if res.Changed() {
-		s.audit(ch, p.crls)
-	}
+	audit.Log(s.log(), s.M, rec)
 	return res, nil
 }
 
-// audit records an applied change as the audit trail's trust-dir.apply
-// action: the directory changes which CAs and lists are in force as much as
-// an operator's admin request does.
+// auditEntry is the audit record of an applied change, the trail's
+// trust-dir.apply action: the directory changes which CAs and lists are in
+// force as much as an operator's admin request does.
 // crls are the lists stored before the change: removing a CA removes its
-// list with it, and the line names both.
-func (s *Syncer) audit(ch store.TrustChange, crls []store.CRL) {
+// list with it, and the record names both.
+func (s *Syncer) auditEntry(ch store.TrustChange, crls []store.CRL) *store.AuditEntry {
 	var added []audit.Ref
 	for _, ca := range ch.AddCAs {
 		added = append(added, audit.Ref{ID: ca.ID, Name: ca.Name, Fingerprint: ca.Fingerprint, NotAfter: audit.Time(ca.NotAfter)})
@@ -332,7 +334,7 @@ func (s *Syncer) audit(ch store.TrustChange, crls []store.CRL) {
 			removed = append(removed, c.ID)
 		}
 	}
-	audit.Record(s.log(), s.M, audit.ActorTrustDir, "trust-dir.apply", nil, nil, "dir", s.Dir,
+	return audit.Entry(audit.ActorTrustDir, "trust-dir.apply", nil, nil, "dir", s.Dir,
 		"casAdded", added, "casAdopted", ch.AdoptCAs, "casRemoved", ch.DeleteCAs,
 		"crlsAdded", crlsAdded, "crlsUpdated", crlsUpdated, "crlsRemoved", removed)
 }

@@ -141,7 +141,7 @@ func TestSyncFollowsTheDirectory(t *testing.T) {
 	// One CA added by an operator through the admin API's store call: the
 	// directory must never touch it.
 	manual := root(t, "manual")
-	if _, err := f.store.CreateCA(store.CA{Name: "manual", PEM: string(manual.PEM()), Subject: "CN=manual", Fingerprint: pki.Fingerprint(manual.DER)}); err != nil {
+	if _, err := f.store.CreateCA(store.CA{Name: "manual", PEM: string(manual.PEM()), Subject: "CN=manual", Fingerprint: pki.Fingerprint(manual.DER)}, nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -283,7 +283,7 @@ func TestSyncLeavesAdminCRLsAlone(t *testing.T) {
 	f.write("a.pem", a.PEM())
 	f.syncOK()
 	list, _ := f.store.ListCAs()
-	if _, err := f.store.CreateCRL(store.CRL{CAID: list[0].ID, PEM: string(crl(t, a, 1)), Number: "1"}); err != nil {
+	if _, err := f.store.CreateCRL(store.CRL{CAID: list[0].ID, PEM: string(crl(t, a, 1)), Number: "1"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	f.write("a.crl", crl(t, a, 2))
@@ -373,7 +373,7 @@ func TestSyncMissingDirectory(t *testing.T) {
 func TestSyncAdoptsAnAdminCA(t *testing.T) {
 	f := newFixture(t)
 	a := root(t, "partners A")
-	admin, err := f.store.CreateCA(store.CA{Name: "by_hand", PEM: string(a.PEM()), Subject: "CN=partners A", Fingerprint: pki.Fingerprint(a.DER)})
+	admin, err := f.store.CreateCA(store.CA{Name: "by_hand", PEM: string(a.PEM()), Subject: "CN=partners A", Fingerprint: pki.Fingerprint(a.DER)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +385,7 @@ func TestSyncAdoptsAnAdminCA(t *testing.T) {
 	if got, _ := f.store.GetCA(admin.ID); got.Name != "by_hand" {
 		t.Fatalf("adopted CA renamed or replaced: %+v", got)
 	}
-	if _, _, err := f.store.DeleteCA(admin.ID, nil); err != nil {
+	if _, _, err := f.store.DeleteCA(admin.ID, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if r := f.syncOK(); r != (Result{CAsAdded: 1}) {
@@ -441,9 +441,9 @@ func TestSyncWithConcurrentAdminWrites(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := 0; i < 100; i++ {
-			ca, err := f.store.CreateCA(store.CA{Name: "admins", PEM: string(other.PEM()), Subject: "CN=admin's", Fingerprint: pki.Fingerprint(other.DER)})
+			ca, err := f.store.CreateCA(store.CA{Name: "admins", PEM: string(other.PEM()), Subject: "CN=admin's", Fingerprint: pki.Fingerprint(other.DER)}, nil)
 			if err == nil {
-				_, _, err = f.store.DeleteCA(ca.ID, nil)
+				_, _, err = f.store.DeleteCA(ca.ID, nil, nil)
 			}
 			if err != nil {
 				t.Error(err)
