@@ -7,6 +7,7 @@
 package policy
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -737,15 +738,19 @@ func hasEscape(p string) bool {
 
 // normalizePath resolves a decoded path: backslashes are separators, runs
 // of slashes merge, ";params" are cut from each segment, trailing dots and
-// spaces leave a segment, and dot segments are removed.
+// spaces leave a segment, and dot segments are removed. One pass, into one
+// buffer the size of the path: a long path of segments costs no more than
+// its length.
 func normalizePath(q string) string {
 	if strings.HasPrefix(q, "/") && !strings.Contains(q, "//") && !strings.Contains(q, "/.") && !strings.Contains(q, "./") &&
 		!strings.HasSuffix(q, ".") && strings.IndexAny(q, ";\\ ") < 0 {
 		return q
 	}
 	q = strings.ReplaceAll(q, "\\", "/")
-	var segs []string
-	for _, s := range strings.Split(q, "/") {
+	out := make([]byte, 0, len(q)+1)
+	for rest := q; rest != ""; {
+		s, r, _ := strings.Cut(rest, "/")
+		rest = r
 		if i := strings.IndexByte(s, ';'); i >= 0 {
 			s = s[:i]
 		}
@@ -757,20 +762,24 @@ func normalizePath(q string) string {
 		switch s {
 		case "", ".":
 		case "..":
-			if len(segs) > 0 {
-				segs = segs[:len(segs)-1]
+			// Each byte is dropped at most once, so popping stays linear.
+			if i := bytes.LastIndexByte(out, '/'); i >= 0 {
+				out = out[:i]
 			}
 		default:
-			segs = append(segs, s)
+			out = append(out, '/')
+			out = append(out, s...)
 		}
 	}
-	out := "/" + strings.Join(segs, "/")
+	if len(out) == 0 {
+		return "/"
+	}
 	// A trailing slash (or a trailing dot segment) keeps the path a
 	// directory: /admin/ is still under /admin/.
-	if len(segs) > 0 && (strings.HasSuffix(q, "/") || strings.HasSuffix(q, "/.") || strings.HasSuffix(q, "/..")) {
-		out += "/"
+	if strings.HasSuffix(q, "/") || strings.HasSuffix(q, "/.") || strings.HasSuffix(q, "/..") {
+		out = append(out, '/')
 	}
-	return out
+	return string(out)
 }
 
 func unhex(a, b byte) (byte, bool) {
