@@ -30,6 +30,13 @@ func FuzzFilter(f *testing.F) {
 	f.Add(uint8(2), "/v1/", "x-ssl-client-cert: "+envoyPEMEscaper.Replace(string(p.good.PEM())+string(p.inter.PEM())), "[::ffff:10.1.2.3]:1")
 	f.Add(uint8(3), "/public", "x-forwarded-client-cert: "+p.chainOf(p.expired)+",By=x;Cert=\"%%\"", "not an address")
 	f.Add(uint8(4), "/v1/orders", "x-forwarded-client-cert: "+p.chainOf(p.good)+"\nx-profile-id: partner-prod\nX-Profile-Id: ,partner-prod ,", "10.1.2.3:5555")
+	// Path spellings that reach /v1/ only once escapes are decoded, and
+	// literal percents.
+	f.Add(uint8(3), "/v1%00/orders", "", "10.1.2.3:5555")
+	f.Add(uint8(3), "/v1%3Bx/orders", "", "10.1.2.3:5555")
+	f.Add(uint8(3), "/%25761/orders", "", "10.1.2.3:5555")
+	f.Add(uint8(3), "/%C5%BF/../v1/orders", "", "10.1.2.3:5555")
+	f.Add(uint8(0), "/files/100%25/"+strings.Repeat("%2525", 512), "", "10.1.2.3:5555")
 	// Compile the module and start every VM before fuzzing: in a fuzz
 	// worker each input must finish within 10 s or the worker is killed as
 	// deadlocked, and compiling the filter in a coverage-instrumented

@@ -24,7 +24,7 @@ const (
 	// allowedProfiles.
 	ReasonProfileNotAllowed Reason = "PROFILE_NOT_ALLOWED"
 	// ReasonAmbiguousPath: the path reaches different policies as written
-	// and once resolved.
+	// and once resolved, or carries a NUL byte.
 	ReasonAmbiguousPath Reason = "AMBIGUOUS_PATH"
 )
 

@@ -21,7 +21,7 @@ func TestRoutesMatchTheNormalizedPath(t *testing.T) {
 	}
 	e := NewEngine(cfg)
 	for path, want := range map[string]string{
-		"/admin/x": DecisionDeny, "//admin/x": DecisionDeny, "/%61dmin/x": DecisionDeny, "/%2561dmin/x": DecisionPassthrough,
+		"/admin/x": DecisionDeny, "//admin/x": DecisionDeny, "/%61dmin/x": DecisionDeny, "/%2561dmin/x": DecisionDeny,
 		"/./admin/x": DecisionDeny, "/public/../admin/x": DecisionDeny, "/%2E%2E/admin/x": DecisionDeny, "/admin//x?q=1": DecisionDeny,
 		"/admin/": DecisionDeny, "/admin/.": DecisionDeny, "/admin": DecisionDeny, "/administrator": DecisionPassthrough, // /admin/ covers /admin
 		"/metrics": DecisionDeny, "//metrics": DecisionDeny, "/metrics/.": DecisionDeny, "/metrics/": DecisionDeny, "/metrics//": DecisionDeny,
@@ -40,6 +40,11 @@ func TestRoutesMatchTheNormalizedPath(t *testing.T) {
 		"/admin;/x": DecisionDeny, "/admin;jsessionid=1/x": DecisionDeny, "/public/..;/admin/x": DecisionDeny,
 		`/admin\x`: DecisionDeny, `/public\..\admin\x`: DecisionDeny, `/admin\`: DecisionDeny, "/metrics;x": DecisionDeny,
 		"/public;a=b/x": DecisionPassthrough,
+		// Escapes decoded before ";params" are cut, escapes decoded twice
+		// (but not three times), and a percent that is only a percent.
+		"/admin%3Bfoo/x": DecisionDeny, "/admin%3b/x": DecisionDeny, "/public/..%3B/admin/x": DecisionDeny, "/metrics%3Bx": DecisionDeny,
+		"/%25%36%31dmin/x": DecisionDeny, "/public/%252e%252e/admin/x": DecisionDeny, "/admin%252Fx": DecisionDeny, "/%252561dmin/x": DecisionPassthrough,
+		"/public/100%25": DecisionPassthrough, "/public/50%25off": DecisionPassthrough, "/public/%25%25": DecisionPassthrough, "/%": DecisionPassthrough,
 	} {
 		r := e.Evaluate(&Request{Method: "GET", Path: path, Now: time.Now()})
 		if r.Decision != want {
@@ -142,6 +147,8 @@ func TestAmbiguousPathRefused(t *testing.T) {
 		"/public//x": DecisionDeny, "/admin//x": DecisionDeny, // both readings reach the same policy
 		// The catch-all as written, the protected route with case folded.
 		"/ADMIN/x": "400", "/Admin//x": "400", "/PUBLIC/X": DecisionDeny,
+		// ...or with every escape decoded, once or twice; a NUL anywhere.
+		"/admin%3Bfoo/x": "400", "/%2561dmin/x": "400", "/%C5%BFdmin/x": DecisionDeny, "/public/a%00": "400",
 	} {
 		r := e.Evaluate(&Request{Method: "GET", Path: path, Now: time.Now(), Headers: []Header{{":path", path}, {"x-user-sub", "forged"}}})
 		got := r.Decision
@@ -214,6 +221,88 @@ func TestRouteCaseFolding(t *testing.T) {
 		}
 		if got != c.want {
 			t.Errorf("%s %s: %s (%s), want %s", c.method, c.path, got, r.Reason, c.want)
+		}
+	}
+}
+
+// TestDecodedReadings: spellings that reach a protected route only once
+// every escape is decoded (NUL, ";", non-ASCII letters that fold to ASCII,
+// a second round of decoding), beside an open catch-all: the protected
+// route applies, or the path is refused; legitimate escapes under the open
+// routes are untouched.
+func TestDecodedReadings(t *testing.T) {
+	e := layoutEngine(t, `[{"pathPrefix":"/admin/","policy":"strict"},{"pathPrefix":"/secret/","policy":"strict"},{"pathPrefix":"/files/","policy":"open"},{"pathPrefix":"/","policy":"open"}]`)
+	for _, c := range []struct{ path, want string }{
+		// NUL: cut there by some upstreams, dropped by others; refused.
+		{"/admin%00/x", "400"}, {"/adm%00in/x", "400"}, {"/files/a%00b", "400"}, {"/%2500", "400"}, {"/admin\x00/x", "400"}, {"/x?y=%00", "open"},
+		// ";" decoded before path parameters are cut.
+		{"/admin%3Bfoo/x", "strict"}, {"/admin%3bfoo/x", "strict"}, {"/public/..%3B/admin/x", "strict"}, {"/files/a%3Bb", "open"},
+		// Non-ASCII letters that fold to ASCII, raw and percent-encoded:
+		// U+017F LATIN SMALL LETTER LONG S, U+212A KELVIN SIGN.
+		{"/ſecret/x", "strict"}, {"/%C5%BFecret/x", "strict"}, {"/%c5%bfecret/", "strict"}, {"/%C5%BFECRET", "strict"},
+		{"/%E2%84%AAeys/x", "open"}, {"/files/caf%C3%A9", "open"}, {"/%FF%FE/x", "open"}, {"/%C5/x", "open"},
+		// Decoded twice, not three times.
+		{"/%2561dmin/x", "strict"}, {"/%25%36%31dmin/x", "strict"}, {"/public/%252e%252e/admin/x", "strict"}, {"/%2573ecret/x", "strict"},
+		{"/%25C5%25BFecret/x", "strict"}, {"/admin%253Bx/y", "strict"}, {"/%252561dmin/x", "open"},
+		// A literal percent.
+		{"/files/100%25", "open"}, {"/files/50%25off", "open"}, {"/files/100%2541", "open"}, {"/files/%25", "open"}, {"/files/%", "open"},
+	} {
+		r := e.Evaluate(&Request{Method: "GET", Path: c.path, Now: time.Now(), Headers: []Header{{":path", c.path}, {"x-user-sub", "forged"}}})
+		got := r.Policy
+		if r.Status == 400 {
+			got = "400"
+			if r.Reason != ReasonAmbiguousPath || !strings.Contains(string(r.Body), "ambiguous-path") || !slices.Contains(r.RemoveHeaders, "x-user-sub") {
+				t.Errorf("%q: 400 without its reason, body or the strip: %+v", c.path, r)
+			}
+		}
+		if got != c.want {
+			t.Errorf("%q: %s (%s %s), want %s", c.path, got, r.Decision, r.Reason, c.want)
+		}
+	}
+	// Without routes the path decides nothing, and a NUL in it is the
+	// upstream's business.
+	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{}))
+	r := newEngine(t, `{"allowUnauthenticatedRequests":true}`, []*testpki.Cert{ch.Root}).Evaluate(&Request{Method: "GET", Path: "/a%00b", Now: time.Now()})
+	if r.Decision != DecisionAllowUnauthenticated {
+		t.Errorf("no routes, NUL: %s (%s)", r.Decision, r.Reason)
+	}
+}
+
+// TestResolvePath: the readings beside the raw one, and their bound.
+func TestResolvePath(t *testing.T) {
+	for in, want := range map[string][]string{
+		"/a%3Bb/c":     {"/a/c"},
+		"/%2561":       {"/%61", "/a"},
+		"/%25":         {"/%"},
+		"/%C5%BF":      {"/ſ"},
+		"/%252525":     {"/%2525", "/%25"},
+		"/%61%3B":      {"/a%3B", "/a"},
+		"/a%2fb":       {"/a/b"},
+		"/%2e%2E/a%3B": {"/a%3B", "/a"},
+	} {
+		rs, nul := resolvePath(in)
+		if nul || !slices.Equal(rs.list(), want) {
+			t.Errorf("resolvePath(%q) = %q (NUL %v), want %q", in, rs.list(), nul, want)
+		}
+	}
+	for _, in := range []string{"/%00", "/a\x00", "/%2500", "/%25%30%30", "/%2561%00", "/%%00"} {
+		if _, nul := resolvePath(in); !nul {
+			t.Errorf("resolvePath(%q): NUL not found", in)
+		}
+	}
+	for _, in := range []string{"/%252500", "/%2", "/%", "/%0"} {
+		if _, nul := resolvePath(in); nul {
+			t.Errorf("resolvePath(%q): NUL found", in)
+		}
+	}
+	// Long paths of escapes: linear work, readings no longer than the path.
+	for _, unit := range []string{"%25", "%2525", "%3B", "%C5%BF", "%2e%2e/", "/", "%", "%%2", "%252e%252e%252F"} {
+		in := "/" + strings.Repeat(unit, 1<<20/len(unit))
+		rs, _ := resolvePath(in)
+		for _, s := range rs.list() {
+			if len(s) > len(in)+1 {
+				t.Errorf("%q×%d: a reading of %d bytes", unit, 1<<20/len(unit), len(s))
+			}
 		}
 	}
 }

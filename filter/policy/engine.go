@@ -7,6 +7,7 @@
 package policy
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -239,8 +240,8 @@ type Engine struct {
 	// to decide what to strip.
 	headerSourced int
 	// ambiguous answers a path whose raw and normalized readings reach
-	// different policies.
-	ambiguous *entry
+	// different policies, nulPath one with a NUL byte (see resolvePath).
+	ambiguous, nulPath *entry
 	// inputs are every policy's certificate input header names.
 	inputs    []string
 	inputLens uint64
@@ -259,7 +260,9 @@ type Engine struct {
 // NewEngine compiles cfg (which must come from ParseConfig). An inline trust
 // bundle is loaded immediately; a sidecar-sourced one arrives via SetBundle.
 func NewEngine(cfg *Config) *Engine {
-	e := &Engine{cfg: cfg, limiter: NewMemoryLimiter(), ambiguous: ambiguousPath()}
+	e := &Engine{cfg: cfg, limiter: NewMemoryLimiter(),
+		ambiguous: ambiguousPath("the path reaches one route as written and another once resolved (dot segments, repeated slashes, escapes or letter case)"),
+		nulPath:   ambiguousPath("the path carries a NUL byte (raw, %00 or %2500), which upstreams cut the path at, drop or refuse")}
 	if cfg.ProfilesDefined {
 		e.configProfiles = compileProfiles(cfg.Profiles, ProfilesFromConfig, 0)
 		e.profiles.Store(e.configProfiles)
@@ -409,39 +412,55 @@ func versionOf(b *bundle.Bundle) string {
 	return strconv.Quote(b.Version)
 }
 
-func (e *Engine) route(method, path string) (p *compiledPolicy, name string, ok, ambiguous bool) {
+func (e *Engine) route(method, path string) (p *compiledPolicy, name string, ok bool, refuse *entry) {
 	if len(e.routes) == 0 {
-		return e.policies[0], "", true, false
+		return e.policies[0], "", true, nil
 	}
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
 	}
-	// Up to four readings of the path: as written (Envoy routes on it, and
-	// a literal upstream serves /admin/../x from the admin tree), as a
-	// normalizing upstream resolves it (//admin/x is /admin/x there), and
-	// both again with letter case folded, as a case-insensitive upstream
-	// (ASP.NET Core, IIS) reads /ADMIN/x. A route any reading reaches
-	// protects the request; readings that reach different policies are
-	// settled by reach.merge, since which one the upstream acts on is
-	// unknown.
+	// The readings of the path: as written (Envoy routes on it, and a
+	// literal upstream serves /admin/../x from the admin tree), as
+	// upstreams resolve it (see resolvePath: //admin/x, /%61dmin/x and
+	// /%2561dmin/x are /admin/x there), and each again with letter case
+	// folded, as a case-insensitive upstream (ASP.NET Core, IIS) reads
+	// /ADMIN/x. A route any reading reaches protects the request; readings
+	// that reach different policies are settled by reach.merge, since which
+	// one the upstream acts on is unknown. A path with nothing to resolve
+	// has the one reading, and its case-folded one.
 	r := e.matchRoute(method, path, false)
-	n := routePath(path)
-	if n != path {
-		if r, ambiguous = r.merge(e.matchRoute(method, n, false)); ambiguous {
-			return nil, "", false, true
+	if plainPath(path) {
+		if e.foldRoutes || hasFoldable(path) {
+			var amb bool
+			if r, amb = r.merge(e.matchRoute(method, path, true)); amb {
+				return nil, "", false, e.ambiguous
+			}
 		}
+		return r.policy, r.name, r.policy != nil, nil
 	}
-	if e.foldRoutes || hasFoldable(path) || n != path && hasFoldable(n) {
-		if r, ambiguous = r.merge(e.matchRoute(method, path, true)); ambiguous {
-			return nil, "", false, true
+	rs, nul := resolvePath(path)
+	if nul {
+		return nil, "", false, e.nulPath
+	}
+	fold := e.foldRoutes || hasFoldable(path)
+	var amb bool
+	for _, s := range rs.list() {
+		if r, amb = r.merge(e.matchRoute(method, s, false)); amb {
+			return nil, "", false, e.ambiguous
 		}
-		if n != path {
-			if r, ambiguous = r.merge(e.matchRoute(method, n, true)); ambiguous {
-				return nil, "", false, true
+		fold = fold || hasFoldable(s)
+	}
+	if fold {
+		if r, amb = r.merge(e.matchRoute(method, path, true)); amb {
+			return nil, "", false, e.ambiguous
+		}
+		for _, s := range rs.list() {
+			if r, amb = r.merge(e.matchRoute(method, s, true)); amb {
+				return nil, "", false, e.ambiguous
 			}
 		}
 	}
-	return r.policy, r.name, r.policy != nil, false
+	return r.policy, r.name, r.policy != nil, nil
 }
 
 // reach is the route one reading of a path reaches (policy nil: none).
@@ -565,45 +584,173 @@ func (e *Engine) matchRoute(method, path string, fold bool) reach {
 	return reach{}
 }
 
-// routePath is the path routes match against: unreserved characters
-// percent-decoded, runs of slashes merged and dot segments removed (RFC 3986
-// §6.2.2, §5.2.4), as upstreams resolve it. Matching the raw path would let
-// //admin, /./admin or /%61dmin past a protected /admin prefix to an
-// upstream that reads them all as /admin; Envoy normalizes only when
-// normalize_path and merge_slashes are on. Encoded slashes stay encoded, as
-// Envoy keeps them by default.
+// routePath is the path routes match against besides the raw one:
+// unreserved characters percent-decoded, runs of slashes merged and dot
+// segments removed (RFC 3986 §6.2.2, §5.2.4), as upstreams resolve it.
+// Matching the raw path would let //admin, /./admin or /%61dmin past a
+// protected /admin prefix to an upstream that reads them all as /admin;
+// Envoy normalizes only when normalize_path and merge_slashes are on.
+// Encoded slashes are decoded into separators too: Envoy keeps them
+// encoded, but nginx, WSGI servers and gorilla/mux do not.
 //
 // Two server conventions count too: a backslash is a separator to IIS and
 // ASP.NET, and ";params" end a segment for Tomcat, Jetty and Spring
 // (/admin;jsessionid=1/x and /public/..;/admin are /admin/x there).
 func routePath(p string) string {
-	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") && !strings.Contains(p, "./") && !strings.HasSuffix(p, ".") &&
-		strings.IndexAny(p, "%;\\ ") < 0 {
+	if plainPath(p) {
 		return p
 	}
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
+	return normalizePath(decodeEscapes(p, false))
+}
+
+// plainPath reports whether p reads the same to every upstream, so that
+// the raw reading is the only one: no escape, separator spelling, dot
+// segment, path parameter, trailing dot or space, or NUL. It is the whole
+// cost of the other readings for almost every request.
+func plainPath(p string) bool {
+	return !strings.Contains(p, "//") && !strings.Contains(p, "/.") && !strings.Contains(p, "./") && !strings.HasSuffix(p, ".") &&
+		strings.IndexAny(p, "%;\\ \x00") < 0
+}
+
+// readings are a path's resolved readings other than the raw one, each
+// distinct: at most three, so a route is matched at most eight times.
+type readings struct {
+	s [3]string
+	n int
+}
+
+func (rs *readings) add(raw, s string) {
+	if s == raw {
+		return
+	}
+	for _, v := range rs.s[:rs.n] {
+		if v == s {
+			return
+		}
+	}
+	rs.s[rs.n] = s
+	rs.n++
+}
+
+func (rs *readings) list() []string { return rs.s[:rs.n] }
+
+// resolvePath returns the readings of a path that is not plain besides the
+// raw one, or nul when any of them holds a NUL byte:
+//
+//   - routePath: unreserved escapes decoded, as RFC 3986 normalizes;
+//   - every escape decoded once, then resolved the same way: servers that
+//     decode before cutting ";params" (/admin%3Bx/y is /admin/y there), and
+//     frameworks that compare decoded non-ASCII letters ignoring case
+//     (/%C5%BFecret/ is /ſecret/, which .NET's OrdinalIgnoreCase reads as
+//     /secret/);
+//   - every escape decoded twice, when the once-decoded path still has one:
+//     an upstream behind a proxy that decoded already, or one that decodes
+//     again itself, reads /%2561dmin/x as /admin/x. Escapes are not decoded
+//     a third time.
+//
+// A NUL byte (raw, %00 or %2500) is not a reading but a refusal: upstreams
+// cut the path there, drop it or refuse the request, and no client sends
+// one in a path.
+//
+// Each step is linear in the path's length, and there are at most three
+// readings.
+func resolvePath(path string) (rs readings, nul bool) {
+	if strings.IndexByte(path, 0) >= 0 {
+		return rs, true
+	}
+	rs.add(path, routePath(path))
+	if !hasOtherEscape(path) {
+		return rs, false
+	}
+	once := decodeEscapes(path, true)
+	if strings.IndexByte(once, 0) >= 0 {
+		return rs, true
+	}
+	rs.add(path, normalizePath(once))
+	if hasEscape(once) {
+		twice := decodeEscapes(once, true)
+		if strings.IndexByte(twice, 0) >= 0 {
+			return rs, true
+		}
+		rs.add(path, normalizePath(twice))
+	}
+	return rs, false
+}
+
+// decodeEscapes decodes the valid %XX escapes of p: every one when all is
+// set, else those of unreserved characters, '/', '\\' and ' ' (what
+// routePath resolves). Invalid escapes stay as written.
+func decodeEscapes(p string, all bool) string {
+	i := strings.IndexByte(p, '%')
+	if i < 0 {
+		return p
+	}
+	b := make([]byte, 0, len(p))
+	b = append(b, p[:i]...)
+	for ; i < len(p); i++ {
 		if c := p[i]; c == '%' && i+2 < len(p) {
-			if d, ok := unhex(p[i+1], p[i+2]); ok && (isUnreserved(d) || d == '/' || d == '\\' || d == ' ') {
-				// Encoded slashes too: Envoy keeps them encoded, but nginx,
-				// WSGI servers and gorilla/mux decode them into separators.
-				if d == '\\' {
-					d = '/'
-				}
-				b.WriteByte(d)
+			if d, ok := unhex(p[i+1], p[i+2]); ok && (all || routeDecoded(d)) {
+				b = append(b, d)
 				i += 2
 				continue
 			}
 		}
-		if p[i] == '\\' {
-			b.WriteByte('/')
-			continue
-		}
-		b.WriteByte(p[i])
+		b = append(b, p[i])
 	}
-	q := b.String()
-	var segs []string
-	for _, s := range strings.Split(q, "/") {
+	return string(b)
+}
+
+// routeDecoded reports whether routePath decodes an escape of c.
+func routeDecoded(c byte) bool {
+	return isUnreserved(c) || c == '/' || c == '\\' || c == ' '
+}
+
+// hasOtherEscape reports whether p has a valid escape routePath leaves
+// encoded (%3B, %25, %00, non-ASCII bytes, ...).
+func hasOtherEscape(p string) bool {
+	for i := strings.IndexByte(p, '%'); i >= 0 && i+2 < len(p); {
+		if d, ok := unhex(p[i+1], p[i+2]); ok && !routeDecoded(d) {
+			return true
+		}
+		j := strings.IndexByte(p[i+1:], '%')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
+}
+
+// hasEscape reports whether p has a valid %XX escape.
+func hasEscape(p string) bool {
+	for i := strings.IndexByte(p, '%'); i >= 0 && i+2 < len(p); {
+		if _, ok := unhex(p[i+1], p[i+2]); ok {
+			return true
+		}
+		j := strings.IndexByte(p[i+1:], '%')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
+}
+
+// normalizePath resolves a decoded path: backslashes are separators, runs
+// of slashes merge, ";params" are cut from each segment, trailing dots and
+// spaces leave a segment, and dot segments are removed. One pass, into one
+// buffer the size of the path: a long path of segments costs no more than
+// its length.
+func normalizePath(q string) string {
+	if strings.HasPrefix(q, "/") && !strings.Contains(q, "//") && !strings.Contains(q, "/.") && !strings.Contains(q, "./") &&
+		!strings.HasSuffix(q, ".") && strings.IndexAny(q, ";\\ ") < 0 {
+		return q
+	}
+	q = strings.ReplaceAll(q, "\\", "/")
+	out := make([]byte, 0, len(q)+1)
+	for rest := q; rest != ""; {
+		s, r, _ := strings.Cut(rest, "/")
+		rest = r
 		if i := strings.IndexByte(s, ';'); i >= 0 {
 			s = s[:i]
 		}
@@ -615,20 +762,24 @@ func routePath(p string) string {
 		switch s {
 		case "", ".":
 		case "..":
-			if len(segs) > 0 {
-				segs = segs[:len(segs)-1]
+			// Each byte is dropped at most once, so popping stays linear.
+			if i := bytes.LastIndexByte(out, '/'); i >= 0 {
+				out = out[:i]
 			}
 		default:
-			segs = append(segs, s)
+			out = append(out, '/')
+			out = append(out, s...)
 		}
 	}
-	out := "/" + strings.Join(segs, "/")
+	if len(out) == 0 {
+		return "/"
+	}
 	// A trailing slash (or a trailing dot segment) keeps the path a
 	// directory: /admin/ is still under /admin/.
-	if len(segs) > 0 && (strings.HasSuffix(q, "/") || strings.HasSuffix(q, "/.") || strings.HasSuffix(q, "/..")) {
-		out += "/"
+	if strings.HasSuffix(q, "/") || strings.HasSuffix(q, "/.") || strings.HasSuffix(q, "/..") {
+		out = append(out, '/')
 	}
-	return out
+	return string(out)
 }
 
 func unhex(a, b byte) (byte, bool) {
@@ -703,30 +854,34 @@ func (e *Engine) EvaluateInto(req *Request, res *Result) {
 func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	removeBuf, keyBuf := res.removeBuf[:0], res.keyBuf
 	remove := e.toRemove(removeBuf, req.Headers, nil)
-	p, routeName, ok, ambiguous := e.route(req.Method, req.Path)
-	if !ambiguous && e.methodRoutes {
+	p, routeName, ok, refuse := e.route(req.Method, req.Path)
+	if refuse == nil && e.methodRoutes {
 		// The method an override names is a reading too.
 		for ov := range methodOverrides(req.Headers, req.Path) {
 			if ov == "" || strings.EqualFold(ov, req.Method) {
 				continue
 			}
-			q, qname, qok, amb := e.route(ov, req.Path)
+			q, qname, qok, qrefuse := e.route(ov, req.Path)
+			if refuse = qrefuse; refuse != nil {
+				break
+			}
 			var r reach
 			if ok {
 				r = reach{p, routeName}
 			}
-			if qok && !amb {
-				r, amb = r.merge(reach{q, qname})
-			}
-			if ambiguous = amb; ambiguous {
-				break
+			if qok {
+				var amb bool
+				if r, amb = r.merge(reach{q, qname}); amb {
+					refuse = e.ambiguous
+					break
+				}
 			}
 			p, routeName, ok = r.policy, r.name, r.policy != nil
 		}
 	}
-	if ambiguous {
+	if refuse != nil {
 		*res = Result{RemoveHeaders: remove, removeBuf: remove, keyBuf: keyBuf}
-		res.fill(e.ambiguous, false)
+		res.fill(refuse, false)
 		return nil
 	}
 	if !ok {
@@ -1106,12 +1261,12 @@ func trustedSource(cidrs []netip.Prefix, addr string) bool {
 	return false
 }
 
-// unavailable is the verdict while no bundle is loaded. It is not cached.
 // ambiguousPath is the 400 for a path whose readings reach different
-// policies (see route).
-func ambiguousPath() *entry {
+// policies, or that upstreams read in ways the filter does not follow (see
+// route).
+func ambiguousPath(detail string) *entry {
 	ent := &entry{action: Respond, status: 400, decision: DecisionDeny, reason: ReasonAmbiguousPath, logLevel: LogInfo,
-		detail:          "the path reaches one route as written and another once resolved (dot segments, repeated slashes or escapes)",
+		detail:          detail,
 		body:            problemBody(ReasonAmbiguousPath, 400),
 		responseHeaders: []Header{{"content-type", "application/problem+json"}, {DefaultHeaderNames.Reason, string(ReasonAmbiguousPath)}}}
 	ent.metricsMiss = metricNames(ent.decision, ent.reason, "mtlsgate.cache.miss")
@@ -1119,6 +1274,7 @@ func ambiguousPath() *entry {
 	return ent
 }
 
+// unavailable is the verdict while no bundle is loaded. It is not cached.
 func unavailable(p *compiledPolicy) *entry {
 	return p.render(&outcome{hard: ReasonTrustBundleUnavailable, detail: "the filter has not loaded a trust bundle yet"})
 }

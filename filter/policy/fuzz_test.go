@@ -3,6 +3,9 @@ package policy
 import (
 	"encoding/base64"
 	"encoding/json"
+	"net/url"
+	"path"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -117,6 +120,68 @@ func FuzzHeaderFormat(f *testing.F) {
 			checkResult(t, eng.Evaluate(&Request{Headers: []Header{{"x-cert", v}}, SourceAddress: "192.0.2.1:9", Now: time.Now()}))
 		}
 	})
+}
+
+// FuzzRoutePath: no path traps the engine or makes it do unbounded work,
+// and no path that a model upstream reads as under the protected /admin/
+// (escapes decoded up to twice with net/url, dot segments and slashes
+// resolved by path.Clean, ASCII case folded: an implementation independent
+// of routePath) gets past it to the open catch-all unauthenticated. The
+// model leaves ";" and "\\" alone; paths with either are only run.
+func FuzzRoutePath(f *testing.F) {
+	ch := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{}))
+	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("strict", "") + `,` + policyJSON("open", `{"allowUnauthenticatedRequests":true}`) + `],
+	"routes":[{"pathPrefix":"/admin/","policy":"strict"},{"pathPrefix":"/","policy":"open"}],"trustBundle":` + inlineBundle([]*testpki.Cert{ch.Root}) + `}`))
+	if err != nil {
+		f.Fatal(err)
+	}
+	e := NewEngine(cfg)
+	for _, p := range []string{"/admin/x", "//admin/x", "/%61dmin/x", "/public/../admin/x", "/ADMIN/x", "/admin;x/y", `/admin\x`,
+		"/%2561dmin/x", "/%25%36%31dmin/x", "/admin%00/x", "/adm%00in/x", "/admin%3Bfoo/x", "/%C5%BFdmin/x", "/public/%252e%252e/admin/x",
+		"/files/100%25", "/files/50%25off", "/%", "/%%", "/%2", "/%252525", "/admin?%00", strings.Repeat("%25", 64) + "/admin"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		p = "/" + strings.TrimPrefix(p, "/")
+		r := e.Evaluate(&Request{Method: "GET", Path: p, Now: time.Now()})
+		if r.Reason == ReasonAmbiguousPath {
+			if r.Status != 400 || !json.Valid(r.Body) || !json.Valid([]byte(r.LogLine())) {
+				t.Fatalf("bad refusal %d %s", r.Status, r.Body)
+			}
+			return
+		}
+		checkResult(t, r)
+		if r.Decision == DecisionAllowUnauthenticated && modelReadsAdmin(p) {
+			t.Fatalf("%q passes unauthenticated; an upstream reads it under /admin/", p)
+		}
+	})
+}
+
+// modelReadsAdmin reports whether p, decoded up to twice and cleaned, is
+// /admin or under /admin/ ignoring ASCII case (see FuzzRoutePath).
+func modelReadsAdmin(p string) bool {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		p = p[:i]
+	}
+	for range 3 {
+		if strings.ContainsAny(p, ";\\") {
+			return false
+		}
+		c := []byte(path.Clean(p))
+		for i, b := range c {
+			if b >= 'A' && b <= 'Z' {
+				c[i] = b + 'a' - 'A'
+			}
+		}
+		if s := string(c); s == "/admin" || strings.HasPrefix(s, "/admin/") {
+			return true
+		}
+		var err error
+		if p, err = url.PathUnescape(p); err != nil {
+			return false
+		}
+	}
+	return false
 }
 
 func FuzzParseConfig(f *testing.F) {
