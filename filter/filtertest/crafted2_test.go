@@ -331,6 +331,8 @@ func TestDecodedPathSpellings(t *testing.T) {
 		{"/admin%3Bfoo/x", 401, "NO_CERTIFICATE"}, {"/admin%3bfoo/x", 401, "NO_CERTIFICATE"}, {"/public/..%3B/admin/x", 401, "NO_CERTIFICATE"},
 		{"/%C5%BFecret/", 401, "NO_CERTIFICATE"}, {"/%c5%bfecret/x", 401, "NO_CERTIFICATE"},
 		{"/%2561dmin/x", 401, "NO_CERTIFICATE"}, {"/%25%36%31dmin/x", 401, "NO_CERTIFICATE"}, {"/public/%252e%252e/admin/x", 401, "NO_CERTIFICATE"},
+		// Decoded, with dot segments and ";" taken literally.
+		{"/%61dmin/..;/x", 401, "NO_CERTIFICATE"}, {"/%61dmin/%2e%2e/x", 401, "NO_CERTIFICATE"},
 	} {
 		res := do(t, vm, request(c.path, "", abi.Header{Key: "x-user-sub", Value: "CN=admin"}))
 		if res.Forwarded != nil {

@@ -244,6 +244,9 @@ func TestDecodedReadings(t *testing.T) {
 		// Decoded twice, not three times.
 		{"/%2561dmin/x", "strict"}, {"/%25%36%31dmin/x", "strict"}, {"/public/%252e%252e/admin/x", "strict"}, {"/%2573ecret/x", "strict"},
 		{"/%25C5%25BFecret/x", "strict"}, {"/admin%253Bx/y", "strict"}, {"/%252561dmin/x", "open"},
+		// Decoded, with dot segments and ";" left as they are.
+		{"/%61dmin/..;/x", "strict"}, {"/%61dmin/%2e%2e/x", "strict"}, {"/%2561dmin/..;/x", "strict"}, {"/%61dmin%2f..%2fx", "strict"},
+		{"/files/%2e%2e/x", "open"},
 		// A literal percent.
 		{"/files/100%25", "open"}, {"/files/50%25off", "open"}, {"/files/100%2541", "open"}, {"/files/%25", "open"}, {"/files/%", "open"},
 	} {
@@ -271,14 +274,14 @@ func TestDecodedReadings(t *testing.T) {
 // TestResolvePath: the readings beside the raw one, and their bound.
 func TestResolvePath(t *testing.T) {
 	for in, want := range map[string][]string{
-		"/a%3Bb/c":     {"/a/c"},
+		"/a%3Bb/c":     {"/a;b/c", "/a/c"},
 		"/%2561":       {"/%61", "/a"},
 		"/%25":         {"/%"},
 		"/%C5%BF":      {"/ſ"},
 		"/%252525":     {"/%2525", "/%25"},
-		"/%61%3B":      {"/a%3B", "/a"},
+		"/%61%3B":      {"/a%3B", "/a;", "/a"},
 		"/a%2fb":       {"/a/b"},
-		"/%2e%2E/a%3B": {"/a%3B", "/a"},
+		"/%2e%2E/a%3B": {"/a%3B", "/../a;", "/a"},
 	} {
 		rs, nul := resolvePath(in)
 		if nul || !slices.Equal(rs.list(), want) {

@@ -613,9 +613,9 @@ func plainPath(p string) bool {
 }
 
 // readings are a path's resolved readings other than the raw one, each
-// distinct: at most three, so a route is matched at most eight times.
+// distinct: at most five, so a route is matched at most twelve times.
 type readings struct {
-	s [3]string
+	s [5]string
 	n int
 }
 
@@ -646,32 +646,39 @@ func (rs *readings) list() []string { return rs.s[:rs.n] }
 //   - every escape decoded twice, when the once-decoded path still has one:
 //     an upstream behind a proxy that decoded already, or one that decodes
 //     again itself, reads /%2561dmin/x as /admin/x. Escapes are not decoded
-//     a third time.
+//     a third time;
+//   - each decoded path also as it stands, unresolved: an upstream that
+//     decodes but takes dot segments and ";" literally serves
+//     /%61dmin/..;/x and /%61dmin/%2e%2e/x from the /admin/ tree.
 //
 // A NUL byte (raw, %00 or %2500) is not a reading but a refusal: upstreams
 // cut the path there, drop it or refuse the request, and no client sends
 // one in a path.
 //
-// Each step is linear in the path's length, and there are at most three
+// Each step is linear in the path's length, and there are at most five
 // readings.
 func resolvePath(path string) (rs readings, nul bool) {
 	if strings.IndexByte(path, 0) >= 0 {
 		return rs, true
 	}
 	rs.add(path, routePath(path))
-	if !hasOtherEscape(path) {
+	if !hasEscape(path) {
 		return rs, false
 	}
 	once := decodeEscapes(path, true)
 	if strings.IndexByte(once, 0) >= 0 {
 		return rs, true
 	}
-	rs.add(path, normalizePath(once))
+	rs.add(path, once)
+	if hasOtherEscape(path) {
+		rs.add(path, normalizePath(once))
+	}
 	if hasEscape(once) {
 		twice := decodeEscapes(once, true)
 		if strings.IndexByte(twice, 0) >= 0 {
 			return rs, true
 		}
+		rs.add(path, twice)
 		rs.add(path, normalizePath(twice))
 	}
 	return rs, false
