@@ -412,9 +412,11 @@ func versionOf(b *bundle.Bundle) string {
 	return strconv.Quote(b.Version)
 }
 
-func (e *Engine) route(method, path string) (p *compiledPolicy, name string, ok bool, refuse *entry) {
+// route returns the route the readings of method and path reach (policy
+// nil: none), or the answer that refuses the request.
+func (e *Engine) route(method, path string) (r reach, refuse *entry) {
 	if len(e.routes) == 0 {
-		return e.policies[0], "", true, nil
+		return reach{policy: e.policies[0]}, nil
 	}
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
@@ -428,39 +430,39 @@ func (e *Engine) route(method, path string) (p *compiledPolicy, name string, ok 
 	// that reach different policies are settled by reach.merge, since which
 	// one the upstream acts on is unknown. A path with nothing to resolve
 	// has the one reading, and its case-folded one.
-	r := e.matchRoute(method, path, false)
+	r = e.matchRoute(method, path, false)
 	if plainPath(path) {
 		if e.foldRoutes || hasFoldable(path) {
 			var amb bool
 			if r, amb = r.merge(e.matchRoute(method, path, true)); amb {
-				return nil, "", false, e.ambiguous
+				return reach{}, e.ambiguous
 			}
 		}
-		return r.policy, r.name, r.policy != nil, nil
+		return r, nil
 	}
 	rs, nul := resolvePath(path)
 	if nul {
-		return nil, "", false, e.nulPath
+		return reach{}, e.nulPath
 	}
 	fold := e.foldRoutes || hasFoldable(path)
 	var amb bool
 	for _, s := range rs.list() {
 		if r, amb = r.merge(e.matchRoute(method, s, false)); amb {
-			return nil, "", false, e.ambiguous
+			return reach{}, e.ambiguous
 		}
 		fold = fold || hasFoldable(s)
 	}
 	if fold {
 		if r, amb = r.merge(e.matchRoute(method, path, true)); amb {
-			return nil, "", false, e.ambiguous
+			return reach{}, e.ambiguous
 		}
 		for _, s := range rs.list() {
 			if r, amb = r.merge(e.matchRoute(method, s, true)); amb {
-				return nil, "", false, e.ambiguous
+				return reach{}, e.ambiguous
 			}
 		}
 	}
-	return r.policy, r.name, r.policy != nil, nil
+	return r, nil
 }
 
 // reach is the route one reading of a path reaches (policy nil: none).
@@ -861,31 +863,25 @@ func (e *Engine) EvaluateInto(req *Request, res *Result) {
 func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 	removeBuf, keyBuf := res.removeBuf[:0], res.keyBuf
 	remove := e.toRemove(removeBuf, req.Headers, nil)
-	p, routeName, ok, refuse := e.route(req.Method, req.Path)
+	r, refuse := e.route(req.Method, req.Path)
 	if refuse == nil && e.methodRoutes {
 		// The method an override names is a reading too.
 		for ov := range methodOverrides(req.Headers, req.Path) {
 			if ov == "" || strings.EqualFold(ov, req.Method) {
 				continue
 			}
-			q, qname, qok, qrefuse := e.route(ov, req.Path)
+			q, qrefuse := e.route(ov, req.Path)
 			if refuse = qrefuse; refuse != nil {
 				break
 			}
-			var r reach
-			if ok {
-				r = reach{p, routeName}
+			var amb bool
+			if r, amb = r.merge(q); amb {
+				refuse = e.ambiguous
+				break
 			}
-			if qok {
-				var amb bool
-				if r, amb = r.merge(reach{q, qname}); amb {
-					refuse = e.ambiguous
-					break
-				}
-			}
-			p, routeName, ok = r.policy, r.name, r.policy != nil
 		}
 	}
+	p, routeName, ok := r.policy, r.name, r.policy != nil
 	if refuse != nil {
 		*res = Result{RemoveHeaders: remove, removeBuf: remove, keyBuf: keyBuf}
 		res.fill(refuse, false)
