@@ -15,6 +15,7 @@ import (
 	"errors"
 	"iter"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,6 +215,8 @@ type compiledPolicy struct {
 	untrusted   *entry // ...for a request from outside trustedSourceCIDRs
 	// sourceHeaders are the lowercase input header names this policy reads.
 	sourceHeaders []string
+	// inputs are sourceHeaders and XFCC: what an unverified request loses.
+	inputs []string
 }
 
 // Engine evaluates requests against a parsed configuration. It is safe for
@@ -283,6 +286,10 @@ func NewEngine(cfg *Config) *Engine {
 		case SourceHeader:
 			cp.sourceHeaders = []string{p.Options.CertificateHeader}
 			e.headerSourced++
+		}
+		cp.inputs = cp.sourceHeaders
+		if !contains(cp.inputs, xfccHeader) {
+			cp.inputs = append(slices.Clip(cp.sourceHeaders), xfccHeader)
 		}
 		for _, h := range cp.sourceHeaders {
 			if !contains(e.inputs, h) {
@@ -832,24 +839,11 @@ func (e *Engine) EvaluateInto(req *Request, res *Result) {
 	if p != nil && res.Decision == DecisionAllow && res.e != nil {
 		e.authorize(p, res.e, req, res)
 	}
-	// Envoy writes XFCC for any certificate the listener took, verified or
-	// not (ACCEPT_UNTRUSTED), and Envoy-aware upstreams read it as proof of
-	// identity: it goes upstream only with a certificate this filter
-	// verified from it.
-	if res.Action == Continue && (p == nil || res.Decision != DecisionAllow || p.opts.CertificateSource != SourceXFCC || res.e != nil && res.e.replacesXFCC) &&
-		hasHeader(req.Headers, xfccHeader) && !contains(res.RemoveHeaders, xfccHeader) {
-		res.RemoveHeaders = append(res.RemoveHeaders, xfccHeader)
-		res.removeBuf = res.RemoveHeaders
-	}
-	// Likewise a load balancer's certificate header: upstreams behind one
-	// read it as the client's identity, so it goes on only verified.
-	if res.Action == Continue && p != nil && res.Decision != DecisionAllow && p.opts.CertificateSource != SourceXFCC {
-		for _, h := range p.sourceHeaders {
-			if hasHeader(req.Headers, h) && !contains(res.RemoveHeaders, h) {
-				res.RemoveHeaders = append(res.RemoveHeaders, h)
-			}
+	if res.Action == Continue {
+		if names := unverifiedInputs(p, res); names != nil {
+			res.RemoveHeaders = appendPresent(res.RemoveHeaders, req.Headers, names)
+			res.removeBuf = res.RemoveHeaders
 		}
-		res.removeBuf = res.RemoveHeaders
 	}
 	if p != nil && p.opts.DecisionLogAll && res.LogLevel < LogInfo {
 		res.LogLevel = LogInfo
@@ -1133,13 +1127,37 @@ func methodOverrides(headers []Header, path string) iter.Seq[string] {
 	}
 }
 
-func hasHeader(headers []Header, name string) bool {
+// xfccOnly is unverifiedInputs' answer when only XFCC must go.
+var xfccOnly = []string{xfccHeader}
+
+// unverifiedInputs names the certificate headers a request going upstream
+// must lose. Envoy writes XFCC for any certificate the listener took,
+// verified or not (ACCEPT_UNTRUSTED), and a load balancer sends its header
+// for whatever the client presented; Envoy-aware upstreams and those behind
+// the balancer read them as identity. So they go on only with a certificate
+// this filter verified from them, and XFCC then as the verified element
+// alone (the entry sets it anew).
+func unverifiedInputs(p *compiledPolicy, res *Result) []string {
+	switch {
+	case p == nil:
+		return xfccOnly
+	case res.Decision != DecisionAllow:
+		return p.inputs
+	case p.opts.CertificateSource != SourceXFCC, res.e != nil && res.e.replacesXFCC:
+		return xfccOnly
+	}
+	return nil
+}
+
+// appendPresent appends to out each of names the request carries that out
+// does not hold yet.
+func appendPresent(out []string, headers []Header, names []string) []string {
 	for _, h := range headers {
-		if len(h.Key) == len(name) && h.Key == name {
-			return true
+		if contains(names, h.Key) && !contains(out, h.Key) {
+			out = append(out, h.Key)
 		}
 	}
-	return false
+	return out
 }
 
 // joinHeader returns the value of name, joining repeated lines with sep, and
