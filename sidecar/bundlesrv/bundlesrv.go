@@ -46,12 +46,15 @@ type Server struct {
 	MaxAgeWithoutNextUpdate time.Duration
 }
 
-// New returns a server holding an empty bundle until the first Update.
-func New() *Server {
-	s := &Server{}
-	_ = s.Update(nil, nil, nil, nil, 0, time.Now())
-	return s
-}
+// New returns a server that has nothing to serve until the first Update: it
+// answers 503 until then. An empty bundle would not do as a stand-in: the
+// filter installs an empty CA list from the sidecar (the last CA was
+// deleted), so a filter that kept its bundle across a sidecar restart would
+// drop every CA whenever the restarted sidecar cannot publish (a store
+// record it cannot decode fails every publish). On a 503 the filter keeps
+// the bundle it has, as Envoy keeps its SDS secrets while the SDS server
+// holds the request.
+func New() *Server { return &Server{} }
 
 // Build converts store records into the bundle. A CRL is marked stale when
 // its nextUpdate has passed; one without nextUpdate carries the moment it
@@ -91,8 +94,13 @@ func (s *Server) Update(cas []store.CA, crls []store.CRL, withheld map[string]bo
 	return nil
 }
 
-// Version is the version currently served.
-func (s *Server) Version() string { return s.cur.Load().version }
+// Version is the version currently served, "" before the first Update.
+func (s *Server) Version() string {
+	if cur := s.cur.Load(); cur != nil {
+		return cur.version
+	}
+	return ""
+}
 
 // Handler serves /v1/bundle.
 func (s *Server) Handler() http.Handler {
@@ -114,6 +122,15 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) serveBundle(w http.ResponseWriter, r *http.Request) {
 	cur := s.cur.Load()
+	if cur == nil {
+		h := w.Header()
+		h.Set("Content-Type", "application/problem+json")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"title":"Service Unavailable","status":503,"detail":"the sidecar has not published its trust material yet (it is starting, or its store cannot be published: see its log and /readyz); keep the bundle you have and retry"}` + "\n"))
+		return
+	}
 	// Weak: bodies of one version can differ in what no verdict depends on
 	// (CA ids and names, stale flags, generatedAt), so they are equivalent,
 	// not identical, which a strong tag would claim. The version stays the

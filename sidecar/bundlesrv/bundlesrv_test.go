@@ -109,3 +109,50 @@ func TestETagNeverNamesTwoBodiesStrongly(t *testing.T) {
 		t.Fatalf("after a new CA: %d, ETag %s", r.status, r.etag)
 	}
 }
+
+// TestNothingServedBeforeFirstPublish: until the sidecar has published its
+// store, it has no bundle to give. It used to serve an empty one, which the
+// filter installs (an empty CA list from the sidecar means the last CA was
+// deleted): a filter that kept its bundle across a sidecar restart then
+// dropped every CA when the restarted sidecar could not publish. A 503 makes
+// the filter keep what it has; a fetch after the first publish gets it.
+func TestNothingServedBeforeFirstPublish(t *testing.T) {
+	s := New()
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	url := srv.URL + "/v1/bundle"
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Bundle CA"}))
+	published := bundle.New([]bundle.CA{{PEM: string(root.PEM())}}, nil, nil, 0, time.Now())
+
+	// A filter holding a bundle from before the restart revalidates with its
+	// version; a fresh one asks without.
+	for _, inm := range []string{"", strconv.Quote(published.Version)} {
+		r := get(t, url, inm)
+		if r.status != http.StatusServiceUnavailable {
+			t.Fatalf("before the first publish (If-None-Match %q): %d %s, want 503", inm, r.status, r.body)
+		}
+		if r.etag != "" || strings.Contains(r.body, "caCertificates") {
+			t.Fatalf("before the first publish: ETag %q, body %s", r.etag, r.body)
+		}
+	}
+	if v := s.Version(); v != "" {
+		t.Fatalf("Version before the first publish: %q", v)
+	}
+
+	if err := s.Update([]store.CA{{ID: "mtlsca_1", Name: "one", PEM: string(root.PEM())}}, nil, nil, nil, 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	r := get(t, url, "")
+	doc, err := bundle.Parse([]byte(r.body))
+	if r.status != 200 || err != nil || len(doc.CACertificates) != 1 || doc.Version != published.Version || s.Version() != doc.Version {
+		t.Fatalf("after the first publish: %d %v %s", r.status, err, r.body)
+	}
+
+	// An empty store, once published, is served: it is the sidecar's word.
+	if err := s.Update(nil, nil, nil, nil, 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if r := get(t, url, ""); r.status != 200 || !strings.Contains(r.body, `"caCertificates":[]`) {
+		t.Fatalf("after publishing an empty store: %d %s", r.status, r.body)
+	}
+}

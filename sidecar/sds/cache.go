@@ -275,11 +275,17 @@ func Secrets(st State, environment string) []*tlsv3.Secret {
 		crlPEM.WriteString(c.PEM)
 	}
 	if crlPEM.Len() > 0 {
-		// Envoy reads every CRL in one concatenated PEM DataSource. With the
-		// default (only_verify_leaf_cert_crl false) OpenSSL then wants a CRL
-		// for every CA in a presented chain; the filter, which verifies by
-		// default, does not have that restriction.
+		// Envoy reads every CRL in one concatenated PEM DataSource, and then
+		// (when it verifies: VERIFY_TRUST_CHAIN) refuses a client whose
+		// leaf's issuer has no list among them, whichever CA the other lists
+		// belong to. only_verify_leaf_cert_crl keeps it from also wanting a
+		// list for every other certificate of the chain: the list for an
+		// uploaded intermediate's own issuer is never here (a list is stored
+		// only for the CA that signed it), so without it every client of an
+		// intermediate anchor was refused once any list was published, and
+		// the check it drops (a root against its own list) catches nothing.
 		vc.Crl = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: crlPEM.String()}}
+		vc.OnlyVerifyLeafCertCrl = true
 	}
 	out := []*tlsv3.Secret{{Name: ClientCASecret, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}}
 	for _, o := range st.Outbound {

@@ -28,9 +28,10 @@ import (
 // server is a real SDS gRPC server on a loopback port, fed through Update
 // as the daemon feeds it from the store.
 type server struct {
-	t     *testing.T
-	cache *Cache
-	conn  *grpc.ClientConn
+	t       *testing.T
+	cache   *Cache
+	tracker *Tracker
+	conn    *grpc.ClientConn
 }
 
 func startServer(t *testing.T, st State) *server {
@@ -44,7 +45,8 @@ func startServer(t *testing.T, st State) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := NewGRPCServer(ctx, c, NewTracker())
+	tr := NewTracker()
+	g := NewGRPCServer(ctx, c, tr)
 	go func() { _ = g.Serve(l) }()
 	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -55,7 +57,7 @@ func startServer(t *testing.T, st State) *server {
 		cancel()
 		g.Stop()
 	})
-	return &server{t: t, cache: c, conn: conn}
+	return &server{t: t, cache: c, tracker: tr, conn: conn}
 }
 
 func (s *server) update(st State) {

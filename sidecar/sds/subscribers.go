@@ -2,12 +2,17 @@ package sds
 
 import (
 	"context"
+	"log/slog"
 	"sort"
+	"strings"
 	"sync"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Subscriber is one open SDS stream that asks for a secret by name.
@@ -22,7 +27,30 @@ type Subscriber struct {
 type Subscription struct {
 	Subscriber
 	Names []string `json:"names"`
+	// Rejected is the stream's last rejected answer, while no later answer
+	// has been accepted.
+	Rejected *Rejection `json:"rejected,omitempty"`
 }
+
+// Rejection is an answer the client refused (a NACK: a request carrying
+// error_detail for the answer's nonce). Envoy keeps the secret it had, so
+// until the next accepted version it runs on older trust material or an
+// older certificate, or without one.
+type Rejection struct {
+	// Version is the version of the refused answer (the snapshot version;
+	// for a delta stream, the system version).
+	Version string `json:"version"`
+	// Secrets are the secrets the refused answer carried.
+	Secrets []string `json:"secrets"`
+	// Message is the client's error_detail message, cut to
+	// maxRejectionMessage bytes.
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// maxRejectionMessage bounds what a client's error message can make the
+// sidecar keep and log.
+const maxRejectionMessage = 2048
 
 // streamKey tells state-of-the-world and delta streams apart: the two
 // go-control-plane servers number their streams independently.
@@ -35,6 +63,16 @@ type stream struct {
 	node  *corev3.Node
 	delta bool
 	names map[string]bool
+	// sent is the last answer sent on the stream: only a request naming its
+	// nonce acknowledges or rejects something, so a client cannot record
+	// (or log) more rejections than it was sent answers.
+	sent     sentAnswer
+	rejected *Rejection
+}
+
+type sentAnswer struct {
+	nonce, version string
+	secrets        []string
 }
 
 // Tracker records, from the server callbacks, which secret names each open
@@ -46,6 +84,8 @@ type Tracker struct {
 	streams map[streamKey]*stream
 	// OnChange, if set, runs (outside the lock) after a subscription changes.
 	OnChange func()
+	// Log, if set, receives a warning for every answer a client rejects.
+	Log *slog.Logger
 }
 
 // NewTracker returns an empty tracker.
@@ -85,9 +125,18 @@ func (t *Tracker) Callbacks() serverv3.Callbacks {
 					s.names[n] = true
 				}
 			}
+			rej := s.answered(req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 			t.mu.Unlock()
+			t.logRejection(id, s, rej)
 			t.changed()
 			return nil
+		},
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			if s := t.streams[streamKey{id, false}]; s != nil {
+				s.sent = sentAnswer{nonce: resp.GetNonce(), version: resp.GetVersionInfo(), secrets: secretNames(resp.GetResources())}
+			}
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 			t.mu.Lock()
@@ -103,13 +152,76 @@ func (t *Tracker) Callbacks() serverv3.Callbacks {
 			for _, n := range req.GetResourceNamesUnsubscribe() {
 				delete(s.names, n)
 			}
+			rej := s.answered(req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 			t.mu.Unlock()
+			t.logRejection(id, s, rej)
 			t.changed()
 			return nil
+		},
+		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			if s := t.streams[streamKey{id, true}]; s != nil {
+				var names []string
+				for _, r := range resp.GetResources() {
+					names = append(names, r.GetName())
+				}
+				names = append(names, resp.GetRemovedResources()...)
+				sort.Strings(names)
+				s.sent = sentAnswer{nonce: resp.GetNonce(), version: resp.GetSystemVersionInfo(), secrets: names}
+			}
 		},
 		StreamOpenFunc:      func(context.Context, int64, string) error { return nil },
 		DeltaStreamOpenFunc: func(context.Context, int64, string) error { return nil },
 	}
+}
+
+// answered records what a request says about the last answer sent: a
+// request naming that answer's nonce accepts it, or rejects it when it
+// carries an error. It returns the new rejection, if any. The caller holds
+// t.mu.
+func (s *stream) answered(nonce, message string, failed bool) *Rejection {
+	if nonce == "" || nonce != s.sent.nonce {
+		// The first request, or one about an older answer, which the
+		// server ignores too.
+		return nil
+	}
+	s.sent.nonce = "" // one verdict per answer
+	if !failed {
+		s.rejected = nil
+		return nil
+	}
+	if len(message) > maxRejectionMessage {
+		message = message[:maxRejectionMessage] + "..."
+	}
+	s.rejected = &Rejection{
+		Version: s.sent.version,
+		Secrets: s.sent.secrets,
+		Message: strings.ToValidUTF8(message, "\uFFFD"),
+		At:      time.Now().UTC(),
+	}
+	return s.rejected
+}
+
+func (t *Tracker) logRejection(id int64, s *stream, r *Rejection) {
+	if r == nil || t.Log == nil {
+		return
+	}
+	t.Log.Warn("an SDS client rejected secrets: it keeps the ones it had (or has none) until a later version is accepted; the message says what it refused",
+		"nodeId", s.node.GetId(), "cluster", s.node.GetCluster(), "streamId", id, "delta", s.delta,
+		"version", r.Version, "secrets", r.Secrets, "error", r.Message)
+}
+
+func secretNames(res []*anypb.Any) []string {
+	var names []string
+	for _, a := range res {
+		var sec tlsv3.Secret
+		if a.UnmarshalTo(&sec) == nil {
+			names = append(names, sec.GetName())
+		}
+	}
+	sort.Strings(names)
+	return names
 }
 
 func (t *Tracker) close(k streamKey) {
@@ -152,7 +264,7 @@ func (t *Tracker) Subscriptions() []Subscription {
 	defer t.mu.Unlock()
 	out := make([]Subscription, 0, len(t.streams))
 	for k, s := range t.streams {
-		sub := Subscription{Subscriber: s.subscriber(k.id), Names: []string{}}
+		sub := Subscription{Subscriber: s.subscriber(k.id), Names: []string{}, Rejected: s.rejected}
 		for n := range s.names {
 			sub.Names = append(sub.Names, n)
 		}
