@@ -281,6 +281,8 @@ func Run(ctx context.Context, cfg Config) error {
 	cache := sds.NewCache(cfg.Environment)
 	tracker := sds.NewTracker()
 	tracker.OnChange = func() { m.SDSStreams.Set(float64(len(tracker.Subscriptions()))) }
+	tracker.OnReject = m.SDSRejections.Inc
+	tracker.Log = log
 	bundles := bundlesrv.New()
 	bundles.MaxAgeWithoutNextUpdate = crlMaxAge(cfg)
 

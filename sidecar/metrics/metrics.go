@@ -19,6 +19,7 @@ type Metrics struct {
 	WithheldCRLs   prometheus.Gauge
 	MTLSCerts      prometheus.Gauge
 	SDSStreams     prometheus.Gauge
+	SDSRejections  prometheus.Counter
 	TrustDirInSync prometheus.Gauge
 }
 
@@ -45,11 +46,13 @@ func New() *Metrics {
 			Help: "Stored CRLs not published because they are not complete lists (delta, partitioned, indirect); replace them."}),
 		MTLSCerts:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_mtls_certificates_served", Help: "Outbound certificates published over SDS."}),
 		SDSStreams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_sds_streams", Help: "Open SDS streams."}),
+		SDSRejections: prometheus.NewCounter(prometheus.CounterOpts{Name: "mtlsgate_sds_rejections_total",
+			Help: "SDS answers a client rejected (NACK); it keeps its previous secrets. GET /v1/sds/subscriptions says which and why."}),
 		TrustDirInSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_trust_dir_in_sync",
 			Help: "1 when the last read of --trust-dir was applied, 0 when it was refused (the previous state stays in force)."}),
 	}
 	m.Registry.MustRegister(m.AdminRequests, m.Changes, m.PublishSeconds, m.CRLFetches,
-		m.CACertificates, m.StaleCRLs, m.WithheldCRLs, m.MTLSCerts, m.SDSStreams, m.TrustDirInSync,
+		m.CACertificates, m.StaleCRLs, m.WithheldCRLs, m.MTLSCerts, m.SDSStreams, m.SDSRejections, m.TrustDirInSync,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,12 +1,11 @@
 package sds
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,26 +13,9 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 
+	"github.com/mtlsgate/mtlsgate/internal/syncbuf"
 	"github.com/mtlsgate/mtlsgate/sidecar/store"
 )
-
-// syncBuffer is a log sink the server's goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // rejection waits for the tracker to show (or, with want false, to keep
 // not showing) a rejection on the only stream.
@@ -69,8 +51,10 @@ func TestNackIsRecordedAndLogged(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			s := startServer(t, State{CAs: []store.CA{ca("mtlsca_1")}})
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			s.tracker.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+			var rejections atomic.Int32
+			s.tracker.OnReject = func() { rejections.Add(1) }
 			const msg = "Failed to load trusted CA certificates from <inline>"
 			nack := func(c *client, r response, nonce string) {
 				if delta {
@@ -126,6 +110,9 @@ func TestNackIsRecordedAndLogged(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 			if n := strings.Count(logs.String(), msg); n != 1 {
 				t.Fatalf("rejection logged %d times, want 1:\n%s", n, logs.String())
+			}
+			if n := rejections.Load(); n != 1 {
+				t.Fatalf("OnReject ran %d times, want 1", n)
 			}
 			if !strings.Contains(logs.String(), `"nodeId":"envoy-`) {
 				t.Fatalf("the log line does not name the node: %s", logs.String())

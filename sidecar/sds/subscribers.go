@@ -86,6 +86,8 @@ type Tracker struct {
 	OnChange func()
 	// Log, if set, receives a warning for every answer a client rejects.
 	Log *slog.Logger
+	// OnReject, if set, runs once for every answer a client rejects.
+	OnReject func()
 }
 
 // NewTracker returns an empty tracker.
@@ -127,7 +129,7 @@ func (t *Tracker) Callbacks() serverv3.Callbacks {
 			}
 			rej := s.answered(req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 			t.mu.Unlock()
-			t.logRejection(id, s, rej)
+			t.reportRejection(id, s, rej)
 			t.changed()
 			return nil
 		},
@@ -154,7 +156,7 @@ func (t *Tracker) Callbacks() serverv3.Callbacks {
 			}
 			rej := s.answered(req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 			t.mu.Unlock()
-			t.logRejection(id, s, rej)
+			t.reportRejection(id, s, rej)
 			t.changed()
 			return nil
 		},
@@ -203,8 +205,14 @@ func (s *stream) answered(nonce, message string, failed bool) *Rejection {
 	return s.rejected
 }
 
-func (t *Tracker) logRejection(id int64, s *stream, r *Rejection) {
-	if r == nil || t.Log == nil {
+func (t *Tracker) reportRejection(id int64, s *stream, r *Rejection) {
+	if r == nil {
+		return
+	}
+	if t.OnReject != nil {
+		t.OnReject()
+	}
+	if t.Log == nil {
 		return
 	}
 	t.Log.Warn("an SDS client rejected secrets: it keeps the ones it had (or has none) until a later version is accepted; the message says what it refused",
