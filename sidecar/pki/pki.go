@@ -7,6 +7,9 @@ import (
 	"github.com/mtlsgate/mtlsgate/filter/policy/dn"
 
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -321,7 +324,31 @@ func KeyPair(certPEM, keyPEM []byte, now time.Time) (*x509.Certificate, []byte, 
 	if now.After(leaf.NotAfter) {
 		return nil, nil, nil, problem.Invalid("expired", "certificate %q expired on %s: upload a current certificate", leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
+	if why := envoyRefusesKey(leaf); why != "" {
+		return nil, nil, nil, problem.Invalid("unsupported_key", "certificate %q has %s, which Envoy refuses to load (it would reject the SDS secret and keep presenting the old certificate, or none): issue it with an RSA key of 2048 bits or more, or an ECDSA P-256 key", leaf.Subject.String(), why)
+	}
 	return leaf, chain, keyOnly, nil
+}
+
+// envoyRefusesKey names a leaf key Envoy does not load as a TLS certificate,
+// or returns "". Envoy's TLS context refuses RSA under 2048 bits, and ECDSA
+// on a curve it has never supported; P-384 and P-521 pass here because later
+// Envoy releases take them (an earlier one NACKs the secret, which the sidecar
+// counts and logs).
+func envoyRefusesKey(leaf *x509.Certificate) string {
+	switch k := leaf.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if n := k.N.BitLen(); n < 2048 {
+			return fmt.Sprintf("a %d-bit RSA key", n)
+		}
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256(), elliptic.P384(), elliptic.P521():
+		default:
+			return "an ECDSA key on " + k.Curve.Params().Name
+		}
+	}
+	return ""
 }
 
 // DN prints a distinguished name exactly as `openssl x509 -noout -subject

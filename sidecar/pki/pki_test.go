@@ -1,11 +1,21 @@
 package pki
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
+	"github.com/mtlsgate/mtlsgate/sidecar/problem"
 )
 
 func TestValidName(t *testing.T) {
@@ -88,5 +98,51 @@ func TestCRLSignature(t *testing.T) {
 	}
 	if _, _, err := CRL(der, other.Cert); err == nil || !strings.Contains(err.Error(), "not signed by") {
 		t.Fatalf("wrong issuer: %v", err)
+	}
+}
+
+// TestKeyPairRefusesKeysEnvoyCannotLoad: Envoy's TLS context refuses RSA
+// under 2048 bits and ECDSA off the NIST curves it supports, NACKs the
+// secret and keeps presenting what it had. The upload is refused instead,
+// saying what to issue.
+func TestKeyPairRefusesKeysEnvoyCannotLoad(t *testing.T) {
+	selfSigned := func(priv crypto.Signer) ([]byte, []byte) {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gateway"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, priv.Public(), priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := x509.MarshalPKCS8PrivateKey(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key})
+	}
+	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, c := range []struct {
+		name string
+		key  crypto.Signer
+		want string // "" accepted
+	}{
+		{"RSA-1024", rsa1024, "a 1024-bit RSA key"},
+		{"P-224", p224, "an ECDSA key on P-224"},
+		{"P-384", p384, ""},
+		{"P-256", p256, ""},
+	} {
+		cert, key := selfSigned(c.key)
+		_, _, _, err := KeyPair(cert, key, time.Now())
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s refused: %v", c.name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want) || err.(*problem.Error).Code != "unsupported_key"):
+			t.Errorf("%s: %v, want unsupported_key naming %q", c.name, err, c.want)
+		}
 	}
 }
