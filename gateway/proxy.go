@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -205,6 +206,13 @@ func requestHeaders(r *http.Request, peer *PeerInfo) []abi.Header {
 		if lk == "x-request-id" {
 			hasRequestID = true
 		}
+		if lk == "expect" && len(r.Header[k]) == 1 && strings.EqualFold(r.Header[k][0], "100-continue") {
+			// Envoy's connection manager (proxy_100_continue off, the
+			// default) answers 100-continue itself and removes the header
+			// before the filter chain; net/http sends the 100 when the body
+			// is first read, once the filter has let the request through.
+			continue
+		}
 		for _, v := range r.Header[k] {
 			hs = append(hs, abi.Header{Key: lk, Value: v})
 		}
@@ -281,6 +289,16 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		ae.status, ae.reason = http.StatusNotFound, "non_relative_path"
 		w.Header().Set("content-length", "0")
 		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	if strings.IndexByte(requestPath(r), '#') >= 0 {
+		// Envoy's connection manager refuses a path carrying a fragment
+		// (http_reject_path_with_fragment, on by default) before any filter
+		// runs. Passed on, the fragment reached the filter as part of :path
+		// but not the upstream, which got the path cut at '#'.
+		ae.status, ae.reason = http.StatusBadRequest, "path_normalization_failed"
+		w.Header().Set("content-length", "0")
+		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
 	hconn, peer, props := g.connection(r)
@@ -374,21 +392,18 @@ func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http
 	u := *g.cfg.Upstream
 	base := strings.TrimRight(u.Path, "/")
 	rawPath, rawQuery, _ := strings.Cut(path, "?")
-	u.Path, u.RawPath = "", ""
-	target := u.String() + base + rawPath
-	if rawQuery != "" {
-		target += "?" + rawQuery
-	}
+	u.Path, u.RawPath, u.RawQuery, u.Fragment = "", "", "", ""
 	var body io.Reader = http.NoBody
 	var fb *filteredBody
 	if hasBody {
 		fb = &filteredBody{ctx: ctx, src: r.Body, s: s, done: rt.start}
 		body = fb
 	}
-	out, err := http.NewRequestWithContext(ctx, method, target, body)
+	out, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, fmt.Errorf("build upstream request: %w", err)
 	}
+	setUpstreamPath(out.URL, base+rawPath, rawQuery)
 	if fb != nil && len(r.Trailer) > 0 {
 		// Declared now (HTTP/1.1 announces them before the body); the
 		// values, as the filter leaves them, are filled in at the body's end.
@@ -436,6 +451,60 @@ func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http
 		out.Header.Del("Content-Length")
 	}
 	return out, nil
+}
+
+// setUpstreamPath makes u's request target the path and query exactly as
+// the filter left them in :path, as Envoy's router sends :path. Parsing the
+// path into a URL instead re-encoded it: '"', '{', non-ASCII bytes and the
+// like were escaped, and then every escape in the path was decoded and
+// encoded anew, so an upstream could get "/a/b" for the "/a%2Fb" the filter
+// decided on.
+func setUpstreamPath(u *url.URL, path, query string) {
+	u.RawQuery = escapeTarget(query)
+	target := escapeTarget(path)
+	if p, err := url.ParseRequestURI(path); err == nil && p.RawQuery == "" {
+		u.Path, u.RawPath = p.Path, p.RawPath
+		if u.EscapedPath() == target {
+			return
+		}
+	}
+	// Only Opaque is written verbatim. One starting with "//" would be read
+	// as scheme-relative (a request to another host), so it goes in the
+	// absolute form, which every HTTP/1.1 server accepts (RFC 9112 3.2.2) and
+	// the HTTP/2 transport turns back into this :path.
+	u.Path, u.RawPath = "", ""
+	u.Opaque = target
+	if strings.HasPrefix(u.Opaque, "//") {
+		u.Opaque = "//" + u.Host + u.Opaque
+	}
+}
+
+// escapeTarget percent-encodes the bytes a request target cannot carry
+// (controls, space, non-ASCII and the delimiters RFC 3986 excludes), which
+// Go's HTTP/2 server lets into :path; everything else, '%' included, is kept.
+func escapeTarget(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c > ' ' && c < 0x7f && !strings.ContainsRune("\"<>\\^`{|}", rune(c)) {
+			if b.Len() > 0 {
+				b.WriteByte(c)
+			}
+			continue
+		}
+		if b.Len() == 0 {
+			b.Grow(len(s) + 8)
+			b.WriteString(s[:i])
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	if b.Len() == 0 {
+		return s
+	}
+	return b.String()
 }
 
 // transportKeys are the request headers http.Transport looks up by their
