@@ -199,3 +199,39 @@ func TestResumedSessionRechecked(t *testing.T) {
 		}
 	}
 }
+
+// TestH2cUpgradeServedAsHTTP1: Envoy's HTTP/1 codec ignores an upgrade to
+// h2c, removing its headers, and serves the request as HTTP/1.1 through the
+// filter chain (only other upgrades get the 403 of a listener without
+// upgrade_configs). The dev gateway answered it 403 without asking the
+// filter.
+func TestH2cUpgradeServedAsHTTP1(t *testing.T) {
+	u, got := rawUpstream(t)
+	g, sp, _ := adminGateway(t, u)
+	send := func(path string) string {
+		c, err := tls.Dial("tcp", g.Addr().String(), &tls.Config{RootCAs: sp.roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n", path)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		resp.Body.Close()
+		return resp.Status
+	}
+	if st := send("/public"); !strings.HasPrefix(st, "200") {
+		t.Fatalf("h2c upgrade on an open path: %s, want it served as HTTP/1.1", st)
+	}
+	for _, l := range <-got {
+		if n, _, _ := strings.Cut(strings.ToLower(l), ":"); n == "upgrade" || n == "http2-settings" || n == "connection" {
+			t.Errorf("upstream got %q; Envoy removes the h2c upgrade headers", l)
+		}
+	}
+	if st := send("/admin/x"); !strings.HasPrefix(st, "401") {
+		t.Errorf("h2c upgrade on a protected path without a certificate: %s, want the filter's 401", st)
+	}
+}

@@ -122,10 +122,18 @@ func tlsVersionName(v uint16) string {
 	return "unknown"
 }
 
-// isUpgrade reports an HTTP/1.1 protocol upgrade request (WebSocket, h2c):
-// an Upgrade header named in Connection.
+// isUpgrade reports an HTTP/1.1 protocol upgrade request (WebSocket, say):
+// an Upgrade header named in Connection. Envoy's HTTP/1 codec serves an h2c
+// upgrade as a plain request, with its upgrade headers removed (isH2c).
 func isUpgrade(r *http.Request) bool {
-	return r.ProtoMajor == 1 && r.Header.Get("Upgrade") != "" && connectionTokens(r.Header)["upgrade"]
+	return r.ProtoMajor == 1 && r.Header.Get("Upgrade") != "" && connectionTokens(r.Header)["upgrade"] && !isH2c(r.Header)
+}
+
+// isH2c reports an HTTP/1.1 upgrade to cleartext HTTP/2, which Envoy's codec
+// ignores: it drops Upgrade, the upgrade and http2-settings tokens of
+// Connection and HTTP2-Settings, and the request goes on as HTTP/1.1.
+func isH2c(h http.Header) bool {
+	return strings.EqualFold(strings.TrimSpace(h.Get("Upgrade")), "h2c") && connectionTokens(h)["upgrade"]
 }
 
 // hopByHop are the connection-specific headers Envoy's codecs drop before a
@@ -192,6 +200,7 @@ func requestHeaders(r *http.Request, peer *PeerInfo) []abi.Header {
 		{Key: ":scheme", Value: "https"},
 	}
 	tokens := connectionTokens(r.Header)
+	h2c := isH2c(r.Header)
 	keys := make([]string, 0, len(r.Header))
 	for k := range r.Header {
 		keys = append(keys, k)
@@ -200,7 +209,7 @@ func requestHeaders(r *http.Request, peer *PeerInfo) []abi.Header {
 	hasRequestID := false
 	for _, k := range keys {
 		lk := strings.ToLower(k)
-		if isHopByHop(lk, tokens) || lk == XFCCHeader || lk == "x-forwarded-proto" || lk == "host" {
+		if isHopByHop(lk, tokens) || lk == XFCCHeader || lk == "x-forwarded-proto" || lk == "host" || (h2c && lk == "http2-settings") {
 			continue
 		}
 		if lk == "x-request-id" {
