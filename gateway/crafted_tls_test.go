@@ -235,3 +235,33 @@ func TestH2cUpgradeServedAsHTTP1(t *testing.T) {
 		t.Errorf("h2c upgrade on a protected path without a certificate: %s, want the filter's 401", st)
 	}
 }
+
+// TestHTTP10RefusedAsEnvoyDoes: Envoy's HTTP/1 codec answers an HTTP/1.0
+// request 426 Upgrade Required before any filter runs, as accept_http_10 is
+// off in envoy.yaml; the dev gateway served it (a client without a Host
+// header included), so a tool speaking HTTP/1.0 worked against it and
+// failed against Envoy.
+func TestHTTP10RefusedAsEnvoyDoes(t *testing.T) {
+	up := newEchoUpstream(t, nil)
+	g, sp, _ := adminGateway(t, up.srv.URL)
+	for _, req := range []string{"GET /public HTTP/1.0\r\n\r\n", "GET /public HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n", "GET /admin/x HTTP/1.0\r\n\r\n"} {
+		c, err := tls.Dial("tcp", g.Addr().String(), &tls.Config{RootCAs: sp.roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprint(c, req)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUpgradeRequired {
+			t.Errorf("%q: %s, want Envoy's 426", req, resp.Status)
+		}
+	}
+	if n := up.count(); n != 0 {
+		t.Errorf("the upstream saw %d HTTP/1.0 requests", n)
+	}
+}

@@ -274,15 +274,6 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	ae := &accessEntry{method: r.Method, path: r.URL.RequestURI(), proto: r.Proto}
 	defer func() { g.access(ae, time.Since(start)) }()
 
-	if isUpgrade(r) || r.Method == http.MethodConnect {
-		// envoy.yaml configures no upgrade_configs (CONNECT is one to
-		// Envoy), so its connection manager refuses upgrades before the
-		// filter chain exists.
-		ae.status, ae.reason = http.StatusForbidden, "upgrade_failed"
-		w.Header().Set("content-length", "0")
-		w.WriteHeader(http.StatusForbidden)
-		return
-	}
 	if n := headerCount(r); n > maxHeadersCount {
 		// Envoy's max_headers_count default; the filter never sees the
 		// request (and thousands of lines would each be matched against
@@ -290,6 +281,24 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		ae.status, ae.reason = http.StatusRequestHeaderFieldsTooLarge, "header_overflow"
 		w.Header().Set("content-length", "0")
 		w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
+		// Envoy's HTTP/1 codec answers HTTP/1.0 426 and closes unless
+		// accept_http_10 is on; envoy.yaml leaves it off.
+		ae.status, ae.reason = http.StatusUpgradeRequired, "low_version"
+		w.Header().Set("content-length", "0")
+		w.Header().Set("connection", "close")
+		w.WriteHeader(http.StatusUpgradeRequired)
+		return
+	}
+	if isUpgrade(r) || r.Method == http.MethodConnect {
+		// envoy.yaml configures no upgrade_configs (CONNECT is one to
+		// Envoy), so its connection manager refuses upgrades before the
+		// filter chain exists.
+		ae.status, ae.reason = http.StatusForbidden, "upgrade_failed"
+		w.Header().Set("content-length", "0")
+		w.WriteHeader(http.StatusForbidden)
 		return
 	}
 	if p := requestPath(r); p == "" || p[0] != '/' {
