@@ -265,3 +265,29 @@ func TestHTTP10RefusedAsEnvoyDoes(t *testing.T) {
 		t.Errorf("the upstream saw %d HTTP/1.0 requests", n)
 	}
 }
+
+// TestEd25519ClientCertificateAsEnvoySeesIt: Envoy's default signature
+// algorithms (BoringSSL's verify list) leave out ed25519, so against Envoy
+// an Ed25519 client certificate never authenticates: OpenSSL clients such as
+// curl withhold it and the filter answers NO_CERTIFICATE. The dev gateway
+// accepted it, verified it and sent x-user-sub upstream, so a setup that
+// worked there failed behind Envoy.
+func TestEd25519ClientCertificateAsEnvoySeesIt(t *testing.T) {
+	up := newEchoUpstream(t, nil)
+	g, sp, root := adminGateway(t, up.srv.URL)
+	ed := testpki.Must(root.Issue(testpki.Options{CommonName: "ed25519 client", Key: testpki.Ed25519}))
+	ec := testpki.Must(root.Issue(testpki.Options{CommonName: "p256 client"}))
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		c := client(sp, keyPair(t, ed), false)
+		c.Transport.(*http.Transport).TLSClientConfig.MaxVersion = v
+		r := do(t, c, "GET", gwURL(g, "/admin/x"), nil, nil)
+		if r.status != http.StatusUnauthorized || r.problem(t).Reason != "NO_CERTIFICATE" {
+			t.Errorf("Ed25519 client certificate over TLS %x: %d %s, want 401 NO_CERTIFICATE", v, r.status, r.body)
+		}
+		c = client(sp, keyPair(t, ec), false)
+		c.Transport.(*http.Transport).TLSClientConfig.MaxVersion = v
+		if r := do(t, c, "GET", gwURL(g, "/admin/x"), nil, nil); r.status != 200 {
+			t.Errorf("P-256 client certificate over TLS %x: %d %s", v, r.status, r.body)
+		}
+	}
+}
