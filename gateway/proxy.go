@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,15 +69,32 @@ func (g *Gateway) connection(r *http.Request) (*hosttest.Connection, *PeerInfo, 
 		if r.TLS != nil {
 			hc.RequestedServerName = r.TLS.ServerName
 			hc.TLS = &hosttest.TLSInfo{Version: tlsVersionName(r.TLS.Version)}
-			if len(r.TLS.PeerCertificates) > 0 {
-				hc.TLS.PeerCertificate = r.TLS.PeerCertificates[0]
+			peer := r.TLS.PeerCertificates
+			if len(peer) > 0 && !envoyVerifiable(peer[0]) {
+				g.logf("connection %d: client certificate %q has an Ed25519 key, which Envoy's default signature algorithms do not verify; treated as none",
+					cs.id, rfc2253(peer[0]))
+				peer = nil
 			}
-			cs.peer = newPeerInfo(r.TLS.PeerCertificates, local)
+			if len(peer) > 0 {
+				hc.TLS.PeerCertificate = peer[0]
+			}
+			cs.peer = newPeerInfo(peer, local)
 			cs.props = connectionProps(&cs.peer, local)
 		}
 		cs.hconn = hc
 	})
 	return cs.hconn, &cs.peer, cs.props
+}
+
+// envoyVerifiable reports whether an Envoy listener with the default TLS
+// parameters (envoy.yaml sets no tls_params) can complete a handshake in
+// which the client proves possession of leaf's key. BoringSSL's default
+// verify list omits ed25519, so Envoy's CertificateRequest does not offer
+// it: curl and other OpenSSL clients then send no certificate (the filter
+// answers NO_CERTIFICATE), a client that signs with it anyway fails the
+// handshake. Go's server offers and accepts it, and cannot be told not to.
+func envoyVerifiable(leaf *x509.Certificate) bool {
+	return leaf.PublicKeyAlgorithm != x509.Ed25519
 }
 
 // connectionProps supplies the connection.* attributes Envoy derives from
@@ -121,10 +139,18 @@ func tlsVersionName(v uint16) string {
 	return "unknown"
 }
 
-// isUpgrade reports an HTTP/1.1 protocol upgrade request (WebSocket, h2c):
-// an Upgrade header named in Connection.
+// isUpgrade reports an HTTP/1.1 protocol upgrade request (WebSocket, say):
+// an Upgrade header named in Connection. Envoy's HTTP/1 codec serves an h2c
+// upgrade as a plain request, with its upgrade headers removed (isH2c).
 func isUpgrade(r *http.Request) bool {
-	return r.ProtoMajor == 1 && r.Header.Get("Upgrade") != "" && connectionTokens(r.Header)["upgrade"]
+	return r.ProtoMajor == 1 && r.Header.Get("Upgrade") != "" && connectionTokens(r.Header)["upgrade"] && !isH2c(r.Header)
+}
+
+// isH2c reports an HTTP/1.1 upgrade to cleartext HTTP/2, which Envoy's codec
+// ignores: it drops Upgrade, the upgrade and http2-settings tokens of
+// Connection and HTTP2-Settings, and the request goes on as HTTP/1.1.
+func isH2c(h http.Header) bool {
+	return strings.EqualFold(strings.TrimSpace(h.Get("Upgrade")), "h2c") && connectionTokens(h)["upgrade"]
 }
 
 // hopByHop are the connection-specific headers Envoy's codecs drop before a
@@ -191,6 +217,7 @@ func requestHeaders(r *http.Request, peer *PeerInfo) []abi.Header {
 		{Key: ":scheme", Value: "https"},
 	}
 	tokens := connectionTokens(r.Header)
+	h2c := isH2c(r.Header)
 	keys := make([]string, 0, len(r.Header))
 	for k := range r.Header {
 		keys = append(keys, k)
@@ -199,11 +226,18 @@ func requestHeaders(r *http.Request, peer *PeerInfo) []abi.Header {
 	hasRequestID := false
 	for _, k := range keys {
 		lk := strings.ToLower(k)
-		if isHopByHop(lk, tokens) || lk == XFCCHeader || lk == "x-forwarded-proto" || lk == "host" {
+		if isHopByHop(lk, tokens) || lk == XFCCHeader || lk == "x-forwarded-proto" || lk == "host" || (h2c && lk == "http2-settings") {
 			continue
 		}
 		if lk == "x-request-id" {
 			hasRequestID = true
+		}
+		if lk == "expect" && len(r.Header[k]) == 1 && strings.EqualFold(r.Header[k][0], "100-continue") {
+			// Envoy's connection manager (proxy_100_continue off, the
+			// default) answers 100-continue itself and removes the header
+			// before the filter chain; net/http sends the 100 when the body
+			// is first read, once the filter has let the request through.
+			continue
 		}
 		for _, v := range r.Header[k] {
 			hs = append(hs, abi.Header{Key: lk, Value: v})
@@ -257,15 +291,6 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	ae := &accessEntry{method: r.Method, path: r.URL.RequestURI(), proto: r.Proto}
 	defer func() { g.access(ae, time.Since(start)) }()
 
-	if isUpgrade(r) || r.Method == http.MethodConnect {
-		// envoy.yaml configures no upgrade_configs (CONNECT is one to
-		// Envoy), so its connection manager refuses upgrades before the
-		// filter chain exists.
-		ae.status, ae.reason = http.StatusForbidden, "upgrade_failed"
-		w.Header().Set("content-length", "0")
-		w.WriteHeader(http.StatusForbidden)
-		return
-	}
 	if n := headerCount(r); n > maxHeadersCount {
 		// Envoy's max_headers_count default; the filter never sees the
 		// request (and thousands of lines would each be matched against
@@ -275,12 +300,40 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
 		return
 	}
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
+		// Envoy's HTTP/1 codec answers HTTP/1.0 426 and closes unless
+		// accept_http_10 is on; envoy.yaml leaves it off.
+		ae.status, ae.reason = http.StatusUpgradeRequired, "low_version"
+		w.Header().Set("content-length", "0")
+		w.Header().Set("connection", "close")
+		w.WriteHeader(http.StatusUpgradeRequired)
+		return
+	}
+	if isUpgrade(r) || r.Method == http.MethodConnect {
+		// envoy.yaml configures no upgrade_configs (CONNECT is one to
+		// Envoy), so its connection manager refuses upgrades before the
+		// filter chain exists.
+		ae.status, ae.reason = http.StatusForbidden, "upgrade_failed"
+		w.Header().Set("content-length", "0")
+		w.WriteHeader(http.StatusForbidden)
+		return
+	}
 	if p := requestPath(r); p == "" || p[0] != '/' {
 		// Envoy's connection manager answers a target that is not a path
 		// (OPTIONS *, an authority) 404 before any filter runs.
 		ae.status, ae.reason = http.StatusNotFound, "non_relative_path"
 		w.Header().Set("content-length", "0")
 		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	if strings.IndexByte(requestPath(r), '#') >= 0 {
+		// Envoy's connection manager refuses a path carrying a fragment
+		// (http_reject_path_with_fragment, on by default) before any filter
+		// runs. Passed on, the fragment reached the filter as part of :path
+		// but not the upstream, which got the path cut at '#'.
+		ae.status, ae.reason = http.StatusBadRequest, "path_normalization_failed"
+		w.Header().Set("content-length", "0")
+		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
 	hconn, peer, props := g.connection(r)
@@ -374,21 +427,18 @@ func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http
 	u := *g.cfg.Upstream
 	base := strings.TrimRight(u.Path, "/")
 	rawPath, rawQuery, _ := strings.Cut(path, "?")
-	u.Path, u.RawPath = "", ""
-	target := u.String() + base + rawPath
-	if rawQuery != "" {
-		target += "?" + rawQuery
-	}
+	u.Path, u.RawPath, u.RawQuery, u.Fragment = "", "", "", ""
 	var body io.Reader = http.NoBody
 	var fb *filteredBody
 	if hasBody {
 		fb = &filteredBody{ctx: ctx, src: r.Body, s: s, done: rt.start}
 		body = fb
 	}
-	out, err := http.NewRequestWithContext(ctx, method, target, body)
+	out, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, fmt.Errorf("build upstream request: %w", err)
 	}
+	setUpstreamPath(out.URL, base+rawPath, rawQuery)
 	if fb != nil && len(r.Trailer) > 0 {
 		// Declared now (HTTP/1.1 announces them before the body); the
 		// values, as the filter leaves them, are filled in at the body's end.
@@ -436,6 +486,60 @@ func (g *Gateway) upstreamRequest(ctx context.Context, fwd []abi.Header, r *http
 		out.Header.Del("Content-Length")
 	}
 	return out, nil
+}
+
+// setUpstreamPath makes u's request target the path and query exactly as
+// the filter left them in :path, as Envoy's router sends :path. Parsing the
+// path into a URL instead re-encoded it: '"', '{', non-ASCII bytes and the
+// like were escaped, and then every escape in the path was decoded and
+// encoded anew, so an upstream could get "/a/b" for the "/a%2Fb" the filter
+// decided on.
+func setUpstreamPath(u *url.URL, path, query string) {
+	u.RawQuery = escapeTarget(query)
+	target := escapeTarget(path)
+	if p, err := url.ParseRequestURI(path); err == nil && p.RawQuery == "" {
+		u.Path, u.RawPath = p.Path, p.RawPath
+		if u.EscapedPath() == target {
+			return
+		}
+	}
+	// Only Opaque is written verbatim. One starting with "//" would be read
+	// as scheme-relative (a request to another host), so it goes in the
+	// absolute form, which every HTTP/1.1 server accepts (RFC 9112 3.2.2) and
+	// the HTTP/2 transport turns back into this :path.
+	u.Path, u.RawPath = "", ""
+	u.Opaque = target
+	if strings.HasPrefix(u.Opaque, "//") {
+		u.Opaque = "//" + u.Host + u.Opaque
+	}
+}
+
+// escapeTarget percent-encodes the bytes a request target cannot carry
+// (controls, space, non-ASCII and the delimiters RFC 3986 excludes), which
+// Go's HTTP/2 server lets into :path; everything else, '%' included, is kept.
+func escapeTarget(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c > ' ' && c < 0x7f && !strings.ContainsRune("\"<>\\^`{|}", rune(c)) {
+			if b.Len() > 0 {
+				b.WriteByte(c)
+			}
+			continue
+		}
+		if b.Len() == 0 {
+			b.Grow(len(s) + 8)
+			b.WriteString(s[:i])
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	if b.Len() == 0 {
+		return s
+	}
+	return b.String()
 }
 
 // transportKeys are the request headers http.Transport looks up by their
