@@ -70,6 +70,8 @@ type root struct {
 	stream *stream
 	// result is the verdict of the request being handled, reused likewise.
 	result policy.Result
+	// trailerNames are the trailer names being stripped, reused likewise.
+	trailerNames []string
 	// sourceBuf holds the request's source address: the host's property
 	// buffer is rewritten by the next property read (the certificate
 	// digest's), and the engine keeps the address for the whole request.
@@ -373,6 +375,25 @@ func (r *root) NewHTTPContext(uint32) proxywasm.HTTPContext {
 type stream struct {
 	proxywasm.DefaultHTTPContext
 	root *root
+}
+
+// OnHTTPRequestTrailers strips the identity and certificate header names
+// from request trailers, which the header callback never sees: Envoy passes
+// a client's HTTP/2 trailers to an HTTP/2 upstream, and a gRPC server reads
+// them as metadata. Envoy calls it only for requests that have trailers.
+func (s *stream) OnHTTPRequestTrailers(int) proxywasm.Action {
+	ts, err := proxywasm.GetHTTPRequestTrailers()
+	if err != nil {
+		panic("mtlsgate: cannot read request trailers: " + err.Error())
+	}
+	r := s.root
+	r.trailerNames = r.engine.TrailersToRemove(r.trailerNames[:0], unsafe.Slice((*policy.Header)(unsafe.Pointer(unsafe.SliceData(ts))), len(ts)))
+	for _, name := range r.trailerNames {
+		if err := proxywasm.RemoveHTTPRequestTrailer(name); err != nil {
+			panic("mtlsgate: cannot strip client-supplied trailer " + name + ": " + err.Error())
+		}
+	}
+	return proxywasm.ActionContinue
 }
 
 func (s *stream) OnHTTPRequestHeaders(int, bool) proxywasm.Action {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -288,6 +289,35 @@ func TestEd25519ClientCertificateAsEnvoySeesIt(t *testing.T) {
 		c.Transport.(*http.Transport).TLSClientConfig.MaxVersion = v
 		if r := do(t, c, "GET", gwURL(g, "/admin/x"), nil, nil); r.status != 200 {
 			t.Errorf("P-256 client certificate over TLS %x: %d %s", v, r.status, r.body)
+		}
+	}
+}
+
+// TestTrailersCannotCarryIdentity: a client's request trailers reach the
+// upstream (Envoy passes HTTP/2 trailers to an HTTP/2 upstream), so the
+// filter strips identity names from them as from headers; other trailers
+// stay.
+func TestTrailersCannotCarryIdentity(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		_, _ = fmt.Fprintf(w, "sub=%q status=%q checksum=%q", r.Trailer.Get("x-user-sub"), r.Trailer.Get("x-mtls-verification-status"), r.Trailer.Get("x-checksum"))
+	}))
+	t.Cleanup(up.Close)
+	g, sp, _ := adminGateway(t, up.URL)
+	for _, h2 := range []bool{false, true} {
+		req, err := http.NewRequest("POST", gwURL(g, "/public/upload"), io.NopCloser(strings.NewReader("body")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = -1
+		req.Trailer = http.Header{"X-User-Sub": {"CN=admin"}, "X-Mtls-Verification-Status": {"SUCCESS"}, "X-Checksum": {"c0ffee"}}
+		resp, err := client(sp, nil, h2).Do(req)
+		if err != nil {
+			t.Fatalf("h2=%v: %v", h2, err)
+		}
+		r := readReply(t, resp)
+		if want := `sub="" status="" checksum="c0ffee"`; r.status != 200 || string(r.body) != want {
+			t.Errorf("h2=%v: %d %s, want %s", h2, r.status, r.body, want)
 		}
 	}
 }

@@ -351,6 +351,16 @@ func (e *Engine) isInputSpelling(k string) bool {
 	return false
 }
 
+// TrailersToRemove appends to out the request trailer names that must not
+// reach the upstream: the filter's output namespace and every certificate
+// input header, in any spelling, whoever sent them. The decision is made on
+// headers alone and no client has a reason to send these as trailers, but
+// gRPC servers read trailers as metadata beside the headers and some
+// frameworks merge the two, so one left in place would be read as identity.
+func (e *Engine) TrailersToRemove(out []string, trailers []Header) []string {
+	return e.toRemove(out, trailers, e.inputs)
+}
+
 // isStripped reports whether name is one of e.strip.
 func (e *Engine) isStripped(name string) bool {
 	return e.stripLens&lenBit(name) != 0 && containsName(e.strip, name)

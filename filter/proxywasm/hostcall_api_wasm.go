@@ -218,6 +218,7 @@ func GetHTTPRequestTrailers() ([]Header, error) { return getMap(abi.MapRequestTr
 func AddHTTPRequestTrailer(key, value string) error {
 	return addMapValue(abi.MapRequestTrailers, key, value)
 }
+func RemoveHTTPRequestTrailer(key string) error { return removeMapValue(abi.MapRequestTrailers, key) }
 func GetHTTPResponseHeaders() ([]Header, error) { return getMap(abi.MapResponseHeaders) }
 func SetHTTPResponseHeaders(hs []Header) error  { return setMap(abi.MapResponseHeaders, hs) }
 func GetHTTPResponseHeader(key string) (string, error) {
