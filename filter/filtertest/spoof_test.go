@@ -166,7 +166,7 @@ func TestSpoofingMatrix(t *testing.T) {
 							// Client-sent headers, then what the trusted
 							// channel carries: for xfcc Envoy's SANITIZE_SET
 							// has already replaced any client XFCC.
-							var hs []abi.Header
+							var hs, ts []abi.Header
 							spoofed := map[string]bool{}
 							spoofNames := append(append([]string{}, namespace...), "x-forwarded-client-cert")
 							if src.name == "header" {
@@ -185,11 +185,26 @@ func TestSpoofingMatrix(t *testing.T) {
 									spoofed[v+"-dup"] = true
 								}
 							}
+							// The same claims as trailers, where the
+							// carriers are the client's on every channel.
+							for i, k := range append(append([]string{}, spoofNames...), src.carriers...) {
+								v := spoofValue(k, i) + "-trailer"
+								ts = append(ts, abi.Header{Key: casing.key(k), Value: v})
+							}
 							if src.name == "xfcc" || trusted {
 								hs = append(hs, src.carry(cc.cert)...)
 							}
-							res := do(t, vm, request(path, addr, hs...))
+							req := request(path, addr, hs...)
+							req.Body, req.Trailers = []byte("{}"), ts
+							res := do(t, vm, req)
 							n++
+							if res.Forwarded != nil {
+								for _, h := range res.Forwarded.Trailers {
+									if strings.HasSuffix(h.Value, "-trailer") {
+										t.Errorf("%s: client trailer %s=%.40q… reached the upstream", name, h.Key, h.Value)
+									}
+								}
+							}
 							protected := path == "/v1/orders"
 							channelOK := src.name == "xfcc" || trusted
 							// From an untrusted address the source's own
