@@ -681,7 +681,8 @@ func resolvePath(path string) (rs readings, nul bool) {
 		return rs, true
 	}
 	rs.add(path, routePath(path))
-	if !hasEscape(path) {
+	some, other := escapes(path)
+	if !some {
 		return rs, false
 	}
 	once := decodeEscapes(path, true)
@@ -689,10 +690,10 @@ func resolvePath(path string) (rs readings, nul bool) {
 		return rs, true
 	}
 	rs.add(path, once)
-	if hasOtherEscape(path) {
+	if other {
 		rs.add(path, normalizePath(once))
 	}
-	if hasEscape(once) {
+	if again, _ := escapes(once); again {
 		twice := decodeEscapes(once, true)
 		if strings.IndexByte(twice, 0) >= 0 {
 			return rs, true
@@ -731,12 +732,15 @@ func routeDecoded(c byte) bool {
 	return isUnreserved(c) || c == '/' || c == '\\' || c == ' '
 }
 
-// hasOtherEscape reports whether p has a valid escape routePath leaves
-// encoded (%3B, %25, %00, non-ASCII bytes, ...).
-func hasOtherEscape(p string) bool {
+// escapes reports whether p has a valid %XX escape, and whether one of them
+// is of a byte routePath leaves encoded (%3B, %25, %00, non-ASCII bytes, ...).
+func escapes(p string) (some, other bool) {
 	for i := strings.IndexByte(p, '%'); i >= 0 && i+2 < len(p); {
-		if d, ok := unhex(p[i+1], p[i+2]); ok && !routeDecoded(d) {
-			return true
+		if d, ok := unhex(p[i+1], p[i+2]); ok {
+			if !routeDecoded(d) {
+				return true, true
+			}
+			some = true
 		}
 		j := strings.IndexByte(p[i+1:], '%')
 		if j < 0 {
@@ -744,22 +748,7 @@ func hasOtherEscape(p string) bool {
 		}
 		i += 1 + j
 	}
-	return false
-}
-
-// hasEscape reports whether p has a valid %XX escape.
-func hasEscape(p string) bool {
-	for i := strings.IndexByte(p, '%'); i >= 0 && i+2 < len(p); {
-		if _, ok := unhex(p[i+1], p[i+2]); ok {
-			return true
-		}
-		j := strings.IndexByte(p[i+1:], '%')
-		if j < 0 {
-			break
-		}
-		i += 1 + j
-	}
-	return false
+	return some, false
 }
 
 // normalizePath resolves a decoded path: backslashes are separators, runs

@@ -233,28 +233,16 @@ func TestAnchoredIntermediateCheckedAgainstItsIssuer(t *testing.T) {
 	})
 }
 
-// rawCRL signs a CRL by hand: crypto/x509 always writes nextUpdate
-// and refuses issuers without the cRLSign key usage (a v1 root has no
-// extensions at all). nextUpdate is omitted when zero.
+// rawCRL signs a CRL by hand (testpki.RawCRL): crypto/x509 always writes
+// nextUpdate and refuses issuers without the cRLSign key usage (a v1 root
+// has no extensions at all). nextUpdate is omitted when zero.
 func rawCRL(t *testing.T, issuer *testpki.Cert, thisUpdate, nextUpdate time.Time, revoked ...*testpki.Cert) []byte {
 	t.Helper()
-	type entry struct {
-		Serial *big.Int
-		Date   time.Time
+	crl, err := issuer.RawCRL(thisUpdate, nextUpdate, revoked...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	type tbs struct {
-		Version    int // 1: v2, which crypto/x509 requires
-		Signature  pkix.AlgorithmIdentifier
-		Issuer     asn1.RawValue
-		ThisUpdate time.Time
-		NextUpdate time.Time `asn1:"optional"`
-		Revoked    []entry   `asn1:"optional"`
-	}
-	v := tbs{Version: 1, Signature: testpki.ECDSAWithSHA256, Issuer: asn1.RawValue{FullBytes: issuer.Cert.RawSubject}, ThisUpdate: thisUpdate.UTC(), NextUpdate: nextUpdate.UTC()}
-	for _, r := range revoked {
-		v.Revoked = append(v.Revoked, entry{r.Cert.SerialNumber, thisUpdate.UTC()})
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: signed(t, issuer, v)})
+	return crl
 }
 
 // A CRL without nextUpdate (which RFC 5280 requires of issuers) and

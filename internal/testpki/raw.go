@@ -93,6 +93,13 @@ func NewVersion1(cn string, issuer *Cert) (*Cert, error) {
 // nextUpdate, which crypto/x509 always writes: thisUpdate as given, the
 // revoked certificates listed, no extensions.
 func (c *Cert) CRLWithoutNextUpdate(thisUpdate time.Time, revoked ...*Cert) ([]byte, error) {
+	return c.RawCRL(thisUpdate, time.Time{}, revoked...)
+}
+
+// RawCRL is a PEM CRL signed by c (an ECDSA CA) as crypto/x509 will not
+// write one: without extensions, nextUpdate omitted when zero, and whether
+// or not c may sign CRLs (a v1 root has no key usage at all).
+func (c *Cert) RawCRL(thisUpdate, nextUpdate time.Time, revoked ...*Cert) ([]byte, error) {
 	type entry struct {
 		Serial *big.Int
 		Date   time.Time
@@ -102,9 +109,11 @@ func (c *Cert) CRLWithoutNextUpdate(thisUpdate time.Time, revoked ...*Cert) ([]b
 		Signature  pkix.AlgorithmIdentifier
 		Issuer     asn1.RawValue
 		ThisUpdate time.Time
-		Revoked    []entry `asn1:"optional"`
+		NextUpdate time.Time `asn1:"optional"`
+		Revoked    []entry   `asn1:"optional"`
 	}
-	v := tbs{Version: 1, Signature: ECDSAWithSHA256, Issuer: asn1.RawValue{FullBytes: c.Cert.RawSubject}, ThisUpdate: thisUpdate.UTC().Truncate(time.Second)}
+	v := tbs{Version: 1, Signature: ECDSAWithSHA256, Issuer: asn1.RawValue{FullBytes: c.Cert.RawSubject},
+		ThisUpdate: thisUpdate.UTC().Truncate(time.Second), NextUpdate: nextUpdate.UTC().Truncate(time.Second)}
 	for _, r := range revoked {
 		v.Revoked = append(v.Revoked, entry{r.Cert.SerialNumber, v.ThisUpdate})
 	}
