@@ -37,6 +37,7 @@ func FuzzFilter(f *testing.F) {
 	f.Add(uint8(3), "/%25761/orders", "", "10.1.2.3:5555")
 	f.Add(uint8(3), "/%C5%BF/../v1/orders", "", "10.1.2.3:5555")
 	f.Add(uint8(0), "/files/100%25/"+strings.Repeat("%2525", 512), "", "10.1.2.3:5555")
+	f.Add(uint8(2), "/public", "trailer x-user-sub: CN=admin\ntrailer x_mtls_subject: CN=admin\ntrailer x-ssl-client-cert: x\ntrailer x-checksum: 1", "10.1.2.3:5555")
 	// Compile the module and start every VM before fuzzing: in a fuzz
 	// worker each input must finish within 10 s or the worker is killed as
 	// deadlocked, and compiling the filter in a coverage-instrumented
@@ -48,15 +49,26 @@ func FuzzFilter(f *testing.F) {
 		vm := fuzzVM(t, int(mode)%len(fuzzConfigs))
 		hs := []abi.Header{{Key: ":method", Value: "GET"}, {Key: ":path", Value: "/" + strings.TrimLeft(validValue(path), "/")},
 			{Key: ":authority", Value: "api.example.com"}, {Key: ":scheme", Value: "https"}}
+		// A line starting "trailer " is a request trailer.
+		var ts []abi.Header
 		for _, line := range strings.Split(rawHeaders, "\n") {
+			line, trailer := strings.CutPrefix(line, "trailer ")
 			k, v, ok := strings.Cut(line, ":")
 			if !ok || !validToken(k) {
 				continue
 			}
-			hs = append(hs, abi.Header{Key: k, Value: validValue(strings.TrimLeft(v, " "))})
+			h := abi.Header{Key: k, Value: validValue(strings.TrimLeft(v, " "))}
+			if trailer {
+				ts = append(ts, h)
+			} else {
+				hs = append(hs, h)
+			}
 		}
 		req := request("/", "10.1.2.3:5555")
 		req.Headers = hs
+		if len(ts) > 0 {
+			req.Body, req.Trailers = []byte("{}"), ts
+		}
 		req.Properties = map[string][]byte{"source.address": []byte(source)}
 		// A request the filter leaves paused never finishes: in Envoy it
 		// would hang the client until the stream timeout.
@@ -82,6 +94,13 @@ func FuzzFilter(f *testing.F) {
 			// Envoy-aware upstreams read XFCC as identity: only a verified one goes on.
 			if x, ok := header(res.Forwarded.Headers, "x-forwarded-client-cert"); ok && st != "SUCCESS" {
 				t.Fatalf("x-forwarded-client-cert %.60q forwarded with verification status %q", x, st)
+			}
+			// Identity never travels in a trailer.
+			for _, h := range res.Forwarded.Trailers {
+				k := strings.ReplaceAll(strings.ToLower(h.Key), "_", "-")
+				if strings.HasPrefix(k, "x-mtls-") || k == "x-user-sub" || k == "x-forwarded-client-cert" || k == "client-cert" || k == "x-ssl-client-cert" {
+					t.Fatalf("trailer %s=%.60q reached the upstream", h.Key, h.Value)
+				}
 			}
 		}
 	})
