@@ -124,13 +124,22 @@ type CRL struct {
 // when the list was fetched or uploaded, is the age that counts: a URL that
 // keeps serving the same old list is fetched successfully every time, and
 // every replica and restart then agrees on the moment. Zero (never) only
-// for a list without nextUpdate when maxAge is not positive.
+// for a list without nextUpdate when maxAge is not positive. It is never
+// later than the end of year 9999, the last moment JSON can carry: a later
+// one would make the bundle and the API answers impossible to encode.
 func (c CRL) StaleAfter(maxAge time.Duration) time.Time {
 	if !c.NextUpdate.IsZero() || maxAge <= 0 {
 		return c.NextUpdate
 	}
-	return c.ThisUpdate.Add(maxAge)
+	if t := c.ThisUpdate.Add(maxAge); t.Before(lastJSONTime) {
+		return t
+	}
+	return lastJSONTime
 }
+
+// lastJSONTime is the latest time encoding/json writes (RFC 3339 has
+// four-digit years).
+var lastJSONTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
 // Stale reports whether the list is past StaleAfter(maxAge).
 func (c CRL) Stale(now time.Time, maxAge time.Duration) bool {
