@@ -664,7 +664,8 @@ func (s *Store) GetCA(id string) (CA, error) {
 	return getOne[CA](s.db, bucketCAs, id, caNotFound)
 }
 
-// RenameCA changes a CA's name and returns it before and after.
+// RenameCA changes a CA's name and returns it before and after. Renaming
+// a CA to its own name writes nothing (and so no audit record).
 func (s *Store) RenameCA(id, name string, audit func(before, after CA) *AuditEntry) (before, after CA, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCAs)
@@ -684,6 +685,9 @@ func (s *Store) RenameCA(id, name string, audit func(before, after CA) *AuditEnt
 			return caNotFound(id)
 		}
 		after = before
+		if before.Name == name {
+			return nil // already so named: no change, no record
+		}
 		after.Name = name
 		after.UpdatedAt = s.now().UTC()
 		if err := putJSON(b, id, after); err != nil {
@@ -1101,7 +1105,8 @@ func (s *Store) GetOutbound(id string) (Outbound, error) {
 }
 
 // SetOutboundEnabled enables or disables a certificate and returns it before
-// and after.
+// and after. A certificate already in that state is not written (and the
+// write has no audit record).
 func (s *Store) SetOutboundEnabled(id string, enabled bool, audit func(before, after Outbound) *AuditEntry) (before, after Outbound, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbound)
@@ -1114,6 +1119,10 @@ func (s *Store) SetOutboundEnabled(id string, enabled bool, audit func(before, a
 			return outboundNotFound(id)
 		}
 		before = r.Outbound
+		if r.Enabled == enabled {
+			after = before
+			return nil // already so: no change, no record
+		}
 		r.Enabled = enabled
 		r.UpdatedAt = s.now().UTC()
 		after = r.Outbound
