@@ -619,6 +619,9 @@ func (s *server) replaceCRL(w http.ResponseWriter, r *http.Request) error {
 		c.LastFetchAt, c.LastError, c.LastErrorAt = rec.LastFetchAt, "", time.Time{}
 		return nil
 	}, func(before, after store.CRL) *store.AuditEntry {
+		if after.PEM == before.PEM && after.URL == before.URL {
+			return nil // the list and source already stored: no change
+		}
 		ae = entry(r, "crl.update", audit.CRLRef(before), audit.CRLRef(after), "caId", after.CAID)
 		return ae
 	})

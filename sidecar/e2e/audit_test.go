@@ -152,3 +152,43 @@ func TestAuditTrailIsStoredWithEachChange(t *testing.T) {
 		t.Errorf("serve --audit-retention 0: %d %s", r.code, r.stderr)
 	}
 }
+
+// TestAuditNoRecordWithoutAChange: repeating a change that is already in
+// force (enable an enabled certificate, rename a CA to its name, store the
+// list already stored) changes no trust material, so it leaves no record,
+// as setting the active profile set again does not. Such repeats from a
+// retrying script filled the trail and pushed real changes out of the
+// retention.
+func TestAuditNoRecordWithoutAChange(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Repeat Root"}))
+	var ca api.CACertificate
+	p.runJSON(t, &ca, "ca-certificate", "create", "--name", "repeat", "--cert", writeFile(t, "root.pem", root.PEM()))
+	crlFile := writeFile(t, "root.crl", testpki.Must(root.CRL(testpki.CRLOptions{Number: big.NewInt(1)})))
+	var l api.CRL
+	p.runJSON(t, &l, "crl", "create", "--cert-id", ca.ID, "--file", crlFile)
+	cert, key, _ := outboundFiles(t, "repeat")
+	var m api.MTLSCertificate
+	p.runJSON(t, &m, "mtls-certificate", "create", "--cert", cert, "--key", key, "--name", "repeat", "--environment-type", "development")
+	before := storedAudit(t, p, "")
+
+	p.runJSON(t, &ca, "ca-certificate", "update", "--cert-id", ca.ID, "--name", "repeat")
+	p.runJSON(t, &l, "crl", "update", "--crl-id", l.ID, "--file", crlFile)
+	p.runJSON(t, &m, "mtls-certificate", "enable", "--cert-id", m.ID)
+	p.runJSON(t, &m, "mtls-certificate", "disable", "--cert-id", m.ID)
+	p.runJSON(t, &m, "mtls-certificate", "disable", "--cert-id", m.ID)
+	if !m.Enabled && ca.Name == "repeat" {
+		var got []string
+		for _, e := range storedAudit(t, p, "")[len(before):] {
+			got = append(got, e.Action)
+		}
+		if len(got) != 1 || got[0] != "mtls-certificate.disable" {
+			t.Fatalf("records after the repeats: %v, want only the one disable", got)
+		}
+	} else {
+		t.Fatalf("state after the repeats: CA %+v, certificate %+v", ca, m)
+	}
+	if lines := auditLines(t, p, "mtls-certificate.enable"); len(lines) != 0 {
+		t.Errorf("log lines for enabling an enabled certificate: %v", lines)
+	}
+}

@@ -75,3 +75,33 @@ func TestCRLWithoutNextUpdateDefaultMaxAge(t *testing.T) {
 		t.Errorf("serve with a zero max age: %d %s", r.code, r.stderr)
 	}
 }
+
+// TestCRLWithoutNextUpdateNearYear9999: a list without nextUpdate whose
+// thisUpdate is late in year 9999 (a CA with a broken clock, or a list
+// dated "never expires") goes stale past the last moment JSON can carry.
+// The bundle could not be encoded, so every publish failed: nothing new
+// reached Envoy or the filter, and /readyz stayed 503, until the list was
+// removed. Such a list is now current until the end of year 9999.
+func TestCRLWithoutNextUpdateNearYear9999(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Far Future CRL Root"}))
+	var ca api.CACertificate
+	p.runJSON(t, &ca, "ca-certificate", "create", "--name", "far_future", "--cert", writeFile(t, "root.pem", root.PEM()))
+	thisUpdate := time.Date(9999, 12, 30, 0, 0, 0, 0, time.UTC)
+	r := p.run("crl", "create", "--cert-id", ca.ID, "--file", writeFile(t, "future.crl", testpki.Must(root.CRLWithoutNextUpdate(thisUpdate))), "--output", "json")
+	if r.code != 0 {
+		t.Fatalf("crl create: %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(nil, "health", "--server", "http://"+p.addrs.Admin); r.code != 0 {
+		t.Fatalf("serve not ready after storing the list: %s%s", r.stdout, r.stderr)
+	}
+	b := getBundle(t, p)
+	if len(b.CRLs) != 1 || b.CRLs[0].StaleAfter.Year() != 9999 || b.CRLs[0].Stale {
+		t.Fatalf("bundle CRLs %+v, want the list, current until year 9999", b.CRLs)
+	}
+	var crls []api.CRL
+	p.runJSON(t, &crls, "crl", "list")
+	if len(crls) != 1 || crls[0].StaleAfter.Year() != 9999 {
+		t.Errorf("crl list %+v", crls)
+	}
+}

@@ -25,3 +25,19 @@ func TestCRLStaleWithoutNextUpdate(t *testing.T) {
 		t.Error("dated list: staleness not by its nextUpdate")
 	}
 }
+
+// A list without nextUpdate dated late in year 9999 stays current until
+// the end of that year, the last time JSON can carry, not past it.
+func TestCRLStaleAfterEndsInYear9999(t *testing.T) {
+	c := CRL{ThisUpdate: time.Date(9999, 12, 30, 0, 0, 0, 0, time.UTC)}
+	got := c.StaleAfter(7 * 24 * time.Hour)
+	if got.Year() != 9999 {
+		t.Fatalf("StaleAfter %s, past year 9999", got)
+	}
+	if _, err := got.MarshalJSON(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Stale(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), 7*24*time.Hour) {
+		t.Error("stale before its thisUpdate plus the max age")
+	}
+}

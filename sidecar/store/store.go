@@ -124,13 +124,22 @@ type CRL struct {
 // when the list was fetched or uploaded, is the age that counts: a URL that
 // keeps serving the same old list is fetched successfully every time, and
 // every replica and restart then agrees on the moment. Zero (never) only
-// for a list without nextUpdate when maxAge is not positive.
+// for a list without nextUpdate when maxAge is not positive. It is never
+// later than the end of year 9999, the last moment JSON can carry: a later
+// one would make the bundle and the API answers impossible to encode.
 func (c CRL) StaleAfter(maxAge time.Duration) time.Time {
 	if !c.NextUpdate.IsZero() || maxAge <= 0 {
 		return c.NextUpdate
 	}
-	return c.ThisUpdate.Add(maxAge)
+	if t := c.ThisUpdate.Add(maxAge); t.Before(lastJSONTime) {
+		return t
+	}
+	return lastJSONTime
 }
+
+// lastJSONTime is the latest time encoding/json writes (RFC 3339 has
+// four-digit years).
+var lastJSONTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
 // Stale reports whether the list is past StaleAfter(maxAge).
 func (c CRL) Stale(now time.Time, maxAge time.Duration) bool {
@@ -655,7 +664,8 @@ func (s *Store) GetCA(id string) (CA, error) {
 	return getOne[CA](s.db, bucketCAs, id, caNotFound)
 }
 
-// RenameCA changes a CA's name and returns it before and after.
+// RenameCA changes a CA's name and returns it before and after. Renaming
+// a CA to its own name writes nothing (and so no audit record).
 func (s *Store) RenameCA(id, name string, audit func(before, after CA) *AuditEntry) (before, after CA, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCAs)
@@ -675,6 +685,9 @@ func (s *Store) RenameCA(id, name string, audit func(before, after CA) *AuditEnt
 			return caNotFound(id)
 		}
 		after = before
+		if before.Name == name {
+			return nil // already so named: no change, no record
+		}
 		after.Name = name
 		after.UpdatedAt = s.now().UTC()
 		if err := putJSON(b, id, after); err != nil {
@@ -1092,7 +1105,8 @@ func (s *Store) GetOutbound(id string) (Outbound, error) {
 }
 
 // SetOutboundEnabled enables or disables a certificate and returns it before
-// and after.
+// and after. A certificate already in that state is not written (and the
+// write has no audit record).
 func (s *Store) SetOutboundEnabled(id string, enabled bool, audit func(before, after Outbound) *AuditEntry) (before, after Outbound, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbound)
@@ -1105,6 +1119,10 @@ func (s *Store) SetOutboundEnabled(id string, enabled bool, audit func(before, a
 			return outboundNotFound(id)
 		}
 		before = r.Outbound
+		if r.Enabled == enabled {
+			after = before
+			return nil // already so: no change, no record
+		}
 		r.Enabled = enabled
 		r.UpdatedAt = s.now().UTC()
 		after = r.Outbound
