@@ -343,8 +343,12 @@ func (s *server) auditLog(w http.ResponseWriter, r *http.Request) error {
 	var since time.Time
 	if v := q.Get("since"); v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil && strings.Contains(v, " ") {
+			// An offset's '+' sent unescaped arrives as a space.
+			t, err = time.Parse(time.RFC3339Nano, strings.Replace(v, " ", "+", 1))
+		}
 		if err != nil {
-			return problem.Invalid("bad_since", "since=%q is not an RFC 3339 time (2006-01-02T15:04:05Z): `mtlsgate audit list --since` also takes a duration such as 24h", v)
+			return problem.Invalid("bad_since", "since=%q is not an RFC 3339 time (2006-01-02T15:04:05Z; escape a '+' in an offset as %%2B): `mtlsgate audit list --since` also takes a duration such as 24h", v)
 		}
 		since = t
 	}
