@@ -333,6 +333,8 @@ func TestDecodedPathSpellings(t *testing.T) {
 		{"/%2561dmin/x", 401, "NO_CERTIFICATE"}, {"/%25%36%31dmin/x", 401, "NO_CERTIFICATE"}, {"/public/%252e%252e/admin/x", 401, "NO_CERTIFICATE"},
 		// Decoded, with dot segments and ";" taken literally.
 		{"/%61dmin/..;/x", 401, "NO_CERTIFICATE"}, {"/%61dmin/%2e%2e/x", 401, "NO_CERTIFICATE"},
+		// Decoded, then cut at a decoded '?' or '#'.
+		{"/admin%3F/../public", 401, "NO_CERTIFICATE"}, {"/admin%23/../x", 401, "NO_CERTIFICATE"},
 	} {
 		res := do(t, vm, request(c.path, "", abi.Header{Key: "x-user-sub", Value: "CN=admin"}))
 		if res.Forwarded != nil {

@@ -247,6 +247,8 @@ func TestDecodedReadings(t *testing.T) {
 		// Decoded, with dot segments and ";" left as they are.
 		{"/%61dmin/..;/x", "strict"}, {"/%61dmin/%2e%2e/x", "strict"}, {"/%2561dmin/..;/x", "strict"}, {"/%61dmin%2f..%2fx", "strict"},
 		{"/files/%2e%2e/x", "open"},
+		// Decoded, then cut at a decoded '?' or '#'.
+		{"/admin%3F/../public", "strict"}, {"/admin%23/../x", "strict"}, {"/admin%253F/../x", "strict"}, {"/files/what%3F", "open"},
 		// A literal percent.
 		{"/files/100%25", "open"}, {"/files/50%25off", "open"}, {"/files/100%2541", "open"}, {"/files/%25", "open"}, {"/files/%", "open"},
 	} {

@@ -632,9 +632,9 @@ func plainPath(p string) bool {
 }
 
 // readings are a path's resolved readings other than the raw one, each
-// distinct: at most five, so a route is matched at most twelve times.
+// distinct: at most nine, so a route is matched at most twenty times.
 type readings struct {
-	s [5]string
+	s [9]string
 	n int
 }
 
@@ -668,13 +668,15 @@ func (rs *readings) list() []string { return rs.s[:rs.n] }
 //     a third time;
 //   - each decoded path also as it stands, unresolved: an upstream that
 //     decodes but takes dot segments and ";" literally serves
-//     /%61dmin/..;/x and /%61dmin/%2e%2e/x from the /admin/ tree.
+//     /%61dmin/..;/x and /%61dmin/%2e%2e/x from the /admin/ tree;
+//   - each decoded path cut at a decoded '?' or '#', as it stands and
+//     resolved (see addDecoded).
 //
 // A NUL byte (raw, %00 or %2500) is not a reading but a refusal: upstreams
 // cut the path there, drop it or refuse the request, and no client sends
 // one in a path.
 //
-// Each step is linear in the path's length, and there are at most five
+// Each step is linear in the path's length, and there are at most nine
 // readings.
 func resolvePath(path string) (rs readings, nul bool) {
 	if strings.IndexByte(path, 0) >= 0 {
@@ -689,19 +691,33 @@ func resolvePath(path string) (rs readings, nul bool) {
 	if strings.IndexByte(once, 0) >= 0 {
 		return rs, true
 	}
-	rs.add(path, once)
-	if other {
-		rs.add(path, normalizePath(once))
-	}
+	rs.addDecoded(path, once, other)
 	if again, _ := escapes(once); again {
 		twice := decodeEscapes(once, true)
 		if strings.IndexByte(twice, 0) >= 0 {
 			return rs, true
 		}
-		rs.add(path, twice)
-		rs.add(path, normalizePath(twice))
+		rs.addDecoded(path, twice, true)
 	}
 	return rs, false
+}
+
+// addDecoded adds the readings of a decoded path: as it stands, resolved
+// (when resolve is set; otherwise it resolves as the raw path did), and both
+// again cut at a decoded '?' or '#': an upstream that decodes the whole
+// target before splitting off the query serves /admin%3F/../x as /admin.
+func (rs *readings) addDecoded(raw, d string, resolve bool) {
+	for {
+		rs.add(raw, d)
+		if resolve {
+			rs.add(raw, normalizePath(d))
+		}
+		i := strings.IndexAny(d, "?#")
+		if i < 0 {
+			return
+		}
+		d, resolve = d[:i], true
+	}
 }
 
 // decodeEscapes decodes the valid %XX escapes of p: every one when all is
