@@ -3,6 +3,8 @@ package e2e
 import (
 	"strings"
 	"testing"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
 // TestServeHelpShowsFlagTypes: a usage string with a back-quoted part makes
@@ -35,5 +37,19 @@ func TestAdminTokenEnvIsTheToken(t *testing.T) {
 	}
 	if h := runCLI(nil, "audit", "list", "-h"); !strings.Contains(h.stderr, "the token itself from $MTLSGATE_ADMIN_TOKEN") {
 		t.Errorf("audit list -h: %s", h.stderr)
+	}
+}
+
+// TestOutboundEd25519Refused: an outbound certificate must be RSA (2048 bits
+// or more) or ECDSA on a NIST curve; anything else is refused at upload with
+// unsupported_key, Ed25519 included.
+func TestOutboundEd25519Refused(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	c := testpki.Must(testpki.NewChain(testpki.Ed25519, 2, testpki.Options{Key: testpki.Ed25519, CommonName: "ed"}))
+	cert := writeFile(t, "ed.pem", testpki.PEM(c.Leaf))
+	key := writeFile(t, "ed.key", c.Leaf.KeyPEM())
+	r := p.run("mtls-certificate", "create", "--cert", cert, "--key", key, "--name", "ed", "--environment-type", "development", "--output", "json")
+	if r.code != 1 || !strings.Contains(r.stdout, `"code": "unsupported_key"`) || !strings.Contains(r.stdout, "an Ed25519 key") {
+		t.Errorf("Ed25519 outbound certificate: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
 }
