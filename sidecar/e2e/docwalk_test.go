@@ -40,6 +40,19 @@ func TestAdminTokenEnvIsTheToken(t *testing.T) {
 	}
 }
 
+// TestCRLFetchMetricBeforeFirstDownload: the metrics table lists
+// mtlsgate_crl_fetches_total; it is exported at 0 before any download, so
+// an alert on it has a series to read.
+func TestCRLFetchMetricBeforeFirstDownload(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	m := metricsText(t, p)
+	for _, want := range []string{`mtlsgate_crl_fetches_total{result="ok"} 0`, `mtlsgate_crl_fetches_total{result="error"} 0`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
 // TestOutboundEd25519Refused: an outbound certificate must be RSA (2048 bits
 // or more) or ECDSA on a NIST curve; anything else is refused at upload with
 // unsupported_key, Ed25519 included.
