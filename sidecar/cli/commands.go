@@ -310,6 +310,9 @@ func (c *cmd) describeCA(ca api.CACertificate) {
 	crl := "none"
 	if ca.CRL != nil {
 		crl = crlSummary(ca.CRL) + ", next update " + ts(ca.CRL.NextUpdate)
+		if ca.CRL.NextUpdate.IsZero() && !ca.CRL.StaleAfter.IsZero() {
+			crl += " (none; stale after " + ts(ca.CRL.StaleAfter) + ")"
+		}
 		if ca.CRL.LastError != "" {
 			crl += ", last error: " + ca.CRL.LastError
 		}
