@@ -19,6 +19,8 @@ func TestServeHelpShowsFlagTypes(t *testing.T) {
 		{[]string{"serve", "-h"}, "-audit-retention int"},
 		{[]string{"serve", "-h"}, "-crl-max-age-without-next-update duration"},
 		{[]string{"profile", "rollback", "-h"}, "-to-version int"},
+		// The directory takes DER CRLs as the CA publishes them (sidecar/README.md).
+		{[]string{"serve", "-h"}, "(PEM; a CRL also DER)"},
 	} {
 		if r := runCLI(nil, c.args...); !strings.Contains(r.stderr, c.want) {
 			t.Errorf("%s does not show %q:\n%s", strings.Join(c.args, " "), c.want, r.stderr)
