@@ -246,20 +246,24 @@ func TestHTTP10RefusedAsEnvoyDoes(t *testing.T) {
 	up := newEchoUpstream(t, nil)
 	g, sp, _ := adminGateway(t, up.srv.URL)
 	for _, req := range []string{"GET /public HTTP/1.0\r\n\r\n", "GET /public HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n", "GET /admin/x HTTP/1.0\r\n\r\n"} {
-		c, err := tls.Dial("tcp", g.Addr().String(), &tls.Config{RootCAs: sp.roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprint(c, req)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		c.Close()
-		if err != nil {
-			t.Fatalf("%q: %v", req, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUpgradeRequired {
-			t.Errorf("%q: %s, want Envoy's 426", req, resp.Status)
+		// curl --http1.0 offers ALPN "http/1.0" only: Envoy completes the
+		// handshake without ALPN and its codec answers 426.
+		for _, alpn := range []string{"http/1.1", "http/1.0"} {
+			c, err := tls.Dial("tcp", g.Addr().String(), &tls.Config{RootCAs: sp.roots, ServerName: "localhost", NextProtos: []string{alpn}})
+			if err != nil {
+				t.Fatalf("ALPN %s: %v", alpn, err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprint(c, req)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			c.Close()
+			if err != nil {
+				t.Fatalf("%q (ALPN %s): %v", req, alpn, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUpgradeRequired {
+				t.Errorf("%q (ALPN %s): %s, want Envoy's 426", req, alpn, resp.Status)
+			}
 		}
 	}
 	if n := up.count(); n != 0 {

@@ -284,13 +284,33 @@ func (cfg *Config) defaults() error {
 // false and trust_chain_verification ACCEPT_UNTRUSTED: every client is asked
 // for a certificate, any certificate (or none) completes the handshake, and
 // the filter decides.
+//
+// A client offering only protocols outside h2 and http/1.1 (curl --http1.0
+// offers "http/1.0") completes the handshake without ALPN, as Envoy's ALPN
+// callback answers no match with SSL_TLSEXT_ERR_NOACK; crypto/tls would
+// refuse the handshake with no_application_protocol, and the request would
+// never reach the codec that answers HTTP/1.0 with 426.
 func (g *Gateway) tlsConfig() *tls.Config {
-	return &tls.Config{
+	cfg := &tls.Config{
 		Certificates: []tls.Certificate{g.cfg.Certificate},
 		ClientAuth:   tls.RequestClientCert,
 		NextProtos:   []string{"h2", "http/1.1"},
 		MinVersion:   tls.VersionTLS12,
 	}
+	noALPN := cfg.Clone()
+	noALPN.NextProtos = nil
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		for _, p := range hello.SupportedProtos {
+			if p == "h2" || p == "http/1.1" {
+				return nil, nil
+			}
+		}
+		if len(hello.SupportedProtos) == 0 {
+			return nil, nil
+		}
+		return noALPN, nil
+	}
+	return cfg
 }
 
 // Workers is the number of filter VMs.

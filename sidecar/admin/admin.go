@@ -184,7 +184,7 @@ func (s *server) authed(h func(w http.ResponseWriter, r *http.Request) error) ht
 			s.refused.note(s.Log, r, ok && strings.TrimSpace(tok) != "")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mtlsgate"`)
 			writeProblem(w, &problem.Error{Status: 401, Code: "unauthorized", Title: "Unauthorized",
-				Detail: "missing or wrong admin token: set MTLSGATE_ADMIN_TOKEN or pass --admin-token-file with the token file of this mtlsgate serve"})
+				Detail: "missing or wrong admin token: set MTLSGATE_ADMIN_TOKEN to the token itself (not a file name) or pass --admin-token-file with the token file of this mtlsgate serve"})
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), actorKey{}, id))

@@ -118,9 +118,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.CRLMinInterval, "crl-refresh-min-interval", 30*time.Second, "shortest time between two downloads of a CRL URL (and retry delay)")
 	fs.DurationVar(&cfg.CRLMaxInterval, "crl-refresh-max-interval", time.Hour, "longest time between two downloads of a CRL URL")
 	fs.DurationVar(&cfg.CRLMaxAge, "crl-max-age-without-next-update", daemon.DefaultCRLMaxAge, "how long after its thisUpdate a CRL without nextUpdate stays current; then it is stale like a list past its nextUpdate")
-	fs.StringVar(&cfg.TrustDir, "trust-dir", "", "directory of CA certificate and CRL PEM files (e.g. a mounted Kubernetes Secret) the store follows; CAs and CRLs added through the admin API are left alone")
+	fs.StringVar(&cfg.TrustDir, "trust-dir", "", "directory of CA certificate and CRL files (PEM; a CRL also DER), e.g. a mounted Kubernetes Secret, that the store follows; CAs and CRLs added through the admin API and not in it are left alone")
 	fs.DurationVar(&cfg.TrustDirInterval, "trust-dir-interval", daemon.DefaultTrustDirInterval, "how often --trust-dir is read")
-	fs.IntVar(&cfg.AuditRetention, "audit-retention", store.DefaultAuditRetention, "how many audit records the store keeps (`mtlsgate audit list`); the oldest are dropped")
+	fs.IntVar(&cfg.AuditRetention, "audit-retention", store.DefaultAuditRetention, "how many audit records the store keeps (see mtlsgate audit list); the oldest are dropped")
 	fs.Var(&out, "output", "ready line format: table or json")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
@@ -226,7 +226,7 @@ type cmd struct {
 func newCmd(name string, stdout, stderr io.Writer) *cmd {
 	c := &cmd{fs: flag.NewFlagSet(name, flag.ContinueOnError), w: stdout, errw: stderr}
 	c.fs.StringVar(&c.srv, "server", "", "admin API of mtlsgate serve: http://HOST:PORT or unix:/path (default $MTLSGATE_SERVER or "+api.DefaultServer+")")
-	c.fs.StringVar(&c.tok, "admin-token-file", "", "admin token file (default $MTLSGATE_ADMIN_TOKEN, then ./"+daemon.DefaultDataDir+"/"+daemon.TokenFileName+")")
+	c.fs.StringVar(&c.tok, "admin-token-file", "", "admin token file (default: the token itself from $MTLSGATE_ADMIN_TOKEN, then the file ./"+daemon.DefaultDataDir+"/"+daemon.TokenFileName+")")
 	c.fs.Var(&c.out, "output", "table or json")
 	return c
 }

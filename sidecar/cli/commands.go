@@ -310,6 +310,9 @@ func (c *cmd) describeCA(ca api.CACertificate) {
 	crl := "none"
 	if ca.CRL != nil {
 		crl = crlSummary(ca.CRL) + ", next update " + ts(ca.CRL.NextUpdate)
+		if ca.CRL.NextUpdate.IsZero() && !ca.CRL.StaleAfter.IsZero() {
+			crl += " (none; stale after " + ts(ca.CRL.StaleAfter) + ")"
+		}
 		if ca.CRL.LastError != "" {
 			crl += ", last error: " + ca.CRL.LastError
 		}
@@ -327,19 +330,28 @@ func (c *cmd) describeCRL(l api.CRL) {
 	state := "fresh"
 	switch {
 	case l.Stale && l.NextUpdate.IsZero():
-		state = "STALE (no nextUpdate, and thisUpdate is older than serve's --crl-max-age-without-next-update)"
+		state = "STALE (no nextUpdate, and thisUpdate is older than serve's --crl-max-age-without-next-update): " +
+			"give the CA's newer list with `mtlsgate crl update --crl-id " + l.ID + "`, or run serve with a longer max age"
 	case l.Stale:
-		state = "STALE (nextUpdate has passed)"
+		state = "STALE (nextUpdate has passed): give the CA's newer list with `mtlsgate crl update --crl-id " + l.ID + "`"
 	}
 	next := ts(l.NextUpdate)
 	if l.NextUpdate.IsZero() && !l.StaleAfter.IsZero() {
-		next = "- (none; current until " + ts(l.StaleAfter) + ")"
+		if l.Stale {
+			next = "- (none; was current until " + ts(l.StaleAfter) + ")"
+		} else {
+			next = "- (none; current until " + ts(l.StaleAfter) + ")"
+		}
 	}
 	lastErr := l.LastError
 	if lastErr == "" {
 		lastErr = "-"
 	}
-	c.fields("ID", l.ID, "CA", l.CAID, "Source", l.Source, "Number", l.Number, "Revoked", fmt.Sprint(l.RevokedCount),
+	number := l.Number
+	if number == "" {
+		number = "-"
+	}
+	c.fields("ID", l.ID, "CA", l.CAID, "Source", l.Source, "Number", number, "Revoked", fmt.Sprint(l.RevokedCount),
 		"This update", ts(l.ThisUpdate), "Next update", next, "State", state,
 		"Last fetch", ts(l.LastFetchAt), "Last error", lastErr, "Created", ts(l.CreatedAt), "Updated", ts(l.UpdatedAt))
 }

@@ -96,7 +96,7 @@ func init() {
 			}
 		}},
 		"rollback": {"make an earlier version's profile set active again (as a new version)", func(c *cmd) func() error {
-			to := c.fs.Int("to-version", 0, "version to restore (see `mtlsgate profile history`)")
+			to := c.fs.Int("to-version", 0, "version to restore (see mtlsgate profile history)")
 			return func() error {
 				if *to < 1 {
 					fmt.Fprintf(c.errw, "mtlsgate %s: --to-version is required: a version number from `mtlsgate profile history`\n", c.fs.Name())

@@ -50,7 +50,11 @@ func TestCRLWithoutNextUpdateGoesStale(t *testing.T) {
 	if ca.CRL == nil || !ca.CRL.Stale || !ca.CRL.StaleAfter.Equal(staleAfter) {
 		t.Errorf("CA's CRL state %+v", ca.CRL)
 	}
-	if r := p.run("crl", "describe", "--crl-id", crl.ID); !strings.Contains(r.stdout, "STALE (no nextUpdate") || !strings.Contains(r.stdout, "current until") {
+	if r := p.run("ca-certificate", "describe", "--cert-id", ca.ID); !strings.Contains(r.stdout, "(none; stale after "+staleAfter.Format(time.RFC3339)+")") {
+		t.Errorf("ca-certificate describe does not say when the list without nextUpdate goes stale:\n%s%s", r.stdout, r.stderr)
+	}
+	if r := p.run("crl", "describe", "--crl-id", crl.ID); !strings.Contains(r.stdout, "STALE (no nextUpdate") || !strings.Contains(r.stdout, "was current until") ||
+		!strings.Contains(r.stdout, "mtlsgate crl update --crl-id "+crl.ID) || !strings.Contains(r.stdout, "Number:       -") {
 		t.Errorf("crl describe:\n%s%s", r.stdout, r.stderr)
 	}
 }

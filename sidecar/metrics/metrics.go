@@ -54,5 +54,9 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.AdminRequests, m.Changes, m.PublishSeconds, m.CRLFetches,
 		m.CACertificates, m.StaleCRLs, m.WithheldCRLs, m.MTLSCerts, m.SDSStreams, m.SDSRejections, m.TrustDirInSync,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Both results exported at 0 from the start, so an alert on errors
+	// (or on downloads that stopped) has a series before the first download.
+	m.CRLFetches.WithLabelValues("ok")
+	m.CRLFetches.WithLabelValues("error")
 	return m
 }

@@ -8,6 +8,7 @@ import (
 
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -325,7 +326,7 @@ func KeyPair(certPEM, keyPEM []byte, now time.Time) (*x509.Certificate, []byte, 
 		return nil, nil, nil, problem.Invalid("expired", "certificate %q expired on %s: upload a current certificate", leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if why := envoyRefusesKey(leaf); why != "" {
-		return nil, nil, nil, problem.Invalid("unsupported_key", "certificate %q has %s, which Envoy refuses to load (it would reject the SDS secret and keep presenting the old certificate, or none): issue it with an RSA key of 2048 bits or more, or an ECDSA P-256 key", leaf.Subject.String(), why)
+		return nil, nil, nil, problem.Invalid("unsupported_key", "certificate %q has %s, which Envoy refuses to load or present (it would reject the SDS secret and keep presenting the old certificate, or none): issue it with an RSA key of 2048 bits or more, or an ECDSA P-256 key", leaf.Subject.String(), why)
 	}
 	return leaf, chain, keyOnly, nil
 }
@@ -334,7 +335,9 @@ func KeyPair(certPEM, keyPEM []byte, now time.Time) (*x509.Certificate, []byte, 
 // or returns "". Envoy's TLS context refuses RSA under 2048 bits, and ECDSA
 // on a curve it has never supported; P-384 and P-521 pass here because later
 // Envoy releases take them (an earlier one NACKs the secret, which the sidecar
-// counts and logs).
+// counts and logs). Any other key type (Ed25519) is refused too: Envoy's TLS
+// certificates are RSA or ECDSA, and its default signature algorithms leave
+// Ed25519 out, so an Envoy backend would never ask for such a certificate.
 func envoyRefusesKey(leaf *x509.Certificate) string {
 	switch k := leaf.PublicKey.(type) {
 	case *rsa.PublicKey:
@@ -347,6 +350,10 @@ func envoyRefusesKey(leaf *x509.Certificate) string {
 		default:
 			return "an ECDSA key on " + k.Curve.Params().Name
 		}
+	case ed25519.PublicKey:
+		return "an Ed25519 key"
+	default:
+		return fmt.Sprintf("a %s key", leaf.PublicKeyAlgorithm)
 	}
 	return ""
 }

@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -126,6 +127,7 @@ func TestKeyPairRefusesKeysEnvoyCannotLoad(t *testing.T) {
 	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	for _, c := range []struct {
 		name string
 		key  crypto.Signer
@@ -135,6 +137,7 @@ func TestKeyPairRefusesKeysEnvoyCannotLoad(t *testing.T) {
 		{"P-224", p224, "an ECDSA key on P-224"},
 		{"P-384", p384, ""},
 		{"P-256", p256, ""},
+		{"Ed25519", ed, "an Ed25519 key"},
 	} {
 		cert, key := selfSigned(c.key)
 		_, _, _, err := KeyPair(cert, key, time.Now())
