@@ -16,6 +16,8 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	downstreamconnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
+	fixedheapv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
@@ -41,6 +43,8 @@ var (
 	_ = (*tlsv3.DownstreamTlsContext)(nil)
 	_ = (*tlsv3.UpstreamTlsContext)(nil)
 	_ = (*upstreamhttpv3.HttpProtocolOptions)(nil)
+	_ = (*fixedheapv3.FixedHeapConfig)(nil)
+	_ = (*downstreamconnsv3.DownstreamConnectionsConfig)(nil)
 	_ = (*wrapperspb.StringValue)(nil)
 )
 
@@ -229,6 +233,7 @@ func checkEnvoy(b *bootstrapv3.Bootstrap) (*envoyFacts, error) {
 
 	errs = append(errs, checkSecrets(f)...)
 	errs = append(errs, checkListener(f)...)
+	errs = append(errs, checkEdgeLimits(b, f)...)
 	errs = append(errs, checkSidecarClusters(f)...)
 
 	if len(f.wasm) != 1 {
@@ -309,6 +314,7 @@ func checkListener(f *envoyFacts) []error {
 		if !d.GetSubject().GetValue() || !d.GetCert() || !d.GetChain() || d.GetUri() || d.GetDns() {
 			errs = append(errs, fmt.Errorf("hcm %q: set_current_client_cert_details must set subject, cert and chain, and not uri or dns; got %v", h.GetStatPrefix(), d))
 		}
+		errs = append(errs, checkEdgeHCM(fmt.Sprintf("hcm %q", h.GetStatPrefix()), h)...)
 		filters := h.GetHttpFilters()
 		wasmAt, routerAt := -1, -1
 		for i, hf := range filters {
@@ -329,6 +335,112 @@ func checkListener(f *envoyFacts) []error {
 		case wasmAt > routerAt:
 			errs = append(errs, fmt.Errorf("hcm %q: the wasm filter must run before the router", h.GetStatPrefix()))
 		}
+	}
+	return errs
+}
+
+// checkEdgeHCM holds an HCM to how it must parse and rewrite what a client
+// sends before the filter sees it; the Istio patch is held to it too.
+func checkEdgeHCM(where string, h *hcmv3.HttpConnectionManager) []error {
+	var errs []error
+	// The filter and the route table match one path only if Envoy resolves dot
+	// segments, merges slashes and does not leave %2F/%5C for the upstream to read
+	// as separators where Envoy and the route table did not.
+	if !h.GetNormalizePath().GetValue() || !h.GetMergeSlashes() {
+		errs = append(errs, fmt.Errorf("%s: normalize_path and merge_slashes must be on, or Envoy routes a path the upstream resolves differently", where))
+	}
+	switch h.GetPathWithEscapedSlashesAction() {
+	case hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT, hcmv3.HttpConnectionManager_REJECT_REQUEST:
+	default:
+		errs = append(errs, fmt.Errorf("%s: path_with_escaped_slashes_action is %v, want UNESCAPE_AND_REDIRECT or REJECT_REQUEST (%%2F read as a separator upstream but not by Envoy)", where, h.GetPathWithEscapedSlashesAction()))
+	}
+	// CGI-style upstreams read x_user_sub as x-user-sub.
+	if h.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() != corev3.HttpProtocolOptions_REJECT_REQUEST {
+		errs = append(errs, fmt.Errorf("%s: common_http_protocol_options.headers_with_underscores_action must be REJECT_REQUEST", where))
+	}
+	// Off by default: HTTP/1.0 without Host, and Transfer-Encoding beside
+	// Content-Length, are request-smuggling material, and the dev gateway
+	// answers them as Envoy does with both off.
+	if o := h.GetHttpProtocolOptions(); o.GetAcceptHttp_10() || o.GetAllowChunkedLength() {
+		errs = append(errs, fmt.Errorf("%s: http_protocol_options must leave accept_http_10 and allow_chunked_length off", where))
+	}
+	return errs
+}
+
+// checkEdgeLimits holds envoy.yaml to Envoy's edge-proxy guidance: bounded
+// connections, buffers, header time and HTTP/2 windows, and TLS 1.2 or later on
+// both legs.
+func checkEdgeLimits(b *bootstrapv3.Bootstrap, f *envoyFacts) []error {
+	var errs []error
+	monitors := map[string]bool{}
+	for _, m := range b.GetOverloadManager().GetResourceMonitors() {
+		monitors[m.GetName()] = true
+	}
+	for _, name := range []string{"envoy.resource_monitors.fixed_heap", "envoy.resource_monitors.global_downstream_max_connections"} {
+		if !monitors[name] {
+			errs = append(errs, fmt.Errorf("overload_manager: no %s resource monitor (edge proxies bound heap and downstream connections)", name))
+		}
+	}
+	const bufferLimit = 32 << 10
+	for _, l := range b.GetStaticResources().GetListeners() {
+		if v := l.GetPerConnectionBufferLimitBytes(); v == nil || v.GetValue() > bufferLimit {
+			errs = append(errs, fmt.Errorf("listener %q: per_connection_buffer_limit_bytes must be at most 32 KiB", l.GetName()))
+		}
+	}
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetTransportSocket() == nil {
+			continue // the sidecar's loopback clusters
+		}
+		if v := c.GetPerConnectionBufferLimitBytes(); v == nil || v.GetValue() > bufferLimit {
+			errs = append(errs, fmt.Errorf("cluster %q: per_connection_buffer_limit_bytes must be at most 32 KiB", c.GetName()))
+		}
+	}
+	for _, h := range f.hcms {
+		if h.GetRequestHeadersTimeout().AsDuration() <= 0 {
+			errs = append(errs, fmt.Errorf("hcm %q: request_headers_timeout must be set (Envoy otherwise waits for headers forever)", h.GetStatPrefix()))
+		}
+		if h.GetStreamIdleTimeout().AsDuration() <= 0 || h.GetCommonHttpProtocolOptions().GetIdleTimeout().AsDuration() <= 0 {
+			errs = append(errs, fmt.Errorf("hcm %q: stream_idle_timeout and common_http_protocol_options.idle_timeout must be set and non-zero", h.GetStatPrefix()))
+		}
+		h2 := h.GetHttp2ProtocolOptions()
+		if v := h2.GetMaxConcurrentStreams(); v == nil || v.GetValue() > 100 {
+			errs = append(errs, fmt.Errorf("hcm %q: http2_protocol_options.max_concurrent_streams must be at most 100", h.GetStatPrefix()))
+		}
+		if v := h2.GetInitialStreamWindowSize(); v == nil || v.GetValue() > 64<<10 {
+			errs = append(errs, fmt.Errorf("hcm %q: http2_protocol_options.initial_stream_window_size must be at most 64 KiB", h.GetStatPrefix()))
+		}
+		if v := h2.GetInitialConnectionWindowSize(); v == nil || v.GetValue() > 1<<20 {
+			errs = append(errs, fmt.Errorf("hcm %q: http2_protocol_options.initial_connection_window_size must be at most 1 MiB", h.GetStatPrefix()))
+		}
+	}
+	for _, d := range f.downstream {
+		errs = append(errs, checkTLSParams("downstream TLS context", d.GetCommonTlsContext().GetTlsParams(), true)...)
+	}
+	for _, u := range f.upstream {
+		errs = append(errs, checkTLSParams(fmt.Sprintf("upstream TLS context (sni %q)", u.GetSni()), u.GetCommonTlsContext().GetTlsParams(), false)...)
+		if u.GetSni() == "" {
+			errs = append(errs, errors.New("upstream TLS context: sni must name the backend"))
+		}
+	}
+	return errs
+}
+
+// checkTLSParams wants TLS 1.2 or later spelt out, and no cipher suite outside
+// ECDHE with an AEAD. On the listener, signature_algorithms stays at BoringSSL's
+// default, which leaves Ed25519 out: mtlsgate dev and DESIGN-DECISIONS §29 count
+// an Ed25519 client certificate as none, as Envoy does with the default.
+func checkTLSParams(where string, p *tlsv3.TlsParameters, downstream bool) []error {
+	var errs []error
+	if v := p.GetTlsMinimumProtocolVersion(); v < tlsv3.TlsParameters_TLSv1_2 {
+		errs = append(errs, fmt.Errorf("%s: tls_params.tls_minimum_protocol_version is %v, want TLSv1_2 or later, explicitly", where, v))
+	}
+	for _, c := range p.GetCipherSuites() {
+		if !strings.HasPrefix(strings.Trim(c, "[]"), "ECDHE-") || !(strings.Contains(c, "GCM") || strings.Contains(c, "CHACHA20")) {
+			errs = append(errs, fmt.Errorf("%s: cipher suite %q is not ECDHE with an AEAD", where, c))
+		}
+	}
+	if downstream && len(p.GetSignatureAlgorithms()) > 0 {
+		errs = append(errs, fmt.Errorf("%s: signature_algorithms must stay at Envoy's default (no Ed25519, as mtlsgate dev assumes), got %v", where, p.GetSignatureAlgorithms()))
 	}
 	return errs
 }

@@ -330,6 +330,23 @@ func TestEnvoyConfigMutationsFail(t *testing.T) {
 		{"uri in xfcc", "            chain: true\n", "            chain: true\n            uri: true\n", "not uri or dns"},
 		{"backend not verified", "            trusted_ca: { filename: certs/backend-ca.pem }\n", "", "does not verify the server"},
 		{"backend name not matched", "            match_typed_subject_alt_names:\n            - san_type: DNS\n              matcher: { exact: backend.local }\n", "            match_subject_alt_names: []\n", "does not verify the server"},
+		{"paths not normalized", "normalize_path: true", "normalize_path: false", "normalize_path and merge_slashes"},
+		{"slashes not merged", "merge_slashes: true", "merge_slashes: false", "normalize_path and merge_slashes"},
+		{"escaped slashes kept", "path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT", "path_with_escaped_slashes_action: KEEP_UNCHANGED", "path_with_escaped_slashes_action"},
+		{"escaped slashes at Envoy's default", "          path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT\n", "", "IMPLEMENTATION_SPECIFIC_DEFAULT"},
+		{"underscore headers allowed", "headers_with_underscores_action: REJECT_REQUEST", "headers_with_underscores_action: DROP_HEADER", "headers_with_underscores_action"},
+		{"http/1.0 accepted", "          request_headers_timeout: 30s\n", "          request_headers_timeout: 30s\n          http_protocol_options: { accept_http_10: true }\n", "accept_http_10"},
+		{"chunked beside content-length", "          request_headers_timeout: 30s\n", "          request_headers_timeout: 30s\n          http_protocol_options: { allow_chunked_length: true }\n", "allow_chunked_length"},
+		{"no header timeout", "          request_headers_timeout: 30s\n", "", "request_headers_timeout"},
+		{"stream idle timeout disabled", "stream_idle_timeout: 300s", "stream_idle_timeout: 0s", "stream_idle_timeout"},
+		{"connection idle timeout disabled", "idle_timeout: 3600s", "idle_timeout: 0s", "idle_timeout must be set"},
+		{"h2 streams unbounded", "max_concurrent_streams: 100", "max_concurrent_streams: 2147483647", "max_concurrent_streams"},
+		{"h2 stream window at the default", "            initial_stream_window_size: 65536 # 64 KiB\n", "", "initial_stream_window_size"},
+		{"h2 connection window at the default", "            initial_connection_window_size: 1048576 # 1 MiB\n", "", "initial_connection_window_size"},
+		{"listener buffers 1 MiB", "    per_connection_buffer_limit_bytes: 32768\n    filter_chains:", "    filter_chains:", `listener "mtls_ingress": per_connection_buffer_limit_bytes`},
+		{"backend buffers 1 MiB", "    connect_timeout: 2s\n    per_connection_buffer_limit_bytes: 32768\n", "    connect_timeout: 2s\n", `cluster "backend": per_connection_buffer_limit_bytes`},
+		{"no downstream connection limit", "  - name: envoy.resource_monitors.global_downstream_max_connections\n", "  - name: envoy.resource_monitors.global_downstream_connections\n", "global_downstream_max_connections resource monitor"},
+		{"no backend sni", "        sni: backend.local\n", "", "sni must name the backend"},
 		{"wasm fails open (deprecated field)", "fail_open: false", "fail_open: true", "fail closed"},
 		{"wasm fails open", "failure_policy: FAIL_CLOSED", "failure_policy: FAIL_OPEN", "fail closed"},
 		{"wrong root id", "root_id: mtlsgate\n", "root_id: mtlsgate_root\n", "root_id"},
@@ -387,6 +404,38 @@ func TestEnvoyConfigMutationsFail(t *testing.T) {
 					GetApiConfigSource().GetGrpcServices()[0].GetEnvoyGrpc().ClusterName = "backend"
 			})
 		}, `must be fetched over gRPC from cluster "mtlsgate_sds"`},
+		{"listener allows TLS 1.0", func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editDownstreamTLS(t, b, func(d *tlsv3.DownstreamTlsContext) {
+				d.GetCommonTlsContext().GetTlsParams().TlsMinimumProtocolVersion = tlsv3.TlsParameters_TLSv1_0
+			})
+		}, "downstream TLS context: tls_params.tls_minimum_protocol_version"},
+		{"listener minimum version left to Envoy", func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editDownstreamTLS(t, b, func(d *tlsv3.DownstreamTlsContext) { d.GetCommonTlsContext().TlsParams = nil })
+		}, "want TLSv1_2 or later, explicitly"},
+		{"listener allows a CBC suite", func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editDownstreamTLS(t, b, func(d *tlsv3.DownstreamTlsContext) {
+				d.GetCommonTlsContext().GetTlsParams().CipherSuites = []string{"ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-SHA"}
+			})
+		}, `"ECDHE-RSA-AES128-SHA" is not ECDHE with an AEAD`},
+		{"listener sets signature algorithms", func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editDownstreamTLS(t, b, func(d *tlsv3.DownstreamTlsContext) {
+				d.GetCommonTlsContext().GetTlsParams().SignatureAlgorithms = []string{"ed25519", "ecdsa_secp256r1_sha256"}
+			})
+		}, "signature_algorithms must stay at Envoy's default"},
+		{"backend allows TLS 1.1", func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			ts := cluster(b, "backend").GetTransportSocket()
+			u := &tlsv3.UpstreamTlsContext{}
+			if err := ts.GetTypedConfig().UnmarshalTo(u); err != nil {
+				t.Fatal(err)
+			}
+			u.GetCommonTlsContext().GetTlsParams().TlsMinimumProtocolVersion = tlsv3.TlsParameters_TLSv1_1
+			a, err := anypb.New(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: a}
+		}, `upstream TLS context (sni "backend.local"): tls_params.tls_minimum_protocol_version`},
+		{"no overload manager", func(t *testing.T, b *bootstrapv3.Bootstrap) { b.OverloadManager = nil }, "fixed_heap resource monitor"},
 		{"router before wasm", func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			editHCM(t, b, func(h *hcmv3.HttpConnectionManager) { slices.Reverse(h.HttpFilters) })
 		}, "router must be the last"},
