@@ -392,6 +392,7 @@ func (f *istioFacts) checkEnvoyFilter(name string, e *networkingv1alpha3.EnvoyFi
 			if !h.GetUseRemoteAddress().GetValue() || h.GetXffNumTrustedHops() != 0 {
 				errs = append(errs, fmt.Errorf("%s: HCM must set use_remote_address true with xff_num_trusted_hops 0 (else source.address follows the client's X-Forwarded-For)", where))
 			}
+			errs = append(errs, checkEdgeHCM(where+": HCM", h)...)
 			d := h.GetSetCurrentClientCertDetails()
 			if h.GetForwardClientCertDetails() != hcmv3.HttpConnectionManager_SANITIZE_SET ||
 				!d.GetSubject().GetValue() || !d.GetCert() || !d.GetChain() || d.GetUri() || d.GetDns() {
@@ -1083,6 +1084,11 @@ func TestIstioManifestsMutationsFail(t *testing.T) {
 		{"wrong CA secret", "envoyfilter.yaml", "name: mtlsgate-client-ca", "name: kubernetes://mtlsgate-cacert", "validation context must be SDS secret"},
 		{"no chain in xfcc", "envoyfilter.yaml", "chain: true", "chain: false", "subject, cert and chain"},
 		{"source from xff", "envoyfilter.yaml", "use_remote_address: true", "use_remote_address: false", "X-Forwarded-For"},
+		{"paths not normalized", "envoyfilter.yaml", "normalize_path: true", "normalize_path: false", "normalize_path and merge_slashes"},
+		{"slashes not merged", "envoyfilter.yaml", "merge_slashes: true", "merge_slashes: false", "normalize_path and merge_slashes"},
+		{"escaped slashes kept", "envoyfilter.yaml", "path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT", "path_with_escaped_slashes_action: KEEP_UNCHANGED", "path_with_escaped_slashes_action"},
+		{"escaped slashes unescaped and forwarded", "envoyfilter.yaml", "path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT", "path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD", "UNESCAPE_AND_FORWARD"},
+		{"underscore headers allowed", "envoyfilter.yaml", "headers_with_underscores_action: REJECT_REQUEST", "headers_with_underscores_action: ALLOW", "headers_with_underscores_action"},
 		{"dns in xfcc", "envoyfilter.yaml", "chain: true\n", "chain: true\n            dns: true\n", "not uri or dns"},
 		{"sidecar args drift", "gateway-sidecar-patch.yaml", "- 127.0.0.1:9913", "- 127.0.0.1:9923", "disagree"},
 		{"sidecar off loopback", "gateway-sidecar-patch.yaml", "- 127.0.0.1:9911", "- 0.0.0.0:9911", "loopback"},
