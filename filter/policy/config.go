@@ -283,10 +283,14 @@ func ParseConfig(data []byte) (*Config, error) {
 		cfg.Profiles, cfg.ProfilesDefined = list, true
 	}
 	needBundle := false
-	for _, p := range cfg.Policies {
+	for i, p := range cfg.Policies {
 		if p.Options.ChainVerification == "filter" {
 			needBundle = true
+			continue
 		}
+		// Refusing would refuse the documented strict setup; what the
+		// listener does is not visible from here.
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("policies[%d].handler.options.chainVerification: \"envoy\" verifies no chain in the filter for policy %q: Envoy's listener must verify it (trust_chain_verification VERIFY_TRUST_CHAIN, the strict variant of envoy.yaml); with ACCEPT_UNTRUSTED any self-signed certificate passes", i, p.Name))
 	}
 	tb := root.Get("trustBundle")
 	switch {
@@ -706,6 +710,9 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 		case opts.XFCCElementLast && o.Get("trustedSourceCIDRs").Exists():
 			return opts, cfgErr(join(path, "trustedSourceCIDRs"), "applies to certificateSource \"xfcc\" only with xfccElement \"first\" (the element this Envoy writes needs no trusted peer): remove it, or set xfccElement")
 		}
+	}
+	if opts.RequireCRL && opts.RevocationCheck == RevocationOff {
+		return opts, cfgErr(join(path, "requireCRL"), "has no effect with revocationCheck \"off\", where no CRL is read: remove one of them")
 	}
 	if opts.ChainVerification == "envoy" {
 		// Envoy verifies the certificate of its own connection, nothing a

@@ -118,6 +118,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{pol(`{"certificateSource":"rfc9440","trustedSourceCIDRs":["10.1.2.3/8"]}`), "policies[0].handler.options.trustedSourceCIDRs[0]"},
 		{pol(`{"spiffeTrustDomains":[],"clientIdField":"spiffeId"}`), "policies[0].handler.options.spiffeTrustDomains"},
 		{pol(`{"spiffeTrustDomains":["example.org"]}`), "policies[0].handler.options.spiffeTrustDomains"},
+		{pol(`{"revocationCheck":"off","requireCRL":true}`), "policies[0].handler.options.requireCRL"},
 	} {
 		_, err := ParseConfig([]byte(c.json))
 		var ce *ConfigError
@@ -138,6 +139,9 @@ func TestEnvoyModeNeedsNoBundle(t *testing.T) {
 	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("p", `{"chainVerification":"envoy"}`) + `]}`))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "VERIFY_TRUST_CHAIN") {
+		t.Errorf("warnings %q, want one saying the listener must verify", cfg.Warnings)
 	}
 	if e := NewEngine(cfg); e.NeedsBundle() || e.HasBundle() {
 		t.Fatal("envoy-mode engine waits for a bundle")
