@@ -281,6 +281,9 @@ func ParseConfig(data []byte) (*Config, error) {
 			return nil, cfgErr("profiles", "%v", err)
 		}
 		cfg.Profiles, cfg.ProfilesDefined = list, true
+		if !slices.ContainsFunc(pols.Array(), func(p gjson.Result) bool { return p.Get("handler.options.profileAuthorization").Exists() }) {
+			return nil, cfgErr("profiles", "are defined but no policy enforces them, so their clients, methods, sourceCIDRs and rate limits restrict nothing: set profileAuthorization \"enforce\" on the policies they govern (\"off\" to keep them unenforced on purpose)")
+		}
 	}
 	needBundle := false
 	for i, p := range cfg.Policies {
@@ -550,6 +553,9 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 		if !validHeaderName(s) {
 			return opts, cfgErr(join(path, "requestedProfileHeader"), "%q is not a valid header name", s)
 		}
+		if reservedHeader(strings.ToLower(s)) {
+			return opts, cfgErr(join(path, "requestedProfileHeader"), "%q is a header the filter or Envoy relies on, and the filter removes this header from every request: keep the default x-profile-id or choose a name of its own", s)
+		}
 		opts.RequestedProfileHeader = strings.ToLower(s)
 	}
 	if v := o.Get("allowedProfiles"); v.Exists() {
@@ -674,6 +680,9 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 			if s != "" && (!validHeaderName(s) || s[0] == ':') {
 				return opts, cfgErr(join(hp, f.key), "%q is not a valid header name", s)
 			}
+			if reservedHeader(strings.ToLower(s)) {
+				return opts, cfgErr(join(hp, f.key), "%q is a header the filter or Envoy relies on (the filter would remove it from every request and overwrite it): choose a name of its own, e.g. x-mtls-%s", s, strings.ToLower(f.key))
+			}
 			*f.ptr = strings.ToLower(s)
 		}
 		seen := map[string]string{}
@@ -748,6 +757,18 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 
 // parseCIDR is the one CIDR syntax of the project, shared with profiles.
 func parseCIDR(s string) (netip.Prefix, error) { return bundle.ParseCIDR(s) }
+
+// reservedHeader reports whether name may not be an output or request
+// profile header: Envoy's XFCC (the certificate source, which must reach
+// the upstream only as the element the filter verified) and the headers that
+// frame or route the request.
+func reservedHeader(name string) bool {
+	switch name {
+	case xfccHeader, "host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "keep-alive", "proxy-connection":
+		return true
+	}
+	return false
+}
 
 func validHeaderName(s string) bool {
 	if s == "" || len(s) > 128 {

@@ -119,6 +119,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{pol(`{"spiffeTrustDomains":[],"clientIdField":"spiffeId"}`), "policies[0].handler.options.spiffeTrustDomains"},
 		{pol(`{"spiffeTrustDomains":["example.org"]}`), "policies[0].handler.options.spiffeTrustDomains"},
 		{pol(`{"revocationCheck":"off","requireCRL":true}`), "policies[0].handler.options.requireCRL"},
+		{pol(`{"headerNames":{"subject":"X-Forwarded-Client-Cert"}}`), "policies[0].handler.options.headerNames.subject"},
+		{pol(`{"headerNames":{"userSub":"host"}}`), "policies[0].handler.options.headerNames.userSub"},
+		{pol(`{"requestedProfileHeader":"x-forwarded-client-cert"}`), "policies[0].handler.options.requestedProfileHeader"},
+		{`{"policies":[` + policyJSON("a", "") + `],"profiles":[{"id":"p","clients":["c"]}]` + tb + `}`, "profiles"},
 	} {
 		_, err := ParseConfig([]byte(c.json))
 		var ce *ConfigError
@@ -170,5 +174,12 @@ func TestRouteConfigAccepted(t *testing.T) {
 		if c.warn == "" && got != "" || !strings.Contains(got, c.warn) {
 			t.Errorf("%s: warnings %q, want %q", c.routes, got, c.warn)
 		}
+	}
+}
+
+func TestProfilesKeptOffOnPurpose(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{}))
+	if _, err := ParseConfig([]byte(`{"policies":[` + policyJSON("a", `{"profileAuthorization":"off"}`) + `],"profiles":[{"id":"p","clients":["c"]}],"trustBundle":` + inlineBundle([]*testpki.Cert{root}) + `}`)); err != nil {
+		t.Fatal(err)
 	}
 }
