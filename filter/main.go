@@ -125,6 +125,9 @@ func (r *root) OnPluginStart(int) bool {
 		proxywasm.LogCriticalf("mtlsgate: configuration rejected: %v", err)
 		return false
 	}
+	for _, w := range cfg.Warnings {
+		proxywasm.LogWarnf("mtlsgate: configuration accepted with a warning: %s", w)
+	}
 	r.engine = policy.NewEngine(cfg)
 	// Another filter with this vm_id (another listener, another team's
 	// configuration) must not spend this one's budgets.

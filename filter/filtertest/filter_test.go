@@ -5,10 +5,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	hosttest "github.com/mtlsgate/mtlsgate/host-test"
 	"github.com/mtlsgate/mtlsgate/internal/abi"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
@@ -292,6 +294,9 @@ func TestConfigurationRejected(t *testing.T) {
 		{"wrong type", `{"policies":[{"name":"p","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{"allowExpiredCertificates":"yes"}}}],"trustBundle":{"cluster":"s"}}`, "allowExpiredCertificates"},
 		{"unknown policyType", `{"policies":[{"name":"p","policyType":"api-key-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{}}}],"trustBundle":{"cluster":"s"}}`, "policyType"},
 		{"not json", `{"policies":`, "JSON"},
+		{"shadowed route", `{"policies":[{"name":"p","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{}}},{"name":"open","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{"allowUnauthenticatedRequests":true}}}],"routes":[{"pathPrefix":"/","policy":"open"},{"pathPrefix":"/admin/","policy":"p"}],"trustBundle":{"cluster":"s"}}`, "routes[1]: is never reached"},
+		{"route with a query", `{"policies":[{"name":"p","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{}}}],"routes":[{"path":"/admin?x=1","policy":"p"}],"trustBundle":{"cluster":"s"}}`, "routes[0].path"},
+		{"trust every peer", `{"policies":[{"name":"p","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{"certificateSource":"rfc9440","trustedSourceCIDRs":["0.0.0.0/0"]}}}],"trustBundle":{"cluster":"s"}}`, "trustedSourceCIDRs[0]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filterModule(t).NewPlugin(hostConfig([]byte(tc.cfg)))
@@ -303,5 +308,19 @@ func TestConfigurationRejected(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, tc.mention)
 			}
 		})
+	}
+}
+
+// TestConfigurationWarnings: settings accepted but probably not meant are
+// logged at configure, naming the JSON path.
+func TestConfigurationWarnings(t *testing.T) {
+	cfg := `{"policies":[{"name":"p","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{}}},{"name":"spare","policyType":"mtls-auth-inbound","handler":{"export":"MTLSAuthInboundPolicy","module":"$import(@zuplo/runtime)","options":{}}}],"routes":[{"pathPrefix":"/admin/","methods":["DELTE"],"policy":"p"}],"trustBundle":{"cluster":"s"}}`
+	vm := newVM(t, filterModule(t).NewPlugin(hostConfig([]byte(cfg))))
+	for _, want := range []string{`routes[0].methods[0]: "DELTE" is not a registered HTTP method`, `policies[1]: no route names policy "spare"`} {
+		if !slices.ContainsFunc(vm.Logs(), func(l hosttest.LogEntry) bool {
+			return l.Level == abi.LogWarn && strings.Contains(l.Message, want)
+		}) {
+			t.Errorf("no warning %q in %v", want, vm.Logs())
+		}
 	}
 }

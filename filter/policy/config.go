@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -195,6 +196,10 @@ type Config struct {
 	// Version identifies the configuration text in decision records: the
 	// first 12 hex digits of its SHA-256.
 	Version string
+	// Warnings are settings that are accepted but probably not what the
+	// operator meant (a policy no route names, a method no registry lists);
+	// the filter logs each at configure.
+	Warnings []string
 }
 
 // Policy returns the named policy or nil.
@@ -256,6 +261,13 @@ func ParseConfig(data []byte) (*Config, error) {
 		}
 		cfg.Routes = routes
 	}
+	if len(cfg.Routes) > 0 {
+		for i, p := range cfg.Policies {
+			if !slices.ContainsFunc(cfg.Routes, func(r Route) bool { return r.Policy == p.Name }) {
+				cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("policies[%d]: no route names policy %q, so it applies to no request: add a route for it or remove it", i, p.Name))
+			}
+		}
+	}
 	if len(cfg.Routes) == 0 && len(cfg.Policies) > 1 {
 		return nil, cfgErr("routes", "%d policies but no routes: add routes that name the policy for each path, or keep a single policy", len(cfg.Policies))
 	}
@@ -269,12 +281,19 @@ func ParseConfig(data []byte) (*Config, error) {
 			return nil, cfgErr("profiles", "%v", err)
 		}
 		cfg.Profiles, cfg.ProfilesDefined = list, true
+		if !slices.ContainsFunc(pols.Array(), func(p gjson.Result) bool { return p.Get("handler.options.profileAuthorization").Exists() }) {
+			return nil, cfgErr("profiles", "are defined but no policy enforces them, so their clients, methods, sourceCIDRs and rate limits restrict nothing: set profileAuthorization \"enforce\" on the policies they govern (\"off\" to keep them unenforced on purpose)")
+		}
 	}
 	needBundle := false
-	for _, p := range cfg.Policies {
+	for i, p := range cfg.Policies {
 		if p.Options.ChainVerification == "filter" {
 			needBundle = true
+			continue
 		}
+		// Refusing would refuse the documented strict setup; what the
+		// listener does is not visible from here.
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("policies[%d].handler.options.chainVerification: \"envoy\" verifies no chain in the filter for policy %q: Envoy's listener must verify it (trust_chain_verification VERIFY_TRUST_CHAIN, the strict variant of envoy.yaml); with ACCEPT_UNTRUSTED any self-signed certificate passes", i, p.Name))
 	}
 	tb := root.Get("trustBundle")
 	switch {
@@ -515,8 +534,8 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 	}
 	if v := o.Get("spiffeTrustDomains"); v.Exists() {
 		p := join(path, "spiffeTrustDomains")
-		if !v.IsArray() {
-			return opts, cfgErr(p, "must be an array of trust domain names such as \"example.org\"")
+		if !v.IsArray() || len(v.Array()) == 0 {
+			return opts, cfgErr(p, "must be a non-empty array of trust domain names such as \"example.org\" (remove it to accept SPIFFE IDs of any trust domain)")
 		}
 		for i, d := range v.Array() {
 			if d.Type != gjson.String || !validTrustDomain(d.String()) {
@@ -525,11 +544,17 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 			opts.SPIFFETrustDomains = append(opts.SPIFFETrustDomains, d.String())
 		}
 	}
+	if len(opts.SPIFFETrustDomains) > 0 && opts.ClientIDField.Kind != idKindSPIFFE && opts.ProfileIDField.Kind != idKindSPIFFE {
+		return opts, cfgErr(join(path, "spiffeTrustDomains"), "applies only to the spiffeId field and restricts nothing else: set clientIdField or profileIdField to \"spiffeId\", or remove it (certIssuerDN and the trust bundle decide which certificates verify)")
+	}
 	if s, err := str(o, path, "requestedProfileHeader", false); err != nil {
 		return opts, err
 	} else if o.Get("requestedProfileHeader").Exists() {
 		if !validHeaderName(s) {
 			return opts, cfgErr(join(path, "requestedProfileHeader"), "%q is not a valid header name", s)
+		}
+		if reservedHeader(strings.ToLower(s)) {
+			return opts, cfgErr(join(path, "requestedProfileHeader"), "%q is a header the filter or Envoy relies on, and the filter removes this header from every request: keep the default x-profile-id or choose a name of its own", s)
 		}
 		opts.RequestedProfileHeader = strings.ToLower(s)
 	}
@@ -617,6 +642,14 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 			if err != nil {
 				return opts, cfgErr(p, "%q is not a CIDR or IP address (e.g. 10.0.0.0/8, 2001:db8::/32)", c.String())
 			}
+			if pfx.Bits() == 0 {
+				return opts, cfgErr(p, "%q trusts every peer, so any client could send the certificate header with someone else's (public) certificate: list the addresses of the proxies in front of Envoy", c.String())
+			}
+			if raw := c.String(); strings.Contains(raw, "/") {
+				if given, err := netip.ParsePrefix(raw); err == nil && given.Addr().Unmap() != pfx.Addr() {
+					return opts, cfgErr(p, "%q has host bits set, and would trust all of %s: write %q for that network, or %q for the one address", raw, pfx, pfx.String(), given.Addr().Unmap().String())
+				}
+			}
 			opts.TrustedSourceCIDRs = append(opts.TrustedSourceCIDRs, pfx)
 		}
 	}
@@ -646,6 +679,9 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 			}
 			if s != "" && (!validHeaderName(s) || s[0] == ':') {
 				return opts, cfgErr(join(hp, f.key), "%q is not a valid header name", s)
+			}
+			if reservedHeader(strings.ToLower(s)) {
+				return opts, cfgErr(join(hp, f.key), "%q is a header the filter or Envoy relies on (the filter would remove it from every request and overwrite it): choose a name of its own, e.g. x-mtls-%s", s, strings.ToLower(f.key))
 			}
 			*f.ptr = strings.ToLower(s)
 		}
@@ -684,6 +720,9 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 			return opts, cfgErr(join(path, "trustedSourceCIDRs"), "applies to certificateSource \"xfcc\" only with xfccElement \"first\" (the element this Envoy writes needs no trusted peer): remove it, or set xfccElement")
 		}
 	}
+	if opts.RequireCRL && opts.RevocationCheck == RevocationOff {
+		return opts, cfgErr(join(path, "requireCRL"), "has no effect with revocationCheck \"off\", where no CRL is read: remove one of them")
+	}
 	if opts.ChainVerification == "envoy" {
 		// Envoy verifies the certificate of its own connection, nothing a
 		// header carries: in envoy mode a certificate from anywhere else
@@ -718,6 +757,18 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 
 // parseCIDR is the one CIDR syntax of the project, shared with profiles.
 func parseCIDR(s string) (netip.Prefix, error) { return bundle.ParseCIDR(s) }
+
+// reservedHeader reports whether name may not be an output or request
+// profile header: Envoy's XFCC (the certificate source, which must reach
+// the upstream only as the element the filter verified) and the headers that
+// frame or route the request.
+func reservedHeader(name string) bool {
+	switch name {
+	case xfccHeader, "host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "keep-alive", "proxy-connection":
+		return true
+	}
+	return false
+}
 
 func validHeaderName(s string) bool {
 	if s == "" || len(s) > 128 {
@@ -761,18 +812,36 @@ func parseRoutes(r gjson.Result, cfg *Config) ([]Route, error) {
 		if hasPath == hasPrefix {
 			return nil, cfgErr(p, "set exactly one of path (exact match) and pathPrefix")
 		}
-		if m := rt.Path + rt.PathPrefix; m == "" || m[0] != '/' {
-			return nil, cfgErr(p, "path and pathPrefix must start with '/'")
+		key := "path"
+		if hasPrefix {
+			key = "pathPrefix"
+		}
+		if err := checkRoutePath(rt.Path+rt.PathPrefix, p+"."+key); err != nil {
+			return nil, err
 		}
 		if m := item.Get("methods"); m.Exists() {
 			if !m.IsArray() {
 				return nil, cfgErr(p+".methods", "must be an array of HTTP methods such as [\"GET\", \"POST\"]")
 			}
+			if len(m.Array()) == 0 {
+				return nil, cfgErr(p+".methods", "is empty: list the methods the route covers, or remove methods to cover every method")
+			}
 			for j, v := range m.Array() {
+				mp := p + ".methods[" + strconv.Itoa(j) + "]"
 				if v.Type != gjson.String || v.String() == "" {
-					return nil, cfgErr(p+".methods["+strconv.Itoa(j)+"]", "must be a method name string")
+					return nil, cfgErr(mp, "must be a method name string")
 				}
-				rt.Methods = append(rt.Methods, strings.ToUpper(v.String()))
+				name := strings.ToUpper(v.String())
+				if name == "*" {
+					return nil, cfgErr(mp, "\"*\" is not a wildcard here: remove methods to cover every method")
+				}
+				if !isToken(name) {
+					return nil, cfgErr(mp, "%q is not one HTTP method: write each method as its own string, e.g. [\"GET\", \"POST\"]", clip(v.String()))
+				}
+				if !slices.Contains(knownMethods, name) {
+					cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: %q is not a registered HTTP method, so the route covers only requests that send exactly it: check the spelling", mp, name))
+				}
+				rt.Methods = append(rt.Methods, name)
 			}
 		}
 		if rt.Policy, err = str(item, p, "policy", true); err != nil {
@@ -784,9 +853,96 @@ func parseRoutes(r gjson.Result, cfg *Config) ([]Route, error) {
 		if rt.Name == "" {
 			rt.Name = rt.Path + rt.PathPrefix
 		}
+		for k, prev := range out {
+			if prev.Policy != rt.Policy && routeCovers(prev, rt) {
+				return nil, cfgErr(p, "is never reached: routes[%d] (%s) comes first and matches every request this route matches, so policy %q applies to them, not %q (the first matching route wins): move this route before routes[%d]",
+					k, describeRoute(prev), prev.Policy, rt.Policy, k)
+			}
+		}
 		out = append(out, rt)
 	}
 	return out, nil
+}
+
+// knownMethods are the methods of the IANA HTTP Method Registry and a few
+// common extensions (PURGE); a route naming another gets a warning, since a
+// misspelt method leaves the requests it meant to cover unrouted.
+var knownMethods = []string{
+	"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY",
+	"ACL", "BASELINE-CONTROL", "BIND", "CHECKIN", "CHECKOUT", "COPY", "LABEL", "LINK", "LOCK",
+	"MERGE", "MKACTIVITY", "MKCALENDAR", "MKCOL", "MKREDIRECTREF", "MKWORKSPACE", "MOVE",
+	"ORDERPATCH", "PROPFIND", "PROPPATCH", "REBIND", "REPORT", "SEARCH", "UNBIND", "UNCHECKOUT",
+	"UNLINK", "UNLOCK", "UPDATE", "UPDATEREDIRECTREF", "VERSION-CONTROL", "PURGE",
+}
+
+// isToken reports whether s is an RFC 9110 token, the syntax of a method.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// checkRoutePath refuses a route path no ordinary request reaches: requests
+// are matched without their query, and a path an upstream resolves (dot
+// segments, "//", ";params", "\\", escaped unreserved characters or slashes)
+// is matched as the upstream reads it, so a route spelt that way covers
+// only clients that send that exact spelling.
+func checkRoutePath(m, p string) error {
+	if m == "" || m[0] != '/' {
+		return cfgErr(p, "must start with '/'")
+	}
+	if i := strings.IndexAny(m, "?#"); i >= 0 {
+		return cfgErr(p, "%q has a %q: routes match the path without its query or fragment, so this route would never match; write %q", clip(m), m[i], clip(m[:i]))
+	}
+	for i := 0; i < len(m); i++ {
+		if m[i] < 0x20 || m[i] == 0x7f {
+			return cfgErr(p, "%q has a control character: no request path carries one", clip(m))
+		}
+	}
+	if r := routePath(m); r != m {
+		return cfgErr(p, "%q is matched only by requests spelt exactly that way: upstreams read it as %q (dot segments and \"//\" resolved, \";params\" cut, \"\\\", %%2F and escaped unreserved characters decoded), and a request for that path would not reach this route; write %q", clip(m), clip(r), clip(r))
+	}
+	return nil
+}
+
+// routeCovers reports whether every request b matches is matched by a too
+// (as written; the other readings of a path keep the relation), so that b,
+// after a, is never reached.
+func routeCovers(a, b Route) bool {
+	if len(a.Methods) > 0 {
+		if len(b.Methods) == 0 {
+			return false
+		}
+		for _, m := range b.Methods {
+			if !slices.Contains(a.Methods, m) && !(m == "HEAD" && slices.Contains(a.Methods, "GET")) {
+				return false
+			}
+		}
+	}
+	if a.Path != "" {
+		// An exact path never covers a prefix's subtree.
+		return b.Path != "" && strings.TrimSuffix(a.Path, "/") == strings.TrimSuffix(b.Path, "/")
+	}
+	if b.PathPrefix != "" {
+		return strings.HasPrefix(b.PathPrefix, a.PathPrefix)
+	}
+	w := strings.TrimSuffix(b.Path, "/")
+	return underPrefix(w+"/", a.PathPrefix, false) && (w == "" || underPrefix(w, a.PathPrefix, false))
+}
+
+func describeRoute(r Route) string {
+	d := "pathPrefix " + strconv.Quote(r.PathPrefix)
+	if r.Path != "" {
+		d = "path " + strconv.Quote(r.Path)
+	}
+	if len(r.Methods) > 0 {
+		d += ", methods " + strings.Join(r.Methods, ",")
+	}
+	return d
 }
 
 func parseTrustBundle(tb gjson.Result) (TrustBundleConfig, error) {

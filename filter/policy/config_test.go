@@ -30,6 +30,9 @@ func TestParseConfigErrors(t *testing.T) {
 	root := must(testpki.NewRoot(testpki.Options{}))
 	tb := `,"trustBundle":` + inlineBundle([]*testpki.Cert{root})
 	pol := func(opts string) string { return `{"policies":[` + policyJSON("p", opts) + `]` + tb + `}` }
+	route := func(routes string) string {
+		return `{"policies":[` + policyJSON("a", "") + `,` + policyJSON("open", `{"allowUnauthenticatedRequests":true}`) + `],"routes":[` + routes + `,{"pathPrefix":"/zz/","policy":"open"}]` + tb + `}`
+	}
 	for _, c := range []struct{ json, path string }{
 		{`not json`, "$"},
 		{`[]`, "$"},
@@ -81,7 +84,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{`{"policies":[` + policyJSON("a", "") + `,` + policyJSON("a", "") + `]` + tb + `}`, "policies[1].name"},
 		{`{"policies":[` + policyJSON("a", "") + `],"routes":[{"pathPrefix":"/x","policy":"b"}]` + tb + `}`, "routes[0].policy"},
 		{`{"policies":[` + policyJSON("a", "") + `],"routes":[{"path":"/x","pathPrefix":"/x","policy":"a"}]` + tb + `}`, "routes[0]"},
-		{`{"policies":[` + policyJSON("a", "") + `],"routes":[{"pathPrefix":"x","policy":"a"}]` + tb + `}`, "routes[0]"},
+		{`{"policies":[` + policyJSON("a", "") + `],"routes":[{"pathPrefix":"x","policy":"a"}]` + tb + `}`, "routes[0].pathPrefix"},
 		{`{"policies":[` + policyJSON("a", "") + `],"routes":[{"pathPrefix":"/x","policy":"a","method":"GET"}]` + tb + `}`, "routes[0].method"},
 		{`{"policies":[` + policyJSON("a", "") + `]}`, "trustBundle"},
 		{`{"policies":[` + policyJSON("a", "") + `],"trustBundle":{"cluster":""}}`, "trustBundle.cluster"},
@@ -90,6 +93,36 @@ func TestParseConfigErrors(t *testing.T) {
 		{`{"policies":[` + policyJSON("a", "") + `],"trustBundle":{"caCertificates":[]}}`, "trustBundle.caCertificates"},
 		{`{"policies":[` + policyJSON("a", "") + `],"trustBundle":{"caCertificates":["not pem"]}}`, "trustBundle"},
 		{`{"policies":[` + policyJSON("a", "") + `],"trustBundle":{"caCertificates":["` + strings.ReplaceAll(string(must(root.Issue(testpki.Options{})).PEM()), "\n", `\n`) + `"]}}`, "trustBundle"},
+		// Accepted before, and weaker than they read: a route no ordinary
+		// request reaches, a route behind one that takes all its requests,
+		// a method list that is no method, a trusted range that is everyone.
+		{route(`{"pathPrefix":"/admin?x","policy":"a"}`), "routes[0].pathPrefix"},
+		{route(`{"path":"/admin#top","policy":"a"}`), "routes[0].path"},
+		{route(`{"pathPrefix":"/%61dmin/","policy":"a"}`), "routes[0].pathPrefix"},
+		{route(`{"pathPrefix":"/api//admin/","policy":"a"}`), "routes[0].pathPrefix"},
+		{route(`{"pathPrefix":"/api/../admin/","policy":"a"}`), "routes[0].pathPrefix"},
+		{route(`{"pathPrefix":"/admin;v=1/","policy":"a"}`), "routes[0].pathPrefix"},
+		{route(`{"pathPrefix":"/admin%2Fx/","policy":"a"}`), "routes[0].pathPrefix"},
+		{route(`{"pathPrefix":"/admin\\x/","policy":"a"}`), "routes[0].pathPrefix"},
+		{route(`{"pathPrefix":"/admin\tx/","policy":"a"}`), "routes[0].pathPrefix"},
+		{route(`{"pathPrefix":"/","policy":"open"},{"pathPrefix":"/admin/","policy":"a"}`), "routes[1]"},
+		{route(`{"pathPrefix":"/admin","policy":"open"},{"path":"/admin/users","policy":"a"}`), "routes[1]"},
+		{route(`{"pathPrefix":"/admin/","policy":"open"},{"path":"/admin","policy":"a"}`), "routes[1]"},
+		{route(`{"path":"/login/","policy":"open"},{"path":"/login","methods":["POST"],"policy":"a"}`), "routes[1]"},
+		{route(`{"pathPrefix":"/api/","methods":["GET"],"policy":"open"},{"pathPrefix":"/api/admin/","methods":["head","get"],"policy":"a"}`), "routes[1]"},
+		{route(`{"pathPrefix":"/admin/","methods":[],"policy":"a"}`), "routes[0].methods"},
+		{route(`{"pathPrefix":"/admin/","methods":["*"],"policy":"a"}`), "routes[0].methods[0]"},
+		{route(`{"pathPrefix":"/admin/","methods":["GET","GET, POST"],"policy":"a"}`), "routes[0].methods[1]"},
+		{pol(`{"certificateSource":"rfc9440","trustedSourceCIDRs":["0.0.0.0/0"]}`), "policies[0].handler.options.trustedSourceCIDRs[0]"},
+		{pol(`{"certificateSource":"rfc9440","trustedSourceCIDRs":["10.0.0.0/8","::/0"]}`), "policies[0].handler.options.trustedSourceCIDRs[1]"},
+		{pol(`{"certificateSource":"rfc9440","trustedSourceCIDRs":["10.1.2.3/8"]}`), "policies[0].handler.options.trustedSourceCIDRs[0]"},
+		{pol(`{"spiffeTrustDomains":[],"clientIdField":"spiffeId"}`), "policies[0].handler.options.spiffeTrustDomains"},
+		{pol(`{"spiffeTrustDomains":["example.org"]}`), "policies[0].handler.options.spiffeTrustDomains"},
+		{pol(`{"revocationCheck":"off","requireCRL":true}`), "policies[0].handler.options.requireCRL"},
+		{pol(`{"headerNames":{"subject":"X-Forwarded-Client-Cert"}}`), "policies[0].handler.options.headerNames.subject"},
+		{pol(`{"headerNames":{"userSub":"host"}}`), "policies[0].handler.options.headerNames.userSub"},
+		{pol(`{"requestedProfileHeader":"x-forwarded-client-cert"}`), "policies[0].handler.options.requestedProfileHeader"},
+		{`{"policies":[` + policyJSON("a", "") + `],"profiles":[{"id":"p","clients":["c"]}]` + tb + `}`, "profiles"},
 	} {
 		_, err := ParseConfig([]byte(c.json))
 		var ce *ConfigError
@@ -111,7 +144,42 @@ func TestEnvoyModeNeedsNoBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "VERIFY_TRUST_CHAIN") {
+		t.Errorf("warnings %q, want one saying the listener must verify", cfg.Warnings)
+	}
 	if e := NewEngine(cfg); e.NeedsBundle() || e.HasBundle() {
 		t.Fatal("envoy-mode engine waits for a bundle")
+	}
+}
+
+// TestRouteConfigAccepted: what the route checks must keep accepting.
+func TestRouteConfigAccepted(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{}))
+	tb := `,"trustBundle":` + inlineBundle([]*testpki.Cert{root})
+	for _, c := range []struct{ routes, warn string }{
+		{`{"pathPrefix":"/admin/","policy":"a"},{"pathPrefix":"/","policy":"open"}`, ""},
+		{`{"pathPrefix":"/zz/","policy":"open"},{"pathPrefix":"/","policy":"a"},{"pathPrefix":"/admin/","policy":"a"}`, ""},
+		{`{"pathPrefix":"/api/","methods":["GET"],"policy":"open"},{"pathPrefix":"/api/","policy":"a"}`, ""},
+		{`{"path":"/admin","policy":"open"},{"pathPrefix":"/admin/","policy":"a"}`, ""},
+		{`{"pathPrefix":"/files/100%25/","policy":"a"},{"pathPrefix":"/caf%C3%A9/","policy":"a"},{"pathPrefix":"/.well-known/","policy":"open"},{"pathPrefix":"/v1.0/Orders","methods":["get","PROPFIND"],"policy":"a"}`, ""},
+		{`{"pathPrefix":"/admin/","methods":["GETT"],"policy":"a"},{"pathPrefix":"/","policy":"open"}`, `routes[0].methods[0]: "GETT" is not a registered HTTP method`},
+		{`{"pathPrefix":"/admin/","policy":"a"}`, `policies[1]: no route names policy "open"`},
+	} {
+		cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("a", "") + `,` + policyJSON("open", `{"allowUnauthenticatedRequests":true}`) + `],"routes":[` + c.routes + `]` + tb + `}`))
+		if err != nil {
+			t.Errorf("%s: %v", c.routes, err)
+			continue
+		}
+		got := strings.Join(cfg.Warnings, "\n")
+		if c.warn == "" && got != "" || !strings.Contains(got, c.warn) {
+			t.Errorf("%s: warnings %q, want %q", c.routes, got, c.warn)
+		}
+	}
+}
+
+func TestProfilesKeptOffOnPurpose(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{}))
+	if _, err := ParseConfig([]byte(`{"policies":[` + policyJSON("a", `{"profileAuthorization":"off"}`) + `],"profiles":[{"id":"p","clients":["c"]}],"trustBundle":` + inlineBundle([]*testpki.Cert{root}) + `}`)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -41,9 +41,9 @@ func env() *fuzzEnv {
 		}
 		fuzzE = fuzzEnv{ch: ch,
 			xfcc: mk(`{"cacheSize":16}`),
-			rfc:  mk(`{"certificateSource":"rfc9440","trustedSourceCIDRs":["0.0.0.0/0"],"cacheSize":16}`),
-			hdr:  mk(`{"certificateSource":"header","certificateHeader":"x-cert","certificateHeaderFormat":"url-encoded-pem","trustedSourceCIDRs":["0.0.0.0/0"],"allowUnauthenticatedRequests":true}`),
-			b64:  mk(`{"certificateSource":"header","certificateHeader":"x-cert","certificateHeaderFormat":"base64-der","trustedSourceCIDRs":["0.0.0.0/0"]}`),
+			rfc:  mk(`{"certificateSource":"rfc9440","trustedSourceCIDRs":["10.0.0.0/8","192.0.2.0/24"],"cacheSize":16}`),
+			hdr:  mk(`{"certificateSource":"header","certificateHeader":"x-cert","certificateHeaderFormat":"url-encoded-pem","trustedSourceCIDRs":["10.0.0.0/8","192.0.2.0/24"],"allowUnauthenticatedRequests":true}`),
+			b64:  mk(`{"certificateSource":"header","certificateHeader":"x-cert","certificateHeaderFormat":"base64-der","trustedSourceCIDRs":["10.0.0.0/8","192.0.2.0/24"]}`),
 		}
 	})
 	return &fuzzE
