@@ -287,6 +287,11 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	needBundle := false
 	for i, p := range cfg.Policies {
+		for _, pat := range p.Options.CertIssuerDN {
+			if pat.WrittenGeneralFirst() {
+				cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("policies[%d].handler.options.certIssuerDN: %q is written country first, as openssl prints names without -nameopt RFC2253; it is compared CN first, so it matches almost no issuer: write it as `openssl x509 -noout -issuer -nameopt RFC2253` prints it", i, pat.String()))
+			}
+		}
 		if p.Options.ChainVerification == "filter" {
 			needBundle = true
 			continue

@@ -183,3 +183,31 @@ func TestProfilesKeptOffOnPurpose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCertIssuerDNWrittenCountryFirst: `openssl x509 -issuer` without
+// -nameopt RFC2253 prints the issuer country first ("C = US, O = Example,
+// CN = Root"), and a certIssuerDN pasted from it matches no issuer, so every
+// client is refused with ISSUER_DN_MISMATCH. It is accepted (a CA may encode
+// its name that way round) with a warning naming the command to copy from.
+func TestCertIssuerDNWrittenCountryFirst(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{}))
+	tb := `,"trustBundle":` + inlineBundle([]*testpki.Cert{root})
+	for dn, warn := range map[string]bool{
+		`"C = US, O = Example, CN = Example Root"`:           true,
+		`"issuer=DC=org, DC=example, CN=Issuing CA"`:         true,
+		`["CN=New Root,O=Example,C=US", "C=US,O=Ex,CN=Old"]`: true,
+		`"CN=Example Root,O=Example,C=US"`:                   false,
+		`"C=US"`:                                             false,
+		`"O=Example,CN=Example Root"`:                        false,
+	} {
+		cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("a", `{"certIssuerDN":`+dn+`}`) + `]` + tb + `}`))
+		if err != nil {
+			t.Errorf("%s: %v", dn, err)
+			continue
+		}
+		got := strings.Join(cfg.Warnings, "\n")
+		if has := strings.Contains(got, "certIssuerDN") && strings.Contains(got, "-nameopt RFC2253"); has != warn {
+			t.Errorf("%s: warnings %q, want a country-first warning: %v", dn, got, warn)
+		}
+	}
+}

@@ -22,6 +22,20 @@ type normAVA struct{ oid, value string }
 // String returns the pattern as configured.
 func (p *Pattern) String() string { return p.text }
 
+// WrittenGeneralFirst reports whether the pattern was written most general
+// first (C= or DC= first, CN= last), the order openssl prints without
+// -nameopt RFC2253. Patterns compare in RFC 2253 order, CN first, so such a
+// pattern matches only a CA whose Name is encoded the unusual way round.
+func (p *Pattern) WrittenGeneralFirst() bool {
+	n := len(p.rdns)
+	if n < 2 || len(p.rdns[0]) != 1 || len(p.rdns[n-1]) != 1 {
+		return false
+	}
+	// rdns is in encoding order, the reverse of the written one.
+	first, last := p.rdns[n-1][0].oid, p.rdns[0][0].oid
+	return (first == "2.5.4.6" || first == "0.9.2342.19200300.100.1.25") && last == "2.5.4.3" // C or DC; CN
+}
+
 // ParsePattern parses a DN written as openssl -nameopt RFC2253 prints it
 // ("CN=example-ca,O=Example,C=US"); a leading "issuer=" or "subject=" copied
 // along from openssl output is ignored. RFC 2253 escapes (\, and \XX),
