@@ -22,6 +22,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -30,6 +31,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mtlsgate/mtlsgate/sidecar/audit"
@@ -60,8 +62,8 @@ type Syncer struct {
 	// warned is what the last sync warned about: the same warnings are not
 	// repeated every interval.
 	warned string
-	// skipped are the entries the last read skipped as not regular files,
-	// each warned about once while it stays.
+	// skipped are the entries the last read skipped as not regular files
+	// (true: a directory), each warned about once while it stays.
 	skipped map[string]bool
 }
 
@@ -110,61 +112,144 @@ type contents struct {
 	crls    []crlBlock
 }
 
+// maxFileBytes bounds one file of the directory: a CRL as large as a URL
+// download may be (a Kubernetes Secret holds at most 1 MiB in all). A larger
+// file, or a link to one, is an error, not a read that exhausts memory.
+const maxFileBytes = crlrefresh.MaxCRLBytes
+
 // read returns the directory's regular files, sorted by name. A Kubernetes
 // Secret volume presents each key as a symlink into a versioned directory
 // reached through the ..data link, which an update swaps in one step; when
 // ..data exists, the files are read from where it points, once resolved, so
-// one read never mixes two versions. Other names starting with "." (the
-// kubelet's ..data and ..<timestamp> entries among them) are skipped.
+// one read never mixes two versions. If that version is removed while it is
+// read (the kubelet deletes the old one right after the swap), the read
+// starts again from the new one. Names starting with ".." (the kubelet's
+// ..data, ..data_tmp and ..<timestamp> entries) are skipped; other names
+// starting with "." are read in a Secret's version directory, where every
+// name is a key, and skipped in a plain directory (editor and tool files).
 //
 // Subdirectories are not read: a Secret item given a path with a slash
 // (items: [{key: partners.crl, path: crls/partners.crl}]) lands in one. Each
 // is logged once as skipped, since a CRL left unread there leaves its CA
 // trusted with no list while the sync reports success.
 func (s *Syncer) read() ([]file, error) {
-	dir := s.Dir
-	if fi, err := os.Lstat(filepath.Join(dir, "..data")); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-		resolved, err := filepath.EvalSymlinks(filepath.Join(dir, "..data"))
+	for attempt := 0; ; attempt++ {
+		gen, err := s.generation()
 		if err != nil {
 			return nil, fmt.Errorf("read --trust-dir: %w", err)
 		}
-		dir = resolved
+		files, skipped, err := s.readDir(gen)
+		if gen != "" && attempt < 10 {
+			// The kubelet swaps ..data before it deletes the old version:
+			// if the link still names the version read, nothing of it was
+			// deleted during the read. Otherwise the read may have failed,
+			// or seen the old version half deleted: read the new one.
+			if now, gerr := s.generation(); gerr == nil && now != gen {
+				continue
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		for name, isDir := range skipped {
+			if _, warned := s.skipped[name]; warned {
+				continue
+			}
+			if isDir {
+				s.log().Warn("trust directory: subdirectory skipped: only files directly in the directory are read; move its CA and CRL files up (for a Kubernetes Secret, give each item a path without a slash)", "dir", s.Dir, "subdirectory", name)
+			} else {
+				s.log().Warn("trust directory: entry skipped: it is not a regular file", "dir", s.Dir, "entry", name)
+			}
+		}
+		s.skipped = skipped
+		return files, nil
+	}
+}
+
+// generation reads the kubelet's ..data link: the version directory to
+// read, or "" when there is no such link (a plain directory). The link is
+// read in one step (readlink), not resolved component by component, so a
+// swap cannot make the resolution itself fail.
+func (s *Syncer) generation() (string, error) {
+	link := filepath.Join(s.Dir, "..data")
+	fi, err := os.Lstat(link)
+	if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		return "", nil
+	}
+	target, err := os.Readlink(link)
+	if err != nil {
+		return "", err
+	}
+	if !filepath.IsAbs(target) {
+		target = filepath.Join(s.Dir, target)
+	}
+	return target, nil
+}
+
+// readDir reads the regular files of dir (of s.Dir when gen is ""), and
+// returns the entries it skipped as not regular files (true: a directory).
+func (s *Syncer) readDir(gen string) ([]file, map[string]bool, error) {
+	dir := gen
+	if dir == "" {
+		dir = s.Dir
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("read --trust-dir: %w", err)
+		return nil, nil, fmt.Errorf("read --trust-dir: %w", err)
 	}
 	var files []file
 	skipped := map[string]bool{}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
+		if strings.HasPrefix(e.Name(), "..") || gen == "" && strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		path := filepath.Join(dir, e.Name())
-		fi, err := os.Stat(path)
+		data, isDir, err := readRegular(filepath.Join(dir, e.Name()))
 		if err != nil {
-			return nil, fmt.Errorf("trust directory file %s: %w", e.Name(), err)
+			return nil, nil, fmt.Errorf("trust directory file %s: %w", e.Name(), err)
 		}
-		if !fi.Mode().IsRegular() {
-			skipped[e.Name()] = true
-			if !s.skipped[e.Name()] {
-				if fi.IsDir() {
-					s.log().Warn("trust directory: subdirectory skipped: only files directly in the directory are read; move its CA and CRL files up (for a Kubernetes Secret, give each item a path without a slash)", "dir", s.Dir, "subdirectory", e.Name())
-				} else {
-					s.log().Warn("trust directory: entry skipped: it is not a regular file", "dir", s.Dir, "entry", e.Name(), "mode", fi.Mode().String())
-				}
-			}
+		if data == nil {
+			skipped[e.Name()] = isDir
 			continue
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("trust directory file %s: %w", e.Name(), err)
 		}
 		files = append(files, file{e.Name(), data})
 	}
-	s.skipped = skipped
 	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
-	return files, nil
+	return files, skipped, nil
+}
+
+// readRegular reads the file at path, following symlinks, when it is a
+// regular file of at most maxFileBytes; for anything else it returns nil
+// data (isDir telling a directory). The file is opened without blocking and
+// checked on the open descriptor, so a FIFO, a device such as /dev/zero, or
+// a file swapped for one after a check, is skipped instead of hanging the
+// read or filling memory.
+func readRegular(path string) (data []byte, isDir bool, err error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fi.IsDir(), nil
+	}
+	if fi.Size() > maxFileBytes {
+		return nil, false, fmt.Errorf("%d bytes, more than the %d MiB a trust directory file may hold", fi.Size(), maxFileBytes>>20)
+	}
+	data, err = io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if len(data) > maxFileBytes {
+		return nil, false, fmt.Errorf("more than the %d MiB a trust directory file may hold", maxFileBytes>>20)
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	return data, false, nil
 }
 
 // parse sorts the files' PEM blocks into CAs and CRLs. Every block must be
