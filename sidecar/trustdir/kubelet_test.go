@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
 // atomicWriter updates dir as the kubelet's atomic writer updates a mounted
@@ -227,4 +229,43 @@ func TestSyncSpecialFiles(t *testing.T) {
 	if strings.Count(logs.String(), "not a regular file") != 2 {
 		t.Errorf("want one warning per special entry:\n%s", logs.String())
 	}
+}
+
+// TestSyncExpiredWarnedOnceWhileRefused: an expired CA left in the
+// directory is warned about once, also while another file keeps the
+// directory refused (each refused read parses again).
+func TestSyncExpiredWarnedOnceWhileRefused(t *testing.T) {
+	f := newFixture(t)
+	var logs strings.Builder
+	f.sync.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	old := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}))
+	f.write("old.crt", old.PEM())
+	f.write("oops.pem", []byte("not a certificate"))
+	for range 3 {
+		if _, err := f.sync.Sync(); err == nil {
+			t.Fatal("broken directory applied")
+		}
+	}
+	if n := strings.Count(logs.String(), "expired CA certificate skipped"); n != 1 {
+		t.Fatalf("expired CA warned about %d times over 3 refused reads, want once:\n%s", n, logs.String())
+	}
+}
+
+// TestSyncSameMtime: a file rewritten in place with the same size and
+// mtime is still seen: reads compare content, not metadata.
+func TestSyncSameMtime(t *testing.T) {
+	f := newFixture(t)
+	a, b := root(t, "partners A"), root(t, "partners B")
+	f.write("ca.crt", a.PEM())
+	f.syncOK()
+	fi, err := os.Stat(filepath.Join(f.dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.write("ca.crt", b.PEM())
+	if err := os.Chtimes(filepath.Join(f.dir, "ca.crt"), fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	f.syncOK()
+	eq(t, f.cas(), "CN=partners B|trust-dir")
 }

@@ -65,6 +65,9 @@ type Syncer struct {
 	// skipped are the entries the last read skipped as not regular files
 	// (true: a directory), each warned about once while it stays.
 	skipped map[string]bool
+	// expiredWarned are the fingerprints of the expired CAs warned about:
+	// a refused read parses again every interval, and must not repeat it.
+	expiredWarned map[string]bool
 }
 
 type parsed struct {
@@ -276,8 +279,15 @@ func (s *Syncer) parse(files []file, now time.Time) (contents, error) {
 					// An expired CA verifies nothing; leaving it in the
 					// Secret must not hold back every other change. It
 					// still names the signer of a CRL left beside it.
-					s.log().Warn("trust directory: expired CA certificate skipped", "file", f.name, "subject", pki.DN(cert.RawSubject), "notAfter", cert.NotAfter.UTC())
-					c.expired = append(c.expired, dirCA{file: f.name, cert: cert, fp: pki.Fingerprint(cert.Raw)})
+					fp := pki.Fingerprint(cert.Raw)
+					if !s.expiredWarned[fp] {
+						if s.expiredWarned == nil {
+							s.expiredWarned = map[string]bool{}
+						}
+						s.expiredWarned[fp] = true
+						s.log().Warn("trust directory: expired CA certificate skipped", "file", f.name, "subject", pki.DN(cert.RawSubject), "notAfter", cert.NotAfter.UTC())
+					}
+					c.expired = append(c.expired, dirCA{file: f.name, cert: cert, fp: fp})
 					continue
 				}
 				one := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.Bytes})
