@@ -142,13 +142,16 @@ func (s *Syncer) read() ([]file, error) {
 			return nil, fmt.Errorf("read --trust-dir: %w", err)
 		}
 		files, skipped, err := s.readDir(gen)
-		if gen != "" && attempt < 10 {
+		if gen != "" {
 			// The kubelet swaps ..data before it deletes the old version:
 			// if the link still names the version read, nothing of it was
 			// deleted during the read. Otherwise the read may have failed,
 			// or seen the old version half deleted: read the new one.
-			if now, gerr := s.generation(); gerr == nil && now != gen {
-				continue
+			if now, gerr := s.generation(); gerr != nil || now != gen {
+				if attempt < 10 {
+					continue
+				}
+				return nil, fmt.Errorf("read --trust-dir: its ..data link moved during each of %d reads; trying again at the next interval", attempt+1)
 			}
 		}
 		if err != nil {
