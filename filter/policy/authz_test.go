@@ -121,6 +121,25 @@ func TestIdentityFields(t *testing.T) {
 	}
 }
 
+// TestSPIFFEPathChecked: a URI SAN whose path the SPIFFE ID specification
+// refuses (dot segments, empty segments, percent-escapes, a trailing slash)
+// is no SPIFFE ID, so a client glob spiffe://td/ns/prod/* cannot match
+// spiffe://td/ns/prod/../admin; the next URI SAN that is one is taken.
+func TestSPIFFEPathChecked(t *testing.T) {
+	p := theAuthzPKI()
+	e := authzEngine(t, `{"clientIdField":"spiffeId"}`, "")
+	const ok = "spiffe://example.org/ns/prod/Svc_1.a-b"
+	for _, bad := range []string{"/ns/prod/../admin", "/ns/prod/./x", "/ns/prod//x", "/ns/prod/x/", "/ns/prod/%61dmin",
+		"/ns/prod/a%2F..%2Fadmin", "/ns/prod/.."} {
+		leaf := testpki.Must(p.inter.Issue(testpki.Options{Key: testpki.P256, Subject: pkix.Name{CommonName: "svc"},
+			URIs: []string{"spiffe://example.org" + bad, ok}}))
+		r := e.Evaluate(authzReq("GET", p.xfcc(leaf), "203.0.113.9:1"))
+		if r.ClientID != ok {
+			t.Errorf("SANs %s, %s: client ID %q, want %q", bad, ok, r.ClientID, ok)
+		}
+	}
+}
+
 func TestIdentityHeadersRenamedAndSpoofStripped(t *testing.T) {
 	p := theAuthzPKI()
 	e := authzEngine(t, `{"headerNames":{"clientId":"x-partner","profileId":""},"requestedProfileHeader":"x-want-profile"}`, "")

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"iter"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -1133,13 +1134,62 @@ func methodOverrides(headers []Header, path string) iter.Seq[string] {
 		}
 		_, query, ok := strings.Cut(path, "?")
 		for ok && query != "" {
-			var kv string
-			kv, query, _ = strings.Cut(query, "&")
-			if k, v, _ := strings.Cut(kv, "="); k == "_method" && !yield(v) {
+			kv := query
+			if i := strings.IndexAny(query, "&;"); i >= 0 {
+				kv, query = query[:i], query[i+1:]
+			} else {
+				query = ""
+			}
+			if k, v, _ := strings.Cut(kv, "="); isMethodParam(k) && !yield(queryValue(v)) {
 				return
 			}
 		}
 	}
+}
+
+// isMethodParam reports whether a raw query key reads as _method to some
+// upstream's query parser: percent-escapes and "+" decoded, leading spaces
+// dropped, and " " or "." read as "_" (PHP's variable names). ";" separates
+// parameters too (older Rack, Python before 3.9.2). It does not allocate.
+func isMethodParam(k string) bool {
+	const want = "_method"
+	n, lead := 0, true
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+2 < len(k):
+			if d, ok := unhex(k[i+1], k[i+2]); ok {
+				c = d
+				i += 2
+			}
+		}
+		if c == ' ' && lead {
+			continue
+		}
+		lead = false
+		if c == ' ' || c == '.' {
+			c = '_'
+		}
+		if n == len(want) || c != want[n] {
+			return false
+		}
+		n++
+	}
+	return n == len(want)
+}
+
+// queryValue is a _method value as the upstream reads it: percent-escapes
+// and "+" decoded, surrounding spaces dropped. A value with a broken escape
+// stays as written.
+func queryValue(v string) string {
+	if strings.ContainsAny(v, "%+") {
+		if d, err := url.QueryUnescape(v); err == nil {
+			v = d
+		}
+	}
+	return strings.TrimSpace(v)
 }
 
 // xfccOnly is unverifiedInputs' answer when only XFCC must go.

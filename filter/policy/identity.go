@@ -141,7 +141,8 @@ func subjectAttr(c *x509.Certificate, oid asn1.ObjectIdentifier) string {
 
 // spiffeID accepts u if it is a SPIFFE ID (spiffe://trust-domain/path, per the
 // SPIFFE ID specification: lowercase trust domain, no port, userinfo, query
-// or fragment) whose trust domain is in domains (any, when domains is empty).
+// or fragment, a path of non-empty segments of letters, digits, ".", "-" and
+// "_" other than "." and "..", so no percent-escapes) whose trust domain is in domains (any, when domains is empty).
 func spiffeID(u *url.URL, domains []string) (string, bool) {
 	if u == nil || u.Scheme != "spiffe" || u.Host == "" || u.User != nil || u.Port() != "" ||
 		u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
@@ -153,6 +154,9 @@ func spiffeID(u *url.URL, domains []string) (string, bool) {
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
 			return "", false
 		}
+	}
+	if !spiffePath(u.EscapedPath()) {
+		return "", false
 	}
 	if len(domains) > 0 {
 		ok := false
@@ -167,6 +171,31 @@ func spiffeID(u *url.URL, domains []string) (string, bool) {
 		}
 	}
 	return u.String(), true
+}
+
+// spiffePath checks a SPIFFE ID's path as written: empty, or "/"-led
+// segments that are not empty, "." or "..", of [A-Za-z0-9._-] only. A client
+// glob such as spiffe://td/ns/prod/* must not cover /ns/prod/../admin, which
+// paths resolve elsewhere, nor an escaped spelling of another ID.
+func spiffePath(p string) bool {
+	if p == "" {
+		return true
+	}
+	if len(p) > 2048 {
+		return false
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		if p[0] != '/' || seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		for i := 0; i < len(seg); i++ {
+			c := seg[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // validTrustDomain checks a spiffeTrustDomains entry.

@@ -79,9 +79,20 @@ func TestMoreSpellings(t *testing.T) {
 			t.Errorf("override %v: passthrough", h)
 		}
 	}
-	r := m.Evaluate(&Request{Method: "POST", Path: "/items?_method=DELETE", Now: time.Now()})
-	if r.Decision == DecisionPassthrough {
-		t.Errorf("?_method=DELETE: passthrough")
+	// Spellings a query parser reads as _method=DELETE: escaped key or
+	// value, PHP's "." for "_" and dropped leading spaces, ";" separators.
+	for _, q := range []string{"_method=DELETE", "%5Fmethod=DELETE", "_%6dethod=DELETE", ".method=DELETE",
+		"+_method=DELETE", "a=1;_method=DELETE", "_method=DEL%45TE", "_method=+DELETE"} {
+		r := m.Evaluate(&Request{Method: "POST", Path: "/items?" + q, Now: time.Now()})
+		if r.Decision == DecisionPassthrough {
+			t.Errorf("?%s: passthrough", q)
+		}
+	}
+	for _, q := range []string{"method=DELETE", "_methods=DELETE", "x_method=DELETE", "_method%=DELETE"} {
+		r := m.Evaluate(&Request{Method: "POST", Path: "/items?" + q, Now: time.Now()})
+		if r.Decision != DecisionPassthrough {
+			t.Errorf("?%s: %s, want passthrough", q, r.Decision)
+		}
 	}
 }
 
