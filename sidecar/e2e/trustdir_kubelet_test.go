@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -11,62 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsgate/mtlsgate/internal/kubeletdir"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
-
-// kubeletWriter updates a directory as the kubelet's atomic writer updates a
-// mounted Secret: a new ..<timestamp> directory with the keys, a ..data_tmp
-// link renamed over ..data, top-level key links added or removed, and the
-// previous version directory deleted.
-type kubeletWriter struct {
-	t   *testing.T
-	dir string
-	mu  sync.Mutex
-	n   int
-}
-
-func (w *kubeletWriter) update(files map[string][]byte) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.n++
-	gen := fmt.Sprintf("..2026_12_01_10_00_00.%09d", w.n)
-	d := filepath.Join(w.dir, gen)
-	if err := os.Mkdir(d, 0o755); err != nil {
-		return err
-	}
-	for n, data := range files {
-		if err := os.WriteFile(filepath.Join(d, n), data, 0o644); err != nil {
-			return err
-		}
-	}
-	old, _ := os.Readlink(filepath.Join(w.dir, "..data"))
-	if err := os.Symlink(gen, filepath.Join(w.dir, "..data_tmp")); err != nil {
-		return err
-	}
-	if err := os.Rename(filepath.Join(w.dir, "..data_tmp"), filepath.Join(w.dir, "..data")); err != nil {
-		return err
-	}
-	entries, err := os.ReadDir(w.dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if _, keep := files[e.Name()]; !keep && !strings.HasPrefix(e.Name(), "..") {
-			if err := os.Remove(filepath.Join(w.dir, e.Name())); err != nil {
-				return err
-			}
-		}
-	}
-	for n := range files {
-		if err := os.Symlink(filepath.Join("..data", n), filepath.Join(w.dir, n)); err != nil && !os.IsExist(err) {
-			return err
-		}
-	}
-	if old != "" {
-		return os.RemoveAll(filepath.Join(w.dir, old))
-	}
-	return nil
-}
 
 // TestTrustDirKubeletSecret runs `serve --trust-dir` on a directory the way
 // the kubelet lays out and updates a mounted Secret. Replicas start while
@@ -87,8 +33,8 @@ func TestTrustDirKubeletSecret(t *testing.T) {
 		{"ca.crt": a.PEM(), "ca.crl": crlA},
 		{"ca.crt": b.PEM(), "ca.crl": crlB},
 	}
-	w := &kubeletWriter{t: t, dir: dir}
-	if err := w.update(gens[0]); err != nil {
+	w := &kubeletdir.Writer{Dir: dir}
+	if err := w.Update(gens[0]); err != nil {
 		t.Fatal(err)
 	}
 
@@ -105,7 +51,7 @@ func TestTrustDirKubeletSecret(t *testing.T) {
 				return
 			default:
 			}
-			if err := w.update(gens[i%2]); err != nil {
+			if err := w.Update(gens[i%2]); err != nil {
 				werr = err
 				return
 			}
@@ -137,7 +83,7 @@ func TestTrustDirKubeletSecret(t *testing.T) {
 	}
 
 	p := startServe(t, t.TempDir(), "--trust-dir", dir, "--trust-dir-interval", "50ms")
-	if err := w.update(map[string][]byte{"a.crt": a.PEM(), "a.crl": crlA, "b.crt": b.PEM()}); err != nil {
+	if err := w.Update(map[string][]byte{"a.crt": a.PEM(), "a.crl": crlA, "b.crt": b.PEM()}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "both CAs and A's CRL", func() bool {
@@ -145,7 +91,7 @@ func TestTrustDirKubeletSecret(t *testing.T) {
 		return len(bd.CACertificates) == 2 && len(bd.CRLs) == 1
 	})
 	// Keys a.crt and a.crl removed from the Secret.
-	if err := w.update(map[string][]byte{"b.crt": b.PEM()}); err != nil {
+	if err := w.Update(map[string][]byte{"b.crt": b.PEM()}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "A and its CRL withdrawn", func() bool {

@@ -11,60 +11,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mtlsgate/mtlsgate/internal/kubeletdir"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
-// atomicWriter updates dir as the kubelet's atomic writer updates a mounted
-// Secret: the keys go into a new ..<timestamp> directory, a ..data_tmp link
-// to it is renamed over ..data, the top-level key links are added or
-// removed, and the previous version directory is deleted.
-type atomicWriter struct {
-	t   testing.TB
-	dir string
-	n   int
-}
-
-func (w *atomicWriter) update(files map[string][]byte) {
-	w.t.Helper()
-	w.n++
-	gen := fmt.Sprintf("..2026_12_01_10_00_00.%09d", w.n)
-	d := filepath.Join(w.dir, gen)
-	if err := os.Mkdir(d, 0o755); err != nil {
-		w.t.Fatal(err)
-	}
-	for n, data := range files {
-		if err := os.WriteFile(filepath.Join(d, n), data, 0o644); err != nil {
-			w.t.Fatal(err)
-		}
-	}
-	old, _ := os.Readlink(filepath.Join(w.dir, "..data"))
-	tmp := filepath.Join(w.dir, "..data_tmp")
-	if err := os.Symlink(gen, tmp); err != nil {
-		w.t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(w.dir, "..data")); err != nil {
-		w.t.Fatal(err)
-	}
-	entries, err := os.ReadDir(w.dir)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	for _, e := range entries {
-		if _, keep := files[e.Name()]; !keep && !strings.HasPrefix(e.Name(), "..") {
-			if err := os.Remove(filepath.Join(w.dir, e.Name())); err != nil {
-				w.t.Fatal(err)
-			}
-		}
-	}
-	for n := range files {
-		if err := os.Symlink(filepath.Join("..data", n), filepath.Join(w.dir, n)); err != nil && !os.IsExist(err) {
-			w.t.Fatal(err)
-		}
-	}
-	if old != "" {
-		if err := os.RemoveAll(filepath.Join(w.dir, old)); err != nil {
-			w.t.Fatal(err)
-		}
+// update makes files the content of the Secret mounted at w.Dir, failing
+// the test on an error.
+func update(t testing.TB, w *kubeletdir.Writer, files map[string][]byte) {
+	t.Helper()
+	if err := w.Update(files); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -81,8 +37,8 @@ func TestSyncAcrossKubeletSwaps(t *testing.T) {
 		{"ca.crt": a.PEM(), "ca.crl": crl(t, a, 1)},
 		{"ca.crt": b.PEM(), "ca.crl": crl(t, b, 1)},
 	}
-	w := &atomicWriter{t: t, dir: f.dir}
-	w.update(gens[0])
+	w := &kubeletdir.Writer{Dir: f.dir}
+	update(t, w, gens[0])
 	f.syncOK()
 
 	stop := make(chan struct{})
@@ -96,7 +52,7 @@ func TestSyncAcrossKubeletSwaps(t *testing.T) {
 				return
 			default:
 			}
-			w.update(gens[i%2])
+			update(t, w, gens[i%2])
 			time.Sleep(time.Millisecond)
 		}
 	}()
@@ -128,14 +84,14 @@ func TestSyncKubeletKeyRemoved(t *testing.T) {
 	var logs strings.Builder
 	f.sync.Log = slog.New(slog.NewTextHandler(&logs, nil))
 	a, b := root(t, "partners A"), root(t, "partners B")
-	w := &atomicWriter{t: t, dir: f.dir}
-	w.update(map[string][]byte{"a.crt": a.PEM(), "a.crl": crl(t, a, 1), "b.crt": b.PEM()})
+	w := &kubeletdir.Writer{Dir: f.dir}
+	update(t, w, map[string][]byte{"a.crt": a.PEM(), "a.crl": crl(t, a, 1), "b.crt": b.PEM()})
 	f.syncOK()
 	eq(t, f.cas(), "CN=partners A|trust-dir", "CN=partners B|trust-dir")
 	if len(f.crls()) != 1 {
 		t.Fatalf("CRLs %d", len(f.crls()))
 	}
-	w.update(map[string][]byte{"b.crt": b.PEM()})
+	update(t, w, map[string][]byte{"b.crt": b.PEM()})
 	for range 3 {
 		f.syncOK()
 	}
@@ -155,8 +111,8 @@ func TestSyncKubeletKeyRemoved(t *testing.T) {
 func TestSyncKubeletDotKey(t *testing.T) {
 	f := newFixture(t)
 	a := root(t, "partners")
-	w := &atomicWriter{t: t, dir: f.dir}
-	w.update(map[string][]byte{"partners.crt": a.PEM(), ".partners.crl": crl(t, a, 1)})
+	w := &kubeletdir.Writer{Dir: f.dir}
+	update(t, w, map[string][]byte{"partners.crt": a.PEM(), ".partners.crl": crl(t, a, 1)})
 	f.syncOK()
 	if len(f.crls()) != 1 {
 		t.Fatalf("the CRL in key .partners.crl was not read: %d CRLs", len(f.crls()))
