@@ -3,7 +3,6 @@ package store
 import (
 	"encoding/binary"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -198,19 +197,12 @@ func TestAuditBucketAddedToAnOlderStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error {
+	editRaw(t, dir, func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(bucketAudit); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, 2))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	})
 	s, err = Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)

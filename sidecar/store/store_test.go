@@ -122,17 +122,9 @@ func TestNewerSchemaIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	editRaw(t, dir, func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, SchemaVersion+1))
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	_, err = Open(dir, Options{})
 	if err == nil || !strings.Contains(err.Error(), "newer than this build") {
 		t.Fatalf("open of a newer schema: %v, want a refusal", err)
@@ -147,11 +139,9 @@ func TestMigrationHookRuns(t *testing.T) {
 	}
 	s.Close()
 	// Pretend the file is one schema older and register a migration from it.
-	db, _ := bolt.Open(filepath.Join(dir, FileName), 0o600, nil)
-	_ = db.Update(func(tx *bolt.Tx) error {
+	editRaw(t, dir, func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, SchemaVersion-1))
 	})
-	db.Close()
 	ran := false
 	// The real migration is put back afterwards: other tests open stores
 	// of the previous schema too.
@@ -456,14 +446,7 @@ func TestPendingRewriteIsResumed(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyCompact, []byte{1}) }); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	editRaw(t, dir, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyCompact, []byte{1}) })
 	if err := os.WriteFile(path+".compact", []byte("half written"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -479,5 +462,19 @@ func TestPendingRewriteIsResumed(t *testing.T) {
 	}
 	if _, err := os.Stat(path + ".compact"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("half-written copy left behind: %v", err)
+	}
+}
+
+// editRaw changes the closed store in dir behind the Store's back, as an
+// older or newer build, or a crash, would have left it.
+func editRaw(t *testing.T, dir string, edit func(tx *bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(edit); err != nil {
+		t.Fatal(err)
 	}
 }
