@@ -125,13 +125,21 @@ func exampleConfig(t *testing.T) []byte {
 	return data
 }
 
+// exampleVM starts the filter on policies/profiles.json as shipped, with
+// its bundle (trusting root) fetched from a sidecar-like source.
+func exampleVM(t *testing.T, root *testpki.Cert) (*hosttest.Plugin, *hosttest.VM) {
+	t.Helper()
+	sc := newSidecarLike(t, root)
+	plugin, vm := newPlugin(t, exampleConfig(t), map[string]hosttest.Upstream{"mtlsgate_sidecar": {Handler: sc.srv.Handler()}})
+	refresh(t, plugin, vm)
+	return plugin, vm
+}
+
 // TestProfileAuthorizationInTheFilter runs policies/profiles.json as shipped,
 // with its bundle from a sidecar-like source, and drives each outcome.
 func TestProfileAuthorizationInTheFilter(t *testing.T) {
 	p, intruder, teamX := authzLeaves(t)
-	sc := newSidecarLike(t, p.root)
-	plugin, vm := newPlugin(t, exampleConfig(t), map[string]hosttest.Upstream{"mtlsgate_sidecar": {Handler: sc.srv.Handler()}})
-	refresh(t, plugin, vm)
+	plugin, vm := exampleVM(t, p.root)
 
 	good := xfccHeader(p.chainOf(p.good))
 	inside := "203.0.113.40:50000"
@@ -201,9 +209,7 @@ func TestProfileAuthorizationInTheFilter(t *testing.T) {
 // alone tells who asked for what.
 func TestProfileMismatchRecord(t *testing.T) {
 	p, _, _ := authzLeaves(t)
-	sc := newSidecarLike(t, p.root)
-	plugin, vm := newPlugin(t, exampleConfig(t), map[string]hosttest.Upstream{"mtlsgate_sidecar": {Handler: sc.srv.Handler()}})
-	refresh(t, plugin, vm)
+	_, vm := exampleVM(t, p.root)
 	res := do(t, vm, methodRequest("GET", "/orders/123", "203.0.113.40:50000", xfccHeader(p.chainOf(p.good)),
 		abi.Header{Key: "x-client-id", Value: "acme-mobile"}, abi.Header{Key: "x-profile-id", Value: "partner-staging"}))
 	if res.LocalResponse == nil || res.LocalResponse.Status != 403 {

@@ -18,9 +18,7 @@ import (
 // whose value is percent-escaped.
 func TestProfileMethodOverrideSpellings(t *testing.T) {
 	p, _, _ := authzLeaves(t)
-	sc := newSidecarLike(t, p.root)
-	plugin, vm := newPlugin(t, exampleConfig(t), map[string]hosttest.Upstream{"mtlsgate_sidecar": {Handler: sc.srv.Handler()}})
-	refresh(t, plugin, vm)
+	_, vm := exampleVM(t, p.root)
 	good := xfccHeader(p.chainOf(p.good))
 	inside := "203.0.113.40:50000"
 	if res := do(t, vm, methodRequest("POST", "/orders?_method=POST&x=1", inside, good)); res.Forwarded == nil {
