@@ -213,7 +213,7 @@ func TestHeaderSourceUnverifiedNotForwarded(t *testing.T) {
 func TestEnvoyModeNoClientCertChain(t *testing.T) {
 	p := thePKI(t)
 	fake := testpki.Must(testpki.NewRoot(testpki.Options{Key: testpki.P256, Subject: pkix.Name{CommonName: "example-ca", Organization: []string{"Example"}, Country: []string{"US"}}}))
-	cfg := map[string]any{"policies": []any{policyDoc("mtls", map[string]any{"chainVerification": "envoy"})}}
+	cfg := map[string]any{"policies": []any{policyDoc("mtls", map[string]any{"chainVerification": "envoy"})}, "trustBundle": inlineBundle([]*testpki.Cert{p.root})}
 	_, vm := newPlugin(t, cfg, nil)
 	x := envoyElement(p.good, append(append(p.good.PEM(), fake.PEM()...), p.inter.PEM()...))
 	res := do(t, vm, withPeer(request("/", "", xfccHeader(x)), p.good))

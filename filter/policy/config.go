@@ -285,7 +285,7 @@ func ParseConfig(data []byte) (*Config, error) {
 			return nil, cfgErr("profiles", "are defined but no policy enforces them, so their clients, methods, sourceCIDRs and rate limits restrict nothing: set profileAuthorization \"enforce\" on the policies they govern (\"off\" to keep them unenforced on purpose)")
 		}
 	}
-	needBundle := false
+	needBundle, bundleWhy := false, ""
 	for i, p := range cfg.Policies {
 		for _, pat := range p.Options.CertIssuerDN {
 			if pat.WrittenGeneralFirst() {
@@ -295,6 +295,10 @@ func ParseConfig(data []byte) (*Config, error) {
 		if p.Options.ChainVerification == "filter" {
 			needBundle = true
 			continue
+		}
+		if p.Options.RevocationCheck != RevocationOff && !needBundle {
+			needBundle = true
+			bundleWhy = fmt.Sprintf("policy %q checks revocation against the trust bundle's CRLs (revocationCheck %q; Envoy is given no CRLs unless the sidecar runs with --sds-crls)", p.Name, p.Options.RevocationCheck)
 		}
 		// Refusing would refuse the documented strict setup; what the
 		// listener does is not visible from here.
@@ -309,6 +313,9 @@ func ParseConfig(data []byte) (*Config, error) {
 		}
 		cfg.TrustBundle = t
 	case needBundle:
+		if bundleWhy != "" {
+			return nil, cfgErr("trustBundle", "required: %s: set {\"cluster\": \"<sidecar cluster>\"} to load it from the mtlsgate sidecar, or set revocationCheck \"off\" on that policy", bundleWhy)
+		}
 		return nil, cfgErr("trustBundle", "required: set {\"cluster\": \"<sidecar cluster>\"} to load it from the mtlsgate sidecar, or {\"caCertificates\": [\"<PEM>\"]} inline")
 	}
 	for i, p := range cfg.Policies {
@@ -734,20 +741,6 @@ func parseOptions(o gjson.Result, path string) (Options, error) {
 		// would be trusted with no one having verified it.
 		if opts.CertificateSource != SourceXFCC || !opts.XFCCElementLast {
 			return opts, cfgErr(join(path, "chainVerification"), "\"envoy\" applies only to certificateSource \"xfcc\" with xfccElement \"last\": Envoy verifies the certificate of its own connection, not one a proxy forwards in a header; use chainVerification \"filter\"")
-		}
-		// Revocation settings that promise a check the filter does not make
-		// in this mode (false, and "off", promise nothing and are accepted).
-		for _, c := range []struct {
-			key      string
-			promises bool
-		}{
-			{"allowRevokedCertificates", opts.AllowRevokedCertificates},
-			{"requireCRL", opts.RequireCRL},
-			{"revocationCheck", o.Get("revocationCheck").Exists() && opts.RevocationCheck != RevocationOff},
-		} {
-			if c.promises {
-				return opts, cfgErr(join(path, c.key), "has no effect with chainVerification \"envoy\": Envoy checks revocation at the handshake, against the CRLs in its validation context; remove it, or use chainVerification \"filter\"")
-			}
 		}
 	}
 	if opts.CertificateSource == SourceHeader {

@@ -65,9 +65,6 @@ func TestParseConfigErrors(t *testing.T) {
 		{pol(`{"chainVerification":"envoy","certificateSource":"header","certificateHeader":"x-cert","trustedSourceCIDRs":["10.0.0.0/8"]}`), "policies[0].handler.options.chainVerification"},
 		{pol(`{"chainVerification":"envoy","certificateSource":"rfc9440","trustedSourceCIDRs":["10.0.0.0/8"]}`), "policies[0].handler.options.chainVerification"},
 		{pol(`{"chainVerification":"envoy","xfccElement":"first","trustedSourceCIDRs":["10.0.0.0/8"]}`), "policies[0].handler.options.chainVerification"},
-		{pol(`{"chainVerification":"envoy","allowRevokedCertificates":true}`), "policies[0].handler.options.allowRevokedCertificates"},
-		{pol(`{"chainVerification":"envoy","requireCRL":true}`), "policies[0].handler.options.requireCRL"},
-		{pol(`{"chainVerification":"envoy","revocationCheck":"strict"}`), "policies[0].handler.options.revocationCheck"},
 		{pol(`{"certificateHeader":"x-cert"}`), "policies[0].handler.options.certificateHeader"},
 		{pol(`{"certificateHeaderFormat":"der"}`), "policies[0].handler.options.certificateHeaderFormat"},
 		{pol(`{"xfccElement":"middle"}`), "policies[0].handler.options.xfccElement"},
@@ -139,8 +136,17 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 }
 
-func TestEnvoyModeNeedsNoBundle(t *testing.T) {
-	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("p", `{"chainVerification":"envoy"}`) + `]}`))
+// TestEnvoyModeBundle: in envoy mode the filter still checks revocation, so
+// it needs the bundle's CRLs, unless revocationCheck is off.
+func TestEnvoyModeBundle(t *testing.T) {
+	for _, opts := range []string{`{"chainVerification":"envoy"}`, `{"chainVerification":"envoy","revocationCheck":"best-effort"}`, `{"chainVerification":"envoy","requireCRL":true}`} {
+		_, err := ParseConfig([]byte(`{"policies":[` + policyJSON("p", opts) + `]}`))
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Path != "trustBundle" || !strings.Contains(err.Error(), `revocationCheck "off"`) {
+			t.Errorf("%s without a trustBundle: err = %v, want a trustBundle error naming revocationCheck", opts, err)
+		}
+	}
+	cfg, err := ParseConfig([]byte(`{"policies":[` + policyJSON("p", `{"chainVerification":"envoy","revocationCheck":"off"}`) + `]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +154,12 @@ func TestEnvoyModeNeedsNoBundle(t *testing.T) {
 		t.Errorf("warnings %q, want one saying the listener must verify", cfg.Warnings)
 	}
 	if e := NewEngine(cfg); e.NeedsBundle() || e.HasBundle() {
-		t.Fatal("envoy-mode engine waits for a bundle")
+		t.Fatal("envoy-mode engine with revocationCheck off waits for a bundle")
+	}
+	root := must(testpki.NewRoot(testpki.Options{}))
+	cfg = must(ParseConfig([]byte(`{"policies":[` + policyJSON("p", `{"chainVerification":"envoy","allowRevokedCertificates":true}`) + `],"trustBundle":` + inlineBundle([]*testpki.Cert{root}) + `}`)))
+	if !NewEngine(cfg).NeedsBundle() {
+		t.Fatal("envoy-mode engine checking revocation does not wait for its bundle")
 	}
 }
 

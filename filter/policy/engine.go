@@ -276,7 +276,7 @@ func NewEngine(cfg *Config) *Engine {
 	// spelling is always the client's.
 	e.inputs, e.inputLens = []string{xfccHeader}, lenBit(xfccHeader)
 	for _, p := range cfg.Policies {
-		cp := &compiledPolicy{name: p.Name, opts: p.Options, needsBundle: p.Options.ChainVerification == "filter",
+		cp := &compiledPolicy{name: p.Name, opts: p.Options, needsBundle: p.Options.ChainVerification == "filter" || p.Options.RevocationCheck != RevocationOff,
 			cache: newVerdictCache(p.Options.CacheSize, cacheBytesTotal/len(cfg.Policies))}
 		switch p.Options.CertificateSource {
 		case SourceXFCC:
@@ -384,8 +384,8 @@ func (e *Engine) BundleVersion() string {
 	return ""
 }
 
-// NeedsBundle reports whether any policy verifies chains in the filter (and
-// so answers 503 until SetBundle succeeds).
+// NeedsBundle reports whether any policy verifies chains or checks
+// revocation in the filter (and so answers 503 until SetBundle succeeds).
 func (e *Engine) NeedsBundle() bool {
 	for _, p := range e.policies {
 		if p.needsBundle {

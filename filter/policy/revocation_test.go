@@ -388,3 +388,89 @@ func TestWithheldCRLIsUnknownRevocation(t *testing.T) {
 		t.Fatal("revocationUnknown does not change the bundle version")
 	}
 }
+
+// TestEnvoyModeChecksRevocation: with chainVerification "envoy" the filter
+// finds the path Envoy verified among the presented certificates and the
+// bundle's anchors and checks it against the bundle's CRLs, so Envoy itself
+// can be given none, and a CA without a list no longer costs its clients
+// their handshake.
+func TestEnvoyModeChecksRevocation(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{CommonName: "Root"}))
+	inter := must(root.Issue(testpki.Options{CA: true, CommonName: "Issuing"}))
+	good := must(inter.Issue(testpki.Options{CommonName: "good"}))
+	revoked := must(inter.Issue(testpki.Options{CommonName: "revoked"}))
+	direct := must(root.Issue(testpki.Options{CommonName: "direct"}))
+	badInter := must(root.Issue(testpki.Options{CA: true, CommonName: "Revoked Issuing"}))
+	underBad := must(badInter.Issue(testpki.Options{CommonName: "under-revoked-intermediate"}))
+	rootCRL := must(root.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{direct, badInter}}))
+	interCRL := must(inter.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{revoked}}))
+	other := must(testpki.NewRoot(testpki.Options{CommonName: "Other Root"}))
+	ofOther := must(other.Issue(testpki.Options{CommonName: "other-client"}))
+	// A CA named like Root with another key: its client is not Root's, and
+	// Root's list says nothing about it.
+	impostor := must(testpki.NewRoot(testpki.Options{RawSubject: root.Cert.RawSubject}))
+	ofImpostor := must(impostor.Issue(testpki.Options{CommonName: "impostor-client"}))
+	x := func(leaf *testpki.Cert, chain ...*testpki.Cert) string {
+		return xfccFor(leaf, testpki.PEM(append([]*testpki.Cert{leaf}, chain...)...))
+	}
+
+	cases := []struct {
+		name, opts string
+		cas        []*testpki.Cert
+		crls       [][]byte
+		xfcc       string
+		decision   string
+		reason     Reason
+		detail     string
+	}{
+		{"leaf revoked by its presented issuer's list", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL, interCRL}, x(revoked, inter), DecisionDeny, ReasonRevoked, "certificate is revoked"},
+		{"leaf not revoked", `{"requireCRL":true}`, []*testpki.Cert{root}, [][]byte{rootCRL, interCRL}, x(good, inter), DecisionAllow, "", ""},
+		{"leaf issued by the anchor, revoked", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(direct), DecisionDeny, ReasonRevoked, ""},
+		{"allowRevokedCertificates", `{"allowRevokedCertificates":true}`, []*testpki.Cert{root}, [][]byte{rootCRL, interCRL}, x(revoked, inter), DecisionAllow, ReasonRevoked, ""},
+		{"presented intermediate revoked", `{"allowRevokedCertificates":true}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(underBad, badInter), DecisionDeny, ReasonRevoked, "intermediate CA CN=Revoked Issuing"},
+		{"anchored intermediate revoked by the root above it", `{}`, []*testpki.Cert{badInter, root}, [][]byte{rootCRL}, x(underBad), DecisionDeny, ReasonRevoked, "trusted CA CN=Revoked Issuing"},
+		// The outage this replaces: one CA with a list, another without.
+		{"CA without a CRL beside one with", `{}`, []*testpki.Cert{root, other}, [][]byte{rootCRL}, x(ofOther), DecisionAllow, "", ""},
+		{"CA without a CRL, requireCRL", `{"requireCRL":true}`, []*testpki.Cert{root, other}, [][]byte{rootCRL}, x(ofOther), DecisionDeny, ReasonRevocationUnknown, "no CRL from CN=Other Root"},
+		{"issuer not in the bundle", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(ofOther), DecisionDeny, ReasonRevocationUnknown, "is not a CA in the trust bundle"},
+		{"issuer not in the bundle, best-effort", `{"revocationCheck":"best-effort"}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(ofOther), DecisionAllow, ReasonRevocationUnknown, "is not a CA in the trust bundle"},
+		{"intermediate not presented", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL, interCRL}, x(revoked), DecisionDeny, ReasonRevocationUnknown, "(CN=Issuing) is not a CA"},
+		{"same name, another key", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(ofImpostor), DecisionDeny, ReasonRevocationUnknown, "is not a CA in the trust bundle"},
+		{"stale list", `{}`, []*testpki.Cert{root}, [][]byte{must(root.CRL(testpki.CRLOptions{ThisUpdate: now.Add(-48 * time.Hour), NextUpdate: now.Add(-time.Hour)}))}, x(direct), DecisionDeny, ReasonRevocationUnknown, "stale"},
+		{"revocationCheck off", `{"revocationCheck":"off"}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(direct), DecisionAllow, "", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			opts := `{"chainVerification":"envoy",` + strings.TrimPrefix(c.opts, "{")
+			if c.opts == `{}` {
+				opts = `{"chainVerification":"envoy"}`
+			}
+			e := newEngine(t, opts, c.cas, c.crls...)
+			r := e.Evaluate(xfccReq(c.xfcc, now))
+			expect(t, r, c.decision, c.reason)
+			if !strings.Contains(r.Detail(), c.detail) {
+				t.Errorf("detail %q, want it to contain %q", r.Detail(), c.detail)
+			}
+			if _, ok := header(r.SetHeaders, "client-cert-chain"); ok {
+				t.Error("envoy mode forwards a chain it did not verify")
+			}
+		})
+	}
+
+	t.Run("no bundle loaded yet", func(t *testing.T) {
+		e := NewEngine(must(ParseConfig([]byte(`{"policies":[` + policyJSON("p", `{"chainVerification":"envoy"}`) + `],"trustBundle":{"cluster":"mtlsgate"}}`))))
+		r := e.Evaluate(xfccReq(x(good, inter), now))
+		expect(t, r, DecisionDeny, ReasonTrustBundleUnavailable)
+		if r.Status != 503 {
+			t.Errorf("status %d, want 503", r.Status)
+		}
+	})
+	t.Run("a new bundle applies at once", func(t *testing.T) {
+		e := newEngine(t, `{"chainVerification":"envoy"}`, []*testpki.Cert{root})
+		expect(t, e.Evaluate(xfccReq(x(revoked, inter), now)), DecisionAllow, "")
+		if err := e.SetBundle(mustBundle(t, []*testpki.Cert{root}, rootCRL, interCRL)); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, e.Evaluate(xfccReq(x(revoked, inter), now)), DecisionDeny, ReasonRevoked)
+	})
+}

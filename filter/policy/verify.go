@@ -5,6 +5,7 @@ import (
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 
@@ -351,6 +352,14 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 		if opts.RequireClientAuthUsage && !hasClientAuth(leaf) {
 			return o.fail(ReasonWrongKeyUsage, "certificate extendedKeyUsage does not include clientAuth")
 		}
+		if opts.RevocationCheck != RevocationOff {
+			if t == nil {
+				return o.fail(ReasonTrustBundleUnavailable, "no trust bundle loaded yet, so revocation cannot be checked")
+			}
+			if checkPresentedRevocation(opts, t, certs, now, o); o.hard != "" {
+				return o
+			}
+		}
 		return checkIssuerDN(opts, o)
 	}
 	if t == nil {
@@ -498,6 +507,83 @@ func classifyVerifyError(o *outcome, err error, at time.Time) *outcome {
 	return o.fail(ReasonUntrustedChain, err.Error())
 }
 
+// checkPresentedRevocation is revocation for chainVerification "envoy". Envoy
+// verified a chain at the handshake but does not say which, and a CRL applies
+// to the certificates its issuer signed, so the filter finds the path again:
+// from the leaf, each issuer among the bundle's anchors first (as chain
+// building stops at the first anchor) and then among the presented
+// certificates, by name and verified by signature, so that a same-name CA
+// with another key is never taken for the issuer. Envoy itself is given no
+// CRLs by default (the sidecar's --sds-crls): BoringSSL refuses every client
+// whose issuer has no current list, which one published list would turn
+// into an outage for every other CA.
+func checkPresentedRevocation(opts *Options, t *trust, certs []*x509.Certificate, now time.Time, o *outcome) {
+	path := certs[:1:1]
+	for reached := false; !reached; {
+		c := path[len(path)-1]
+		if t.isAnchor(c) {
+			break
+		}
+		issuer := issuerAmong(c, t.anchors, nil)
+		reached = issuer != nil
+		if !reached {
+			issuer = issuerAmong(c, certs[1:], path)
+		}
+		if issuer == nil {
+			// No anchor of this bundle issued the path: a CA removed since
+			// Envoy's handshake, or an intermediate the client did not send.
+			// Envoy's own check needs the same CA, so this is a bundle
+			// behind Envoy's trust or a CA on its way out: what the
+			// certificates above can revoke is not known.
+			what := "the certificate"
+			if len(path) > 1 {
+				what = "intermediate CA " + c.Subject.String()
+			}
+			if checkRevocation(opts, t, path, nil, now, o); o.hard == "" {
+				revocationUnknown(opts, o, "the issuer of "+what+" ("+c.Issuer.String()+") is not a CA in the trust bundle, so its CRL cannot be read: upload that CA, or wait for the filter's next bundle refresh if it was just added")
+			}
+			return
+		}
+		path = append(path, issuer)
+	}
+	checkRevocation(opts, t, path, t.above[string(path[len(path)-1].Raw)], now, o)
+}
+
+// isAnchor reports whether c is one of the bundle's anchors.
+func (t *trust) isAnchor(c *x509.Certificate) bool {
+	for _, a := range t.anchors {
+		if string(a.Raw) == string(c.Raw) {
+			return true
+		}
+	}
+	return false
+}
+
+// issuerAmong returns the certificate among cands, and not in skip, that is
+// named as c's issuer and whose key verifies c's signature.
+func issuerAmong(c *x509.Certificate, cands, skip []*x509.Certificate) *x509.Certificate {
+	for _, p := range cands {
+		if string(p.RawSubject) == string(c.RawIssuer) && !slices.Contains(skip, p) && c.CheckSignatureFrom(p) == nil {
+			return p
+		}
+	}
+	return nil
+}
+
+// revocationUnknown records a certificate whose revocation status cannot be
+// known: a refusal under revocationCheck strict, an acceptance with the
+// reason noted under best-effort.
+func revocationUnknown(opts *Options, o *outcome, why string) {
+	if opts.RevocationCheck == RevocationStrict {
+		o.fail(ReasonRevocationUnknown, why)
+		return
+	}
+	if o.soft == "" {
+		o.soft = ReasonRevocationUnknown
+		o.detail = why + " (accepted: revocationCheck best-effort)"
+	}
+}
+
 // checkRevocation looks up every non-anchor certificate of chain in the CRLs
 // its issuer published, and then the anchor itself and the anchors above it
 // (trust.above) the same way, so that anchoring an intermediate as well as
@@ -579,13 +665,8 @@ func checkRevocation(opts *Options, t *trust, chain, above []*x509.Certificate, 
 			}
 		}
 		if unknown != "" {
-			if opts.RevocationCheck == RevocationStrict {
-				o.fail(ReasonRevocationUnknown, unknown)
+			if revocationUnknown(opts, o, unknown); o.hard != "" {
 				return
-			}
-			if o.soft == "" {
-				o.soft = ReasonRevocationUnknown
-				o.detail = unknown + " (accepted: revocationCheck best-effort)"
 			}
 		}
 	}

@@ -78,7 +78,7 @@ func TestEmptyKeyUsage(t *testing.T) {
 	}
 	expect(t, e.Evaluate(xfccReq(xfccFor(noKU, testpki.PEM(noKU, inter)), now)), DecisionAllow, "")
 
-	envoy := NewEngine(must(ParseConfig([]byte(`{"policies":[` + policyJSON("p", `{"chainVerification":"envoy"}`) + `]}`))))
+	envoy := NewEngine(must(ParseConfig([]byte(`{"policies":[` + policyJSON("p", `{"chainVerification":"envoy","revocationCheck":"off"}`) + `]}`))))
 	expect(t, envoy.Evaluate(xfccReq(xfccFor(emptyKU, nil), now)), DecisionDeny, ReasonWrongKeyUsage)
 	expect(t, envoy.Evaluate(xfccReq(xfccFor(noKU, nil), now)), DecisionAllow, "")
 
