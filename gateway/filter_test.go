@@ -52,20 +52,25 @@ type sidecar struct {
 	addrs daemon.Addrs
 }
 
-func startSidecar(t testing.TB) *sidecar {
+func startSidecar(t testing.TB) *sidecar { return startSidecarWith(t, nil) }
+
+// startSidecarWith starts a sidecar whose configuration edit has adjusted.
+func startSidecarWith(t testing.TB, edit func(*daemon.Config)) *sidecar {
 	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan daemon.Addrs, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(ctx, daemon.Config{
-			DataDir: filepath.Join(dir, "data"), AdminListen: "127.0.0.1:0", SDSListen: "127.0.0.1:0", BundleListen: "127.0.0.1:0",
-			Environment: "development", CRLMinInterval: 30 * time.Second, CRLMaxInterval: time.Hour,
-			Log:   slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			Ready: func(a daemon.Addrs) { ready <- a },
-		})
-	}()
+	cfg := daemon.Config{
+		DataDir: filepath.Join(dir, "data"), AdminListen: "127.0.0.1:0", SDSListen: "127.0.0.1:0", BundleListen: "127.0.0.1:0",
+		Environment: "development", CRLMinInterval: 30 * time.Second, CRLMaxInterval: time.Hour,
+		Log:   slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Ready: func(a daemon.Addrs) { ready <- a },
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	go func() { done <- daemon.Run(ctx, cfg) }()
 	var sc *sidecar
 	select {
 	case a := <-ready:

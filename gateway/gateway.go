@@ -75,6 +75,13 @@ type Config struct {
 	// SDS and present it to the upstream. NodeID identifies us to the SDS
 	// server (default "mtlsgate-dev-<hostname>").
 	SDSAddr, UpstreamMTLSCert, NodeID string
+	// ClientCASecret, with SDSAddr: require a client certificate and verify
+	// it at the handshake against this validation_context secret (the
+	// sidecar's is "mtlsgate-client-ca"), as envoy.yaml's strict variant
+	// does with require_client_certificate and VERIFY_TRUST_CHAIN. A client
+	// without one, or whose chain fails, gets a TLS alert and never reaches
+	// the filter, which then runs with chainVerification "envoy".
+	ClientCASecret string
 
 	// AccessLog receives one line per request; Log receives filter and
 	// gateway diagnostics. Both default to discarding.
@@ -95,6 +102,7 @@ type Gateway struct {
 	pool      chan *hosttest.VM
 	transport atomic.Pointer[http.Transport]
 	sds       *sdsClient
+	clientCA  *sdsClient // nil unless Config.ClientCASecret
 	srv       *http.Server
 	ln        net.Listener
 	logMu     sync.Mutex
@@ -157,7 +165,16 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		go g.drainLogs(bgctx, i, vm)
 	}
 
-	if cfg.SDSAddr != "" {
+	if cfg.ClientCASecret != "" {
+		g.clientCA = newSDSClient(cfg.SDSAddr, cfg.ClientCASecret, cfg.NodeID, g.logf, nil)
+		g.clientCA.validation = true
+		g.bg.Add(1)
+		go func() {
+			defer g.bg.Done()
+			g.clientCA.run(bgctx)
+		}()
+	}
+	if cfg.UpstreamMTLSCert != "" {
 		g.sds = newSDSClient(cfg.SDSAddr, cfg.UpstreamMTLSCert, cfg.NodeID, g.logf, func() {
 			// Pooled connections keep the certificate they were opened with,
 			// and one busy at the moment of the push would otherwise be
@@ -264,8 +281,8 @@ func (cfg *Config) defaults() error {
 	if len(cfg.Certificate.Certificate) == 0 {
 		return errors.New("no serving certificate")
 	}
-	if (cfg.SDSAddr == "") != (cfg.UpstreamMTLSCert == "") {
-		return errors.New("SDS needs both an address and the name of the upstream certificate")
+	if (cfg.SDSAddr == "") != (cfg.UpstreamMTLSCert == "" && cfg.ClientCASecret == "") {
+		return errors.New("SDS needs both an address and the name of a secret: the upstream certificate, the client CA validation context, or both")
 	}
 	if cfg.NodeID == "" {
 		h, _ := os.Hostname()
@@ -296,6 +313,10 @@ func (g *Gateway) tlsConfig() *tls.Config {
 		ClientAuth:   tls.RequestClientCert,
 		NextProtos:   []string{"h2", "http/1.1"},
 		MinVersion:   tls.VersionTLS12,
+	}
+	if g.clientCA != nil {
+		cfg.ClientAuth = tls.RequireAnyClientCert
+		cfg.VerifyConnection = g.verifyClient
 	}
 	noALPN := cfg.Clone()
 	noALPN.NextProtos = nil
@@ -335,6 +356,15 @@ func (g *Gateway) SDSReady() <-chan struct{} {
 		return nil
 	}
 	return g.sds.Ready()
+}
+
+// ClientCAReady is closed when the first client validation context arrived
+// over SDS (nil without Config.ClientCASecret).
+func (g *Gateway) ClientCAReady() <-chan struct{} {
+	if g.clientCA == nil {
+		return nil
+	}
+	return g.clientCA.Ready()
 }
 
 // SDSVersion is the version of the upstream certificate in use.

@@ -22,17 +22,22 @@ import (
 // secretTypeURL is the SDS resource type (go-control-plane resource.SecretType).
 const secretTypeURL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
-// sdsClient keeps one tls_certificate secret current over an SDS stream, the
-// way Envoy's SdsApi does for an upstream transport socket: subscribe by name
-// with a node identity, ACK each push, and swap the certificate in place so
-// new connections present the latest one.
+// sdsClient keeps one secret current over an SDS stream, the way Envoy's
+// SdsApi does for a transport socket: subscribe by name with a node identity,
+// ACK each push, and swap the secret in place so new connections use the
+// latest one. The secret is a tls_certificate (presented upstream) or a
+// validation_context (verifying clients at the listener).
 type sdsClient struct {
 	addr, name, node string
 	onUpdate         func()
 	logf             func(format string, args ...any)
 
+	// validation: the secret is a validation_context, not a tls_certificate.
+	validation bool
+
 	mu      sync.RWMutex
 	cert    *tls.Certificate
+	trust   *clientTrust
 	version string
 	ready   chan struct{}
 	once    sync.Once
@@ -52,6 +57,13 @@ func (c *sdsClient) Certificate(*tls.CertificateRequestInfo) (*tls.Certificate, 
 		return nil, fmt.Errorf("SDS secret %q not received yet from %s", c.name, c.addr)
 	}
 	return c.cert, nil
+}
+
+// Trust returns the latest validation context, or nil before the first.
+func (c *sdsClient) Trust() *clientTrust {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.trust
 }
 
 // Version is the version_info of the secret in use.
@@ -138,6 +150,18 @@ func (c *sdsClient) apply(resp *discoveryv3.DiscoveryResponse) error {
 		if s.GetName() != c.name {
 			continue
 		}
+		if c.validation {
+			vc := s.GetValidationContext()
+			if vc == nil {
+				return fmt.Errorf("secret %q is not a validation_context", c.name)
+			}
+			ct, err := parseValidationContext(vc)
+			if err != nil {
+				return err
+			}
+			c.swap(resp.GetVersionInfo(), nil, ct, fmt.Sprintf("%d CAs, %d CRLs", ct.cas, len(ct.crls)))
+			return nil
+		}
 		tc := s.GetTlsCertificate()
 		if tc == nil {
 			return fmt.Errorf("secret %q is not a tls_certificate", c.name)
@@ -154,20 +178,24 @@ func (c *sdsClient) apply(resp *discoveryv3.DiscoveryResponse) error {
 		if err != nil {
 			return fmt.Errorf("load key pair: %w", err)
 		}
-		c.mu.Lock()
-		c.cert = &cert
-		c.version = resp.GetVersionInfo()
-		c.mu.Unlock()
-		c.once.Do(func() { close(c.ready) })
-		c.logf("sds: secret %q version %s in use (subject %s)", c.name, resp.GetVersionInfo(), cert.Leaf.Subject)
-		if c.onUpdate != nil {
-			c.onUpdate()
-		}
+		c.swap(resp.GetVersionInfo(), &cert, nil, "subject "+cert.Leaf.Subject.String())
 		return nil
 	}
 	// State of the world: a response without our resource means the server
 	// has none by that name (yet); keep what we have.
 	return nil
+}
+
+// swap puts a new version of the secret in use.
+func (c *sdsClient) swap(version string, cert *tls.Certificate, trust *clientTrust, what string) {
+	c.mu.Lock()
+	c.cert, c.trust, c.version = cert, trust, version
+	c.mu.Unlock()
+	c.once.Do(func() { close(c.ready) })
+	c.logf("sds: secret %q version %s in use (%s)", c.name, version, what)
+	if c.onUpdate != nil {
+		c.onUpdate()
+	}
 }
 
 func dataSource(ds *corev3.DataSource) ([]byte, error) {

@@ -74,8 +74,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		upstreamSNI  = fs.String("upstream-server-name", "", "SNI and verified name for the upstream (default: its host)")
 		workers      = fs.Int("workers", 0, "filter VMs, one per Envoy worker (default GOMAXPROCS)")
 		routeTimeout = fs.Duration("route-timeout", gateway.DefaultRouteTimeout, "Envoy's route timeout: end of request to end of response; 0 disables")
-		sdsAddr      = fs.String("sds", "", "SDS server (host:port) to fetch the upstream client certificate from")
+		sdsAddr      = fs.String("sds", "", "SDS server (host:port) to fetch secrets from (--upstream-mtls-cert, --client-ca-secret)")
 		mtlsCert     = fs.String("upstream-mtls-cert", "", "SDS secret name of the client certificate presented to the upstream")
+		clientCA     = fs.String("client-ca-secret", "", "SDS validation context that verifies clients at the handshake, as envoy.yaml's strict variant does (the sidecar's is mtlsgate-client-ca); pair it with chainVerification \"envoy\"")
 		nodeID       = fs.String("node-id", "", "node id sent to the SDS server (default mtlsgate-dev-<hostname>)")
 		logLevel     = fs.String("log-level", "info", "filter log level: trace, debug, info, warn, error, critical")
 		rootID       = fs.String("root-id", "mtlsgate", "plugin root_id")
@@ -113,8 +114,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
 		return fail("--upstream %q: want an http:// or https:// URL with a host, e.g. https://127.0.0.1:9443", *upstream)
 	}
-	if (*sdsAddr == "") != (*mtlsCert == "") {
-		return fail("--sds and --upstream-mtls-cert go together: the SDS address and the secret name to present upstream")
+	if (*sdsAddr == "") != (*mtlsCert == "" && *clientCA == "") {
+		return fail("--sds goes with --upstream-mtls-cert, --client-ca-secret or both: the SDS address and the secret names to fetch from it")
 	}
 	if *output != "text" && *output != "json" {
 		return fail("--output %q: want text or json", *output)
@@ -155,7 +156,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg := gateway.Config{
 		WasmPath: *wasmPath, PluginConfig: plugin, RootID: *rootID, VMID: *vmID, LogLevel: lvl,
 		Listen: *listen, Certificate: cert, Upstream: up, UpstreamCAs: cas, UpstreamServerName: *upstreamSNI,
-		Clusters: clusters, Workers: *workers, RouteTimeout: rto, SDSAddr: *sdsAddr, UpstreamMTLSCert: *mtlsCert, NodeID: *nodeID,
+		Clusters: clusters, Workers: *workers, RouteTimeout: rto, SDSAddr: *sdsAddr, UpstreamMTLSCert: *mtlsCert, ClientCASecret: *clientCA, NodeID: *nodeID,
 		AccessLog: stdout, Log: stderr, AccessLogJSON: *output == "json",
 	}
 	g, err := gateway.New(ctx, cfg)
