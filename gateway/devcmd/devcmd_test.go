@@ -58,6 +58,7 @@ func TestBadFlagsSayWhatToDo(t *testing.T) {
 		{append(base[:8:8], "--upstream", "ftp://x"), "want an http:// or https:// URL"},
 		{append(append([]string{}, base...), "--cluster", "noequals"), "want NAME=URL"},
 		{append(append([]string{}, base...), "--sds", "127.0.0.1:1"), "--sds goes with --upstream-mtls-cert, --client-ca-secret or both"},
+		{append(append([]string{}, base...), "--client-ca-secret", "mtlsgate-client-ca"), "--sds goes with --upstream-mtls-cert, --client-ca-secret or both"},
 		{append(append([]string{}, base...), "--log-level", "loud"), "want trace, debug, info"},
 		{append(append([]string{}, base...), "stray"), "unexpected argument"},
 		{append(append([]string{}, base...), "--route-timeout", "-1s"), "want a duration of 0 (no timeout) or more"},

@@ -1,0 +1,82 @@
+package gateway
+
+import (
+	"crypto/x509"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/mtlsgate/mtlsgate/internal/testpki"
+)
+
+func inline(b []byte) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: string(b)}}
+}
+
+// A validation context with a field the gateway does not model is refused
+// (NACKed): ignoring a pin or a SAN matcher would accept clients Envoy
+// refuses.
+func TestValidationContextFieldsNotModelledAreRefused(t *testing.T) {
+	root := testpki.Must(testpki.NewRoot(testpki.Options{}))
+	for name, vc := range map[string]*tlsv3.CertificateValidationContext{
+		"hash pin":         {TrustedCa: inline(root.PEM()), VerifyCertificateHash: []string{"00"}},
+		"SAN matcher":      {TrustedCa: inline(root.PEM()), MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{SanType: tlsv3.SubjectAltNameMatcher_DNS, Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "x"}}}}},
+		"allow expired":    {TrustedCa: inline(root.PEM()), AllowExpiredCertificate: true},
+		"accept untrusted": {TrustedCa: inline(root.PEM()), TrustChainVerification: tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED},
+		"no CA":            {TrustedCa: inline([]byte("not PEM"))},
+		"CRL not PEM":      {TrustedCa: inline(root.PEM()), Crl: inline([]byte("not PEM"))},
+	} {
+		if _, err := parseValidationContext(vc); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// Without only_verify_leaf_cert_crl every certificate below the anchor needs
+// its issuer's current list, as BoringSSL's CRL_CHECK_ALL does; with it, only
+// the leaf does.
+func TestClientTrustCRLCheck(t *testing.T) {
+	now := time.Now()
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "root"}))
+	inter := testpki.Must(root.Issue(testpki.Options{CA: true, CommonName: "inter"}))
+	leaf := testpki.Must(inter.Issue(testpki.Options{CommonName: "leaf"}))
+	revoked := testpki.Must(inter.Issue(testpki.Options{CommonName: "revoked"}))
+	interCRL := testpki.Must(inter.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{revoked}}))
+	rootCRL := testpki.Must(root.CRL(testpki.CRLOptions{}))
+	stale := testpki.Must(inter.CRL(testpki.CRLOptions{ThisUpdate: now.Add(-48 * time.Hour), NextUpdate: now.Add(-time.Hour)}))
+	chain := func(c *testpki.Cert) []*x509.Certificate { return []*x509.Certificate{c.Cert, inter.Cert} }
+	for _, c := range []struct {
+		name     string
+		crls     []byte
+		leafOnly bool
+		certs    []*x509.Certificate
+		want     string // "" for accepted
+	}{
+		{"leaf only, list present", interCRL, true, chain(leaf), ""},
+		{"leaf only, revoked", interCRL, true, chain(revoked), "certificate revoked"},
+		{"leaf only, issuer without a list", rootCRL, true, chain(leaf), "unable to get certificate CRL"},
+		{"leaf only, stale list", stale, true, chain(leaf), "CRL has expired"},
+		{"whole chain, no list from the root", interCRL, false, chain(leaf), "unable to get certificate CRL"},
+		{"whole chain, every list", append(append([]byte{}, interCRL...), rootCRL...), false, chain(leaf), ""},
+		{"no lists", nil, false, chain(revoked), ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			vc := &tlsv3.CertificateValidationContext{TrustedCa: inline(root.PEM()), OnlyVerifyLeafCertCrl: c.leafOnly}
+			if c.crls != nil {
+				vc.Crl = inline(c.crls)
+			}
+			ct, err := parseValidationContext(vc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = ct.verify(c.certs, now)
+			if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+				t.Errorf("verify: %v, want %q", err, c.want)
+			}
+		})
+	}
+}
