@@ -26,7 +26,7 @@ func TestEnvoyModeRevocation(t *testing.T) {
 		{"good", nil, p.good, testpki.PEM(p.good, p.inter), ""},
 		{"CA without a CRL", nil, p.foreign, testpki.PEM(p.foreign), ""},
 		{"CA without a CRL, requireCRL", map[string]any{"requireCRL": true}, p.foreign, testpki.PEM(p.foreign), "REVOCATION_UNKNOWN"},
-		{"intermediate not sent", nil, p.revoked, testpki.PEM(p.revoked), "REVOCATION_UNKNOWN"},
+		{"intermediate not sent", nil, p.revoked, testpki.PEM(p.revoked), "UNTRUSTED_CHAIN"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			opts := map[string]any{"chainVerification": "envoy"}

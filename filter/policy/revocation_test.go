@@ -410,6 +410,7 @@ func TestEnvoyModeChecksRevocation(t *testing.T) {
 	// Root's list says nothing about it.
 	impostor := must(testpki.NewRoot(testpki.Options{RawSubject: root.Cert.RawSubject}))
 	ofImpostor := must(impostor.Issue(testpki.Options{CommonName: "impostor-client"}))
+	interByOther := must(other.Issue(testpki.Options{CA: true, RawSubject: inter.Cert.RawSubject, Signer: inter.Key}))
 	x := func(leaf *testpki.Cert, chain ...*testpki.Cert) string {
 		return xfccFor(leaf, testpki.PEM(append([]*testpki.Cert{leaf}, chain...)...))
 	}
@@ -432,10 +433,18 @@ func TestEnvoyModeChecksRevocation(t *testing.T) {
 		// The outage this replaces: one CA with a list, another without.
 		{"CA without a CRL beside one with", `{}`, []*testpki.Cert{root, other}, [][]byte{rootCRL}, x(ofOther), DecisionAllow, "", ""},
 		{"CA without a CRL, requireCRL", `{"requireCRL":true}`, []*testpki.Cert{root, other}, [][]byte{rootCRL}, x(ofOther), DecisionDeny, ReasonRevocationUnknown, "no CRL from CN=Other Root"},
-		{"issuer not in the bundle", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(ofOther), DecisionDeny, ReasonRevocationUnknown, "is not a CA in the trust bundle"},
-		{"issuer not in the bundle, best-effort", `{"revocationCheck":"best-effort"}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(ofOther), DecisionAllow, ReasonRevocationUnknown, "is not a CA in the trust bundle"},
-		{"intermediate not presented", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL, interCRL}, x(revoked), DecisionDeny, ReasonRevocationUnknown, "(CN=Issuing) is not a CA"},
-		{"same name, another key", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(ofImpostor), DecisionDeny, ReasonRevocationUnknown, "is not a CA in the trust bundle"},
+		// A CA removed from the bundle (or one the bundle has not caught up
+		// with): its clients are refused, as in filter mode, whatever Envoy
+		// accepted at their handshake.
+		{"issuer not in the bundle", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(ofOther), DecisionDeny, ReasonUntrustedChain, "does not chain to a CA in the trust bundle"},
+		{"issuer not in the bundle, best-effort", `{"revocationCheck":"best-effort"}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(ofOther), DecisionDeny, ReasonUntrustedChain, ""},
+		{"intermediate not presented", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL, interCRL}, x(revoked), DecisionDeny, ReasonUntrustedChain, ""},
+		{"same name, another key", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(ofImpostor), DecisionDeny, ReasonUntrustedChain, ""},
+		{"same name, another key, presented", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(ofImpostor, impostor), DecisionDeny, ReasonUntrustedChain, ""},
+		// Two certificates of the intermediate's name and key, the first
+		// issued by a root the bundle does not hold: the path goes through
+		// the second.
+		{"path found past a dead end", `{}`, []*testpki.Cert{root}, [][]byte{rootCRL, interCRL}, x(revoked, interByOther, inter), DecisionDeny, ReasonRevoked, "certificate is revoked"},
 		{"stale list", `{}`, []*testpki.Cert{root}, [][]byte{must(root.CRL(testpki.CRLOptions{ThisUpdate: now.Add(-48 * time.Hour), NextUpdate: now.Add(-time.Hour)}))}, x(direct), DecisionDeny, ReasonRevocationUnknown, "stale"},
 		{"revocationCheck off", `{"revocationCheck":"off"}`, []*testpki.Cert{root}, [][]byte{rootCRL}, x(direct), DecisionAllow, "", ""},
 	}
@@ -464,6 +473,14 @@ func TestEnvoyModeChecksRevocation(t *testing.T) {
 		if r.Status != 503 {
 			t.Errorf("status %d, want 503", r.Status)
 		}
+	})
+	t.Run("a removed CA's clients are refused from the next bundle on", func(t *testing.T) {
+		e := newEngine(t, `{"chainVerification":"envoy"}`, []*testpki.Cert{root, other})
+		expect(t, e.Evaluate(xfccReq(x(ofOther), now)), DecisionAllow, "")
+		if err := e.SetBundle(mustBundle(t, []*testpki.Cert{root})); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, e.Evaluate(xfccReq(x(ofOther), now)), DecisionDeny, ReasonUntrustedChain)
 	})
 	t.Run("a new bundle applies at once", func(t *testing.T) {
 		e := newEngine(t, `{"chainVerification":"envoy"}`, []*testpki.Cert{root})

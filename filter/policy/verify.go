@@ -356,7 +356,15 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 			if t == nil {
 				return o.fail(ReasonTrustBundleUnavailable, "no trust bundle loaded yet, so revocation cannot be checked")
 			}
-			if checkPresentedRevocation(opts, t, certs, now, o); o.hard != "" {
+			// Envoy is given no CRLs (the sidecar's --sds-crls): BoringSSL
+			// wants a current list from every client's issuer once it has
+			// one, so one published list would refuse every other CA's
+			// clients. The filter checks revocation on the path instead.
+			path := envoyPath(t, certs)
+			if path == nil {
+				return o.fail(ReasonUntrustedChain, "the certificate does not chain to a CA in the trust bundle, though Envoy accepted it: its CA was removed (its clients are refused from the next bundle on, whatever connection they hold), or the filter's bundle is behind Envoy's; to trust it, upload its root CA with 'mtlsgate ca-certificate create'")
+			}
+			if checkRevocation(opts, t, path, t.above[string(path[len(path)-1].Raw)], now, o); o.hard != "" {
 				return o
 			}
 		}
@@ -507,46 +515,39 @@ func classifyVerifyError(o *outcome, err error, at time.Time) *outcome {
 	return o.fail(ReasonUntrustedChain, err.Error())
 }
 
-// checkPresentedRevocation is revocation for chainVerification "envoy". Envoy
-// verified a chain at the handshake but does not say which, and a CRL applies
-// to the certificates its issuer signed, so the filter finds the path again:
-// from the leaf, each issuer among the bundle's anchors first (as chain
-// building stops at the first anchor) and then among the presented
-// certificates, by name and verified by signature, so that a same-name CA
-// with another key is never taken for the issuer. Envoy itself is given no
-// CRLs by default (the sidecar's --sds-crls): BoringSSL refuses every client
-// whose issuer has no current list, which one published list would turn
-// into an outage for every other CA.
-func checkPresentedRevocation(opts *Options, t *trust, certs []*x509.Certificate, now time.Time, o *outcome) {
-	path := certs[:1:1]
-	for reached := false; !reached; {
+// envoyPath finds again, for chainVerification "envoy", the path Envoy
+// verified at the handshake, which it does not report: from the leaf, each
+// issuer among the bundle's anchors first (chain building stops at the first
+// anchor, as in filter mode) and otherwise among the presented certificates,
+// matched by name and verified by signature, so that a CA with the same name
+// and another key is never taken for the issuer. It returns nil when no path
+// reaches an anchor. The search backtracks (a client may present two
+// certificates of one CA, only one of them issued by a trusted root) and
+// explores each presented certificate at most once.
+func envoyPath(t *trust, certs []*x509.Certificate) []*x509.Certificate {
+	dead := make([]bool, len(certs))
+	var walk func(path []*x509.Certificate) []*x509.Certificate
+	walk = func(path []*x509.Certificate) []*x509.Certificate {
 		c := path[len(path)-1]
 		if t.isAnchor(c) {
-			break
+			return path
 		}
-		issuer := issuerAmong(c, t.anchors, nil)
-		reached = issuer != nil
-		if !reached {
-			issuer = issuerAmong(c, certs[1:], path)
+		if a := issuerAmong(c, t.anchors, nil); a != nil {
+			return append(path, a)
 		}
-		if issuer == nil {
-			// No anchor of this bundle issued the path: a CA removed since
-			// Envoy's handshake, or an intermediate the client did not send.
-			// Envoy's own check needs the same CA, so this is a bundle
-			// behind Envoy's trust or a CA on its way out: what the
-			// certificates above can revoke is not known.
-			what := "the certificate"
-			if len(path) > 1 {
-				what = "intermediate CA " + c.Subject.String()
+		for i := 1; i < len(certs); i++ {
+			p := certs[i]
+			if dead[i] || string(p.RawSubject) != string(c.RawIssuer) || slices.Contains(path, p) || c.CheckSignatureFrom(p) != nil {
+				continue
 			}
-			if checkRevocation(opts, t, path, nil, now, o); o.hard == "" {
-				revocationUnknown(opts, o, "the issuer of "+what+" ("+c.Issuer.String()+") is not a CA in the trust bundle, so its CRL cannot be read: upload that CA, or wait for the filter's next bundle refresh if it was just added")
+			if full := walk(append(path[:len(path):len(path)], p)); full != nil {
+				return full
 			}
-			return
+			dead[i] = true
 		}
-		path = append(path, issuer)
+		return nil
 	}
-	checkRevocation(opts, t, path, t.above[string(path[len(path)-1].Raw)], now, o)
+	return walk(certs[:1:1])
 }
 
 // isAnchor reports whether c is one of the bundle's anchors.
