@@ -74,7 +74,11 @@ type Config struct {
 	// AuditRetention is how many audit records the store keeps (0: the
 	// store's default).
 	AuditRetention int
-	Log            *slog.Logger
+	// SDSCRLs puts the stored CRLs into the SDS validation context (see
+	// sds.Options.CRLs), for an Envoy that checks revocation without the
+	// filter.
+	SDSCRLs bool
+	Log     *slog.Logger
 	// Ready, if set, is called once every listener is up, with their
 	// addresses (useful with port 0).
 	Ready func(Addrs)
@@ -278,7 +282,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() { _ = adminSrv.Serve(adminL) }()
 	defer adminSrv.Close()
 
-	cache := sds.NewCache(cfg.Environment)
+	cache := sds.NewCache(sds.Options{Environment: cfg.Environment, CRLs: cfg.SDSCRLs})
 	tracker := sds.NewTracker()
 	tracker.OnChange = func() { m.SDSStreams.Set(float64(len(tracker.Subscriptions()))) }
 	tracker.OnReject = m.SDSRejections.Inc
