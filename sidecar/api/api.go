@@ -21,6 +21,15 @@ const (
 	DefaultServer = "http://127.0.0.1:9911"
 )
 
+// GET /v1/audit answers a page of records at a time: the newest
+// AuditPageDefault of those selected without ?limit, at most AuditPageMax
+// with it. When older records were left out, a Link header with rel="next"
+// gives the path of the page before (?before= the page's oldest seq).
+const (
+	AuditPageDefault = 1000
+	AuditPageMax     = 10000
+)
+
 // EnvironmentTypes are the environments an outbound certificate may serve.
 var EnvironmentTypes = []string{"development", "preview", "production"}
 
