@@ -701,7 +701,9 @@ func (s *server) outboundView(o store.Outbound) api.MTLSCertificate {
 		subs = []sds.Subscriber{}
 	}
 	o.KeyPEM = nil
-	return api.MTLSCertificate{Outbound: o, Served: o.Enabled && slices.Contains(o.EnvironmentTypes, s.Environment), Subscribers: subs}
+	bad := pki.StoredKeyUnsupported(o.ChainPEM)
+	return api.MTLSCertificate{Outbound: o, Served: o.Enabled && slices.Contains(o.EnvironmentTypes, s.Environment) && bad == "",
+		UnsupportedKey: bad, Subscribers: subs}
 }
 
 func (s *server) listOutbound(w http.ResponseWriter, r *http.Request) error {

@@ -66,8 +66,12 @@ type MTLSCertificate struct {
 	store.Outbound
 	// Served tells whether this sidecar publishes it over SDS (enabled and
 	// for this sidecar's environment).
-	Served      bool             `json:"served"`
-	Subscribers []sds.Subscriber `json:"subscribers"`
+	Served bool `json:"served"`
+	// UnsupportedKey names the certificate's key when Envoy refuses to load
+	// it (stored before uploads were checked): such a certificate is never
+	// served, and a new certificate with a supported key replaces it.
+	UnsupportedKey string           `json:"unsupportedKey,omitempty"`
+	Subscribers    []sds.Subscriber `json:"subscribers"`
 }
 
 // CreateCA is the body of POST /v1/ca-certificates.
