@@ -51,7 +51,7 @@ func TestSidecarSecretsMergeIntoListener(t *testing.T) {
 		}
 	}
 	served := map[string]*tlsv3.Secret{}
-	for _, s := range sds.Secrets(state, daemon.DefaultEnvironment) {
+	for _, s := range sds.Secrets(state, sds.Options{Environment: daemon.DefaultEnvironment}) {
 		if err := s.ValidateAll(); err != nil {
 			t.Errorf("sidecar secret %q fails Envoy's validation: %v", s.GetName(), err)
 		}

@@ -27,7 +27,7 @@ type sdsServer struct {
 func startSDS(t testing.TB) *sdsServer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &sdsServer{cache: sds.NewCache("development"), tracker: sds.NewTracker()}
+	s := &sdsServer{cache: sds.NewCache(sds.Options{Environment: "development"}), tracker: sds.NewTracker()}
 	g := sds.NewGRPCServer(ctx, s.cache, s.tracker)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

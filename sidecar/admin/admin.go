@@ -336,11 +336,16 @@ func entry(r *http.Request, action string, before, after any, attrs ...any) *sto
 // logAudit writes the audit line of a committed change.
 func (s *server) logAudit(e *store.AuditEntry) { audit.Log(s.Log, s.Metrics, e) }
 
-// auditLog answers GET /v1/audit: the stored audit records, oldest first.
-// ?since= (RFC 3339) keeps those made at or after it, ?limit=N the newest N.
+// auditLog answers GET /v1/audit: a page of the stored audit records, oldest
+// first. ?since= (RFC 3339) keeps those made at or after it, ?before=SEQ
+// those numbered below SEQ, and of these the page is the newest ?limit=N
+// (api.AuditPageDefault without it). The trail can hold any number of
+// records (--audit-retention), so the answer is bounded whatever the
+// retention, and a Link rel="next" header names the page before when there
+// is one: the JSON stays the array every other list answers.
 func (s *server) auditLog(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	var since time.Time
+	var aq store.AuditQuery
 	if v := q.Get("since"); v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil && strings.Contains(v, " ") {
@@ -350,19 +355,35 @@ func (s *server) auditLog(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return problem.Invalid("bad_since", "since=%q is not an RFC 3339 time (2006-01-02T15:04:05Z; escape a '+' in an offset as %%2B): `mtlsgate audit list --since` also takes a duration such as 24h", v)
 		}
-		since = t
+		aq.Since = t
 	}
-	limit := 0
+	aq.Limit = api.AuditPageDefault
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return problem.Invalid("bad_limit", "limit=%q is not a count of records: give a whole number, 0 for all", v)
+		if err != nil || n < 1 || n > api.AuditPageMax {
+			return problem.Invalid("bad_limit", "limit=%q is not a page size from 1 to %d (without limit, %d): fetch more records page by page, following the Link header's rel=\"next\" path, as `mtlsgate audit list` does", v, api.AuditPageMax, api.AuditPageDefault)
 		}
-		limit = n
+		aq.Limit = n
 	}
-	list, err := s.Store.AuditLog(since, limit)
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			return problem.Invalid("bad_before", "before=%q is not a record number (seq): give the seq of the oldest record of the page you have, as the Link header's rel=\"next\" path does", v)
+		}
+		aq.Before = n
+	}
+	list, more, err := s.Store.AuditLog(aq)
 	if err != nil {
 		return fmt.Errorf("read the audit trail: %w", err)
+	}
+	if more {
+		next := url.Values{}
+		if v := q.Get("since"); v != "" {
+			next.Set("since", aq.Since.Format(time.RFC3339Nano))
+		}
+		next.Set("before", strconv.FormatUint(list[0].Seq, 10))
+		next.Set("limit", strconv.Itoa(aq.Limit))
+		w.Header().Set("Link", "<"+api.PathAudit+"?"+next.Encode()+`>; rel="next"`)
 	}
 	writeJSON(w, 200, list)
 	return nil
@@ -680,7 +701,9 @@ func (s *server) outboundView(o store.Outbound) api.MTLSCertificate {
 		subs = []sds.Subscriber{}
 	}
 	o.KeyPEM = nil
-	return api.MTLSCertificate{Outbound: o, Served: o.Enabled && slices.Contains(o.EnvironmentTypes, s.Environment), Subscribers: subs}
+	bad := pki.StoredKeyUnsupported(o.ChainPEM)
+	return api.MTLSCertificate{Outbound: o, Served: o.Enabled && slices.Contains(o.EnvironmentTypes, s.Environment) && bad == "",
+		UnsupportedKey: bad, Subscribers: subs}
 }
 
 func (s *server) listOutbound(w http.ResponseWriter, r *http.Request) error {

@@ -21,6 +21,15 @@ const (
 	DefaultServer = "http://127.0.0.1:9911"
 )
 
+// GET /v1/audit answers a page of records at a time: the newest
+// AuditPageDefault of those selected without ?limit, at most AuditPageMax
+// with it. When older records were left out, a Link header with rel="next"
+// gives the path of the page before (?before= the page's oldest seq).
+const (
+	AuditPageDefault = 1000
+	AuditPageMax     = 10000
+)
+
 // EnvironmentTypes are the environments an outbound certificate may serve.
 var EnvironmentTypes = []string{"development", "preview", "production"}
 
@@ -57,8 +66,12 @@ type MTLSCertificate struct {
 	store.Outbound
 	// Served tells whether this sidecar publishes it over SDS (enabled and
 	// for this sidecar's environment).
-	Served      bool             `json:"served"`
-	Subscribers []sds.Subscriber `json:"subscribers"`
+	Served bool `json:"served"`
+	// UnsupportedKey names the certificate's key when Envoy refuses to load
+	// it (stored before uploads were checked): such a certificate is never
+	// served, and a new certificate with a supported key replaces it.
+	UnsupportedKey string           `json:"unsupportedKey,omitempty"`
+	Subscribers    []sds.Subscriber `json:"subscribers"`
 }
 
 // CreateCA is the body of POST /v1/ca-certificates.

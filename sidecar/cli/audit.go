@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"maps"
-	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -36,22 +35,59 @@ func init() {
 					fmt.Fprintf(c.errw, "mtlsgate %s: --limit must be 0 (all) or more\n", c.fs.Name())
 					return errUsage
 				}
-				if *limit > 0 {
-					q.Set("limit", strconv.Itoa(*limit))
+				list, err := auditPages(c.cl, q, *limit)
+				if err != nil {
+					return err
 				}
-				path := api.PathAudit
-				if len(q) > 0 {
-					path += "?" + q.Encode()
+				if c.out.json {
+					return c.json(list)
 				}
-				return send(c, http.MethodGet, path, nil, func(list []store.AuditEntry) {
-					rows := make([][]string, 0, len(list))
-					for _, e := range list {
-						rows = append(rows, []string{strconv.FormatUint(e.Seq, 10), ts(e.Time), e.Actor, e.Action, auditTarget(e)})
-					}
-					c.table("SEQ\tTIME\tACTOR\tACTION\tTARGET", rows)
-				})
+				rows := make([][]string, 0, len(list))
+				for _, e := range list {
+					rows = append(rows, []string{strconv.FormatUint(e.Seq, 10), ts(e.Time), e.Actor, e.Action, auditTarget(e)})
+				}
+				c.table("SEQ\tTIME\tACTOR\tACTION\tTARGET", rows)
+				return nil
 			}
 		}},
+	}
+}
+
+// auditPages reads the newest limit records q selects (all when limit is
+// 0), oldest first. The server answers a page at a time; the pages are
+// followed back from the newest, so records added meanwhile (numbered above
+// the first page) neither shift nor repeat what is read.
+func auditPages(cl *Client, q url.Values, limit int) ([]store.AuditEntry, error) {
+	var all []store.AuditEntry
+	page := func(remaining int) string {
+		if limit > 0 {
+			remaining = min(remaining, api.AuditPageMax)
+		} else {
+			remaining = api.AuditPageMax
+		}
+		q.Set("limit", strconv.Itoa(remaining))
+		return api.PathAudit + "?" + q.Encode()
+	}
+	path := page(limit)
+	for {
+		var list []store.AuditEntry
+		next, err := cl.Page(path, &list)
+		if err != nil {
+			return nil, err
+		}
+		if len(all) > 0 && len(list) > 0 && list[len(list)-1].Seq >= all[0].Seq {
+			return nil, fmt.Errorf("the server's next page of audit records (up to seq %d) does not go back from the last (from seq %d): is --server pointing at mtlsgate serve's admin address?", list[len(list)-1].Seq, all[0].Seq)
+		}
+		all = append(list, all...)
+		if next == "" || len(list) == 0 || (limit > 0 && len(all) >= limit) {
+			return all, nil
+		}
+		u, err := url.Parse(next)
+		if err != nil {
+			return nil, fmt.Errorf("the server's next page %q: %w", next, err)
+		}
+		q = u.Query()
+		path = page(limit - len(all))
 	}
 }
 

@@ -121,6 +121,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.TrustDir, "trust-dir", "", "directory of CA certificate and CRL files (PEM; a CRL also DER), e.g. a mounted Kubernetes Secret, that the store follows; CAs and CRLs added through the admin API and not in it are left alone")
 	fs.DurationVar(&cfg.TrustDirInterval, "trust-dir-interval", daemon.DefaultTrustDirInterval, "how often --trust-dir is read")
 	fs.IntVar(&cfg.AuditRetention, "audit-retention", store.DefaultAuditRetention, "how many audit records the store keeps (see mtlsgate audit list); the oldest are dropped")
+	fs.BoolVar(&cfg.SDSCRLs, "sds-crls", false, "also send the CRLs to Envoy in the SDS validation context, for an Envoy that verifies clients (VERIFY_TRUST_CHAIN) without the mtlsgate filter: Envoy then refuses every client of a CA that has no CRL, or whose CRL is past its nextUpdate")
 	fs.Var(&out, "output", "ready line format: table or json")
 	if err := parse(fs, args, stderr); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -117,17 +118,59 @@ func firstToken(data []byte) string {
 // Do sends a request and decodes the JSON answer into out. A refusal comes
 // back as *problem.Error.
 func (c *Client) Do(method, path string, body, out any) error {
+	_, err := c.do(method, path, body, out)
+	return err
+}
+
+// Page GETs one page of a paged list (GET /v1/audit) into out, and returns
+// the path of the page after it, or "" when it is the last.
+func (c *Client) Page(path string, out any) (next string, err error) {
+	h, err := c.do(http.MethodGet, path, nil, out)
+	if err != nil {
+		return "", err
+	}
+	return nextLink(h.Values("Link"))
+}
+
+// nextLink is the path a Link header's rel="next" entry names. Only a path
+// on the same server is followed: the request carries the admin token.
+func nextLink(values []string) (string, error) {
+	for _, v := range values {
+		for _, link := range strings.Split(v, ",") {
+			target, params, ok := strings.Cut(strings.TrimSpace(link), ";")
+			if !ok || !strings.HasPrefix(target, "<") || !strings.HasSuffix(target, ">") {
+				continue
+			}
+			rel := false
+			for _, p := range strings.Split(params, ";") {
+				k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+				rel = rel || (strings.EqualFold(k, "rel") && slices.Contains(strings.Fields(strings.Trim(v, `"`)), "next"))
+			}
+			if !rel {
+				continue
+			}
+			path := target[1 : len(target)-1]
+			if !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//") {
+				return "", fmt.Errorf("the server's next page %q is not a path on it: is --server pointing at mtlsgate serve's admin address?", path)
+			}
+			return path, nil
+		}
+	}
+	return "", nil
+}
+
+func (c *Client) do(method, path string, body, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
+			return nil, fmt.Errorf("encode request: %w", err)
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequest(method, baseURL(c.Server)+path, rd)
 	if err != nil {
-		return fmt.Errorf("bad server URL %q: %w; pass --server http://HOST:PORT or unix:/path", c.Server, err)
+		return nil, fmt.Errorf("bad server URL %q: %w; pass --server http://HOST:PORT or unix:/path", c.Server, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
 	if body != nil {
@@ -135,24 +178,24 @@ func (c *Client) Do(method, path string, body, out any) error {
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach mtlsgate serve at %s (%v): start it with `mtlsgate serve` or point --server / MTLSGATE_SERVER at it", c.Server, errors.Unwrap(err))
+		return nil, fmt.Errorf("cannot reach mtlsgate serve at %s (%v): start it with `mtlsgate serve` or point --server / MTLSGATE_SERVER at it", c.Server, errors.Unwrap(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return fmt.Errorf("read answer from %s: %w", c.Server, err)
+		return nil, fmt.Errorf("read answer from %s: %w", c.Server, err)
 	}
 	if resp.StatusCode >= 300 {
 		var p problem.Error
 		if json.Unmarshal(data, &p) == nil && p.Detail != "" {
-			return &p
+			return nil, &p
 		}
-		return fmt.Errorf("%s %s: HTTP %s from %s: is --server pointing at mtlsgate serve's admin address?", method, path, resp.Status, c.Server)
+		return nil, fmt.Errorf("%s %s: HTTP %s from %s: is --server pointing at mtlsgate serve's admin address?", method, path, resp.Status, c.Server)
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("decode answer from %s: %w", c.Server, err)
+			return nil, fmt.Errorf("decode answer from %s: %w", c.Server, err)
 		}
 	}
-	return nil
+	return resp.Header, nil
 }

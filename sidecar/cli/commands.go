@@ -177,7 +177,7 @@ var groups = map[string]map[string]verb{
 				return send(c, http.MethodGet, api.PathOutbound, nil, func(list []api.MTLSCertificate) {
 					rows := make([][]string, 0, len(list))
 					for _, m := range list {
-						rows = append(rows, []string{m.ID, m.Name, strings.Join(m.EnvironmentTypes, ","), yesNo(m.Enabled), yesNo(m.Served), fmt.Sprint(len(m.Subscribers)), ts(m.NotAfter)})
+						rows = append(rows, []string{m.ID, m.Name, strings.Join(m.EnvironmentTypes, ","), yesNo(m.Enabled), served(m), fmt.Sprint(len(m.Subscribers)), ts(m.NotAfter)})
 					}
 					c.table("ID\tNAME\tENVIRONMENTS\tENABLED\tSERVED\tSUBSCRIBERS\tNOT AFTER", rows)
 				})
@@ -213,6 +213,9 @@ var groups = map[string]map[string]verb{
 		})},
 		"enable": {"serve a disabled certificate again", byID(outboundID, http.MethodPost, "/enable", func(c *cmd, m api.MTLSCertificate) {
 			fmt.Fprintf(c.w, "Enabled mTLS certificate %s (%s)\n", m.Name, m.ID)
+			if m.UnsupportedKey != "" {
+				fmt.Fprintf(c.w, "It is not served: %s\n", unsupportedKey(m))
+			}
 		})},
 		"delete": {"delete a disabled certificate no Envoy subscribes to", byID(outboundID, http.MethodDelete, "", func(c *cmd, m api.MTLSCertificate) {
 			fmt.Fprintf(c.w, "Deleted mTLS certificate %s (%s)\n", m.Name, m.ID)
@@ -367,8 +370,26 @@ func (c *cmd) describeOutbound(m api.MTLSCertificate) {
 	}
 	c.fields("ID", m.ID, "Name", m.Name, "Subject", m.Subject, "Issuer", m.Issuer, "SHA-256 fingerprint", m.Fingerprint,
 		"Not before", ts(m.NotBefore), "Not after", ts(m.NotAfter), "Environment types", strings.Join(m.EnvironmentTypes, ", "),
-		"Enabled", yesNo(m.Enabled), "Served over SDS", yesNo(m.Served), "Subscribers (node/cluster)", sub,
+		"Enabled", yesNo(m.Enabled), "Served over SDS", served(m), "Subscribers (node/cluster)", sub,
 		"Created", ts(m.CreatedAt), "Updated", ts(m.UpdatedAt))
+	if m.UnsupportedKey != "" {
+		c.fields("Unsupported key", unsupportedKey(m))
+	}
+}
+
+// served is the SERVED cell: a certificate held back for its key says so,
+// since enabling it or changing environments would not serve it.
+func served(m api.MTLSCertificate) string {
+	if m.UnsupportedKey != "" {
+		return "no (unsupported key)"
+	}
+	return yesNo(m.Served)
+}
+
+// unsupportedKey says why a certificate is withheld and what replaces it.
+func unsupportedKey(m api.MTLSCertificate) string {
+	return fmt.Sprintf("%s, which Envoy refuses to load; the sidecar does not send it to Envoy. Upload one with %s: mtlsgate mtls-certificate update --cert-id %s --cert FILE --key FILE",
+		m.UnsupportedKey, pki.SupportedKeys, m.ID)
 }
 
 // send is the shape of every command: one admin API call, then the answer as

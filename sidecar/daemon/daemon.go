@@ -74,7 +74,11 @@ type Config struct {
 	// AuditRetention is how many audit records the store keeps (0: the
 	// store's default).
 	AuditRetention int
-	Log            *slog.Logger
+	// SDSCRLs puts the stored CRLs into the SDS validation context (see
+	// sds.Options.CRLs), for an Envoy that checks revocation without the
+	// filter.
+	SDSCRLs bool
+	Log     *slog.Logger
 	// Ready, if set, is called once every listener is up, with their
 	// addresses (useful with port 0).
 	Ready func(Addrs)
@@ -278,7 +282,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() { _ = adminSrv.Serve(adminL) }()
 	defer adminSrv.Close()
 
-	cache := sds.NewCache(cfg.Environment)
+	cache := sds.NewCache(sds.Options{Environment: cfg.Environment, CRLs: cfg.SDSCRLs})
 	tracker := sds.NewTracker()
 	tracker.OnChange = func() { m.SDSStreams.Set(float64(len(tracker.Subscriptions()))) }
 	tracker.OnReject = m.SDSRejections.Inc
@@ -287,6 +291,7 @@ func Run(ctx context.Context, cfg Config) error {
 	bundles.MaxAgeWithoutNextUpdate = crlMaxAge(cfg)
 
 	var pubMu sync.Mutex
+	var keys keyGate
 	// publishFailed is why the store's current state is not what Envoy and
 	// the filter have, or nil when it is. Ready means published: a sidecar
 	// whose publish fails (a record it cannot decode fails every one) serves
@@ -299,7 +304,7 @@ func Run(ctx context.Context, cfg Config) error {
 		pubMu.Lock()
 		defer pubMu.Unlock()
 		t0 := time.Now()
-		if err := publishState(ctx, st, cache, bundles, m, cfg.Environment, crlMaxAge(cfg), log); err != nil {
+		if err := publishState(ctx, st, cache, bundles, m, &keys, cfg.Environment, crlMaxAge(cfg), log); err != nil {
 			why := err.Error()
 			publishFailed.Store(&why)
 			log.Error("publish trust material failed: Envoy and the filter keep the state published before (none at start), and /readyz answers 503 until a publish succeeds; "+
@@ -462,6 +467,49 @@ func completeCRLs(crls []store.CRL, log *slog.Logger) (out []store.CRL, withheld
 	return out, withheldCAs
 }
 
+// keyGate withholds from SDS the outbound certificates whose key Envoy
+// refuses to load (RSA under 2048 bits, P-224, Ed25519: see
+// pki.StoredKeyUnsupported). Uploads refuse them, but a store written
+// before that check may hold one. Sent, it would be NACKed: Envoy keeps
+// presenting the certificate it had, or none, and a state-of-the-world
+// stream that also carries the validation context would reject CA changes
+// in the same answer. Withheld, it is like a disabled certificate, and
+// nothing else is held back with it.
+type keyGate struct {
+	// warned are the withheld certificates (ID and fingerprint) already
+	// logged, so the warning comes at start and when a certificate becomes
+	// one to publish (enabled, replaced), not with every publish.
+	warned map[string]bool
+}
+
+// servable returns out without the certificates Envoy would refuse, and how
+// many of them this sidecar would otherwise publish. It runs under the
+// publish lock.
+func (g *keyGate) servable(out []store.Outbound, env string, log *slog.Logger) (kept []store.Outbound, withheld int) {
+	warned := map[string]bool{}
+	kept = out[:0:0]
+	for _, o := range out {
+		why := pki.StoredKeyUnsupported(o.ChainPEM)
+		if why == "" {
+			kept = append(kept, o)
+			continue
+		}
+		if !o.Enabled || !slices.Contains(o.EnvironmentTypes, env) {
+			continue
+		}
+		withheld++
+		k := o.ID + "\x00" + o.Fingerprint
+		warned[k] = true
+		if !g.warned[k] {
+			log.Warn("mTLS certificate withheld from Envoy: Envoy refuses to load its key and would reject the SDS secret, keeping the certificate it had (or none); "+
+				"upload one with "+pki.SupportedKeys+": `mtlsgate mtls-certificate update --cert-id "+o.ID+" --cert FILE --key FILE`",
+				"certificate", o.ID, "name", o.Name, "subject", o.Subject, "key", why)
+		}
+	}
+	g.warned = warned
+	return kept, withheld
+}
+
 func crlMaxAge(cfg Config) time.Duration {
 	if cfg.CRLMaxAge <= 0 {
 		return DefaultCRLMaxAge
@@ -476,12 +524,14 @@ func trustDirInterval(cfg Config) time.Duration {
 	return cfg.TrustDirInterval
 }
 
-func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundles *bundlesrv.Server, m *metrics.Metrics, env string, crlMaxAge time.Duration, log *slog.Logger) error {
+func publishState(ctx context.Context, st *store.Store, cache *sds.Cache, bundles *bundlesrv.Server, m *metrics.Metrics, keys *keyGate, env string, crlMaxAge time.Duration, log *slog.Logger) error {
 	snap, err := st.Snapshot()
 	if err != nil {
 		return err
 	}
-	cas, out := snap.CAs, snap.Outbound
+	cas := snap.CAs
+	out, badKeys := keys.servable(snap.Outbound, env, log)
+	m.WithheldMTLS.Set(float64(badKeys))
 	crls, withheld := completeCRLs(snap.CRLs, log)
 	m.WithheldCRLs.Set(float64(len(snap.CRLs) - len(crls)))
 	if err := cache.Update(ctx, sds.State{CAs: cas, CRLs: crls, Outbound: out}); err != nil {

@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -204,5 +208,136 @@ func TestAuditNoRecordWithoutAChange(t *testing.T) {
 	}
 	if lines := auditLines(t, p, "mtls-certificate.enable"); len(lines) != 0 {
 		t.Errorf("log lines for enabling an enabled certificate: %v", lines)
+	}
+}
+
+// TestAuditListIsPaged: GET /v1/audit answers a bounded page however long
+// the trail, names the page before in a Link header, and refuses a page size
+// above the maximum; `mtlsgate audit list` follows the pages, so it still
+// shows every record, or the newest --limit, in order. The trail is written
+// through the store before serve starts, one record a minute.
+func TestAuditListIsPaged(t *testing.T) {
+	const total = api.AuditPageMax + 500
+	dir := t.TempDir()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := start
+	s, err := store.Open(dir, store.Options{Now: func() time.Time { return at }, AuditRetention: 2 * total})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rename := func(before, after store.CA) *store.AuditEntry {
+		return &store.AuditEntry{Actor: "test", Action: "ca-certificate.update", After: map[string]any{"id": after.ID, "name": after.Name}}
+	}
+	ca, err := s.CreateCA(store.CA{Name: "paged0", Fingerprint: "fp", Subject: "CN=paged"}, func(ca store.CA) *store.AuditEntry {
+		return &store.AuditEntry{Actor: "test", Action: "ca-certificate.create", After: map[string]any{"id": ca.ID}}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < total; i++ {
+		at = start.Add(time.Duration(i) * time.Minute)
+		if _, _, err := s.RenameCA(ca.ID, fmt.Sprintf("paged%d", i%2), rename); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	p := startServe(t, dir, "--audit-retention", strconv.Itoa(2*total))
+
+	token, err := os.ReadFile(p.addrs.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) (int, []store.AuditEntry, string, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+p.addrs.Admin+path, nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var list []store.AuditEntry
+		if resp.StatusCode == http.StatusOK {
+			if err := json.Unmarshal(body, &list); err != nil {
+				t.Fatalf("GET %s: %v: %s", path, err, body)
+			}
+		}
+		return resp.StatusCode, list, resp.Header.Get("Link"), string(body)
+	}
+	seqs := func(list []store.AuditEntry) (first, last uint64) {
+		if len(list) == 0 {
+			return 0, 0
+		}
+		return list[0].Seq, list[len(list)-1].Seq
+	}
+
+	// Without limit: the newest default page, and the way to the one before.
+	code, list, link, body := get(api.PathAudit)
+	if first, last := seqs(list); code != 200 || len(list) != api.AuditPageDefault || first != total-api.AuditPageDefault+1 || last != total {
+		t.Fatalf("GET %s: %d, %d records %d..%d: %.200s", api.PathAudit, code, len(list), first, last, body)
+	}
+	wantLink := fmt.Sprintf("<%s?before=%d&limit=%d>; rel=\"next\"", api.PathAudit, total-api.AuditPageDefault+1, api.AuditPageDefault)
+	if link != wantLink {
+		t.Fatalf("Link %q, want %q", link, wantLink)
+	}
+	// Followed to the oldest record, the pages hold every record once, and
+	// the last page names none after it.
+	got := len(list)
+	for next := strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`); next != ""; {
+		prevFirst, _ := seqs(list)
+		code, list, link, body = get(next)
+		if _, last := seqs(list); code != 200 || len(list) == 0 || last != prevFirst-1 {
+			t.Fatalf("GET %s: %d, %d records ending at %d, want the records before %d: %.200s", next, code, len(list), last, prevFirst, body)
+		}
+		got += len(list)
+		next = ""
+		if link != "" {
+			next = strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`)
+		}
+	}
+	if first, _ := seqs(list); got != total || first != 1 {
+		t.Fatalf("the pages held %d records down to %d, want %d down to 1", got, first, total)
+	}
+	// since is kept in the next page's path.
+	since := start.Add((total - 1500) * time.Minute).Format(time.RFC3339)
+	code, list, link, _ = get(api.PathAudit + "?since=" + since)
+	if code != 200 || len(list) != api.AuditPageDefault || !strings.Contains(link, "since="+strings.ReplaceAll(since, ":", "%3A")) {
+		t.Fatalf("GET ?since=%s: %d, %d records, Link %q", since, code, len(list), link)
+	}
+	// A page above the maximum, or "0" (all, once), is refused saying how
+	// to page.
+	for _, l := range []string{strconv.Itoa(api.AuditPageMax + 1), "0", "-1"} {
+		code, _, _, body = get(api.PathAudit + "?limit=" + l)
+		if code != http.StatusBadRequest || !strings.Contains(body, "bad_limit") || !strings.Contains(body, "from 1 to "+strconv.Itoa(api.AuditPageMax)) || !strings.Contains(body, `rel=\"next\"`) {
+			t.Errorf("limit=%s: %d %s", l, code, body)
+		}
+	}
+	if code, _, _, body = get(api.PathAudit + "?before=x"); code != http.StatusBadRequest || !strings.Contains(body, "bad_before") {
+		t.Errorf("before=x: %d %s", code, body)
+	}
+	if code, _, _, body = get(api.PathAudit + "?limit=" + strconv.Itoa(api.AuditPageMax)); code != 200 {
+		t.Errorf("limit=%d (the maximum): %d %.200s", api.AuditPageMax, code, body)
+	}
+
+	// The CLI follows the pages: all records, or the newest --limit, oldest
+	// first, with or without --since.
+	inOrder := func(what string, list []store.AuditEntry, n int, last uint64) {
+		t.Helper()
+		if len(list) != n {
+			t.Fatalf("%s: %d records, want %d", what, len(list), n)
+		}
+		for i, e := range list {
+			if e.Seq != last-uint64(n-1-i) {
+				t.Fatalf("%s: record %d is seq %d, want %d", what, i, e.Seq, last-uint64(n-1-i))
+			}
+		}
+	}
+	inOrder("audit list", storedAudit(t, p, ""), total, total)
+	inOrder("audit list --limit 10200", storedAudit(t, p, "", "--limit", "10200"), 10200, total)
+	inOrder("audit list --limit 3", storedAudit(t, p, "", "--limit", "3"), 3, total)
+	inOrder("audit list --since", storedAudit(t, p, "", "--since", since), 1500, total)
+	if r := p.run("audit", "list"); r.code != 0 || strings.Count(r.stdout, "\n") != total+1 {
+		t.Errorf("audit list table: exit %d, %d lines, want %d: %s", r.code, strings.Count(r.stdout, "\n"), total+1, r.stderr)
 	}
 }

@@ -15,8 +15,37 @@ import (
 	"github.com/mtlsgate/mtlsgate/sidecar/sds"
 )
 
-func TestCRLFileReachesSDSAndBundle(t *testing.T) {
+// TestCRLsStayOutOfSDSByDefault: without --sds-crls the validation context
+// Envoy gets carries the CAs and no CRL (the filter checks revocation from
+// the bundle, which carries them), so a CRL change pushes nothing to Envoy.
+func TestCRLsStayOutOfSDSByDefault(t *testing.T) {
 	p := startServe(t, t.TempDir())
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "Bundle-only CRL Root"}))
+	leaf := testpki.Must(root.Issue(testpki.Options{CommonName: "revoked client"}))
+	var ca api.CACertificate
+	p.runJSON(t, &ca, "ca-certificate", "create", "--name", "crl_root", "--cert", writeFile(t, "root.pem", root.PEM()))
+	c := newSotW(t, p.addrs.SDS, "envoy", "edge", sds.ClientCASecret)
+	first := c.next("initial")
+	var crl api.CRL
+	p.runJSON(t, &crl, "crl", "create", "--cert-id", ca.ID, "--file", writeFile(t, "root.crl", testpki.Must(root.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{leaf}}))))
+	if b := getBundle(t, p); len(b.CRLs) != 1 || b.CRLs[0].CAID != ca.ID || !strings.Contains(b.CRLs[0].PEM, "-----BEGIN X509 CRL-----") {
+		t.Fatalf("bundle CRLs %+v, want the uploaded list", b.CRLs)
+	}
+	c.never("a push for the CRL", 2*time.Second, func(push) bool { return true })
+	// A stream opened after the upload gets the context as it is now.
+	vc := newSotW(t, p.addrs.SDS, "envoy", "edge", sds.ClientCASecret).next("the validation context").secrets[sds.ClientCASecret].GetValidationContext()
+	if vc.GetCrl() != nil || vc.GetOnlyVerifyLeafCertCrl() {
+		t.Fatalf("validation context carries crl %q, only_verify_leaf_cert_crl %v; want neither without --sds-crls", vc.GetCrl().GetInlineString(), vc.GetOnlyVerifyLeafCertCrl())
+	}
+	if vc.GetTrustedCa().GetInlineString() != trustedCA(first) || !strings.Contains(trustedCA(first), strings.TrimSpace(string(root.PEM()))) {
+		t.Fatalf("trusted_ca changed or lacks the CA:\n%s", vc.GetTrustedCa().GetInlineString())
+	}
+}
+
+// TestCRLFileReachesSDSAndBundle runs with --sds-crls: the lists go to Envoy
+// as well as to the filter.
+func TestCRLFileReachesSDSAndBundle(t *testing.T) {
+	p := startServe(t, t.TempDir(), "--sds-crls")
 	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "CRL Root"}))
 	leaf := testpki.Must(root.Issue(testpki.Options{CommonName: "revoked client"}))
 	var ca api.CACertificate
@@ -145,7 +174,8 @@ func TestCRLURLRefresh(t *testing.T) {
 	}
 	set(1, 4*time.Second)
 
-	p := startServe(t, t.TempDir(), "--crl-refresh-min-interval", "200ms")
+	// --sds-crls: the refreshed list is watched arriving over SDS.
+	p := startServe(t, t.TempDir(), "--crl-refresh-min-interval", "200ms", "--sds-crls")
 	var ca api.CACertificate
 	p.runJSON(t, &ca, "ca-certificate", "create", "--name", "url_root", "--cert", writeFile(t, "root.pem", root.PEM()))
 	c := newDelta(t, p.addrs.SDS, "envoy", "edge", sds.ClientCASecret)

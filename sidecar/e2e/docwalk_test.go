@@ -21,6 +21,8 @@ func TestServeHelpShowsFlagTypes(t *testing.T) {
 		{[]string{"profile", "rollback", "-h"}, "-to-version int"},
 		// The directory takes DER CRLs as the CA publishes them (sidecar/README.md).
 		{[]string{"serve", "-h"}, "(PEM; a CRL also DER)"},
+		// Turning the CRLs on over SDS says what it costs.
+		{[]string{"serve", "-h"}, "Envoy then refuses every client of a CA that has no CRL"},
 	} {
 		if r := runCLI(nil, c.args...); !strings.Contains(r.stderr, c.want) {
 			t.Errorf("%s does not show %q:\n%s", strings.Join(c.args, " "), c.want, r.stderr)

@@ -32,7 +32,8 @@ func TestTrustDir(t *testing.T) {
 	leaf := testpki.Must(a.Issue(testpki.Options{CommonName: "revoked client"}))
 	put("ca.crt", a.PEM())
 
-	p := startServe(t, t.TempDir(), "--trust-dir", dir, "--trust-dir-interval", "100ms")
+	// --sds-crls: the directory's CRLs are watched arriving over SDS too.
+	p := startServe(t, t.TempDir(), "--trust-dir", dir, "--trust-dir-interval", "100ms", "--sds-crls")
 	c := newSotW(t, p.addrs.SDS, "envoy", "edge", sds.ClientCASecret)
 	if first := trustedCA(c.next("initial")); !strings.Contains(first, strings.TrimSpace(string(a.PEM()))) {
 		t.Fatalf("first SDS answer lacks the directory's CA:\n%s", first)

@@ -18,6 +18,7 @@ type Metrics struct {
 	StaleCRLs      prometheus.Gauge
 	WithheldCRLs   prometheus.Gauge
 	MTLSCerts      prometheus.Gauge
+	WithheldMTLS   prometheus.Gauge
 	SDSStreams     prometheus.Gauge
 	SDSRejections  prometheus.Counter
 	TrustDirInSync prometheus.Gauge
@@ -44,7 +45,9 @@ func New() *Metrics {
 		StaleCRLs:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_crls_stale", Help: "CRLs past their nextUpdate, or without one and older than --crl-max-age-without-next-update."}),
 		WithheldCRLs: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_crls_withheld",
 			Help: "Stored CRLs not published because they are not complete lists (delta, partitioned, indirect); replace them."}),
-		MTLSCerts:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_mtls_certificates_served", Help: "Outbound certificates published over SDS."}),
+		MTLSCerts: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_mtls_certificates_served", Help: "Outbound certificates published over SDS."}),
+		WithheldMTLS: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_mtls_certificates_withheld",
+			Help: "Enabled outbound certificates of this environment not published because Envoy refuses their key; upload a supported one."}),
 		SDSStreams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_sds_streams", Help: "Open SDS streams."}),
 		SDSRejections: prometheus.NewCounter(prometheus.CounterOpts{Name: "mtlsgate_sds_rejections_total",
 			Help: "SDS answers a client rejected (NACK); it keeps its previous secrets. GET /v1/sds/subscriptions says which and why."}),
@@ -52,7 +55,7 @@ func New() *Metrics {
 			Help: "1 when the last read of --trust-dir was applied, 0 when it was refused (the previous state stays in force)."}),
 	}
 	m.Registry.MustRegister(m.AdminRequests, m.Changes, m.PublishSeconds, m.CRLFetches,
-		m.CACertificates, m.StaleCRLs, m.WithheldCRLs, m.MTLSCerts, m.SDSStreams, m.SDSRejections, m.TrustDirInSync,
+		m.CACertificates, m.StaleCRLs, m.WithheldCRLs, m.MTLSCerts, m.WithheldMTLS, m.SDSStreams, m.SDSRejections, m.TrustDirInSync,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Both results exported at 0 from the start, so an alert on errors
 	// (or on downloads that stopped) has a series before the first download.

@@ -326,10 +326,30 @@ func KeyPair(certPEM, keyPEM []byte, now time.Time) (*x509.Certificate, []byte, 
 		return nil, nil, nil, problem.Invalid("expired", "certificate %q expired on %s: upload a current certificate", leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if why := envoyRefusesKey(leaf); why != "" {
-		return nil, nil, nil, problem.Invalid("unsupported_key", "certificate %q has %s, which Envoy refuses to load or present (it would reject the SDS secret and keep presenting the old certificate, or none): issue it with an RSA key of 2048 bits or more, or an ECDSA P-256 key", leaf.Subject.String(), why)
+		return nil, nil, nil, problem.Invalid("unsupported_key", "certificate %q has %s, which Envoy refuses to load or present (it would reject the SDS secret and keep presenting the old certificate, or none): issue it with %s", leaf.Subject.String(), why, SupportedKeys)
 	}
 	return leaf, chain, keyOnly, nil
 }
+
+// StoredKeyUnsupported names the key of a stored outbound certificate
+// (its chain's leaf) that Envoy refuses to load, or returns "". A store
+// written before uploads were checked may hold one; a chain that cannot be
+// parsed is not this check's to judge and gives "".
+func StoredKeyUnsupported(chainPEM string) string {
+	b, _ := pem.Decode([]byte(chainPEM))
+	if b == nil {
+		return ""
+	}
+	leaf, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return ""
+	}
+	return envoyRefusesKey(leaf)
+}
+
+// SupportedKeys says what an outbound certificate's key must be, for
+// messages that ask for a new one.
+const SupportedKeys = "an RSA key of 2048 bits or more, or an ECDSA P-256 key"
 
 // envoyRefusesKey names a leaf key Envoy does not load as a TLS certificate,
 // or returns "". Envoy's TLS context refuses RSA under 2048 bits, and ECDSA

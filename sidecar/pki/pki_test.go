@@ -105,7 +105,8 @@ func TestCRLSignature(t *testing.T) {
 // TestKeyPairRefusesKeysEnvoyCannotLoad: Envoy's TLS context refuses RSA
 // under 2048 bits and ECDSA off the NIST curves it supports, NACKs the
 // secret and keeps presenting what it had. The upload is refused instead,
-// saying what to issue.
+// saying what to issue, and serve withholds such a certificate already
+// stored.
 func TestKeyPairRefusesKeysEnvoyCannotLoad(t *testing.T) {
 	selfSigned := func(priv crypto.Signer) ([]byte, []byte) {
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gateway"},
@@ -146,6 +147,10 @@ func TestKeyPairRefusesKeysEnvoyCannotLoad(t *testing.T) {
 			t.Errorf("%s refused: %v", c.name, err)
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want) || err.(*problem.Error).Code != "unsupported_key"):
 			t.Errorf("%s: %v, want unsupported_key naming %q", c.name, err, c.want)
+		}
+		// A store written before the check is judged the same way at serve.
+		if got := StoredKeyUnsupported(string(cert)); got != c.want {
+			t.Errorf("%s stored: %q, want %q", c.name, got, c.want)
 		}
 	}
 }

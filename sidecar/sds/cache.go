@@ -64,8 +64,8 @@ type State struct {
 // (which never answer with nothing and track versions per secret) and fetches
 // still go to the snapshot cache.
 type Cache struct {
-	env string
-	sc  cachev3.SnapshotCache
+	opts Options
+	sc   cachev3.SnapshotCache
 
 	mu      sync.Mutex
 	version string
@@ -89,11 +89,23 @@ type allNodes struct{}
 
 func (allNodes) ID(*corev3.Node) string { return snapshotKey }
 
-// NewCache returns a cache that publishes outbound certificates whose
-// environment types include environment.
-func NewCache(environment string) *Cache {
+// Options choose what a cache publishes.
+type Options struct {
+	// Environment selects the outbound certificates published: those whose
+	// environment types include it.
+	Environment string
+	// CRLs puts the stored CRLs into the validation context, for deployments
+	// where Envoy alone checks revocation. Envoy then refuses at the
+	// handshake every client whose issuer has no current list among them, so
+	// it is off unless asked for: the filter checks revocation from the
+	// bundle, CA by CA.
+	CRLs bool
+}
+
+// NewCache returns a cache that publishes what o selects.
+func NewCache(o Options) *Cache {
 	return &Cache{
-		env:     environment,
+		opts:    o,
 		sc:      cachev3.NewSnapshotCache(false, allNodes{}, nil),
 		secrets: map[string]*anypb.Any{},
 		watches: map[int64]*sotwWatch{},
@@ -113,7 +125,7 @@ func (c *Cache) Version() string {
 // Update publishes st. Watches on the cache are answered before it returns,
 // so subscribed streams have the new secrets queued when the API answers.
 func (c *Cache) Update(ctx context.Context, st State) error {
-	secrets := Secrets(st, c.env)
+	secrets := Secrets(st, c.opts)
 	h := sha256.New()
 	res := make([]types.Resource, 0, len(secrets))
 	anys := make(map[string]*anypb.Any, len(secrets))
@@ -250,9 +262,10 @@ func (v xdsView) Fetch(ctx context.Context, req *cachev3.Request) (cachev3.Respo
 	return v.c.sc.Fetch(ctx, req)
 }
 
-// Secrets builds the SDS resources: the client CA validation context and one
-// tls_certificate per enabled outbound certificate for environment.
-func Secrets(st State, environment string) []*tlsv3.Secret {
+// Secrets builds the SDS resources: the client CA validation context (with
+// the CRLs only when o.CRLs is set) and one tls_certificate per enabled
+// outbound certificate of o.Environment.
+func Secrets(st State, o Options) []*tlsv3.Secret {
 	cas := slices.Clone(st.CAs)
 	sort.Slice(cas, func(i, j int) bool { return cas[i].ID < cas[j].ID })
 	var trusted strings.Builder
@@ -268,7 +281,10 @@ func Secrets(st State, environment string) []*tlsv3.Secret {
 	vc := &tlsv3.CertificateValidationContext{
 		TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: trusted.String()}},
 	}
-	crls := slices.Clone(st.CRLs)
+	var crls []store.CRL
+	if o.CRLs {
+		crls = slices.Clone(st.CRLs)
+	}
 	sort.Slice(crls, func(i, j int) bool { return crls[i].ID < crls[j].ID })
 	var crlPEM strings.Builder
 	for _, c := range crls {
@@ -288,13 +304,13 @@ func Secrets(st State, environment string) []*tlsv3.Secret {
 		vc.OnlyVerifyLeafCertCrl = true
 	}
 	out := []*tlsv3.Secret{{Name: ClientCASecret, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}}
-	for _, o := range st.Outbound {
-		if !o.Enabled || !slices.Contains(o.EnvironmentTypes, environment) {
+	for _, ob := range st.Outbound {
+		if !ob.Enabled || !slices.Contains(ob.EnvironmentTypes, o.Environment) {
 			continue
 		}
-		out = append(out, &tlsv3.Secret{Name: o.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: o.ChainPEM}},
-			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: o.KeyPEM}},
+		out = append(out, &tlsv3.Secret{Name: ob.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: ob.ChainPEM}},
+			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: ob.KeyPEM}},
 		}}})
 	}
 	sort.Slice(out[1:], func(i, j int) bool { return out[1+i].Name < out[1+j].Name })

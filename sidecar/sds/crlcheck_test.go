@@ -12,7 +12,8 @@ import (
 )
 
 // TestServedCRLsVerifyAsEnvoyReadsThem: deployments that let Envoy verify
-// (VERIFY_TRUST_CHAIN, the strict variant in envoy.yaml) check clients
+// (VERIFY_TRUST_CHAIN, the strict variant in envoy.yaml) and ask for the
+// CRLs over SDS (serve --sds-crls) check clients
 // against the served validation context the way Envoy's default validator
 // sets up BoringSSL: trusted_ca as the store with X509_V_FLAG_PARTIAL_CHAIN
 // (an uploaded intermediate anchors at itself), the CRLs, and CRL_CHECK, plus
@@ -49,7 +50,7 @@ func TestServedCRLsVerifyAsEnvoyReadsThem(t *testing.T) {
 			{ID: "mtlscrl_i", CAID: "mtlsca_i", PEM: string(testpki.Must(inter.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{revokedI}})))},
 		},
 	}
-	s := startServer(t, st)
+	s := startServerWith(t, st, Options{Environment: "development", CRLs: true})
 	c := s.openSotW(ClientCASecret)
 	vc := c.next("the validation context").secrets[ClientCASecret].GetValidationContext()
 	if vc == nil {

@@ -36,8 +36,14 @@ type server struct {
 
 func startServer(t *testing.T, st State) *server {
 	t.Helper()
+	return startServerWith(t, st, Options{Environment: "development"})
+}
+
+// startServerWith is startServer with a cache configured by o.
+func startServerWith(t *testing.T, st State, o Options) *server {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	c := NewCache("development")
+	c := NewCache(o)
 	if err := c.Update(ctx, st); err != nil {
 		t.Fatal(err)
 	}

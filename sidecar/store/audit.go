@@ -88,35 +88,56 @@ func (s *Store) appendAudit(tx *bolt.Tx, e *AuditEntry) error {
 	return nil
 }
 
-// AuditLog returns the audit records made at or after since (all when
-// since is zero), oldest first; with limit > 0, only the newest limit of
-// them.
-func (s *Store) AuditLog(since time.Time, limit int) ([]AuditEntry, error) {
+// AuditQuery selects audit records.
+type AuditQuery struct {
+	// Since keeps the records made at or after it (all when zero).
+	Since time.Time
+	// Before keeps the records numbered below it (all when 0): the cursor
+	// that pages back from a page's oldest record.
+	Before uint64
+	// Limit keeps only the newest Limit of the selected records (all when 0).
+	Limit int
+}
+
+// AuditLog returns the audit records q selects, oldest first, and whether
+// older ones that q selects were left out by its limit.
+func (s *Store) AuditLog(q AuditQuery) (list []AuditEntry, more bool, err error) {
 	out := []AuditEntry{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
+		k, v := c.Last()
+		if q.Before > 0 {
+			k, v = c.Seek(auditKey(q.Before))
+			if k == nil {
+				k, v = c.Last()
+			} else {
+				k, v = c.Prev()
+			}
+		}
 		// Walked from the newest back, so a limit reads only what it
-		// returns. Older records are skipped, not taken as the end: the
-		// clock may have been set back between two of them.
-		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+		// returns (and, with since, what it skips before the next match).
+		// Older records are skipped, not taken as the end: the clock may
+		// have been set back between two of them.
+		for ; k != nil; k, v = c.Prev() {
 			var e AuditEntry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decode audit record %d: %w", binary.BigEndian.Uint64(k), err)
 			}
-			if !since.IsZero() && e.Time.Before(since) {
+			if !q.Since.IsZero() && e.Time.Before(q.Since) {
 				continue
 			}
-			out = append(out, e)
-			if limit > 0 && len(out) == limit {
+			if q.Limit > 0 && len(out) == q.Limit {
+				more = true
 				break
 			}
+			out = append(out, e)
 		}
 		return nil
 	})
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]
 	}
-	return out, err
+	return out, more, err
 }
 
 // record writes the audit record audit builds from v, if any.

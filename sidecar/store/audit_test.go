@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func newCA(t *testing.T, name string) CA {
 
 func actions(t *testing.T, s *Store) []string {
 	t.Helper()
-	list, err := s.AuditLog(time.Time{}, 0)
+	list, _, err := s.AuditLog(AuditQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestAuditRecordCommitsWithItsChange(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	list, err := s.AuditLog(time.Time{}, 0)
+	list, _, err := s.AuditLog(AuditQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func TestAuditRecordCommitsWithItsChange(t *testing.T) {
 	if _, _, err := s.DeleteCA(ca.ID, nil, func(CA, []string) *AuditEntry { return &AuditEntry{Action: "ca.delete"} }); err != nil {
 		t.Fatal(err)
 	}
-	list, err = s.AuditLog(time.Time{}, 0)
+	list, _, err = s.AuditLog(AuditQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func TestAuditRetentionDropsTheOldest(t *testing.T) {
 		}
 	}
 	seqs := func() []uint64 {
-		list, err := s.AuditLog(time.Time{}, 0)
+		list, _, err := s.AuditLog(AuditQuery{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,20 +157,40 @@ func TestAuditRetentionDropsTheOldest(t *testing.T) {
 	if got := seqs(); len(got) != 3 || got[0] != 3 || got[2] != 5 {
 		t.Fatalf("kept %v, want 3 4 5", got)
 	}
-	// since and limit select from what is kept.
-	since, err := s.AuditLog(time.Date(2026, 1, 1, 4, 0, 0, 0, time.UTC), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(since) != 2 || since[0].Seq != 4 {
-		t.Errorf("since 04:00: %+v, want 4 and 5", since)
-	}
-	last, err := s.AuditLog(time.Time{}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(last) != 1 || last[0].Seq != 5 {
-		t.Errorf("limit 1: %+v, want 5", last)
+	// since and limit select from what is kept; before pages back from a
+	// page's oldest record, and more says whether a page left older
+	// records out.
+	for _, c := range []struct {
+		q    AuditQuery
+		want []uint64
+		more bool
+	}{
+		{AuditQuery{Since: time.Date(2026, 1, 1, 4, 0, 0, 0, time.UTC)}, []uint64{4, 5}, false},
+		{AuditQuery{Limit: 1}, []uint64{5}, true},
+		{AuditQuery{Limit: 2}, []uint64{4, 5}, true},
+		{AuditQuery{Limit: 3}, []uint64{3, 4, 5}, false},
+		{AuditQuery{Before: 5, Limit: 1}, []uint64{4}, true},
+		{AuditQuery{Before: 4, Limit: 1}, []uint64{3}, false},
+		{AuditQuery{Before: 4}, []uint64{3}, false},
+		{AuditQuery{Before: 3}, nil, false},
+		// A cursor below what is kept (dropped by the retention since)
+		// and one above the newest.
+		{AuditQuery{Before: 2}, nil, false},
+		{AuditQuery{Before: 99, Limit: 2}, []uint64{4, 5}, true},
+		// The record before since does not count as more.
+		{AuditQuery{Since: time.Date(2026, 1, 1, 4, 0, 0, 0, time.UTC), Before: 5, Limit: 1}, []uint64{4}, false},
+	} {
+		list, more, err := s.AuditLog(c.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []uint64
+		for _, e := range list {
+			got = append(got, e.Seq)
+		}
+		if !slices.Equal(got, c.want) || more != c.more {
+			t.Errorf("%+v: %v more %v, want %v more %v", c.q, got, more, c.want, c.more)
+		}
 	}
 	s.Close()
 
