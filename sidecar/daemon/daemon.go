@@ -441,7 +441,6 @@ func modeBits(m fs.FileMode) fs.FileMode {
 	return b
 }
 
-// trustDirInterval is how often the trust directory is read.
 // completeCRLs leaves out stored lists that are not complete (delta,
 // partitioned, indirect: see internal/crlscope). The admin API, the URL
 // refresh and the trust directory refuse them, but a store written by an
@@ -517,6 +516,7 @@ func crlMaxAge(cfg Config) time.Duration {
 	return cfg.CRLMaxAge
 }
 
+// trustDirInterval is how often the trust directory is read.
 func trustDirInterval(cfg Config) time.Duration {
 	if cfg.TrustDirInterval <= 0 {
 		return DefaultTrustDirInterval
