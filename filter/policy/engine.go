@@ -994,6 +994,8 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 			// and its own is not the client's.
 			res.fill(p.noCert, false)
 			return p
+		case errors.Is(err, certsrc.ErrTooManyCertificates):
+			o = (&outcome{}).fail(ReasonCertificateTooLarge, err.Error())
 		case err != nil:
 			o = (&outcome{}).fail(ReasonMalformedCertificate, err.Error())
 		case digest != "" && p.opts.XFCCElementLast && !hasDigest(ders[0], digest):
