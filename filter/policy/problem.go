@@ -54,7 +54,7 @@ var problems = map[Reason]problemText{
 	ReasonMethodNotAllowed: {"Method not allowed for this profile",
 		"Your profile does not allow this HTTP method. The Allow response header lists the methods it does allow."},
 	ReasonAmbiguousPath: {"Ambiguous request path",
-		"The request path reaches a different route once dot segments, repeated slashes or escapes are resolved, or letter case is ignored, or it carries a NUL byte. Send the path in its plain form."},
+		"The request path reaches a different route once dot segments, repeated slashes or escapes are resolved, or letter case is ignored, or it carries a NUL byte, an overlong UTF-8 sequence or more layers of percent-encoding than are read. Send the path in its plain form."},
 	ReasonRateLimited: {"Rate limit exceeded",
 		"Your client has used its request budget for the current window. Retry after the number of seconds in the Retry-After response header."},
 }
