@@ -325,3 +325,36 @@ func TestTrailersCannotCarryIdentity(t *testing.T) {
 		}
 	}
 }
+
+// TestEncodedPathLayers: over TLS, HTTP/1.1 and HTTP/2, a protected prefix
+// escaped three times is protected, five layers of escapes and overlong
+// UTF-8 ('.' spelt %C0%AE) are refused 400 AMBIGUOUS_PATH before the
+// upstream, and a literal percent escaped three times still reaches it.
+func TestEncodedPathLayers(t *testing.T) {
+	up := newEchoUpstream(t, nil)
+	g, sp, _ := adminGateway(t, up.srv.URL)
+	for _, h2 := range []bool{false, true} {
+		for _, c := range []struct {
+			target, reason string
+			status         int
+		}{
+			{"/%252561dmin/x", "NO_CERTIFICATE", http.StatusUnauthorized},
+			{"/%2525252561dmin/x", "AMBIGUOUS_PATH", http.StatusBadRequest},
+			{"/%C0%AE%C0%AE/admin/x", "AMBIGUOUS_PATH", http.StatusBadRequest},
+			{"/public/%C0%AE%C0%AE%C0%AFadmin/x", "AMBIGUOUS_PATH", http.StatusBadRequest},
+			{"/files/100%252541", "", http.StatusOK},
+		} {
+			before := up.count()
+			r := rawTarget(t, g, sp, c.target, h2)
+			if r.status != c.status || r.header.Get("x-mtls-verification-reason") != c.reason {
+				t.Errorf("%q h2=%v: %d %q, want %d %q", c.target, h2, r.status, r.header.Get("x-mtls-verification-reason"), c.status, c.reason)
+			}
+			if reached := up.count() != before; reached != (c.status == http.StatusOK) {
+				t.Errorf("%q h2=%v: reached the upstream %v", c.target, h2, reached)
+			}
+			if c.status == http.StatusOK && (r.echo == nil || r.echo.Path != c.target) {
+				t.Errorf("%q h2=%v: upstream saw %+v, want the path as sent", c.target, h2, r.echo)
+			}
+		}
+	}
+}

@@ -46,23 +46,6 @@ func methodRequest(method, path, source string, extra ...abi.Header) *hosttest.R
 	return r
 }
 
-// decisionRecords returns the decision log lines among logs, decoded.
-func decisionRecords(t *testing.T, logs []hosttest.LogEntry) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for _, l := range logs {
-		if !strings.HasPrefix(l.Message, `{"msg":"mtls decision"`) {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l.Message), &m); err != nil {
-			t.Fatalf("decision record is not JSON: %v: %s", err, l.Message)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 // sidecarLike serves /v1/bundle the way `mtlsgate serve` does: the real store
 // and the real bundle server, without the process around them.
 type sidecarLike struct {

@@ -2,6 +2,7 @@ package filtertest
 
 import (
 	"encoding/base64"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,5 +89,76 @@ func TestDuplicateCertificateHeaders(t *testing.T) {
 	}
 	if pr := problem(t, res); pr["reason"] != "MALFORMED_CERTIFICATE" {
 		t.Errorf("reason %v, want MALFORMED_CERTIFICATE", pr["reason"])
+	}
+}
+
+// TestChainLengthLimit: in the compiled filter, a presented chain one longer
+// than the eight certificates read is refused CERTIFICATE_TOO_LARGE, naming
+// the limit, from each certificate source; eight verify.
+func TestChainLengthLimit(t *testing.T) {
+	p := thePKI(t)
+	chain := func(n int) []*testpki.Cert {
+		out := []*testpki.Cert{p.good}
+		for len(out) < n {
+			out = append(out, p.inter)
+		}
+		return out
+	}
+	pemOf := func(cs []*testpki.Cert) []byte {
+		var b []byte
+		for _, c := range cs {
+			b = append(b, c.PEM()...)
+		}
+		return b
+	}
+	sf := func(c *testpki.Cert) string { return ":" + base64.StdEncoding.EncodeToString(c.DER) + ":" }
+	for _, c := range []struct {
+		name    string
+		options map[string]any
+		headers func(cs []*testpki.Cert) []abi.Header
+	}{
+		{"xfcc", nil, func(cs []*testpki.Cert) []abi.Header {
+			return []abi.Header{xfccHeader(xfcc(cs[0], pemOf(cs)))}
+		}},
+		{"rfc9440", map[string]any{"certificateSource": "rfc9440", "trustedSourceCIDRs": []string{"10.0.0.0/8"}}, func(cs []*testpki.Cert) []abi.Header {
+			hs := []abi.Header{{Key: "client-cert", Value: sf(cs[0])}}
+			for _, c := range cs[1:] {
+				hs = append(hs, abi.Header{Key: "client-cert-chain", Value: sf(c)})
+			}
+			return hs
+		}},
+		{"header base64-der", map[string]any{"certificateSource": "header", "certificateHeader": "x-cert", "certificateHeaderFormat": "base64-der", "trustedSourceCIDRs": []string{"10.0.0.0/8"}}, func(cs []*testpki.Cert) []abi.Header {
+			v := ""
+			for i, c := range cs {
+				if i > 0 {
+					v += ","
+				}
+				v += base64.StdEncoding.EncodeToString(c.DER)
+			}
+			return []abi.Header{{Key: "x-cert", Value: v}}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := map[string]any{"policies": []any{policyDoc("mtls", c.options)}, "trustBundle": inlineBundle([]*testpki.Cert{p.root})}
+			_, vm := newPlugin(t, cfg, nil)
+			if res := do(t, vm, request("/", "10.0.0.5:443", c.headers(chain(8))...)); res.Forwarded == nil {
+				t.Fatalf("chain of 8 denied: %s", res.LocalResponse.Body)
+			}
+			res := do(t, vm, request("/", "10.0.0.5:443", c.headers(chain(9))...))
+			pr := problem(t, res)
+			if pr["reason"] != "CERTIFICATE_TOO_LARGE" || res.LocalResponse.Status != 401 {
+				t.Fatalf("chain of 9: %d %v, want 401 CERTIFICATE_TOO_LARGE", res.LocalResponse.Status, pr)
+			}
+			if d, _ := pr["detail"].(string); !strings.Contains(d, "at most 8 certificates") {
+				t.Errorf("problem detail does not name the limit: %q", d)
+			}
+			recs := decisionRecords(t, res.Logs)
+			if len(recs) != 1 {
+				t.Fatalf("%d decision records", len(recs))
+			}
+			if d, _ := recs[0]["detail"].(string); !strings.Contains(d, "more than 8 certificates") {
+				t.Errorf("decision log detail does not name the limit: %v", recs[0])
+			}
+		})
 	}
 }

@@ -335,6 +335,16 @@ func TestDecodedPathSpellings(t *testing.T) {
 		{"/%61dmin/..;/x", 401, "NO_CERTIFICATE"}, {"/%61dmin/%2e%2e/x", 401, "NO_CERTIFICATE"},
 		// Decoded, then cut at a decoded '?' or '#'.
 		{"/admin%3F/../public", 401, "NO_CERTIFICATE"}, {"/admin%23/../x", 401, "NO_CERTIFICATE"},
+		// Decoded a third and a fourth time; an escape left after that is
+		// refused. The third round is a reading of its own: three decoding
+		// layers and a Tomcat-style ";params" cut read /admin.
+		{"/%252561dmin/x", 401, "NO_CERTIFICATE"}, {"/%25252561dmin/x", 401, "NO_CERTIFICATE"},
+		{"/admin%25253B%2525252F..%2525252F..%2525252Fpublic", 401, "NO_CERTIFICATE"},
+		{"/%2525252561dmin/x", 400, "AMBIGUOUS_PATH"}, {"/public/%2525252525", 400, "AMBIGUOUS_PATH"},
+		// Overlong UTF-8, which old servers decode as '.' and '/': refused.
+		{"/%C0%AE%C0%AE/admin/x", 400, "AMBIGUOUS_PATH"}, {"/public/%C0%AE%C0%AE%C0%AFadmin/x", 400, "AMBIGUOUS_PATH"},
+		{"/%E0%80%AE%E0%80%AE/admin/x", 400, "AMBIGUOUS_PATH"}, {"/%25c0%25ae%25c0%25ae/admin/x", 400, "AMBIGUOUS_PATH"},
+		{"/\xC0\xAE\xC0\xAE/admin/x", 400, "AMBIGUOUS_PATH"},
 	} {
 		res := do(t, vm, request(c.path, "", abi.Header{Key: "x-user-sub", Value: "CN=admin"}))
 		if res.Forwarded != nil {
@@ -361,11 +371,21 @@ func TestDecodedPathSpellings(t *testing.T) {
 	if res := do(t, vm, request("/"+long, "")); res.LocalResponse == nil || res.LocalResponse.Status != 401 {
 		t.Errorf("%d bytes of double-encoded dot segments before /admin/x: not refused 401", len(long)+1)
 	}
+	// One percent before 30,000 "25"s loses one layer per round of
+	// decoding: refused after the fourth, in linear time.
+	if res := do(t, vm, request("/%"+strings.Repeat("25", 30000)+"61dmin/x", "")); res.LocalResponse == nil || res.LocalResponse.Status != 400 {
+		t.Error("60 KB of nested escapes before /admin/x: not refused 400")
+	}
 	if err := vm.Err(); err != nil {
 		t.Fatalf("VM: %v", err)
 	}
 	for _, path := range []string{"/files/100%25", "/files/50%25off", "/files/100%2541", "/files/caf%C3%A9", "/files/a%3Bb", "/search?q=%00",
-		"/files/" + strings.Repeat("%25%3B%C5%BF", 5000)} {
+		"/files/" + strings.Repeat("%25%3B%C5%BF", 5000),
+		// A literal percent escaped three and four times, valid UTF-8 and
+		// Latin-1 sharing the overlong lead bytes, and 60 KB of bare
+		// percents.
+		"/files/100%252541", "/files/%25252525", "/files/%E0%A4%85", "/files/%F0%9F%98%80", "/files/%C0%20propos", "/files/caf%E9",
+		"/" + strings.Repeat("%", 60000)} {
 		res := do(t, vm, request(path, ""))
 		if res.Forwarded == nil {
 			t.Errorf("%q refused: %d %s", path, res.LocalResponse.Status, res.LocalResponse.Body)

@@ -176,3 +176,20 @@ func unescapeXFCC(s string) string { v, _ := url.PathUnescape(s); return v }
 func hostConfig(cfg []byte) hosttest.PluginConfig {
 	return hosttest.PluginConfig{Name: "mtlsgate", RootID: "mtlsgate", VMID: "mtlsgate", Configuration: cfg, LogLevel: abi.LogInfo}
 }
+
+// decisionRecords returns the decision log lines among logs, decoded.
+func decisionRecords(t *testing.T, logs []hosttest.LogEntry) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range logs {
+		if !strings.HasPrefix(l.Message, `{"msg":"mtls decision"`) {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l.Message), &m); err != nil {
+			t.Fatalf("decision record is not JSON: %v: %s", err, l.Message)
+		}
+		out = append(out, m)
+	}
+	return out
+}

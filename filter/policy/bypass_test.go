@@ -40,10 +40,10 @@ func TestRoutesMatchTheNormalizedPath(t *testing.T) {
 		"/admin;/x": DecisionDeny, "/admin;jsessionid=1/x": DecisionDeny, "/public/..;/admin/x": DecisionDeny,
 		`/admin\x`: DecisionDeny, `/public\..\admin\x`: DecisionDeny, `/admin\`: DecisionDeny, "/metrics;x": DecisionDeny,
 		"/public;a=b/x": DecisionPassthrough,
-		// Escapes decoded before ";params" are cut, escapes decoded twice
-		// (but not three times), and a percent that is only a percent.
+		// Escapes decoded before ";params" are cut, escapes decoded again
+		// (up to maxDecodes rounds), and a percent that is only a percent.
 		"/admin%3Bfoo/x": DecisionDeny, "/admin%3b/x": DecisionDeny, "/public/..%3B/admin/x": DecisionDeny, "/metrics%3Bx": DecisionDeny,
-		"/%25%36%31dmin/x": DecisionDeny, "/public/%252e%252e/admin/x": DecisionDeny, "/admin%252Fx": DecisionDeny, "/%252561dmin/x": DecisionPassthrough,
+		"/%25%36%31dmin/x": DecisionDeny, "/public/%252e%252e/admin/x": DecisionDeny, "/admin%252Fx": DecisionDeny, "/%252561dmin/x": DecisionDeny,
 		"/public/100%25": DecisionPassthrough, "/public/50%25off": DecisionPassthrough, "/public/%25%25": DecisionPassthrough, "/%": DecisionPassthrough,
 	} {
 		r := e.Evaluate(&Request{Method: "GET", Path: path, Now: time.Now()})
@@ -241,16 +241,32 @@ func TestDecodedReadings(t *testing.T) {
 		// U+017F LATIN SMALL LETTER LONG S, U+212A KELVIN SIGN.
 		{"/ſecret/x", "strict"}, {"/%C5%BFecret/x", "strict"}, {"/%c5%bfecret/", "strict"}, {"/%C5%BFECRET", "strict"},
 		{"/%E2%84%AAeys/x", "open"}, {"/files/caf%C3%A9", "open"}, {"/%FF%FE/x", "open"}, {"/%C5/x", "open"},
-		// Decoded twice, not three times.
+		// Decoded again while an escape is left, up to four rounds; one
+		// left after the fourth is refused.
 		{"/%2561dmin/x", "strict"}, {"/%25%36%31dmin/x", "strict"}, {"/public/%252e%252e/admin/x", "strict"}, {"/%2573ecret/x", "strict"},
-		{"/%25C5%25BFecret/x", "strict"}, {"/admin%253Bx/y", "strict"}, {"/%252561dmin/x", "open"},
+		{"/%25C5%25BFecret/x", "strict"}, {"/admin%253Bx/y", "strict"}, {"/%252561dmin/x", "strict"}, {"/%25252561dmin/x", "strict"},
+		{"/public/%25252e%25252e/admin/x", "strict"}, {"/%2525252561dmin/x", "400"}, {"/files/%2525252525", "400"},
+		// The third round is a reading of its own, not only the last: an
+		// upstream behind three decoding layers cuts ";params" from
+		// /admin;%2F..%2F..%2Fpublic and serves /admin, while the fourth
+		// round, /admin;/../../public, resolves to /public.
+		{"/admin%25253B%2525252F..%2525252F..%2525252Fpublic", "strict"},
+		// Overlong UTF-8 ('.', '/', '\\' spelt in two or more bytes), raw,
+		// escaped or escaped twice: refused wherever they lead.
+		{"/%C0%AE%C0%AE/admin/x", "400"}, {"/public/%C0%AE%C0%AE%C0%AFadmin/x", "400"}, {"/admin%C0%AFx", "400"}, {"/files/%c1%9c", "400"},
+		{"/%E0%80%AE%E0%80%AE/admin/x", "400"}, {"/%F0%80%80%AE/x", "400"}, {"/%25C0%25AE%25C0%25AE/admin/x", "400"},
+		{"/\xC0\xAE\xC0\xAE/admin/x", "400"}, {"/files/\xC0\xAE", "400"},
+		// Valid UTF-8 and Latin-1 that share those lead bytes are not
+		// overlong.
+		{"/files/%E0%A4%85", "open"}, {"/files/%F0%9F%98%80", "open"}, {"/files/%C0%20propos", "open"}, {"/files/caf%E9", "open"}, {"/files/%C0", "open"},
 		// Decoded, with dot segments and ";" left as they are.
 		{"/%61dmin/..;/x", "strict"}, {"/%61dmin/%2e%2e/x", "strict"}, {"/%2561dmin/..;/x", "strict"}, {"/%61dmin%2f..%2fx", "strict"},
 		{"/files/%2e%2e/x", "open"},
 		// Decoded, then cut at a decoded '?' or '#'.
 		{"/admin%3F/../public", "strict"}, {"/admin%23/../x", "strict"}, {"/admin%253F/../x", "strict"}, {"/files/what%3F", "open"},
-		// A literal percent.
+		// A literal percent, escaped once or more.
 		{"/files/100%25", "open"}, {"/files/50%25off", "open"}, {"/files/100%2541", "open"}, {"/files/%25", "open"}, {"/files/%", "open"},
+		{"/files/100%252541", "open"}, {"/files/%25252525", "open"},
 	} {
 		r := e.Evaluate(&Request{Method: "GET", Path: c.path, Now: time.Now(), Headers: []Header{{":path", c.path}, {"x-user-sub", "forged"}}})
 		got := r.Policy
@@ -280,28 +296,33 @@ func TestResolvePath(t *testing.T) {
 		"/%2561":       {"/%61", "/a"},
 		"/%25":         {"/%"},
 		"/%C5%BF":      {"/ſ"},
-		"/%252525":     {"/%2525", "/%25"},
+		"/%252525":     {"/%2525", "/%25", "/%"},
+		"/%252561":     {"/%2561", "/%61", "/a"},
+		"/%25252561":   {"/%252561", "/%2561", "/%61", "/a"},
 		"/%61%3B":      {"/a%3B", "/a;", "/a"},
 		"/a%2fb":       {"/a/b"},
 		"/%2e%2E/a%3B": {"/a%3B", "/../a;", "/a"},
 	} {
-		rs, nul := resolvePath(in)
-		if nul || !slices.Equal(rs.list(), want) {
-			t.Errorf("resolvePath(%q) = %q (NUL %v), want %q", in, rs.list(), nul, want)
+		rs, why := resolvePath(in)
+		if why != refuseNone || !slices.Equal(rs.list(), want) {
+			t.Errorf("resolvePath(%q) = %q (refused %d), want %q", in, rs.list(), why, want)
 		}
 	}
-	for _, in := range []string{"/%00", "/a\x00", "/%2500", "/%25%30%30", "/%2561%00", "/%%00"} {
-		if _, nul := resolvePath(in); !nul {
-			t.Errorf("resolvePath(%q): NUL not found", in)
-		}
-	}
-	for _, in := range []string{"/%252500", "/%2", "/%", "/%0"} {
-		if _, nul := resolvePath(in); nul {
-			t.Errorf("resolvePath(%q): NUL found", in)
+	for want, ins := range map[refusal][]string{
+		refuseNUL: {"/%00", "/a\x00", "/%2500", "/%25%30%30", "/%2561%00", "/%%00", "/%252500", "/%25252500"},
+		refuseOverlong: {"/%C0%AE", "/%c0%af", "/%C1%9C", "/%E0%80%AE", "/%E0%9F%BF", "/%F0%80%80%AE", "/%F0%8F%BF%BF", "/%25C0%25AE",
+			"/\xC0\xAF", "/\xC0%AF", "/%252525C0%252525AE"},
+		refuseDeep: {"/%2525252561", "/%" + strings.Repeat("25", 5), "/a/%252525252F"},
+		refuseNone: {"/%2", "/%", "/%0", "/%C0", "/%C0A", "/%C2%A0", "/%E0%A0%80", "/%F0%90%80%80", "/%C0%2520", "/%" + strings.Repeat("25", 4)},
+	} {
+		for _, in := range ins {
+			if _, why := resolvePath(in); why != want {
+				t.Errorf("resolvePath(%q): refused %d, want %d", in, why, want)
+			}
 		}
 	}
 	// Long paths of escapes: linear work, readings no longer than the path.
-	for _, unit := range []string{"%25", "%2525", "%3B", "%C5%BF", "%2e%2e/", "/", "%", "%%2", "%252e%252e%252F"} {
+	for _, unit := range []string{"%25", "%2525", "%3B", "%C5%BF", "%2e%2e/", "/", "%", "%%2", "%252e%252e%252F", "%25252525", "%C0", "%E0%A4%85"} {
 		in := "/" + strings.Repeat(unit, 1<<20/len(unit))
 		rs, _ := resolvePath(in)
 		for _, s := range rs.list() {
@@ -309,5 +330,12 @@ func TestResolvePath(t *testing.T) {
 				t.Errorf("%q×%d: a reading of %d bytes", unit, 1<<20/len(unit), len(s))
 			}
 		}
+	}
+	// One percent before a long run of "25" loses one layer a round: a
+	// fixed point would take a pass per layer, quadratic in the path. Four
+	// rounds, then refused.
+	in := "/%" + strings.Repeat("25", 1<<19)
+	if _, why := resolvePath(in); why != refuseDeep {
+		t.Errorf("%%25…×%d: refused %d, want %d", 1<<19, why, refuseDeep)
 	}
 }

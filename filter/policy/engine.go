@@ -244,8 +244,10 @@ type Engine struct {
 	// to decide what to strip.
 	headerSourced int
 	// ambiguous answers a path whose raw and normalized readings reach
-	// different policies, nulPath one with a NUL byte (see resolvePath).
-	ambiguous, nulPath *entry
+	// different policies; refusals the paths resolvePath refuses to read,
+	// by the reason it gives.
+	ambiguous *entry
+	refusals  [refuseDeep + 1]*entry
 	// inputs are every policy's certificate input header names.
 	inputs    []string
 	inputLens uint64
@@ -266,7 +268,11 @@ type Engine struct {
 func NewEngine(cfg *Config) *Engine {
 	e := &Engine{cfg: cfg, limiter: NewMemoryLimiter(),
 		ambiguous: ambiguousPath("the path reaches one route as written and another once resolved (dot segments, repeated slashes, escapes or letter case)"),
-		nulPath:   ambiguousPath("the path carries a NUL byte (raw, %00 or %2500), which upstreams cut the path at, drop or refuse")}
+		refusals: [...]*entry{
+			refuseNUL:      ambiguousPath("the path carries a NUL byte (raw, %00 or %2500), which upstreams cut the path at, drop or refuse"),
+			refuseOverlong: ambiguousPath("the path carries an overlong UTF-8 sequence (raw or escaped, such as %C0%AE or %C0%AF), which old servers decode as '.' or '/' and no client sends"),
+			refuseDeep:     ambiguousPath("the path still has a percent-escape after " + strconv.Itoa(maxDecodes) + " rounds of decoding, more layers of encoding than any client sends"),
+		}}
 	if cfg.ProfilesDefined {
 		e.configProfiles = compileProfiles(cfg.Profiles, ProfilesFromConfig, 0)
 		e.profiles.Store(e.configProfiles)
@@ -451,6 +457,13 @@ func (e *Engine) route(method, path string) (r reach, refuse *entry) {
 	r = e.matchRoute(method, path, false)
 	if plainPath(path) {
 		if e.foldRoutes || hasFoldable(path) {
+			// Raw overlong bytes need no escape, so a plain path is not
+			// exempt (see resolvePath). Without a byte hasFoldable finds
+			// (any non-ASCII one) it has none, and an ASCII path pays
+			// nothing more.
+			if overlong(path) {
+				return reach{}, e.refusals[refuseOverlong]
+			}
 			var amb bool
 			if r, amb = r.merge(e.matchRoute(method, path, true)); amb {
 				return reach{}, e.ambiguous
@@ -458,9 +471,9 @@ func (e *Engine) route(method, path string) (r reach, refuse *entry) {
 		}
 		return r, nil
 	}
-	rs, nul := resolvePath(path)
-	if nul {
-		return reach{}, e.nulPath
+	rs, why := resolvePath(path)
+	if why != refuseNone {
+		return reach{}, e.refusals[why]
 	}
 	fold := e.foldRoutes || hasFoldable(path)
 	var amb bool
@@ -633,11 +646,28 @@ func plainPath(p string) bool {
 }
 
 // readings are a path's resolved readings other than the raw one, each
-// distinct: at most nine, so a route is matched at most twenty times.
+// distinct: the normalized one and four per round of decoding, so a route is
+// matched at most 2×(2+4×maxDecodes) times.
 type readings struct {
-	s [9]string
+	s [1 + 4*maxDecodes]string
 	n int
 }
+
+// maxDecodes is how many rounds of decoding resolvePath reads: one per layer
+// that decodes in front of the upstream or in it. A path with an escape left
+// after the last is refused rather than read, which keeps the work linear in
+// the path's length (each round is a pass; %252525… loses one layer a round).
+const maxDecodes = 4
+
+// refusal is why resolvePath refuses to read a path.
+type refusal uint8
+
+const (
+	refuseNone refusal = iota
+	refuseNUL
+	refuseOverlong
+	refuseDeep
+)
 
 func (rs *readings) add(raw, s string) {
 	if s == raw {
@@ -655,7 +685,7 @@ func (rs *readings) add(raw, s string) {
 func (rs *readings) list() []string { return rs.s[:rs.n] }
 
 // resolvePath returns the readings of a path that is not plain besides the
-// raw one, or nul when any of them holds a NUL byte:
+// raw one, or why it refuses to read it:
 //
 //   - routePath: unreserved escapes decoded, as RFC 3986 normalizes;
 //   - every escape decoded once, then resolved the same way: servers that
@@ -663,44 +693,91 @@ func (rs *readings) list() []string { return rs.s[:rs.n] }
 //     frameworks that compare decoded non-ASCII letters ignoring case
 //     (/%C5%BFecret/ is /ſecret/, which .NET's OrdinalIgnoreCase reads as
 //     /secret/);
-//   - every escape decoded twice, when the once-decoded path still has one:
-//     an upstream behind a proxy that decoded already, or one that decodes
-//     again itself, reads /%2561dmin/x as /admin/x. Escapes are not decoded
-//     a third time;
+//   - every escape decoded again, as long as the decoded path still has
+//     one, up to maxDecodes rounds: an upstream behind a proxy that decoded
+//     already, or one that decodes again itself, reads /%2561dmin/x as
+//     /admin/x, and each further layer that decodes takes one more round
+//     (/%252561dmin/x). Every round is a reading of its own: an upstream
+//     behind exactly three decoding layers reads the third round, not the
+//     last;
 //   - each decoded path also as it stands, unresolved: an upstream that
 //     decodes but takes dot segments and ";" literally serves
 //     /%61dmin/..;/x and /%61dmin/%2e%2e/x from the /admin/ tree;
 //   - each decoded path cut at a decoded '?' or '#', as it stands and
 //     resolved (see addDecoded).
 //
-// A NUL byte (raw, %00 or %2500) is not a reading but a refusal: upstreams
-// cut the path there, drop it or refuse the request, and no client sends
-// one in a path.
+// Some paths are refused instead of read. A NUL byte (raw, %00 or %2500):
+// upstreams cut the path there, drop it or refuse the request. An overlong
+// UTF-8 sequence (%C0%AE, %C0%AF, %E0%80%AE): invalid UTF-8 that modern
+// servers refuse and old ones (unpatched IIS 4 and 5, Java's decoder
+// before JDK 6u11) decode to the ASCII it spells, '.', '/' or any letter.
+// An escape still there after maxDecodes rounds. No client sends any of
+// them.
 //
-// Each step is linear in the path's length, and there are at most nine
-// readings.
-func resolvePath(path string) (rs readings, nul bool) {
-	if strings.IndexByte(path, 0) >= 0 {
-		return rs, true
+// Each step is linear in the path's length, and there are at most
+// maxDecodes rounds.
+func resolvePath(path string) (rs readings, refuse refusal) {
+	if r := odd(path); r != refuseNone {
+		return rs, r
 	}
 	rs.add(path, routePath(path))
 	some, other := escapes(path)
-	if !some {
-		return rs, false
-	}
-	once := decodeEscapes(path, true)
-	if strings.IndexByte(once, 0) >= 0 {
-		return rs, true
-	}
-	rs.addDecoded(path, once, other)
-	if again, _ := escapes(once); again {
-		twice := decodeEscapes(once, true)
-		if strings.IndexByte(twice, 0) >= 0 {
-			return rs, true
+	d := path
+	for round := 0; some; round++ {
+		if round == maxDecodes {
+			return rs, refuseDeep
 		}
-		rs.addDecoded(path, twice, true)
+		d = decodeEscapes(d, true)
+		if r := odd(d); r != refuseNone {
+			return rs, r
+		}
+		// The first round resolves only when it decoded what routePath
+		// leaves encoded; otherwise its resolution is routePath's.
+		rs.addDecoded(path, d, round > 0 || other)
+		some, _ = escapes(d)
 	}
-	return rs, false
+	return rs, refuseNone
+}
+
+// odd reports why a path, raw or decoded, is refused: a NUL byte or an
+// overlong UTF-8 sequence.
+func odd(p string) refusal {
+	if strings.IndexByte(p, 0) >= 0 {
+		return refuseNUL
+	}
+	if overlong(p) {
+		return refuseOverlong
+	}
+	return refuseNone
+}
+
+// overlong reports whether p holds the start of an overlong UTF-8 sequence:
+// C0 or C1 then a continuation byte (a two-byte spelling of ASCII), E0 then
+// 80–9F, or F0 then 80–8F. Other invalid bytes are left alone: a Latin-1
+// path (caf%E9) is legitimate, and no decoder reads it as ASCII.
+func overlong(p string) bool {
+	for i := 0; i+1 < len(p); i++ {
+		c := p[i]
+		if c < 0xC0 {
+			continue
+		}
+		n := p[i+1]
+		switch {
+		case c == 0xC0 || c == 0xC1:
+			if n >= 0x80 && n <= 0xBF {
+				return true
+			}
+		case c == 0xE0:
+			if n >= 0x80 && n <= 0x9F {
+				return true
+			}
+		case c == 0xF0:
+			if n >= 0x80 && n <= 0x8F {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // addDecoded adds the readings of a decoded path: as it stands, resolved
@@ -994,6 +1071,8 @@ func (e *Engine) evaluate(req *Request, res *Result) *compiledPolicy {
 			// and its own is not the client's.
 			res.fill(p.noCert, false)
 			return p
+		case errors.Is(err, certsrc.ErrTooManyCertificates):
+			o = (&outcome{}).fail(ReasonCertificateTooLarge, err.Error())
 		case err != nil:
 			o = (&outcome{}).fail(ReasonMalformedCertificate, err.Error())
 		case digest != "" && p.opts.XFCCElementLast && !hasDigest(ders[0], digest):

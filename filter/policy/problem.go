@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/mtlsgate/mtlsgate/filter/policy/certsrc"
 )
 
 // ProblemBase prefixes the problem type URI of every reason: the type of
@@ -34,7 +36,7 @@ var problems = map[Reason]problemText{
 	ReasonWrongKeyUsage: {"Client certificate not valid for client authentication",
 		"The client certificate's key usage does not allow TLS client authentication. Issue a certificate with extendedKeyUsage clientAuth."},
 	ReasonCertificateTooLarge: {"Client certificate too large",
-		"The client certificate is larger than this endpoint accepts. Reissue it with fewer extensions or SANs, or an ECDSA key."},
+		"The client certificate or its chain is larger than this endpoint accepts. Reissue the certificate with fewer extensions or SANs, or an ECDSA key, and send at most " + strconv.Itoa(certsrc.MaxChain) + " certificates, leaf first."},
 	ReasonUntrustedSource: {"Client certificate not accepted from this source",
 		"The certificate was not received through a trusted proxy. Connect through the configured load balancer or CDN."},
 	ReasonTrustBundleUnavailable: {"Client certificate verification unavailable",
@@ -52,7 +54,7 @@ var problems = map[Reason]problemText{
 	ReasonMethodNotAllowed: {"Method not allowed for this profile",
 		"Your profile does not allow this HTTP method. The Allow response header lists the methods it does allow."},
 	ReasonAmbiguousPath: {"Ambiguous request path",
-		"The request path reaches a different route once dot segments, repeated slashes or escapes are resolved, or letter case is ignored, or it carries a NUL byte. Send the path in its plain form."},
+		"The request path reaches a different route once dot segments, repeated slashes or escapes are resolved, or letter case is ignored, or it carries a NUL byte, an overlong UTF-8 sequence or more layers of percent-encoding than are read. Send the path in its plain form."},
 	ReasonRateLimited: {"Rate limit exceeded",
 		"Your client has used its request budget for the current window. Retry after the number of seconds in the Retry-After response header."},
 }

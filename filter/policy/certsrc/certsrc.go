@@ -23,6 +23,24 @@ const MaxChain = 8
 // to a malformed one).
 var ErrNoCertificate = errors.New("no client certificate in the request")
 
+// ErrTooManyCertificates is wrapped by every error that refuses a chain for
+// holding more than MaxChain certificates. That is a size limit, like the
+// leaf's maxCertificateBytes, not a chain that could not be read: the policy
+// answers it CERTIFICATE_TOO_LARGE, and the operator's fix is a shorter
+// chain, not a different proxy format.
+var ErrTooManyCertificates = errors.New("more than " + strconv.Itoa(MaxChain) + " certificates, the most a presented chain may hold")
+
+// tooMany says where the limit was hit and still matches
+// ErrTooManyCertificates under errors.Is.
+func tooMany(where string) error {
+	return &limitError{where + ": " + ErrTooManyCertificates.Error()}
+}
+
+type limitError struct{ msg string }
+
+func (e *limitError) Error() string { return e.msg }
+func (e *limitError) Unwrap() error { return ErrTooManyCertificates }
+
 // Format is how a certificate is written into a single header.
 type Format string
 
@@ -69,7 +87,7 @@ func Header(value string, f Format) ([][]byte, error) {
 				continue
 			}
 			if len(out) == MaxChain {
-				return nil, errors.New("more than " + strconv.Itoa(MaxChain) + " certificates in the header")
+				return nil, tooMany("certificate header")
 			}
 			der, err := decodeBase64(part)
 			if err != nil {
@@ -119,7 +137,7 @@ func DecodePEMChain(s string) ([][]byte, error) {
 			return nil, errors.New("PEM certificate is truncated (no END line)")
 		}
 		if len(out) == MaxChain {
-			return nil, errors.New("more than " + strconv.Itoa(MaxChain) + " certificates in the chain")
+			return nil, tooMany("PEM chain")
 		}
 		body := stripSpace(s[:e])
 		der, err := base64.StdEncoding.DecodeString(body)
@@ -184,7 +202,7 @@ func RFC9440(cert string, chain []string) ([][]byte, error) {
 				break
 			}
 			if len(out) == MaxChain {
-				return nil, errors.New("Client-Cert-Chain: more than " + strconv.Itoa(MaxChain) + " certificates")
+				return nil, tooMany("Client-Cert and Client-Cert-Chain")
 			}
 			der, rest, err := sfBinary(line)
 			if err != nil {

@@ -2,6 +2,8 @@ package certsrc
 
 import (
 	"errors"
+	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -69,8 +71,11 @@ func TestHeaderLimits(t *testing.T) {
 	for i := 0; i <= MaxChain; i++ {
 		many += one
 	}
-	if _, err := Header(many, PEM); err == nil {
-		t.Fatal("chain longer than MaxChain accepted")
+	if _, err := Header(many, PEM); !errors.Is(err, ErrTooManyCertificates) {
+		t.Fatalf("chain longer than MaxChain: %v", err)
+	}
+	if got, err := Header(strings.Repeat(one, MaxChain), PEM); err != nil || len(got) != MaxChain {
+		t.Fatalf("chain of MaxChain: %d, %v", len(got), err)
 	}
 	if _, err := Header("-----BEGIN RSA PRIVATE KEY-----x-----END RSA PRIVATE KEY-----", PEM); err == nil {
 		t.Fatal("non-certificate PEM accepted")
@@ -82,3 +87,46 @@ func TestHeaderLimits(t *testing.T) {
 		t.Fatalf("base64-der list: %v", err)
 	}
 }
+
+// TestTooManyCertificates: every source refuses a chain over MaxChain with an
+// error matching ErrTooManyCertificates, which the policy answers as a size
+// limit; its other errors do not match it.
+func TestTooManyCertificates(t *testing.T) {
+	one := "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n"
+	pems := strings.Repeat(one, MaxChain+1)
+	ders := strings.TrimSuffix(strings.Repeat("AQID,", MaxChain+1), ",")
+	sfs := strings.TrimSuffix(strings.Repeat(":AQID:,", MaxChain), ",")
+	xfcc := func(v string) error {
+		e, err := ParseXFCCElement(v)
+		if err != nil {
+			return err
+		}
+		_, err = XFCC(e)
+		return err
+	}
+	for name, err := range map[string]error{
+		"url-encoded-pem": second(Header(url.PathEscape(pems), URLEncodedPEM)),
+		"pem":             second(Header(strings.ReplaceAll(pems, "\n", " "), PEM)),
+		"base64-der":      second(Header(ders, Base64DER)),
+		"rfc9440":         second(RFC9440(":AQID:", []string{sfs})),
+		"rfc9440 lines":   second(RFC9440(":AQID:", strings.Split(sfs, ","))),
+		"xfcc Chain":      xfcc(`Chain="` + url.PathEscape(pems) + `"`),
+		"xfcc Cert Chain": xfcc(`Cert="` + url.PathEscape(one) + `";Chain="` + url.PathEscape(pems) + `"`),
+	} {
+		if !errors.Is(err, ErrTooManyCertificates) {
+			t.Errorf("%s: %v, want ErrTooManyCertificates", name, err)
+		}
+	}
+	for name, err := range map[string]error{
+		"garbage":           second(Header("%%%", URLEncodedPEM)),
+		"not base64":        second(Header("!!", Base64DER)),
+		"two xfcc Cert":     xfcc(`Cert="` + url.PathEscape(one+one) + `"`),
+		"rfc9440 separator": second(RFC9440(":AQID:", []string{":AQID: :AQID:"})),
+	} {
+		if err == nil || errors.Is(err, ErrTooManyCertificates) {
+			t.Errorf("%s: %v, want an error other than ErrTooManyCertificates", name, err)
+		}
+	}
+}
+
+func second[T any](_ T, err error) error { return err }

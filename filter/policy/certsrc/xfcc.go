@@ -229,7 +229,12 @@ func urlPEM(v, key string) ([][]byte, error) {
 		return nil, errors.New("x-forwarded-client-cert " + key + "= is not valid percent-encoding")
 	}
 	certs, err := DecodePEMChain(pem)
+	if errors.Is(err, ErrTooManyCertificates) {
+		return nil, tooMany("x-forwarded-client-cert " + key + "=")
+	}
 	if err != nil {
+		// Not wrapped: a Cert= that decodes to nothing is malformed, not
+		// ErrNoCertificate.
 		return nil, errors.New("x-forwarded-client-cert " + key + "=: " + err.Error())
 	}
 	return certs, nil
