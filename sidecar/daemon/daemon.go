@@ -257,6 +257,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	m := metrics.New()
+	if err := st.PendingRewrite(); err != nil {
+		log.Error(err.Error())
+		m.RewritePending.Set(1)
+	}
 	var ready atomic.Bool
 	var apiHandler atomic.Pointer[http.Handler]
 	adminL, err := Listen(cfg.AdminListen)

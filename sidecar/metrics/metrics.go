@@ -22,6 +22,7 @@ type Metrics struct {
 	SDSStreams     prometheus.Gauge
 	SDSRejections  prometheus.Counter
 	TrustDirInSync prometheus.Gauge
+	RewritePending prometheus.Gauge
 }
 
 // New creates and registers the instruments.
@@ -53,9 +54,11 @@ func New() *Metrics {
 			Help: "SDS answers a client rejected (NACK); it keeps its previous secrets. GET /v1/sds/subscriptions says which and why."}),
 		TrustDirInSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_trust_dir_in_sync",
 			Help: "1 when the last read of --trust-dir was applied, 0 when it was refused (the previous state stays in force)."}),
+		RewritePending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mtlsgate_store_rewrite_pending",
+			Help: "1 when the store file still holds private keys in clear in its free pages because the rewrite after sealing failed at start; free space in --data-dir and restart serve."}),
 	}
 	m.Registry.MustRegister(m.AdminRequests, m.Changes, m.PublishSeconds, m.CRLFetches,
-		m.CACertificates, m.StaleCRLs, m.WithheldCRLs, m.MTLSCerts, m.WithheldMTLS, m.SDSStreams, m.SDSRejections, m.TrustDirInSync,
+		m.CACertificates, m.StaleCRLs, m.WithheldCRLs, m.MTLSCerts, m.WithheldMTLS, m.SDSStreams, m.SDSRejections, m.TrustDirInSync, m.RewritePending,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Both results exported at 0 from the start, so an alert on errors
 	// (or on downloads that stopped) has a series before the first download.

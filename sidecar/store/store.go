@@ -191,6 +191,9 @@ type Store struct {
 	now  func() time.Time
 
 	auditRetention int
+	// rewriteErr is why the rewrite that takes keys sealed at this start
+	// out of the file's free pages failed (see PendingRewrite).
+	rewriteErr error
 
 	mu       sync.Mutex // orders writes with their change notifications
 	onChange func()
@@ -255,10 +258,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	if err := s.compactIfPending(path); err != nil {
-		s.db.Close()
-		return nil, err
-	}
+	// A failed rewrite does not stop the store: the keys are sealed in
+	// their records already, and the clear copies left in free pages are
+	// no more exposed than they were before the sealing, while a store that
+	// refuses to open turns a full disk into a sidecar that restarts in a
+	// loop and stops every trust update. The caller reports it, and the
+	// rewrite is tried again at every start until it succeeds.
+	s.rewriteErr = s.compactIfPending(path)
 	return s, nil
 }
 
@@ -384,10 +390,15 @@ func (s *Store) compactIfPending(path string) error {
 		return err
 	}
 	if err := s.compact(path); err != nil {
-		return fmt.Errorf("rewrite store %s without the private keys it held in clear: %w; check the data directory's free space and permissions and start again (the keys are already sealed; the rewrite is tried at every start until it succeeds)", path, err)
+		return fmt.Errorf("rewrite store %s without the private keys it held in clear: %w; check the data directory's free space and permissions and restart serve (the keys are already sealed, and their clear copies stay in the file's free pages until the rewrite succeeds; it is tried at every start)", path, err)
 	}
 	return nil
 }
+
+// PendingRewrite returns why this start could not rewrite the file after
+// sealing keys that were stored in clear (their clear copies may still be in
+// its free pages, and in any copy or backup of it), or nil.
+func (s *Store) PendingRewrite() error { return s.rewriteErr }
 
 // compact copies the live records into a new file (bbolt's Compact, which
 // writes only what is reachable, so none of the free pages) and puts it in

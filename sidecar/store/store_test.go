@@ -478,3 +478,55 @@ func editRaw(t *testing.T, dir string, edit func(tx *bolt.Tx) error) {
 		t.Fatal(err)
 	}
 }
+
+// TestFailedRewriteStillOpens: when the rewrite after sealing fails (here a
+// directory in the way of its temporary file, as a full disk would fail it),
+// the store opens with the keys sealed and says why, and the next start
+// that can rewrite does.
+func TestFailedRewriteStillOpens(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	leaf := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{})).Leaf
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateOutbound(Outbound{Name: "a", KeyPEM: leaf.KeyPEM()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	blocker := path + ".compact"
+	if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{EncryptionKey: key(7)})
+	if err != nil {
+		t.Fatalf("the store refused to open over a failed rewrite: %v", err)
+	}
+	if err := s.PendingRewrite(); err == nil || !strings.Contains(err.Error(), "restart serve") {
+		t.Errorf("PendingRewrite() = %v, want the reason and what to do", err)
+	}
+	list, err := s.ListOutbound(true)
+	if err != nil || len(list) != 1 || !bytes.Equal(list[0].KeyPEM, leaf.KeyPEM()) {
+		t.Fatalf("outbound after the failed rewrite: %v %v", list, err)
+	}
+	if _, err := s.CreateCA(CA{Name: "ca", Fingerprint: "AA"}, nil); err != nil {
+		t.Fatalf("write after the failed rewrite: %v", err)
+	}
+	s.Close()
+
+	if err := os.RemoveAll(blocker); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{EncryptionKey: key(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.PendingRewrite(); err != nil {
+		t.Errorf("PendingRewrite() after a good start: %v", err)
+	}
+	if raw, _ := os.ReadFile(path); keyInClear(raw, leaf.KeyPEM()) {
+		t.Error("the key is still in clear after the rewrite")
+	}
+}
