@@ -3,9 +3,11 @@ package gateway
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -13,9 +15,9 @@ import (
 
 // clientTrust is a validation context as Envoy's listener applies it with
 // trust_chain_verification VERIFY_TRUST_CHAIN (envoy.yaml's strict variant):
-// the presented chain must reach one of trusted_ca, with clientAuth where
-// the certificates name extended key usages, and when the context carries
-// CRLs, BoringSSL's CRL check runs on the chain it built.
+// the presented chain must reach one of trusted_ca and pass BoringSSL's
+// ssl_client purpose (sslClientPurpose), and when the context carries CRLs,
+// BoringSSL's CRL check runs on the chain it built.
 type clientTrust struct {
 	roots *x509.CertPool
 	crls  []*x509.RevocationList
@@ -94,9 +96,6 @@ func (ct *clientTrust) verify(certs []*x509.Certificate, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("certificate verify failed: %w", err)
 	}
-	if len(ct.crls) == 0 {
-		return nil
-	}
 	chain := chains[0]
 	for _, c := range chains[1:] {
 		if len(c) < len(chain) {
@@ -104,12 +103,43 @@ func (ct *clientTrust) verify(certs []*x509.Certificate, now time.Time) error {
 		}
 	}
 	last := len(chain) - 1 // the anchor has no list to be checked against
+	if err := sslClientPurpose(chain[:max(last, 1)]); err != nil {
+		return err
+	}
+	if len(ct.crls) == 0 {
+		return nil
+	}
 	if ct.leafOnly {
 		last = min(last, 1)
 	}
 	for i := 0; i < last; i++ {
 		if err := ct.checkCRL(chain[i], chain[i+1], now); err != nil {
 			return fmt.Errorf("certificate %s: %w", chain[i].Subject, err)
+		}
+	}
+	return nil
+}
+
+var (
+	oidExtKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 37}
+	oidKeyUsage    = asn1.ObjectIdentifier{2, 5, 29, 15}
+)
+
+// sslClientPurpose is what BoringSSL's "ssl_client" purpose, which it sets
+// when a server verifies its client, adds to crypto/x509's clientAuth check
+// on the certificates below the anchor (leaf first): an extendedKeyUsage
+// extension must name clientAuth, anyExtendedKeyUsage alone not doing, and
+// the leaf's keyUsage, when present, must allow digitalSignature or
+// keyAgreement.
+func sslClientPurpose(chain []*x509.Certificate) error {
+	for i, c := range chain {
+		for _, x := range c.Extensions {
+			if x.Id.Equal(oidExtKeyUsage) && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+				return fmt.Errorf("certificate %s: unsupported certificate purpose (extendedKeyUsage without clientAuth)", c.Subject)
+			}
+			if i == 0 && x.Id.Equal(oidKeyUsage) && c.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageKeyAgreement) == 0 {
+				return fmt.Errorf("certificate %s: unsupported certificate purpose (keyUsage allows neither digitalSignature nor keyAgreement)", c.Subject)
+			}
 		}
 	}
 	return nil

@@ -80,3 +80,45 @@ func TestClientTrustCRLCheck(t *testing.T) {
 		})
 	}
 }
+
+// BoringSSL's ssl_client purpose, which Envoy's listener applies: an
+// extendedKeyUsage extension, on the leaf or a CA below the anchor, must
+// name clientAuth (anyExtendedKeyUsage alone does not do), and the leaf's
+// keyUsage, when present, must allow digitalSignature or keyAgreement.
+// crypto/x509 accepts anyExtendedKeyUsage and does not read keyUsage.
+func TestClientTrustPurpose(t *testing.T) {
+	now := time.Now()
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "root"}))
+	inter := testpki.Must(root.Issue(testpki.Options{CA: true, CommonName: "inter"}))
+	anyInter := testpki.Must(root.Issue(testpki.Options{CA: true, CommonName: "any-inter", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}))
+	clientInter := testpki.Must(root.Issue(testpki.Options{CA: true, CommonName: "client-inter", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}))
+	for _, c := range []struct {
+		name  string
+		certs []*testpki.Cert
+		want  string // "" for accepted
+	}{
+		{"clientAuth", []*testpki.Cert{testpki.Must(inter.Issue(testpki.Options{CommonName: "ok"})), inter}, ""},
+		{"no extendedKeyUsage", []*testpki.Cert{testpki.Must(inter.Issue(testpki.Options{CommonName: "no-eku", NoExtKeyUsage: true})), inter}, ""},
+		{"keyAgreement", []*testpki.Cert{testpki.Must(inter.Issue(testpki.Options{CommonName: "ka", KeyUsage: x509.KeyUsageKeyAgreement})), inter}, ""},
+		{"under a CA naming clientAuth", []*testpki.Cert{testpki.Must(clientInter.Issue(testpki.Options{CommonName: "ok2"})), clientInter}, ""},
+		{"anyExtendedKeyUsage only", []*testpki.Cert{testpki.Must(inter.Issue(testpki.Options{CommonName: "any", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})), inter}, "unsupported certificate purpose"},
+		{"serverAuth only", []*testpki.Cert{testpki.Must(inter.Issue(testpki.Options{CommonName: "server", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})), inter}, "certificate verify failed"},
+		{"keyEncipherment only", []*testpki.Cert{testpki.Must(inter.Issue(testpki.Options{Key: testpki.RSA2048, CommonName: "ke", KeyUsage: x509.KeyUsageKeyEncipherment})), inter}, "unsupported certificate purpose"},
+		{"under a CA with anyExtendedKeyUsage only", []*testpki.Cert{testpki.Must(anyInter.Issue(testpki.Options{CommonName: "under-any"})), anyInter}, "unsupported certificate purpose"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ct, err := parseValidationContext(&tlsv3.CertificateValidationContext{TrustedCa: inline(root.PEM())})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var certs []*x509.Certificate
+			for _, x := range c.certs {
+				certs = append(certs, x.Cert)
+			}
+			err = ct.verify(certs, now)
+			if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+				t.Errorf("verify: %v, want %q", err, c.want)
+			}
+		})
+	}
+}
