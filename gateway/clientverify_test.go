@@ -8,7 +8,10 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
@@ -120,5 +123,52 @@ func TestClientTrustPurpose(t *testing.T) {
 				t.Errorf("verify: %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+// A validation context the gateway cannot apply is NACKed and the one in use
+// stays, as Envoy keeps the secret it has; a later good one replaces it.
+func TestValidationContextUpdates(t *testing.T) {
+	rootA := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "A"}))
+	rootB := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "B"}))
+	ofA := testpki.Must(rootA.Issue(testpki.Options{CommonName: "a"}))
+	ofB := testpki.Must(rootB.Issue(testpki.Options{CommonName: "b"}))
+	c := newSDSClient("unused", "mtlsgate-client-ca", "node", func(string, ...any) {}, nil)
+	c.validation = true
+	push := func(version string, s *tlsv3.Secret) error {
+		a, err := anypb.New(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.apply(&discoveryv3.DiscoveryResponse{VersionInfo: version, Resources: []*anypb.Any{a}, TypeUrl: secretTypeURL})
+	}
+	vc := func(ca *testpki.Cert, mod func(*tlsv3.CertificateValidationContext)) *tlsv3.Secret {
+		v := &tlsv3.CertificateValidationContext{TrustedCa: inline(ca.PEM())}
+		if mod != nil {
+			mod(v)
+		}
+		return &tlsv3.Secret{Name: "mtlsgate-client-ca", Type: &tlsv3.Secret_ValidationContext{ValidationContext: v}}
+	}
+	accepts := func(leaf *testpki.Cert) bool {
+		ct := c.Trust()
+		return ct != nil && ct.verify([]*x509.Certificate{leaf.Cert}, time.Now()) == nil
+	}
+	if c.Trust() != nil || accepts(ofA) {
+		t.Fatal("a client accepted before any validation context")
+	}
+	if err := push("1", vc(rootA, nil)); err != nil || !accepts(ofA) || accepts(ofB) {
+		t.Fatalf("version 1: %v", err)
+	}
+	if err := push("2", vc(rootB, func(v *tlsv3.CertificateValidationContext) { v.VerifyCertificateHash = []string{"00"} })); err == nil {
+		t.Fatal("a context with a pin was applied")
+	}
+	if err := push("3", &tlsv3.Secret{Name: "mtlsgate-client-ca"}); err == nil {
+		t.Fatal("a secret that is not a validation_context was applied")
+	}
+	if c.Version() != "1" || !accepts(ofA) || accepts(ofB) {
+		t.Fatalf("after the NACKs version %q", c.Version())
+	}
+	if err := push("4", vc(rootB, nil)); err != nil || accepts(ofA) || !accepts(ofB) {
+		t.Fatalf("version 4: %v", err)
 	}
 }
