@@ -1,10 +1,12 @@
 package policy
 
 import (
+	"crypto/x509/pkix"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mtlsgate/mtlsgate/internal/crlscope"
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
@@ -96,4 +98,49 @@ func TestEnvoyPathCraftedChains(t *testing.T) {
 		expect(t, e.Evaluate(xfccReq(x(good, inter), now)), DecisionAllow, "")
 		expect(t, e.Evaluate(xfccReq(x(good, inter), now.Add(2*time.Minute))), DecisionDeny, ReasonRevocationUnknown)
 	})
+}
+
+// TestEnvoyModeScopedListsAndAnchoredIntermediates: the rules of filter mode
+// for lists scoped to a distribution point and for an intermediate anchored
+// beside its root hold in envoy mode, whatever the client presents.
+func TestEnvoyModeScopedListsAndAnchoredIntermediates(t *testing.T) {
+	root := must(testpki.NewRoot(testpki.Options{CommonName: "Root"}))
+	inter := must(root.Issue(testpki.Options{CA: true, CommonName: "Issuing"}))
+	rootCRL := must(root.CRL(testpki.CRLOptions{}))
+	pointA, pointB := "http://crl.example/a.crl", "http://crl.example/b.crl"
+	inA := must(inter.Issue(testpki.Options{CommonName: "in a", CRLDistributionPoints: []string{pointA}}))
+	revokedInA := must(inter.Issue(testpki.Options{CommonName: "revoked in a", CRLDistributionPoints: []string{pointA}}))
+	// Listed on B's list while naming A, or no point: still revoked.
+	listedOnB := must(inter.Issue(testpki.Options{CommonName: "listed on b", CRLDistributionPoints: []string{pointA}}))
+	listedNoPoint := must(inter.Issue(testpki.Options{CommonName: "listed, no point"}))
+	listA := crlWith(t, inter, revokedInA, 11, []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, pointA)}}, nil)
+	listB := crlWith(t, inter, listedOnB, 12, []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, pointB)}}, nil)
+	listB2 := crlWith(t, inter, listedNoPoint, 13, []pkix.Extension{{Id: crlscope.IssuingDistributionPoint, Critical: true, Value: idpValue(t, pointB+"?2")}}, nil)
+	e := newEngine(t, `{"chainVerification":"envoy","requireCRL":true}`, []*testpki.Cert{root}, rootCRL, listA, listB, listB2)
+	for _, c := range []struct {
+		leaf   *testpki.Cert
+		reason Reason
+	}{{inA, ""}, {revokedInA, ReasonRevoked}, {listedOnB, ReasonRevoked}, {listedNoPoint, ReasonRevoked}} {
+		r := e.Evaluate(xfccReq(xfccFor(c.leaf, testpki.PEM(c.leaf, inter)), now))
+		if r.Reason != c.reason {
+			t.Errorf("%s: %s %q (%s), want %q", c.leaf.Cert.Subject, r.Decision, r.Reason, r.Detail(), c.reason)
+		}
+	}
+
+	leaf := must(inter.Issue(testpki.Options{CommonName: "client"}))
+	revokesInter := must(root.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{inter}}))
+	interCRL := must(inter.CRL(testpki.CRLOptions{}))
+	for _, cas := range [][]*testpki.Cert{{root, inter}, {inter, root}} {
+		for _, opts := range []string{`{"chainVerification":"envoy"}`, `{"chainVerification":"envoy","allowRevokedCertificates":true}`} {
+			e := newEngine(t, opts, cas, revokesInter, interCRL)
+			// The intermediate sent, not sent, sent with the root, sent twice.
+			for _, chain := range [][]*testpki.Cert{{leaf, inter}, {leaf}, {leaf, root, inter}, {leaf, inter, inter}} {
+				r := e.Evaluate(xfccReq(xfccFor(leaf, testpki.PEM(chain...)), now))
+				expect(t, r, DecisionDeny, ReasonRevoked)
+			}
+		}
+	}
+	// Only the intermediate anchored: nothing above it is known.
+	e = newEngine(t, `{"chainVerification":"envoy","requireCRL":true}`, []*testpki.Cert{inter}, revokesInter, interCRL)
+	expect(t, e.Evaluate(xfccReq(xfccFor(leaf, testpki.PEM(leaf, inter, root)), now)), DecisionAllow, "")
 }
