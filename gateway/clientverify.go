@@ -148,16 +148,25 @@ func sslClientPurpose(chain []*x509.Certificate) error {
 // checkCRL is BoringSSL's verdict for one certificate: a list from its
 // issuer must exist and be current, and must not list it.
 func (ct *clientTrust) checkCRL(c, issuer *x509.Certificate, now time.Time) error {
+	// BoringSSL scores a list whose thisUpdate has come and whose nextUpdate
+	// has not passed above one that is out of its time, and then checks the
+	// time of the list it chose.
 	var found *x509.RevocationList
+	current := false
 	for _, l := range ct.crls {
-		if string(l.RawIssuer) == string(c.RawIssuer) && l.CheckSignatureFrom(issuer) == nil &&
-			(found == nil || l.ThisUpdate.After(found.ThisUpdate)) {
-			found = l
+		if string(l.RawIssuer) != string(c.RawIssuer) || l.CheckSignatureFrom(issuer) != nil {
+			continue
+		}
+		cur := !now.Before(l.ThisUpdate) && (l.NextUpdate.IsZero() || !now.After(l.NextUpdate))
+		if found == nil || cur && !current || cur == current && l.ThisUpdate.After(found.ThisUpdate) {
+			found, current = l, cur
 		}
 	}
 	switch {
 	case found == nil:
 		return errors.New("unable to get certificate CRL (its issuer has no list in the validation context)")
+	case now.Before(found.ThisUpdate):
+		return errors.New("CRL is not yet valid")
 	case !found.NextUpdate.IsZero() && now.After(found.NextUpdate):
 		return errors.New("CRL has expired")
 	}

@@ -51,6 +51,8 @@ func TestClientTrustCRLCheck(t *testing.T) {
 	interCRL := testpki.Must(inter.CRL(testpki.CRLOptions{Revoked: []*testpki.Cert{revoked}}))
 	rootCRL := testpki.Must(root.CRL(testpki.CRLOptions{}))
 	stale := testpki.Must(inter.CRL(testpki.CRLOptions{ThisUpdate: now.Add(-48 * time.Hour), NextUpdate: now.Add(-time.Hour)}))
+	// Issued by a CA whose clock runs ahead: not valid yet.
+	future := testpki.Must(inter.CRL(testpki.CRLOptions{ThisUpdate: now.Add(time.Hour), Revoked: []*testpki.Cert{revoked}}))
 	chain := func(c *testpki.Cert) []*x509.Certificate { return []*x509.Certificate{c.Cert, inter.Cert} }
 	for _, c := range []struct {
 		name     string
@@ -63,6 +65,9 @@ func TestClientTrustCRLCheck(t *testing.T) {
 		{"leaf only, revoked", interCRL, true, chain(revoked), "certificate revoked"},
 		{"leaf only, issuer without a list", rootCRL, true, chain(leaf), "unable to get certificate CRL"},
 		{"leaf only, stale list", stale, true, chain(leaf), "CRL has expired"},
+		{"leaf only, list not valid yet", future, true, chain(leaf), "CRL is not yet valid"},
+		{"leaf only, a current list beside one not valid yet", append(append([]byte{}, future...), interCRL...), true, chain(leaf), ""},
+		{"leaf only, a current list beside a stale one", append(append([]byte{}, interCRL...), stale...), true, chain(revoked), "certificate revoked"},
 		{"whole chain, no list from the root", interCRL, false, chain(leaf), "unable to get certificate CRL"},
 		{"whole chain, every list", append(append([]byte{}, interCRL...), rootCRL...), false, chain(leaf), ""},
 		{"no lists", nil, false, chain(revoked), ""},
