@@ -177,3 +177,38 @@ func TestValidationContextUpdates(t *testing.T) {
 		t.Fatalf("version 4: %v", err)
 	}
 }
+
+// Chain shapes a client may send, decided as BoringSSL decides them: an
+// expired intermediate fails unless a valid certificate of the same CA is
+// sent too, order does not matter, and a missing intermediate fails.
+func TestClientTrustChainShapes(t *testing.T) {
+	now := time.Now()
+	root := testpki.Must(testpki.NewRoot(testpki.Options{CommonName: "root"}))
+	inter := testpki.Must(root.Issue(testpki.Options{CA: true, CommonName: "inter"}))
+	oldInter := testpki.Must(root.Issue(testpki.Options{CA: true, RawSubject: inter.Cert.RawSubject, Signer: inter.Key,
+		NotBefore: now.Add(-3 * 365 * 24 * time.Hour), NotAfter: now.Add(-24 * time.Hour)}))
+	leaf := testpki.Must(inter.Issue(testpki.Options{CommonName: "leaf"}))
+	ct, err := parseValidationContext(&tlsv3.CertificateValidationContext{TrustedCa: inline(root.PEM())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		certs []*testpki.Cert
+		ok    bool
+	}{
+		{"intermediate sent", []*testpki.Cert{leaf, inter}, true},
+		{"intermediate not sent", []*testpki.Cert{leaf}, false},
+		{"only an expired certificate of the intermediate", []*testpki.Cert{leaf, oldInter}, false},
+		{"expired certificate first, then a valid one", []*testpki.Cert{leaf, oldInter, inter}, true},
+		{"root first, then the intermediate", []*testpki.Cert{leaf, root, inter}, true},
+	} {
+		var certs []*x509.Certificate
+		for _, x := range c.certs {
+			certs = append(certs, x.Cert)
+		}
+		if err := ct.verify(certs, now); (err == nil) != c.ok {
+			t.Errorf("%s: verify: %v, want accepted %v", c.name, err, c.ok)
+		}
+	}
+}
