@@ -3,9 +3,11 @@ package gateway
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -13,9 +15,9 @@ import (
 
 // clientTrust is a validation context as Envoy's listener applies it with
 // trust_chain_verification VERIFY_TRUST_CHAIN (envoy.yaml's strict variant):
-// the presented chain must reach one of trusted_ca, with clientAuth where
-// the certificates name extended key usages, and when the context carries
-// CRLs, BoringSSL's CRL check runs on the chain it built.
+// the presented chain must reach one of trusted_ca and pass BoringSSL's
+// ssl_client purpose (sslClientPurpose), and when the context carries CRLs,
+// BoringSSL's CRL check runs on the chain it built.
 type clientTrust struct {
 	roots *x509.CertPool
 	crls  []*x509.RevocationList
@@ -94,9 +96,6 @@ func (ct *clientTrust) verify(certs []*x509.Certificate, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("certificate verify failed: %w", err)
 	}
-	if len(ct.crls) == 0 {
-		return nil
-	}
 	chain := chains[0]
 	for _, c := range chains[1:] {
 		if len(c) < len(chain) {
@@ -104,6 +103,12 @@ func (ct *clientTrust) verify(certs []*x509.Certificate, now time.Time) error {
 		}
 	}
 	last := len(chain) - 1 // the anchor has no list to be checked against
+	if err := sslClientPurpose(chain[:max(last, 1)]); err != nil {
+		return err
+	}
+	if len(ct.crls) == 0 {
+		return nil
+	}
 	if ct.leafOnly {
 		last = min(last, 1)
 	}
@@ -115,19 +120,53 @@ func (ct *clientTrust) verify(certs []*x509.Certificate, now time.Time) error {
 	return nil
 }
 
+var (
+	oidExtKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 37}
+	oidKeyUsage    = asn1.ObjectIdentifier{2, 5, 29, 15}
+)
+
+// sslClientPurpose is what BoringSSL's "ssl_client" purpose, which it sets
+// when a server verifies its client, adds to crypto/x509's clientAuth check
+// on the certificates below the anchor (leaf first): an extendedKeyUsage
+// extension must name clientAuth, anyExtendedKeyUsage alone not doing, and
+// the leaf's keyUsage, when present, must allow digitalSignature or
+// keyAgreement.
+func sslClientPurpose(chain []*x509.Certificate) error {
+	for i, c := range chain {
+		for _, x := range c.Extensions {
+			if x.Id.Equal(oidExtKeyUsage) && !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+				return fmt.Errorf("certificate %s: unsupported certificate purpose (extendedKeyUsage without clientAuth)", c.Subject)
+			}
+			if i == 0 && x.Id.Equal(oidKeyUsage) && c.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageKeyAgreement) == 0 {
+				return fmt.Errorf("certificate %s: unsupported certificate purpose (keyUsage allows neither digitalSignature nor keyAgreement)", c.Subject)
+			}
+		}
+	}
+	return nil
+}
+
 // checkCRL is BoringSSL's verdict for one certificate: a list from its
 // issuer must exist and be current, and must not list it.
 func (ct *clientTrust) checkCRL(c, issuer *x509.Certificate, now time.Time) error {
+	// BoringSSL scores a list whose thisUpdate has come and whose nextUpdate
+	// has not passed above one that is out of its time, and then checks the
+	// time of the list it chose.
 	var found *x509.RevocationList
+	current := false
 	for _, l := range ct.crls {
-		if string(l.RawIssuer) == string(c.RawIssuer) && l.CheckSignatureFrom(issuer) == nil &&
-			(found == nil || l.ThisUpdate.After(found.ThisUpdate)) {
-			found = l
+		if string(l.RawIssuer) != string(c.RawIssuer) || l.CheckSignatureFrom(issuer) != nil {
+			continue
+		}
+		cur := !now.Before(l.ThisUpdate) && (l.NextUpdate.IsZero() || !now.After(l.NextUpdate))
+		if found == nil || cur && !current || cur == current && l.ThisUpdate.After(found.ThisUpdate) {
+			found, current = l, cur
 		}
 	}
 	switch {
 	case found == nil:
 		return errors.New("unable to get certificate CRL (its issuer has no list in the validation context)")
+	case now.Before(found.ThisUpdate):
+		return errors.New("CRL is not yet valid")
 	case !found.NextUpdate.IsZero() && now.After(found.NextUpdate):
 		return errors.New("CRL has expired")
 	}

@@ -360,9 +360,29 @@ func verifyChain(opts *Options, t *trust, ders [][]byte, now time.Time) *outcome
 			// wants a current list from every client's issuer once it has
 			// one, so one published list would refuse every other CA's
 			// clients. The filter checks revocation on the path instead.
-			path := envoyPath(t, certs)
+			// Only CAs valid now make a path, as in BoringSSL and in filter
+			// mode: otherwise an expired earlier certificate of a revoked
+			// intermediate (same name and key, no longer listed) would
+			// stand in for it.
+			path := envoyPath(t, certs, now)
 			if path == nil {
+				o.until = earliest(o.until, nextNotBefore(now, certs[1:], t.anchors))
+				if p := envoyPath(t, certs, time.Time{}); p != nil {
+					for _, c := range p[1:] {
+						if now.Before(c.NotBefore) {
+							return o.fail(ReasonNotYetValid, "CA certificate "+c.Subject.String()+" is valid from "+isoTime(c.NotBefore))
+						}
+						if now.After(c.NotAfter) {
+							o.soft = ""
+							return o.fail(ReasonExpired, "CA certificate "+c.Subject.String()+" expired at "+isoTime(c.NotAfter)+": renew the CA; allowExpiredCertificates covers the client certificate only")
+						}
+					}
+				}
 				return o.fail(ReasonUntrustedChain, "the certificate does not chain to a CA in the trust bundle, though Envoy accepted it: its CA was removed (its clients are refused from the next bundle on, whatever connection they hold), or the filter's bundle is behind Envoy's; to trust it, upload its root CA with 'mtlsgate ca-certificate create'")
+			}
+			// The verdict holds until the first CA of the path expires.
+			for _, c := range path[1:] {
+				o.until = earliest(o.until, c.NotAfter.Add(time.Second))
 			}
 			if checkRevocation(opts, t, path, t.above[string(path[len(path)-1].Raw)], now, o); o.hard != "" {
 				return o
@@ -523,8 +543,9 @@ func classifyVerifyError(o *outcome, err error, at time.Time) *outcome {
 // and another key is never taken for the issuer. It returns nil when no path
 // reaches an anchor. The search backtracks (a client may present two
 // certificates of one CA, only one of them issued by a trusted root) and
-// explores each presented certificate at most once.
-func envoyPath(t *trust, certs []*x509.Certificate) []*x509.Certificate {
+// explores each presented certificate at most once. Only CAs valid at now
+// are taken as issuers; a zero now takes any.
+func envoyPath(t *trust, certs []*x509.Certificate, now time.Time) []*x509.Certificate {
 	dead := make([]bool, len(certs))
 	var walk func(path []*x509.Certificate) []*x509.Certificate
 	walk = func(path []*x509.Certificate) []*x509.Certificate {
@@ -532,12 +553,12 @@ func envoyPath(t *trust, certs []*x509.Certificate) []*x509.Certificate {
 		if t.isAnchor(c) {
 			return path
 		}
-		if a := issuerAmong(c, t.anchors, nil); a != nil {
+		if a := issuerAmong(c, t.anchors, now); a != nil {
 			return append(path, a)
 		}
 		for i := 1; i < len(certs); i++ {
 			p := certs[i]
-			if dead[i] || string(p.RawSubject) != string(c.RawIssuer) || slices.Contains(path, p) || c.CheckSignatureFrom(p) != nil {
+			if dead[i] || string(p.RawSubject) != string(c.RawIssuer) || !validAt(p, now) || slices.Contains(path, p) || c.CheckSignatureFrom(p) != nil {
 				continue
 			}
 			if full := walk(append(path[:len(path):len(path)], p)); full != nil {
@@ -560,15 +581,21 @@ func (t *trust) isAnchor(c *x509.Certificate) bool {
 	return false
 }
 
-// issuerAmong returns the certificate among cands, and not in skip, that is
-// named as c's issuer and whose key verifies c's signature.
-func issuerAmong(c *x509.Certificate, cands, skip []*x509.Certificate) *x509.Certificate {
+// issuerAmong returns the certificate among cands, valid at now (any when
+// now is zero), that is named as c's issuer and whose key verifies c's
+// signature.
+func issuerAmong(c *x509.Certificate, cands []*x509.Certificate, now time.Time) *x509.Certificate {
 	for _, p := range cands {
-		if string(p.RawSubject) == string(c.RawIssuer) && !slices.Contains(skip, p) && c.CheckSignatureFrom(p) == nil {
+		if string(p.RawSubject) == string(c.RawIssuer) && validAt(p, now) && c.CheckSignatureFrom(p) == nil {
 			return p
 		}
 	}
 	return nil
+}
+
+// validAt reports whether now is within c's validity; a zero now is.
+func validAt(c *x509.Certificate, now time.Time) bool {
+	return now.IsZero() || (!now.Before(c.NotBefore) && !now.After(c.NotAfter))
 }
 
 // revocationUnknown records a certificate whose revocation status cannot be
