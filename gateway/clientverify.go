@@ -43,17 +43,17 @@ func parseValidationContext(vc *tlsv3.CertificateValidationContext) (*clientTrus
 		return nil, fmt.Errorf("trusted_ca: %w", err)
 	}
 	ct := &clientTrust{roots: x509.NewCertPool(), leafOnly: vc.GetOnlyVerifyLeafCertCrl()}
-	for rest := ca; ; {
-		var blk *pem.Block
-		if blk, rest = pem.Decode(rest); blk == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
+	err = eachPEM(ca, func(der []byte) error {
+		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, fmt.Errorf("trusted_ca: %w", err)
+			return err
 		}
 		ct.roots.AddCert(c)
 		ct.cas++
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("trusted_ca: %w", err)
 	}
 	if ct.cas == 0 {
 		return nil, errors.New("trusted_ca holds no PEM certificate")
@@ -65,21 +65,34 @@ func parseValidationContext(vc *tlsv3.CertificateValidationContext) (*clientTrus
 	if err != nil {
 		return nil, fmt.Errorf("crl: %w", err)
 	}
-	for rest := crls; ; {
-		var blk *pem.Block
-		if blk, rest = pem.Decode(rest); blk == nil {
-			break
+	err = eachPEM(crls, func(der []byte) error {
+		l, err := x509.ParseRevocationList(der)
+		if err == nil {
+			ct.crls = append(ct.crls, l)
 		}
-		l, err := x509.ParseRevocationList(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("crl: %w", err)
-		}
-		ct.crls = append(ct.crls, l)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("crl: %w", err)
 	}
 	if len(ct.crls) == 0 {
 		return nil, errors.New("crl holds no PEM X509 CRL")
 	}
 	return ct, nil
+}
+
+// eachPEM calls fn with the bytes of every PEM block in data, in order,
+// stopping at the first error.
+func eachPEM(data []byte, fn func(der []byte) error) error {
+	for rest := data; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			return nil
+		}
+		if err := fn(blk.Bytes); err != nil {
+			return err
+		}
+	}
 }
 
 // verify checks a presented chain (leaf first) as of now.

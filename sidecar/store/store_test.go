@@ -85,8 +85,10 @@ func TestEncryptedKeysNeedTheRightKey(t *testing.T) {
 	}
 }
 
-func TestPlaintextKeysAreSealedWhenAKeyIsAdded(t *testing.T) {
-	dir := t.TempDir()
+// clearKeyStore leaves in dir a closed store without an encryption key
+// holding one outbound certificate, whose key it returns the leaf of.
+func clearKeyStore(t *testing.T, dir string) *testpki.Cert {
+	t.Helper()
 	leaf := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{})).Leaf
 	s, err := Open(dir, Options{})
 	if err != nil {
@@ -96,7 +98,13 @@ func TestPlaintextKeysAreSealedWhenAKeyIsAdded(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s, err = Open(dir, Options{EncryptionKey: key(7)})
+	return leaf
+}
+
+func TestPlaintextKeysAreSealedWhenAKeyIsAdded(t *testing.T) {
+	dir := t.TempDir()
+	leaf := clearKeyStore(t, dir)
+	s, err := Open(dir, Options{EncryptionKey: key(7)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,20 +494,12 @@ func editRaw(t *testing.T, dir string, edit func(tx *bolt.Tx) error) {
 func TestFailedRewriteStillOpens(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, FileName)
-	leaf := testpki.Must(testpki.NewChain(testpki.P256, 2, testpki.Options{})).Leaf
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.CreateOutbound(Outbound{Name: "a", KeyPEM: leaf.KeyPEM()}, nil); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
+	leaf := clearKeyStore(t, dir)
 	blocker := path + ".compact"
 	if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(dir, Options{EncryptionKey: key(7)})
+	s, err := Open(dir, Options{EncryptionKey: key(7)})
 	if err != nil {
 		t.Fatalf("the store refused to open over a failed rewrite: %v", err)
 	}
