@@ -79,7 +79,7 @@ func TestEnvoyPathCraftedChains(t *testing.T) {
 	t.Run("more certificates than a chain may hold", func(t *testing.T) {
 		e := newEngine(t, `{"chainVerification":"envoy"}`, []*testpki.Cert{root}, rootCRL, interCRL)
 		r := e.Evaluate(xfccReq(x(good, inter, inter, inter, inter, inter, inter, inter, root), now))
-		expect(t, r, DecisionDeny, ReasonMalformedCertificate)
+		expect(t, r, DecisionDeny, ReasonCertificateTooLarge)
 	})
 
 	// A cached acceptance ends when a CA of the path expires, as in filter
