@@ -988,11 +988,11 @@ func parseTrustBundle(tb gjson.Result) (TrustBundleConfig, error) {
 			s.Refresh = time.Duration(v.Int()) * time.Second
 		}
 		if v := tb.Get("publicKeys"); v.Exists() {
-			keys, err := parsePublicKeys(v)
+			keys, id, err := parsePublicKeys(v)
 			if err != nil {
 				return TrustBundleConfig{}, err
 			}
-			s.PublicKeys, s.KeySetID = keys, bundle.KeySetID(keys)
+			s.PublicKeys, s.KeySetID = keys, id
 		}
 		return TrustBundleConfig{Sidecar: s}, nil
 	}
@@ -1017,28 +1017,27 @@ func parseTrustBundle(tb gjson.Result) (TrustBundleConfig, error) {
 // "no signature needed": an operator who wrote the key is asking for
 // signatures, and a templating step that emptied the list must not turn
 // them off.
-func parsePublicKeys(v gjson.Result) ([]*ecdsa.PublicKey, error) {
+func parsePublicKeys(v gjson.Result) (keys []*ecdsa.PublicKey, setID string, err error) {
 	const path = "trustBundle.publicKeys"
 	if !v.IsArray() || len(v.Array()) == 0 {
-		return nil, cfgErr(path, "must be a non-empty array of PEM public keys (-----BEGIN PUBLIC KEY-----, as `mtlsgate bundle-key public --key FILE` prints); leave publicKeys out to accept unsigned bundles")
+		return nil, "", cfgErr(path, "must be a non-empty array of PEM public keys (-----BEGIN PUBLIC KEY-----, as `mtlsgate bundle-key public --key FILE` prints); leave publicKeys out to accept unsigned bundles")
 	}
-	var keys []*ecdsa.PublicKey
+	var spkis [][]byte
 	seen := map[string]bool{}
 	for i, e := range v.Array() {
 		p := path + "[" + strconv.Itoa(i) + "]"
 		if e.Type != gjson.String {
-			return nil, cfgErr(p, "must be a string holding a PEM public key, got %s", clip(e.Raw))
+			return nil, "", cfgErr(p, "must be a string holding a PEM public key, got %s", clip(e.Raw))
 		}
-		k, err := bundle.ParsePublicKey([]byte(e.String()))
+		k, spki, err := bundle.ParsePublicKey([]byte(e.String()))
 		if err != nil {
-			return nil, cfgErr(p, "%v", err)
+			return nil, "", cfgErr(p, "%v", err)
 		}
-		id := bundle.KeySetID([]*ecdsa.PublicKey{k})
-		if seen[id] {
-			return nil, cfgErr(p, "lists the same key as an earlier entry: remove the duplicate")
+		if seen[string(spki)] {
+			return nil, "", cfgErr(p, "lists the same key as an earlier entry: remove the duplicate")
 		}
-		seen[id] = true
-		keys = append(keys, k)
+		seen[string(spki)] = true
+		keys, spkis = append(keys, k), append(spkis, spki)
 	}
-	return keys, nil
+	return keys, bundle.KeySetID(spkis), nil
 }

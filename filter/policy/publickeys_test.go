@@ -15,6 +15,15 @@ import (
 	"github.com/mtlsgate/mtlsgate/internal/testpki"
 )
 
+func der(t *testing.T, k any) []byte {
+	t.Helper()
+	d, err := x509.MarshalPKIXPublicKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 func pubKeyJSON(t *testing.T, k any) string {
 	t.Helper()
 	der, err := x509.MarshalPKIXPublicKey(k)
@@ -38,7 +47,7 @@ func TestTrustBundlePublicKeys(t *testing.T) {
 	}
 	src := cfg.TrustBundle.Sidecar
 	if len(src.PublicKeys) != 2 || !src.PublicKeys[0].Equal(&a.PublicKey) || !src.PublicKeys[1].Equal(&b.PublicKey) ||
-		src.KeySetID != bundle.KeySetID([]*ecdsa.PublicKey{&a.PublicKey, &b.PublicKey}) {
+		src.KeySetID != bundle.KeySetID([][]byte{der(t, &a.PublicKey), der(t, &b.PublicKey)}) {
 		t.Fatalf("parsed source %+v", src)
 	}
 	if len(cfg.Warnings) != 0 {

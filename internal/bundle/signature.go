@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 )
 
@@ -32,27 +31,27 @@ var ErrUnsigned = errors.New("unsigned")
 // ParsePublicKey reads one PEM "PUBLIC KEY" block (SubjectPublicKeyInfo)
 // holding an ECDSA P-256 key, the only kind bundles are signed with: one
 // algorithm means a verifier never has to decide which one a signature
-// claims.
-func ParsePublicKey(data []byte) (*ecdsa.PublicKey, error) {
+// claims. It returns the key's DER too, for KeySetID.
+func ParsePublicKey(data []byte) (key *ecdsa.PublicKey, spki []byte, err error) {
 	block, rest := pem.Decode(data)
 	if block == nil {
-		return nil, errors.New("not PEM: give the text `mtlsgate bundle-key public` prints, from -----BEGIN PUBLIC KEY----- to -----END PUBLIC KEY-----")
+		return nil, nil, errors.New("not PEM: give the text `mtlsgate bundle-key public` prints, from -----BEGIN PUBLIC KEY----- to -----END PUBLIC KEY-----")
 	}
 	if strings.TrimSpace(string(rest)) != "" {
-		return nil, errors.New("more than one PEM block: give each public key as its own list entry")
+		return nil, nil, errors.New("more than one PEM block: give each public key as its own list entry")
 	}
 	if block.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("PEM block %q is not a PUBLIC KEY: give the public key `mtlsgate bundle-key public --key FILE` prints, never the private key", block.Type)
+		return nil, nil, fmt.Errorf("PEM block %q is not a PUBLIC KEY: give the public key `mtlsgate bundle-key public --key FILE` prints, never the private key", block.Type)
 	}
 	k, err := x509.ParsePKIXPublicKey(block.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("cannot parse the public key: %v", err)
+		return nil, nil, fmt.Errorf("cannot parse the public key: %v", err)
 	}
 	ek, ok := k.(*ecdsa.PublicKey)
 	if !ok || ek.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("key type %s: bundle signatures are ECDSA P-256 only; make a key with `mtlsgate bundle-key create`", keyKind(k))
+		return nil, nil, fmt.Errorf("key type %s: bundle signatures are ECDSA P-256 only; make a key with `mtlsgate bundle-key create`", keyKind(k))
 	}
-	return ek, nil
+	return ek, block.Bytes, nil
 }
 
 func keyKind(k any) string {
@@ -67,25 +66,18 @@ func keyKind(k any) string {
 	return fmt.Sprintf("%T", k)
 }
 
-// KeySetID names a set of public keys, whatever their order: the first 16
-// hex digits of the SHA-256 over their sorted DER encodings. Filters that
-// verify with different keys must not share fetched bundles (see the filter's
-// shared-data keys).
-func KeySetID(keys []*ecdsa.PublicKey) string {
-	ders := make([]string, 0, len(keys))
-	for _, k := range keys {
-		der, err := x509.MarshalPKIXPublicKey(k)
-		if err != nil {
-			// Only keys ParsePublicKey returned come here, and those encode.
-			panic("bundle: cannot encode a verified public key: " + err.Error())
-		}
-		ders = append(ders, string(der))
-	}
-	slices.Sort(ders)
+// KeySetID names a list of public keys, given as their SubjectPublicKeyInfo
+// DER (ParsePublicKey returns it): the first 16 hex digits of the SHA-256
+// over the encodings in the order given. Filters that verify with different
+// keys must not share fetched bundles (see the filter's shared-data keys);
+// two that list the same keys in another order merely poll separately.
+// DER is unique for a key, and taking the bytes already at hand keeps an
+// encoder out of the filter's module.
+func KeySetID(spkis [][]byte) string {
 	h := sha256.New()
-	for _, d := range ders {
+	for _, d := range spkis {
 		h.Write([]byte{byte(len(d) >> 8), byte(len(d))})
-		h.Write([]byte(d))
+		h.Write(d)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }

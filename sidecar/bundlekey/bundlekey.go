@@ -121,7 +121,11 @@ func PublicPEM(key *ecdsa.PrivateKey) string {
 // ID names key in logs and CLI output: bundle.KeySetID of its public half,
 // which is also what the filter logs for a one-key publicKeys list.
 func ID(key *ecdsa.PrivateKey) string {
-	return bundle.KeySetID([]*ecdsa.PublicKey{&key.PublicKey})
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		panic("bundlekey: cannot encode a P-256 public key: " + err.Error())
+	}
+	return bundle.KeySetID([][]byte{der})
 }
 
 // Create makes a new key and writes it to path (PKCS#8 PEM, mode 0600). An

@@ -63,7 +63,7 @@ func TestBundleSignedWithKey(t *testing.T) {
 	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file: %v, mode %v; want 0600", err, fi.Mode())
 	}
-	pub, err := bundle.ParsePublicKey([]byte(created.PublicKey))
+	pub, _, err := bundle.ParsePublicKey([]byte(created.PublicKey))
 	if err != nil {
 		t.Fatalf("printed public key: %v", err)
 	}
@@ -143,7 +143,7 @@ func TestBundleSigningKeyFromOpenSSL(t *testing.T) {
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &doc) != nil {
 		t.Fatalf("bundle-key public of a SEC1 key: exit %d %s %s", r.code, r.stdout, r.stderr)
 	}
-	pub, err := bundle.ParsePublicKey([]byte(doc.PublicKey))
+	pub, _, err := bundle.ParsePublicKey([]byte(doc.PublicKey))
 	if err != nil || !pub.Equal(&k.PublicKey) {
 		t.Fatalf("printed public key %q is not the key's: %v", doc.PublicKey, err)
 	}
