@@ -13,6 +13,7 @@ import (
 	hosttest "github.com/mtlsgate/mtlsgate/host-test"
 	"github.com/mtlsgate/mtlsgate/internal/abi"
 	"github.com/mtlsgate/mtlsgate/internal/bundle"
+	"github.com/mtlsgate/mtlsgate/sidecar/bundlekey"
 )
 
 func signingKey(t *testing.T) *ecdsa.PrivateKey {
@@ -92,6 +93,17 @@ func TestSignedBundle(t *testing.T) {
 	plugin, vm := newPlugin(t, signedConfig(t, key), map[string]hosttest.Upstream{"mtlsgate_sidecar": {Handler: sc}})
 	good := xfccHeader(p.chainOf(p.good))
 	foreign := xfccHeader(p.chainOf(p.foreign))
+	// The start line names the key as serve's ready line and `mtlsgate
+	// bundle-key` do, so an operator can match the two.
+	started := ""
+	for _, l := range vm.Logs() {
+		if strings.Contains(l.Message, "started with") {
+			started = l.Message
+		}
+	}
+	if want := "signed by one of 1 public keys (set " + bundlekey.ID(key) + ")"; !strings.Contains(started, want) {
+		t.Errorf("start line %q lacks %q", started, want)
+	}
 
 	trusted, trustedVersion := bundleOf(p.root)
 	rogue, rogueVersion := bundleOf(p.otherRoot)
