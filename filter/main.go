@@ -136,6 +136,14 @@ func (r *root) OnPluginStart(int) bool {
 	r.source = cfg.TrustBundle.Sidecar
 	if r.source != nil {
 		src := r.source.Cluster + r.source.Path
+		if r.source.KeySetID != "" {
+			// A bundle in shared data was checked by the VM that fetched it,
+			// against that VM's keys: a filter with other keys, or none (one
+			// with this vm_id on another listener, or the configuration
+			// before this one, whose shared data Envoy keeps), must not
+			// hand this one a bundle it would refuse.
+			src += "#keys=" + r.source.KeySetID
+		}
 		r.bundleKey, r.leaseKey = sharedBundlePrefix+src, sharedLeasePrefix+src
 		if err := proxywasm.SetTickPeriodMilliSeconds(uint32(tickStarting / time.Millisecond)); err != nil {
 			proxywasm.LogCriticalf("mtlsgate: cannot start the bundle refresh timer: %v", err)
@@ -149,7 +157,11 @@ func (r *root) OnPluginStart(int) bool {
 
 func bundleDesc(e *policy.Engine, src *policy.SidecarSource) string {
 	if src != nil {
-		return "from cluster " + strconv.Quote(src.Cluster) + " path " + src.Path
+		d := "from cluster " + strconv.Quote(src.Cluster) + " path " + src.Path
+		if n := len(src.PublicKeys); n > 0 {
+			return d + " signed by one of " + strconv.Itoa(n) + " public keys (set " + src.KeySetID + ")"
+		}
+		return d + " unsigned"
 	}
 	if e.HasBundle() {
 		return "inline version " + e.BundleVersion()
@@ -326,11 +338,18 @@ func (r *root) onBundle(numHeaders, bodySize, _ int) {
 	case "200":
 		body, err := proxywasm.GetHTTPCallResponseBody(0, bodySize)
 		if err == nil {
+			err = r.checkSignature(body)
+		}
+		if err == nil {
 			err = r.install(body)
 		}
 		if err != nil {
 			r.count("mtlsgate.bundle.fetch_failed")
-			proxywasm.LogErrorf("mtlsgate: trust bundle from %s rejected, keeping the last good one: %v", r.source.Cluster, err)
+			kept := "keeping the last good one"
+			if r.engine.BundleVersion() == "" {
+				kept = "no bundle loaded yet, so protected routes answer 503"
+			}
+			proxywasm.LogErrorf("mtlsgate: trust bundle from cluster %q rejected, %s: %v", r.source.Cluster, kept, err)
 			return
 		}
 		// Publish to the other VMs. Unconditional: every writer fetched the
@@ -345,6 +364,28 @@ func (r *root) onBundle(numHeaders, bodySize, _ int) {
 		r.count("mtlsgate.bundle.fetch_failed")
 		proxywasm.LogWarnf("mtlsgate: trust bundle fetch from cluster %q%s answered %s; keeping the last good bundle", r.source.Cluster, r.source.Path, status)
 	}
+}
+
+// checkSignature refuses a fetched bundle that none of the configured public
+// keys signed. It runs once per fetched body, never on the request path; a
+// 304 carries no body and needs no signature.
+func (r *root) checkSignature(body []byte) error {
+	keys := r.source.PublicKeys
+	if len(keys) == 0 {
+		return nil
+	}
+	sig, _ := proxywasm.GetHTTPCallResponseHeader(bundle.SignatureHeader)
+	err := bundle.VerifySignature(keys, body, sig)
+	if err == nil {
+		return nil
+	}
+	r.count("mtlsgate.bundle.signature_rejected")
+	if errors.Is(err, bundle.ErrUnsigned) {
+		return errors.New("the response carries no " + bundle.SignatureHeader + " header, and trustBundle.publicKeys requires one: " +
+			"start mtlsgate serve with --bundle-signing-key (the key whose public key publicKeys lists), and check that nothing else holds the cluster's address")
+	}
+	return errors.New(err.Error() + ": the bundle was altered, or signed with a key publicKeys does not list; " +
+		"compare `mtlsgate bundle-key public --key FILE` for serve's --bundle-signing-key with publicKeys, and check that nothing else holds the cluster's address")
 }
 
 // SourceAddress reads Envoy's source.address for the request being handled;

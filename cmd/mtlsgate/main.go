@@ -35,7 +35,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
-	case "serve", "health", "ca-certificate", "crl", "mtls-certificate", "profile", "audit":
+	case "serve", "health", "ca-certificate", "crl", "mtls-certificate", "profile", "audit", "bundle-key":
 		return cli.Run(args, stdout, stderr)
 	case "verify":
 		return verifycmd.Run(args[1:], stdout, stderr)
@@ -91,6 +91,7 @@ Commands:
   mtls-certificate   manage outbound client certificates (create, list, describe, update, enable, disable, delete)
   profile            manage authorization profiles (set, list, history, rollback)
   audit              list the audit trail of trust changes kept in the store
+  bundle-key         make the key serve signs the trust bundle with; print its public key
   verify             check a client certificate offline against CAs, CRLs and a policy
   dev                local gateway: TLS + x-forwarded-client-cert as Envoy, the real .wasm, an upstream
   demo               demo PKI, sidecar, upstream and gateway in one go (make run; --check for make demo)

@@ -38,7 +38,7 @@ func TestHelpListsEveryCommand(t *testing.T) {
 	if code := run([]string{"help"}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, c := range []string{"serve", "health", "ca-certificate", "crl", "mtls-certificate", "profile", "audit", "verify", "dev", "demo", "version", "help"} {
+	for _, c := range []string{"serve", "health", "ca-certificate", "crl", "mtls-certificate", "profile", "audit", "bundle-key", "verify", "dev", "demo", "version", "help"} {
 		if !strings.Contains(out.String(), "\n  "+c+" ") {
 			t.Errorf("help does not list %s", c)
 		}

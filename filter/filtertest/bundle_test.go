@@ -20,11 +20,26 @@ type fakeSidecar struct {
 	mu      sync.Mutex
 	body    []byte
 	version string
+	// sig is the signature header sent with body, none when "".
+	sig     string
 	failing bool
 	gets    atomic.Int32
 }
 
 func (f *fakeSidecar) set(cas ...*testpki.Cert) {
+	body, version := bundleOf(cas...)
+	f.serve(body, version, "")
+}
+
+// serve makes body, of the given version, the answer, with sig as its
+// signature header ("" for none).
+func (f *fakeSidecar) serve(body []byte, version, sig string) {
+	f.mu.Lock()
+	f.body, f.version, f.sig = body, version, sig
+	f.mu.Unlock()
+}
+
+func bundleOf(cas ...*testpki.Cert) (body []byte, version string) {
 	var list []bundle.CA
 	for _, c := range cas {
 		list = append(list, bundle.CA{PEM: string(c.PEM())})
@@ -34,9 +49,7 @@ func (f *fakeSidecar) set(cas ...*testpki.Cert) {
 	if err != nil {
 		panic(err)
 	}
-	f.mu.Lock()
-	f.body, f.version = body, b.Version
-	f.mu.Unlock()
+	return body, b.Version
 }
 
 func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -54,6 +67,9 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Content-Type", "application/json")
+	if f.sig != "" {
+		w.Header().Set(bundle.SignatureHeader, f.sig)
+	}
 	w.Write(f.body)
 }
 

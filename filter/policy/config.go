@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -175,6 +176,13 @@ type SidecarSource struct {
 	Cluster string        // Envoy cluster of the sidecar
 	Path    string        // default /v1/bundle
 	Refresh time.Duration // default 30s
+	// PublicKeys, when set, are the keys one of which must have signed a
+	// fetched bundle (bundle.SignatureHeader): whatever listens at the
+	// cluster's address while the sidecar is down cannot hand the filter
+	// CAs of its own.
+	PublicKeys []*ecdsa.PublicKey
+	// KeySetID names PublicKeys (bundle.KeySetID), "" without them.
+	KeySetID string
 }
 
 // TrustBundleConfig holds exactly one of Inline and Sidecar (or neither when
@@ -947,9 +955,15 @@ func parseTrustBundle(tb gjson.Result) (TrustBundleConfig, error) {
 	if !tb.IsObject() {
 		return TrustBundleConfig{}, cfgErr("trustBundle", "must be an object: {\"cluster\": ...} or {\"caCertificates\": [...]}")
 	}
+	if tb.Get("publicKeys").Exists() && !tb.Get("cluster").Exists() {
+		if tb.Get("caCertificates").Exists() {
+			return TrustBundleConfig{}, cfgErr("trustBundle.publicKeys", "verifies bundles fetched from a cluster; an inline bundle (caCertificates) is part of the plugin configuration itself and needs no signature: remove publicKeys, or load the bundle from the sidecar with {\"cluster\": ..., \"publicKeys\": [...]}")
+		}
+		return TrustBundleConfig{}, cfgErr("trustBundle.publicKeys", "needs cluster: publicKeys verifies the bundle fetched from the sidecar's Envoy cluster, so set {\"cluster\": \"<sidecar cluster>\", \"publicKeys\": [...]}")
+	}
 	if tb.Get("cluster").Exists() || tb.Get("path").Exists() || tb.Get("refreshSeconds").Exists() {
-		if err := onlyKeys(tb, "trustBundle", "cluster", "path", "refreshSeconds"); err != nil {
-			return TrustBundleConfig{}, cfgErr("trustBundle", "mixes the sidecar source (cluster, path, refreshSeconds) with other keys: use one form")
+		if err := onlyKeys(tb, "trustBundle", "cluster", "path", "refreshSeconds", "publicKeys"); err != nil {
+			return TrustBundleConfig{}, cfgErr("trustBundle", "mixes the sidecar source (cluster, path, refreshSeconds, publicKeys) with other keys: use one form")
 		}
 		s := &SidecarSource{Path: "/v1/bundle", Refresh: 30 * time.Second}
 		var err error
@@ -973,6 +987,13 @@ func parseTrustBundle(tb gjson.Result) (TrustBundleConfig, error) {
 			}
 			s.Refresh = time.Duration(v.Int()) * time.Second
 		}
+		if v := tb.Get("publicKeys"); v.Exists() {
+			keys, id, err := parsePublicKeys(v)
+			if err != nil {
+				return TrustBundleConfig{}, err
+			}
+			s.PublicKeys, s.KeySetID = keys, id
+		}
 		return TrustBundleConfig{Sidecar: s}, nil
 	}
 	if err := onlyKeys(tb, "trustBundle", "caCertificates", "crls"); err != nil {
@@ -989,4 +1010,34 @@ func parseTrustBundle(tb gjson.Result) (TrustBundleConfig, error) {
 		return TrustBundleConfig{}, cfgErr("trustBundle", "%v", err)
 	}
 	return TrustBundleConfig{Inline: b}, nil
+}
+
+// parsePublicKeys reads trustBundle.publicKeys: a non-empty list of PEM
+// ECDSA P-256 public keys. An empty list is refused rather than read as
+// "no signature needed": an operator who wrote the key is asking for
+// signatures, and a templating step that emptied the list must not turn
+// them off.
+func parsePublicKeys(v gjson.Result) (keys []*ecdsa.PublicKey, setID string, err error) {
+	const path = "trustBundle.publicKeys"
+	if !v.IsArray() || len(v.Array()) == 0 {
+		return nil, "", cfgErr(path, "must be a non-empty array of PEM public keys (-----BEGIN PUBLIC KEY-----, as `mtlsgate bundle-key public --key FILE` prints); leave publicKeys out to accept unsigned bundles")
+	}
+	var spkis [][]byte
+	seen := map[string]bool{}
+	for i, e := range v.Array() {
+		p := path + "[" + strconv.Itoa(i) + "]"
+		if e.Type != gjson.String {
+			return nil, "", cfgErr(p, "must be a string holding a PEM public key, got %s", clip(e.Raw))
+		}
+		k, spki, err := bundle.ParsePublicKey([]byte(e.String()))
+		if err != nil {
+			return nil, "", cfgErr(p, "%v", err)
+		}
+		if seen[string(spki)] {
+			return nil, "", cfgErr(p, "lists the same key as an earlier entry: remove the duplicate")
+		}
+		seen[string(spki)] = true
+		keys, spkis = append(keys, k), append(spkis, spki)
+	}
+	return keys, bundle.KeySetID(spkis), nil
 }

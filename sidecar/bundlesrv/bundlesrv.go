@@ -1,9 +1,11 @@
 // Package bundlesrv serves the trust bundle the filter polls: GET /v1/bundle,
 // read-only and free of secrets, with the bundle version as a weak ETag so
-// a filter that is up to date gets a body-less 304.
+// a filter that is up to date gets a body-less 304, and with a signature
+// over the body when serve has a signing key.
 package bundlesrv
 
 import (
+	"crypto/ecdsa"
 	"fmt"
 	"net/http"
 	"strings"
@@ -23,6 +25,10 @@ type current struct {
 	// a verdict), so
 	// a revalidating filter keeps its copy while a fresh fetch sees them.
 	labels string
+	// sig is the bundle.SignatureHeader value for body, "" when unsigned.
+	// Made once per body: ECDSA signing costs far more than serving a
+	// poll, and the filter takes any valid signature.
+	sig string
 }
 
 func bodyLabels(b *bundle.Bundle) string {
@@ -44,6 +50,10 @@ type Server struct {
 	// without nextUpdate stays current (see store.CRL.StaleAfter); zero
 	// means forever. Set before the first Update.
 	MaxAgeWithoutNextUpdate time.Duration
+	// SigningKey, when set, signs every body served (bundle.SignatureHeader),
+	// for filters whose trustBundle.publicKeys list its public half. Set
+	// before the first Update.
+	SigningKey *ecdsa.PrivateKey
 }
 
 // New returns a server that has nothing to serve until the first Update: it
@@ -90,7 +100,13 @@ func (s *Server) Update(cas []store.CA, crls []store.CRL, withheld map[string]bo
 	if err != nil {
 		return err
 	}
-	s.cur.Store(&current{body: body, version: b.Version, labels: labels})
+	var sig string
+	if s.SigningKey != nil {
+		if sig, err = bundle.Sign(s.SigningKey, body); err != nil {
+			return err
+		}
+	}
+	s.cur.Store(&current{body: body, version: b.Version, labels: labels, sig: sig})
 	return nil
 }
 
@@ -148,6 +164,9 @@ func (s *Server) serveBundle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.Set("Content-Type", "application/json")
+	if cur.sig != "" {
+		h.Set(bundle.SignatureHeader, cur.sig)
+	}
 	_, _ = w.Write(cur.body)
 }
 

@@ -1,6 +1,7 @@
-// Package cli implements `mtlsgate serve`, `mtlsgate health` and the
+// Package cli implements `mtlsgate serve`, `mtlsgate health`, the
 // management commands (ca-certificate, crl, mtls-certificate, profile,
-// audit) that drive a running sidecar through its admin API.
+// audit) that drive a running sidecar through its admin API, and
+// `mtlsgate bundle-key`, which works on files alone.
 package cli
 
 import (
@@ -20,6 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mtlsgate/mtlsgate/internal/bundle"
 	"github.com/mtlsgate/mtlsgate/sidecar/api"
 	"github.com/mtlsgate/mtlsgate/sidecar/daemon"
 	"github.com/mtlsgate/mtlsgate/sidecar/problem"
@@ -44,6 +46,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		err = health(args[1:], stdout, stderr)
 	case "ca-certificate", "crl", "mtls-certificate", "profile", "audit":
 		return manage(args[0], args[1:], stdout, stderr)
+	case "bundle-key":
+		return bundleKey(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "mtlsgate: unknown command %q; run 'mtlsgate help'\n", args[0])
 		return 2
@@ -114,6 +118,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.BundleListen, "bundle-listen", daemon.DefaultBundleListen, "trust bundle endpoint address (host:port or unix:/path)")
 	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "bearer token file for the admin API, generated (0600) if absent (default <data-dir>/admin-token)")
 	fs.StringVar(&cfg.EncryptionKeyFile, "encryption-key-file", "", "32-byte key (raw, hex or base64) sealing private keys with AES-256-GCM")
+	fs.StringVar(&cfg.BundleSigningKeyFile, "bundle-signing-key", "", "PEM ECDSA P-256 private key that signs the trust bundle (header "+bundle.SignatureHeader+"), for filters with trustBundle.publicKeys; make one with: mtlsgate bundle-key create --out FILE")
 	fs.StringVar(&cfg.Environment, "environment", daemon.DefaultEnvironment, "environment whose outbound certificates this sidecar serves (development, preview, production)")
 	fs.DurationVar(&cfg.CRLMinInterval, "crl-refresh-min-interval", 30*time.Second, "shortest time between two downloads of a CRL URL (and retry delay)")
 	fs.DurationVar(&cfg.CRLMaxInterval, "crl-refresh-max-interval", time.Hour, "longest time between two downloads of a CRL URL")

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/mtlsgate/mtlsgate/sidecar/admin"
 	"github.com/mtlsgate/mtlsgate/sidecar/admintoken"
+	"github.com/mtlsgate/mtlsgate/sidecar/bundlekey"
 	"github.com/mtlsgate/mtlsgate/sidecar/bundlesrv"
 	"github.com/mtlsgate/mtlsgate/sidecar/crlrefresh"
 	"github.com/mtlsgate/mtlsgate/sidecar/metrics"
@@ -61,9 +63,12 @@ type Config struct {
 	BundleListen      string
 	AdminTokenFile    string // default: DataDir/admin-token
 	EncryptionKeyFile string
-	Environment       string
-	CRLMinInterval    time.Duration
-	CRLMaxInterval    time.Duration
+	// BundleSigningKeyFile, when set, is a PEM ECDSA P-256 private key that
+	// signs the bundle endpoint's answers (see package bundlekey).
+	BundleSigningKeyFile string
+	Environment          string
+	CRLMinInterval       time.Duration
+	CRLMaxInterval       time.Duration
 	// CRLMaxAge is how long after its thisUpdate a CRL without nextUpdate
 	// counts as current (store.CRL.StaleAfter); 0 means DefaultCRLMaxAge.
 	CRLMaxAge time.Duration
@@ -217,6 +222,21 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		key = k
 	}
+	var signer *ecdsa.PrivateKey
+	if cfg.BundleSigningKeyFile != "" {
+		k, perm, err := bundlekey.Load(cfg.BundleSigningKeyFile)
+		if err != nil {
+			return err
+		}
+		signer = k
+		// Whoever reads it can sign bundles the filters accept. Used anyway,
+		// as the admin token file is: refusing would stop a sidecar over a
+		// deployment detail.
+		if perm&0o077 != 0 {
+			log.Warn(fmt.Sprintf("the bundle signing key file can be read by other users, who could then sign trust bundles the filters accept: restrict it with `chmod 600 %s` (for a mounted Kubernetes Secret, set defaultMode: 0400 on the volume)", cfg.BundleSigningKeyFile),
+				"file", cfg.BundleSigningKeyFile, "mode", fmt.Sprintf("%04o", perm))
+		}
+	}
 	created, err := store.EnsureDir(cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
@@ -293,6 +313,7 @@ func Run(ctx context.Context, cfg Config) error {
 	tracker.Log = log
 	bundles := bundlesrv.New()
 	bundles.MaxAgeWithoutNextUpdate = crlMaxAge(cfg)
+	bundles.SigningKey = signer
 
 	var pubMu sync.Mutex
 	var keys keyGate
@@ -394,7 +415,7 @@ func Run(ctx context.Context, cfg Config) error {
 	addrs := Addrs{Admin: addrString(adminL), SDS: addrString(sdsL), Bundle: addrString(bundleL), TokenFile: cfg.AdminTokenFile, DataDir: cfg.DataDir}
 	log.Info("mtlsgate serve ready", "admin", addrs.Admin, "sds", addrs.SDS, "bundle", addrs.Bundle,
 		"environment", cfg.Environment, "adminTokenFile", cfg.AdminTokenFile, "adminTokenIds", tokens.IDs(),
-		"keysEncrypted", key != nil)
+		"keysEncrypted", key != nil, "bundleSigningKey", signingKeyID(signer))
 	if cfg.Ready != nil {
 		cfg.Ready(addrs)
 	}
@@ -427,6 +448,15 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	return serveErr
+}
+
+// signingKeyID names the bundle signing key in the ready line, "none"
+// without one.
+func signingKeyID(k *ecdsa.PrivateKey) string {
+	if k == nil {
+		return "none"
+	}
+	return bundlekey.ID(k)
 }
 
 // modeBits are the setuid, setgid and sticky bits of m in chmod's octal

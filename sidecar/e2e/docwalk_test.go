@@ -23,6 +23,7 @@ func TestServeHelpShowsFlagTypes(t *testing.T) {
 		{[]string{"serve", "-h"}, "(PEM; a CRL also DER)"},
 		// Turning the CRLs on over SDS says what it costs.
 		{[]string{"serve", "-h"}, "Envoy then refuses every client of a CA that has no CRL"},
+		{[]string{"serve", "-h"}, "-bundle-signing-key string"},
 	} {
 		if r := runCLI(nil, c.args...); !strings.Contains(r.stderr, c.want) {
 			t.Errorf("%s does not show %q:\n%s", strings.Join(c.args, " "), c.want, r.stderr)
