@@ -23,9 +23,8 @@ type keyDoc struct {
 	KeyFile, KeyID, PublicKey string
 }
 
-// fetchBundle GETs the bundle with an optional If-None-Match and returns
-// the status, the signature header and the body.
-func fetchBundle(t *testing.T, p *serveProc, inm string) (int, string, []byte, string) {
+// bundleResponse GETs serve's bundle, with If-None-Match when inm is set.
+func bundleResponse(t *testing.T, p *serveProc, inm string) (*http.Response, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, "http://"+p.addrs.Bundle+"/v1/bundle", nil)
 	if inm != "" {
@@ -40,6 +39,14 @@ func fetchBundle(t *testing.T, p *serveProc, inm string) (int, string, []byte, s
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp, body
+}
+
+// fetchBundle GETs the bundle with an optional If-None-Match and returns
+// the status, the signature header and the body.
+func fetchBundle(t *testing.T, p *serveProc, inm string) (int, string, []byte, string) {
+	t.Helper()
+	resp, body := bundleResponse(t, p, inm)
 	if n := len(resp.Header.Values(bundle.SignatureHeader)); n > 1 {
 		t.Fatalf("%d signature headers", n)
 	}
@@ -83,9 +90,10 @@ func TestBundleSignedWithKey(t *testing.T) {
 	}
 
 	p := startServe(t, t.TempDir(), "--bundle-signing-key", keyFile)
-	if !strings.Contains(p.stderr.String(), `"bundleSigningKey":"`+created.KeyID+`"`) {
-		t.Errorf("the ready line does not name the signing key %s: %s", created.KeyID, p.stderr.String())
-	}
+	// The log line follows the addresses serve prints on stdout.
+	waitFor(t, "the ready log line naming the signing key "+created.KeyID, func() bool {
+		return strings.Contains(p.stderr.String(), `"bundleSigningKey":"`+created.KeyID+`"`)
+	})
 	check := func(what string) string {
 		t.Helper()
 		status, sig, body, etag := fetchBundle(t, p, "")

@@ -178,19 +178,7 @@ func httpBody(t *testing.T, url string) []byte {
 func TestBundleETag(t *testing.T) {
 	p := startServe(t, t.TempDir())
 	url := "http://" + p.addrs.Bundle + "/v1/bundle"
-	get := func(inm string) (*http.Response, []byte) {
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		if inm != "" {
-			req.Header.Set("If-None-Match", inm)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp, body
-	}
+	get := func(inm string) (*http.Response, []byte) { return bundleResponse(t, p, inm) }
 	resp, body := get("")
 	etag := resp.Header.Get("ETag")
 	var doc struct{ Version string }
