@@ -156,9 +156,9 @@ func TestBundleSigningKeyFromOpenSSL(t *testing.T) {
 		t.Fatalf("printed public key %q is not the key's: %v", doc.PublicKey, err)
 	}
 	p := startServe(t, t.TempDir(), "--bundle-signing-key", keyFile)
-	if !strings.Contains(p.stderr.String(), "bundle signing key file can be read by other users") || !strings.Contains(p.stderr.String(), "chmod 600 "+keyFile) {
-		t.Errorf("no warning about a 0644 key file: %s", p.stderr.String())
-	}
+	waitFor(t, "a warning about the 0644 key file", func() bool {
+		return strings.Contains(p.stderr.String(), "bundle signing key file can be read by other users") && strings.Contains(p.stderr.String(), "chmod 600 "+keyFile)
+	})
 	_, sig, body, _ := fetchBundle(t, p, "")
 	if err := bundle.VerifySignature([]*ecdsa.PublicKey{pub}, body, sig); err != nil {
 		t.Fatalf("signature: %v", err)
