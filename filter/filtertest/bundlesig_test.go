@@ -4,8 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"strings"
 	"testing"
 	"time"
@@ -25,15 +23,6 @@ func signingKey(t *testing.T) *ecdsa.PrivateKey {
 	return k
 }
 
-func publicKeyPEM(t *testing.T, k *ecdsa.PrivateKey) string {
-	t.Helper()
-	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-}
-
 func sign(t *testing.T, k *ecdsa.PrivateKey, body []byte) string {
 	t.Helper()
 	sig, err := bundle.Sign(k, body)
@@ -46,7 +35,7 @@ func sign(t *testing.T, k *ecdsa.PrivateKey, body []byte) string {
 func signedConfig(t *testing.T, keys ...*ecdsa.PrivateKey) map[string]any {
 	var pems []string
 	for _, k := range keys {
-		pems = append(pems, publicKeyPEM(t, k))
+		pems = append(pems, bundlekey.PublicPEM(k))
 	}
 	return map[string]any{"policies": []any{policyDoc("mtls", nil)},
 		"trustBundle": map[string]any{"cluster": "mtlsgate_sidecar", "path": "/v1/bundle", "refreshSeconds": 1, "publicKeys": pems}}
